@@ -1,0 +1,1 @@
+"""gRPC servicers: parse and validate, call the broker's core, convert the answer."""

@@ -1,0 +1,259 @@
+"""Protobuf ↔ domain conversion for tasks and leases, in one place."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from google.protobuf import timestamp_pb2
+
+from broker.config import Limits, Settings
+from broker.core import validation
+from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
+from broker.core.task_state import TaskState
+from broker.errors import InvalidArgument
+from broker.ids import new_ulid
+from taskyard.v1 import (
+    payload_pb2,
+    task_pb2,
+    task_service_pb2,
+    worker_service_pb2,
+)
+
+DEFAULT_QUEUE = "default"
+
+
+def _us(ts: timestamp_pb2.Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def _set_ts(ts: timestamp_pb2.Timestamp, us: int) -> None:
+    ts.seconds, rem = divmod(us, 1_000_000)
+    ts.nanos = rem * 1000
+
+
+# --- Submission -----------------------------------------------------------------------------
+
+
+def new_task(
+    request: task_service_pb2.CreateTaskRequest, *, now: int, settings: Settings
+) -> NewTask:
+    limits = settings.limits
+    spec = request.task
+    type_ = validation.name("task.type", spec.type, limits, reason="INVALID_TYPE")
+    queue = validation.name(
+        "task.queue", spec.queue or DEFAULT_QUEUE, limits, reason="INVALID_QUEUE"
+    )
+    payload = _payload_bytes("task.payload", spec, limits)
+    labels = validation.labels(dict(spec.labels), limits)
+    run_at = _us(spec.run_time) if spec.HasField("run_time") else now
+    return NewTask(
+        id=new_ulid(),
+        type=type_,
+        queue=queue,
+        priority=spec.priority,
+        payload=payload,
+        labels=json.dumps(labels, separators=(",", ":")) if labels else None,
+        run_at=max(run_at, now),
+        created_at=now,
+        max_attempts=validation.max_attempts(
+            spec.max_attempts, settings.default_max_attempts, limits
+        ),
+        request_id=validation.request_id(request.request_id, limits),
+    )
+
+
+def _payload_bytes(field: str, spec: task_pb2.Task, limits: Limits) -> bytes | None:
+    if not spec.HasField("payload"):
+        return None
+    return payload_bytes(field, spec.payload, limits)
+
+
+def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> bytes | None:
+    validation.payload_size(field, payload.ByteSize(), limits)
+    if payload.WhichOneof("data") == "binary" and "json" in payload.content_type:
+        validation.json_text(f"{field}.binary", payload.binary)
+    data = payload.SerializeToString()
+    return data or None
+
+
+def created_task(t: NewTask, spec: task_pb2.Task) -> task_pb2.Task:
+    """The response for a task just inserted, built without reading it back."""
+    out = task_pb2.Task(
+        id=t.id,
+        type=t.type,
+        queue=t.queue,
+        priority=t.priority,
+        state=int(t.initial_state),  # type: ignore[arg-type]
+        max_attempts=t.max_attempts,
+        request_id=t.request_id or "",
+    )
+    if spec.HasField("payload"):
+        out.payload.CopyFrom(spec.payload)
+    if spec.labels:
+        out.labels.update(spec.labels)
+    _set_ts(out.create_time, t.created_at)
+    _set_ts(out.run_time, t.run_at)
+    return out
+
+
+# --- Reads ----------------------------------------------------------------------------------
+
+
+def task(record: TaskRecord, *, full: bool) -> task_pb2.Task:
+    out = task_pb2.Task(
+        id=record.id,
+        type=record.type,
+        queue=record.queue,
+        priority=record.priority,
+        state=int(record.state),  # type: ignore[arg-type]
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        worker_id=record.worker_id or "",
+        cancel_requested=record.cancel_requested,
+        request_id=record.request_id or "",
+    )
+    _set_ts(out.create_time, record.created_at)
+    _set_ts(out.run_time, record.run_at)
+    if record.started_at is not None:
+        _set_ts(out.start_time, record.started_at)
+    if record.finished_at is not None:
+        _set_ts(out.finish_time, record.finished_at)
+    if record.labels:
+        out.labels.update(json.loads(record.labels))
+    if record.error is not None:
+        e = record.error
+        out.error.CopyFrom(
+            task_pb2.TaskError(
+                type=e.type,
+                message=e.message,
+                details=e.details,
+                non_retryable=e.non_retryable,
+                attempt=record.error_attempt or 0,
+            )
+        )
+    if record.progress is not None:
+        set_progress(out.progress, record.progress)
+    if full:
+        if record.payload:
+            out.payload.MergeFromString(record.payload)
+        if record.result is not None:
+            out.result.MergeFromString(record.result)
+        elif record.state is TaskState.SUCCEEDED:
+            out.result.SetInParent()
+    return out
+
+
+def set_progress(out: task_pb2.Progress, p: Progress) -> None:
+    out.percent = p.percent
+    out.message = p.message
+    out.step = p.step
+    out.total_steps = p.total_steps
+    _set_ts(out.update_time, p.at_us)
+
+
+def full_view(view: int, default_full: bool) -> bool:
+    if view == task_service_pb2.TASK_VIEW_UNSPECIFIED:
+        return default_full
+    return view == task_service_pb2.TASK_VIEW_FULL
+
+
+def state_filter(value: int) -> TaskState | None:
+    if value == 0:
+        return None
+    try:
+        return TaskState(value)
+    except ValueError:
+        raise InvalidArgument(f"state {value} is not a TaskState", reason="INVALID_STATE") from None
+
+
+# --- Page tokens ----------------------------------------------------------------------------
+
+
+def page_token(last_id: str, fingerprint: str) -> str:
+    raw = json.dumps({"after": last_id, "f": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_page_token(token: str, fingerprint: str) -> str | None:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded))
+        last_id, expected = str(data["after"]), str(data["f"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            "page_token is not a token this broker issued; pass next_page_token unchanged",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
+    if expected != fingerprint:
+        raise InvalidArgument(
+            "page_token belongs to a listing with different filters; keep the filters "
+            "unchanged while paging",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return last_id
+
+
+def filter_fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+# --- Leases ---------------------------------------------------------------------------------
+
+
+def assignment(c: Claimed) -> worker_service_pb2.Assignment:
+    out = worker_service_pb2.Assignment(
+        task_id=c.id,
+        lease_id=str(c.lease_id),
+        type=c.type,
+        queue=c.queue,
+        priority=c.priority,
+        attempt=c.attempt,
+        max_attempts=c.max_attempts,
+    )
+    if c.payload:
+        out.payload.MergeFromString(c.payload)
+    if c.labels:
+        out.labels.update(json.loads(c.labels))
+    _set_ts(out.lease_expire_time, c.lease_expires_at)
+    _set_ts(out.create_time, c.created_at)
+    return out
+
+
+def lease_id(text: str) -> int | None:
+    """A lease id as the worker quoted it; None if it cannot be one of ours."""
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 <= value < 2**63 else None
+
+
+def progress(p: task_pb2.Progress, now: int) -> Progress:
+    return Progress(
+        percent=min(max(p.percent, 0.0), 100.0),
+        message=p.message[:1000],
+        step=p.step,
+        total_steps=p.total_steps,
+        at_us=now,
+    )
+
+
+def failure(f: worker_service_pb2.Failure) -> Failure:
+    return Failure(
+        type=(f.type or "Error")[:200],
+        message=f.message[:10_000],
+        details=f.details[:100_000],
+        non_retryable=f.non_retryable,
+    )
+
+
+def set_timestamp(ts: timestamp_pb2.Timestamp, us: int) -> None:
+    _set_ts(ts, us)
+
+
+def micros(ts: timestamp_pb2.Timestamp) -> int:
+    return _us(ts)

@@ -1,0 +1,201 @@
+"""TaskService: submit tasks, read them, cancel them, watch them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from broker.api import convert
+from broker.api.status import maps_errors
+from broker.core import validation
+from broker.core.models import NewTask, TaskRecord
+from broker.core.task_state import TaskState
+from broker.errors import FailedPrecondition, InvalidArgument, ShuttingDown, TaskNotFound
+from broker.events import TaskEvent
+from broker.loops.ops import CancelTask, CreateTasks
+from broker.runtime import Runtime
+from broker.store import tasks as store
+from taskyard.v1 import (
+    error_details_pb2,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+)
+
+Context = Any  # grpc.aio.ServicerContext; untyped in the generated stubs
+
+
+class TaskService(task_service_pb2_grpc.TaskServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def _accepting(self) -> None:
+        if self._rt.shutting_down:
+            raise ShuttingDown()
+
+    @maps_errors
+    async def CreateTask(
+        self, request: task_service_pb2.CreateTaskRequest, context: Context
+    ) -> task_service_pb2.CreateTaskResponse:
+        self._accepting()
+        new = convert.new_task(request, now=self._rt.clock.now_us(), settings=self._rt.settings)
+        (task_id,) = await self._rt.committer.submit(CreateTasks([new]))
+        return task_service_pb2.CreateTaskResponse(task=await self._created(new, task_id, request))
+
+    async def _created(
+        self, new: NewTask, task_id: str, request: task_service_pb2.CreateTaskRequest
+    ) -> task_pb2.Task:
+        if task_id == new.id:
+            return convert.created_task(new, request.task)
+        # An earlier request with the same request_id won; return its task.
+        return convert.task(await self._get(task_id, full=True), full=True)
+
+    @maps_errors
+    async def BatchCreateTasks(
+        self, request: task_service_pb2.BatchCreateTasksRequest, context: Context
+    ) -> task_service_pb2.BatchCreateTasksResponse:
+        self._accepting()
+        limits = self._rt.settings.limits
+        count = len(request.requests)
+        if not 1 <= count <= limits.max_batch:
+            raise InvalidArgument(
+                f"requests holds {count} items; send 1 to {limits.max_batch} per call",
+                reason="BATCH_TOO_LARGE" if count else "INVALID_ARGUMENT",
+            )
+        now = self._rt.clock.now_us()
+        slots: list[NewTask | error_details_pb2.ItemError] = []
+        for index, item in enumerate(request.requests):
+            try:
+                slots.append(convert.new_task(item, now=now, settings=self._rt.settings))
+            except InvalidArgument as error:
+                slots.append(
+                    error_details_pb2.ItemError(
+                        code=error.code.value[0],
+                        reason=error.reason,
+                        message=f"requests[{index}]: {error.message}",
+                    )
+                )
+        valid = [s for s in slots if isinstance(s, NewTask)]
+        ids = await self._rt.committer.submit(CreateTasks(valid)) if valid else []
+        return await self._batch_response(request, slots, iter(ids))
+
+    async def _batch_response(
+        self,
+        request: task_service_pb2.BatchCreateTasksRequest,
+        slots: list[NewTask | error_details_pb2.ItemError],
+        ids: Any,
+    ) -> task_service_pb2.BatchCreateTasksResponse:
+        response = task_service_pb2.BatchCreateTasksResponse()
+        for item, slot in zip(request.requests, slots, strict=True):
+            result = response.results.add()
+            if isinstance(slot, NewTask):
+                result.task.CopyFrom(await self._created(slot, next(ids), item))
+            else:
+                result.error.CopyFrom(slot)
+        return response
+
+    @maps_errors
+    async def GetTask(
+        self, request: task_service_pb2.GetTaskRequest, context: Context
+    ) -> task_service_pb2.GetTaskResponse:
+        full = convert.full_view(request.view, default_full=True)
+        record = await self._get(validation.task_id(request.id), full=full)
+        return task_service_pb2.GetTaskResponse(task=convert.task(record, full=full))
+
+    async def _get(self, task_id: str, *, full: bool) -> TaskRecord:
+        async with self._rt.db.reader.connect() as conn:
+            record = await store.get_task(conn, task_id, full=full)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    @maps_errors
+    async def ListTasks(
+        self, request: task_service_pb2.ListTasksRequest, context: Context
+    ) -> task_service_pb2.ListTasksResponse:
+        limit = validation.page_size(request.page_size, self._rt.settings.limits)
+        filters = store.TaskFilter(
+            queue=request.queue or None,
+            state=convert.state_filter(request.state),
+            type=request.type or None,
+        )
+        fingerprint = convert.filter_fingerprint(filters.queue, filters.state, filters.type)
+        after = convert.parse_page_token(request.page_token, fingerprint)
+        full = convert.full_view(request.view, default_full=False)
+        async with self._rt.db.reader.connect() as conn:
+            records = await store.list_tasks(
+                conn, filters, limit=limit + 1, before_id=after, full=full
+            )
+        response = task_service_pb2.ListTasksResponse(
+            tasks=[convert.task(r, full=full) for r in records[:limit]]
+        )
+        if len(records) > limit:
+            response.next_page_token = convert.page_token(records[limit - 1].id, fingerprint)
+        return response
+
+    @maps_errors
+    async def CancelTask(
+        self, request: task_service_pb2.CancelTaskRequest, context: Context
+    ) -> task_service_pb2.CancelTaskResponse:
+        task_id = validation.task_id(request.id)
+        if len(request.reason) > 1000:
+            raise InvalidArgument("reason is over 1000 characters", reason="INVALID_ARGUMENT")
+        outcome = await self._rt.committer.submit(CancelTask(task_id, request.reason))
+        if not outcome.found:
+            raise TaskNotFound(task_id)
+        if (
+            outcome.state is not None
+            and outcome.state.is_terminal
+            and (outcome.state is not TaskState.CANCELLED)
+        ):
+            raise FailedPrecondition(
+                f"task {task_id} already finished as {outcome.state.label}; only waiting or "
+                "running tasks can be cancelled",
+                reason="TASK_ALREADY_FINISHED",
+            )
+        record = await self._get(task_id, full=False)
+        return task_service_pb2.CancelTaskResponse(task=convert.task(record, full=False))
+
+    @maps_errors
+    async def WatchTask(
+        self, request: task_service_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
+        task_id = validation.task_id(request.id)
+        full = convert.full_view(request.view, default_full=False)
+        events = self._rt.events
+        # Subscribe before the first read, so no change can slip in between.
+        queue = events.subscribe(task_id)
+        try:
+            record = await self._get(task_id, full=full)
+            snapshot = convert.task(record, full=full)
+            yield task_service_pb2.WatchTaskResponse(task=snapshot)
+            while not record.state.is_terminal:
+                event = await self._next_event(queue)
+                if event is not None and event.progress is not None:
+                    if record.state is TaskState.RUNNING:
+                        convert.set_progress(snapshot.progress, event.progress)
+                        yield task_service_pb2.WatchTaskResponse(task=snapshot)
+                    continue
+                fresh = await self._get(task_id, full=full)
+                if _changed(record, fresh):
+                    record, snapshot = fresh, convert.task(fresh, full=full)
+                    yield task_service_pb2.WatchTaskResponse(task=snapshot)
+        finally:
+            events.unsubscribe(task_id, queue)
+
+    async def _next_event(self, queue: asyncio.Queue[TaskEvent]) -> TaskEvent | None:
+        """The next event, or None after the poll interval (changes made elsewhere)."""
+        try:
+            return await asyncio.wait_for(queue.get(), self._rt.settings.promote_poll_s * 5)
+        except TimeoutError:
+            return None
+
+
+def _changed(old: TaskRecord, new: TaskRecord) -> bool:
+    return (old.state, old.attempt, old.cancel_requested, old.progress) != (
+        new.state,
+        new.attempt,
+        new.cancel_requested,
+        new.progress,
+    )

@@ -1,0 +1,426 @@
+"""WorkerService.Lease: one worker session, from handshake to goodbye.
+
+A session reads batches from the worker and answers them without blocking its
+read loop: heartbeats whose lease is fresh are acknowledged from memory (no
+database write per heartbeat); everything else goes through the committer and
+is acknowledged once committed. When the stream ends for any reason but a
+broker shutdown, the session's leases are released at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+import broker
+from broker.api import convert
+from broker.api.status import abort
+from broker.config import Limits
+from broker.core import validation
+from broker.core.models import (
+    Cancelled,
+    Claimed,
+    Failed,
+    LeaseEnd,
+    LeaseRef,
+    Outcome,
+    Succeeded,
+)
+from broker.errors import InvalidArgument, TaskyardError
+from broker.loops.dispatcher import StopReason
+from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
+from broker.runtime import Runtime
+from broker.store.tasks import Ended, ExtendResult, Extension
+from taskyard.v1 import (
+    error_details_pb2,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+Context = Any  # grpc.aio.ServicerContext
+pb = worker_service_pb2
+
+HANDSHAKE_TIMEOUT_S = 10.0
+_LEASE_LOST = error_details_pb2.ItemError(
+    code=9, reason="LEASE_LOST", message="the lease is no longer held; drop this task"
+)
+
+
+@dataclass(slots=True)
+class _Lease:
+    lease_id: int
+    expires: int  # as last written to the database
+    cancel_requested: bool = False
+
+
+class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def Lease(self, request_iterator: Any, context: Context) -> None:
+        try:
+            hello = await self._hello(context)
+        except TaskyardError as error:
+            await abort(context, error)
+        session = Session(self._rt, hello, context)
+        await session.run()
+
+    async def _hello(self, context: Context) -> worker_service_pb2.Hello:
+        if self._rt.shutting_down:
+            from broker.errors import ShuttingDown
+
+            raise ShuttingDown()
+        try:
+            first = await asyncio.wait_for(context.read(), HANDSHAKE_TIMEOUT_S)
+        except TimeoutError:
+            raise InvalidArgument(
+                f"no hello within {HANDSHAKE_TIMEOUT_S:.0f}s; send hello first",
+                reason="HANDSHAKE_REQUIRED",
+            ) from None
+        if not isinstance(first, pb.LeaseRequest) or first.WhichOneof("kind") != "hello":
+            raise InvalidArgument(
+                "the first message on a Lease stream must be hello", reason="HANDSHAKE_REQUIRED"
+            )
+        _check_hello(first.hello, self._rt.settings.limits)
+        return first.hello
+
+
+def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
+    validation.name("hello.worker_id", hello.worker_id, limits, reason="HANDSHAKE_REQUIRED")
+    if not hello.task_types:
+        raise InvalidArgument(
+            "hello.task_types is empty; list the task types this worker handles",
+            reason="HANDSHAKE_REQUIRED",
+        )
+    for t in hello.task_types:
+        validation.name("hello.task_types[]", t, limits, reason="HANDSHAKE_REQUIRED")
+    for q in hello.queues:
+        validation.name("hello.queues[]", q, limits, reason="HANDSHAKE_REQUIRED")
+    _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
+
+
+def _check_credits(field: str, credits: int, limits: Limits, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= credits <= limits.max_credits:
+        raise InvalidArgument(
+            f"{field} must be between {low} and {limits.max_credits}, got {credits}",
+            reason="INVALID_CREDITS",
+        )
+
+
+class Session:
+    """One Lease stream; implements the dispatcher's LeaseHolder."""
+
+    def __init__(self, rt: Runtime, hello: worker_service_pb2.Hello, context: Context) -> None:
+        self._rt = rt
+        self._context = context
+        self.key = uuid.uuid4().hex
+        self.worker_id = hello.worker_id
+        self.types = tuple(dict.fromkeys(hello.task_types))
+        self.queues = tuple(dict.fromkeys(hello.queues)) or (convert.DEFAULT_QUEUE,)
+        self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
+        self._hello = hello
+        self._leases: dict[str, _Lease] = {}
+        self._outbox: asyncio.Queue[worker_service_pb2.LeaseResponse | None] = asyncio.Queue()
+        self._open = True
+        self._half_us = int(rt.settings.lease_duration_s * 1_000_000) // 2
+
+    # --- LeaseHolder ------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def held_leases(self) -> list[LeaseRef]:
+        return [LeaseRef(task_id, lease.lease_id) for task_id, lease in self._leases.items()]
+
+    def deliver(self, claimed: list[Claimed]) -> None:
+        for c in claimed:
+            self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at)
+        message = pb.LeaseResponse(
+            assignments=pb.Assignments(assignments=[convert.assignment(c) for c in claimed])
+        )
+        self._send(message)
+
+    def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None:
+        lease = self._leases.get(ref.task_id)
+        if lease is None or lease.lease_id != ref.lease_id:
+            return
+        if reason is StopReason.LEASE_LOST:
+            del self._leases[ref.task_id]
+        else:
+            lease.cancel_requested = True
+        wire_reason = (
+            pb.CANCEL_REASON_LEASE_LOST
+            if reason is StopReason.LEASE_LOST
+            else pb.CANCEL_REASON_REQUESTED
+        )
+        self._send(
+            pb.LeaseResponse(
+                cancellations=pb.Cancellations(
+                    cancellations=[
+                        pb.Cancellation(
+                            task_id=ref.task_id, lease_id=str(ref.lease_id), reason=wire_reason
+                        )
+                    ]
+                )
+            )
+        )
+
+    # --- The session's life ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        rt = self._rt
+        lost = await self._adopt_held()
+        rt.dispatcher.attach(self)
+        rt.sessions[self.key] = self
+        log.info(
+            "worker %s connected (%s; types %s; queues %s)",
+            self.worker_id,
+            self.sdk,
+            ",".join(self.types),
+            ",".join(self.queues),
+        )
+        self._send(self._welcome(lost))
+        writer = asyncio.create_task(self._write_loop(), name=f"lease-writer-{self.key}")
+        try:
+            if self._hello.credits:
+                rt.dispatcher.grant(self, self._hello.credits)
+            await self._read_loop()
+        finally:
+            self._open = False
+            self._outbox.put_nowait(None)
+            rt.sessions.pop(self.key, None)
+            held = rt.dispatcher.detach(self)
+            if held and not rt.shutting_down:
+                # The worker is gone: its tasks may run again elsewhere now.
+                rt.committer.submit(EndLeases([disconnected(ref) for ref in held]))
+            log.info("worker %s disconnected; %d leases released", self.worker_id, len(held))
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    async def _adopt_held(self) -> list[LeaseRef]:
+        refs = []
+        for item in self._hello.held_leases:
+            lease_id = convert.lease_id(item.lease_id)
+            if lease_id is not None:
+                refs.append(LeaseRef(item.task_id, lease_id))
+        if not refs:
+            return [LeaseRef(i.task_id, 0) for i in self._hello.held_leases]
+        kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id))
+        expires = self._rt.clock.now_us() + 2 * self._half_us
+        for ref in refs:
+            if ref.task_id in kept:
+                self._leases[ref.task_id] = _Lease(ref.lease_id, expires)
+        self._rt.dispatcher.adopt(self, kept)
+        return [LeaseRef(i.task_id, 0) for i in self._hello.held_leases if i.task_id not in kept]
+
+    def _welcome(self, lost: Sequence[LeaseRef]) -> worker_service_pb2.LeaseResponse:
+        settings = self._rt.settings
+        held = {i.task_id: i.lease_id for i in self._hello.held_leases}
+        welcome = pb.Welcome(
+            session_id=self.key,
+            broker_version=broker.__version__,
+            lease_duration=_duration(settings.lease_duration_s),
+            heartbeat_interval=_duration(settings.heartbeat_interval_s),
+            lost_leases=[pb.LeaseRef(task_id=r.task_id, lease_id=held[r.task_id]) for r in lost],
+        )
+        return pb.LeaseResponse(welcome=welcome)
+
+    async def _read_loop(self) -> None:
+        import grpc
+
+        while True:
+            message = await self._context.read()
+            if message is grpc.aio.EOF:
+                return
+            try:
+                self._handle(message)
+            except TaskyardError as error:
+                await abort(self._context, error)
+
+    async def _write_loop(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            if message is None:
+                return
+            await self._context.write(message)
+
+    def _send(self, message: worker_service_pb2.LeaseResponse) -> None:
+        if self._open:
+            self._outbox.put_nowait(message)
+
+    def shutdown(self, grace_s: float, reason: str) -> None:
+        self._send(pb.LeaseResponse(shutdown=pb.Shutdown(grace=_duration(grace_s), message=reason)))
+
+    # --- Incoming batches -----------------------------------------------------------------
+
+    def _handle(self, message: worker_service_pb2.LeaseRequest) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "credit":
+            _check_credits(
+                "credit.credits", message.credit.credits, self._rt.settings.limits, allow_zero=False
+            )
+            self._rt.dispatcher.grant(self, message.credit.credits)
+        elif kind == "heartbeats":
+            self._heartbeats(message.heartbeats.heartbeats)
+        elif kind == "completions":
+            self._completions(message.completions.completions)
+        elif kind == "releases":
+            self._releases(message.releases.leases)
+        elif kind == "hello":
+            raise InvalidArgument("hello may only be sent once, first", reason="PROTOCOL_ERROR")
+        else:
+            raise InvalidArgument("empty LeaseRequest: set one kind", reason="PROTOCOL_ERROR")
+
+    def _heartbeats(self, heartbeats: Sequence[worker_service_pb2.Heartbeat]) -> None:
+        now = self._rt.clock.now_us()
+        expires = now + 2 * self._half_us
+        acks: list[worker_service_pb2.HeartbeatAck] = []
+        slow: list[Extension] = []
+        for hb in heartbeats:
+            ack = pb.HeartbeatAck(task_id=hb.task_id, lease_id=hb.lease_id)
+            acks.append(ack)
+            lease_id = convert.lease_id(hb.lease_id)
+            if lease_id is None:
+                ack.error.CopyFrom(_LEASE_LOST)
+                continue
+            lease = self._leases.get(hb.task_id)
+            progress = convert.progress(hb.progress, now) if hb.HasField("progress") else None
+            fresh = (
+                lease is not None
+                and lease.lease_id == lease_id
+                and (lease.expires - now > self._half_us)
+            )
+            if fresh and progress is None:
+                assert lease is not None
+                convert.set_timestamp(ack.lease_expire_time, lease.expires)
+                ack.cancel_requested = lease.cancel_requested
+            else:
+                slow.append(Extension(hb.task_id, lease_id, expires, progress))
+        if not slow:
+            self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
+            return
+        future = self._rt.committer.submit(ExtendLeases(slow))
+        future.add_done_callback(lambda f: self._extended(f, acks, slow, expires))
+
+    def _extended(
+        self,
+        future: asyncio.Future[dict[str, ExtendResult]],
+        acks: list[worker_service_pb2.HeartbeatAck],
+        slow: list[Extension],
+        expires: int,
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # the worker heartbeats again; the lease is not extended meanwhile
+        results = future.result()
+        by_id = {a.task_id: a for a in acks}
+        adopted = []
+        for item in slow:
+            ack, result = by_id[item.task_id], results[item.task_id]
+            if not result.ok:
+                ack.error.CopyFrom(_LEASE_LOST)
+                self._leases.pop(item.task_id, None)
+                continue
+            lease = self._leases.get(item.task_id)
+            if lease is None or lease.lease_id != item.lease_id:
+                # Leased by another session or replica; it lives here now.
+                lease = self._leases[item.task_id] = _Lease(item.lease_id, expires)
+                adopted.append(item.task_id)
+            lease.expires = expires
+            lease.cancel_requested = lease.cancel_requested or result.cancel_requested
+            convert.set_timestamp(ack.lease_expire_time, expires)
+            ack.cancel_requested = lease.cancel_requested
+            if item.progress is not None:
+                self._rt.events.progress(item.task_id, item.progress)
+        if adopted:
+            self._rt.dispatcher.adopt(self, adopted)
+        self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
+
+    def _completions(self, completions: Sequence[worker_service_pb2.Completion]) -> None:
+        limits = self._rt.settings.limits
+        acks: list[worker_service_pb2.CompletionAck] = []
+        ends: list[LeaseEnd] = []
+        pending: list[worker_service_pb2.CompletionAck] = []
+        for c in completions:
+            ack = pb.CompletionAck(task_id=c.task_id, lease_id=c.lease_id)
+            acks.append(ack)
+            lease_id = convert.lease_id(c.lease_id)
+            try:
+                outcome = _outcome(c, limits)
+            except InvalidArgument as error:
+                ack.error.CopyFrom(
+                    error_details_pb2.ItemError(
+                        code=error.code.value[0], reason=error.reason, message=error.message
+                    )
+                )
+                continue
+            if lease_id is None:
+                ack.error.CopyFrom(_LEASE_LOST)
+                continue
+            ends.append(LeaseEnd(c.task_id, lease_id, outcome))
+            pending.append(ack)
+        if not ends:
+            self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
+            return
+        future = self._rt.committer.submit(EndLeases(ends))
+        future.add_done_callback(lambda f: self._completed(f, acks, pending))
+
+    def _completed(
+        self,
+        future: asyncio.Future[list[Ended | None]],
+        acks: list[worker_service_pb2.CompletionAck],
+        pending: list[worker_service_pb2.CompletionAck],
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            # Not acknowledged: the worker keeps the outcome and sends it again.
+            log.warning(
+                "completions from %s not recorded: %s",
+                self.worker_id,
+                None if future.cancelled() else future.exception(),
+            )
+            return
+        for ack, ended in zip(pending, future.result(), strict=True):
+            self._leases.pop(ack.task_id, None)
+            if ended is None:
+                ack.error.CopyFrom(_LEASE_LOST)
+        self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
+
+    def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:
+        ends = []
+        for ref in refs:
+            lease_id = convert.lease_id(ref.lease_id)
+            lease = self._leases.pop(ref.task_id, None)
+            if lease_id is not None and lease is not None:
+                ends.append(released(LeaseRef(ref.task_id, lease_id)))
+        if ends:
+            self._rt.dispatcher.ended([e.task_id for e in ends])
+            self._rt.committer.submit(EndLeases(ends))
+
+
+def _outcome(c: worker_service_pb2.Completion, limits: Limits) -> Outcome:
+    kind = c.WhichOneof("outcome")
+    if kind == "result":
+        return Succeeded(convert.payload_bytes("completion.result", c.result, limits))
+    if kind == "failure":
+        return Failed(convert.failure(c.failure))
+    if kind == "cancelled":
+        return Cancelled(c.cancelled.message[:1000])
+    raise InvalidArgument(
+        "completion has no outcome: set result, failure or cancelled", reason="INVALID_ARGUMENT"
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromMicroseconds(int(seconds * 1_000_000))
+    return d

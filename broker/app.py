@@ -1,0 +1,127 @@
+"""Composition root: build the broker's parts, start them in order, stop them in reverse.
+
+Shutdown (SIGTERM/SIGINT): stop accepting, tell connected workers, give
+in-flight calls a grace period, let the committer finish what is queued, exit.
+Leases held by connected workers are *not* released on shutdown: the workers
+keep running, reconnect to the restarted broker and re-adopt them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from broker.clock import MICROS, Clock, SystemClock
+from broker.config import Settings
+from broker.core.retry import RetryPolicy
+from broker.events import TaskEvents
+from broker.loops.committer import Committer
+from broker.loops.dispatcher import Dispatcher
+from broker.loops.ops import Env
+from broker.loops.promoter import Promoter
+from broker.loops.reaper import Reaper
+from broker.runtime import Runtime
+from broker.server import build_server, set_serving
+from broker.store.database import Database, ensure_schema, open_database
+
+log = logging.getLogger("taskyard.broker")
+
+
+class _NoDue:
+    def due_at(self, run_at: int) -> None:
+        return None
+
+
+async def run(settings: Settings, *, clock: Clock | None = None) -> None:
+    clock = clock or SystemClock()
+    db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
+        await _serve(settings, clock, db, schema)
+    finally:
+        await db.dispose()
+
+
+async def _serve(settings: Settings, clock: Clock, db: Database, schema: str) -> None:
+    lease_us = int(settings.lease_duration_s * MICROS)
+    dispatcher = Dispatcher(lease_duration_us=lease_us)
+    events = TaskEvents()
+    env = Env(
+        clock=clock,
+        policy=RetryPolicy(),
+        dispatcher=dispatcher,
+        events=events,
+        due=_NoDue(),
+        lease_duration_us=lease_us,
+    )
+    committer = Committer(db=db, env=env)
+    promoter = Promoter(
+        db=db, committer=committer, clock=clock, poll_interval_s=settings.promote_poll_s
+    )
+    env.due = promoter
+    reaper = Reaper(
+        committer=committer,
+        interval_s=settings.sweep_interval_s,
+        startup_grace_s=settings.lease_duration_s,
+    )
+    runtime = Runtime(settings, clock, db, committer, dispatcher, events, schema)
+    server, health, port = build_server(runtime)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    committer_task = asyncio.create_task(committer.run(), name="committer")
+    side = [
+        asyncio.create_task(promoter.run(), name="promoter"),
+        asyncio.create_task(reaper.run(), name="reaper"),
+        asyncio.create_task(_poll_ready(dispatcher, settings.promote_poll_s), name="poll"),
+    ]
+    await server.start()
+    await set_serving(health, True)
+    _announce(settings, port, db.backend)
+
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    done, _ = await asyncio.wait(
+        [stopper, committer_task, *side], return_when=asyncio.FIRST_COMPLETED
+    )
+    crashed = [t for t in done if t is not stopper]
+    log.info("shutting down")
+    runtime.shutting_down = True
+    await set_serving(health, False)
+    dispatcher.freeze()
+    for session in list(runtime.sessions.values()):
+        session.shutdown(settings.shutdown_grace_s, "broker shutting down")  # type: ignore[attr-defined]
+    await server.stop(settings.shutdown_grace_s)
+    for task in [stopper, *side]:
+        task.cancel()
+    committer.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await committer_task
+    await asyncio.gather(*side, stopper, return_exceptions=True)
+    for task in crashed:
+        if not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"{task.get_name()} loop failed") from task.exception()
+    log.info("stopped after %d commits", committer.commits)
+
+
+async def _poll_ready(dispatcher: Dispatcher, interval_s: float) -> None:
+    """The fallback poll: a lost wake-up costs at most this long, never a stuck task."""
+    while True:
+        await asyncio.sleep(interval_s)
+        dispatcher.mark_all_ready()
+
+
+def _announce(settings: Settings, port: int, backend: str) -> None:
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("taskyard broker listening on %s:%d (%s)", host, port, backend)
+    if settings.port_file:
+        path = Path(settings.port_file)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{port}\n")
+        os.replace(tmp, path)

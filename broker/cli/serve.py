@@ -1,0 +1,151 @@
+"""`taskyard broker` and `taskyard db`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from broker.config import Settings
+from broker.errors import ConfigError
+
+DEFAULTS = Settings()
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.command("broker")
+@click.option(
+    "--listen",
+    envvar="TASKYARD_LISTEN",
+    default=DEFAULTS.listen,
+    show_default=True,
+    help="host:port to serve gRPC on; port 0 picks a free port.",
+)
+@click.option(
+    "--db",
+    envvar="TASKYARD_DB",
+    default=DEFAULTS.db,
+    show_default=True,
+    help="Database URL: sqlite+aiosqlite:///file.db or postgresql://user@host/db.",
+)
+@click.option(
+    "--lease-duration",
+    type=float,
+    default=DEFAULTS.lease_duration_s,
+    show_default=True,
+    help="Seconds a lease lasts without a heartbeat.",
+)
+@click.option(
+    "--sweep-interval",
+    type=float,
+    default=DEFAULTS.sweep_interval_s,
+    show_default=True,
+    help="Seconds between expired-lease sweeps.",
+)
+@click.option(
+    "--max-attempts",
+    type=int,
+    default=DEFAULTS.default_max_attempts,
+    show_default=True,
+    help="Default attempts for a task that sets none.",
+)
+@click.option(
+    "--max-payload-bytes",
+    type=int,
+    default=DEFAULTS.limits.max_payload_bytes,
+    show_default=True,
+    help="Largest payload or result accepted.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=DEFAULTS.shutdown_grace_s,
+    show_default=True,
+    help="Seconds in-flight calls get on SIGTERM.",
+)
+@click.option("--auto-migrate", is_flag=True, help="Upgrade an older schema on start.")
+@click.option(
+    "--sqlite-synchronous",
+    type=click.Choice(["NORMAL", "FULL"]),
+    default="NORMAL",
+    show_default=True,
+    help="FULL survives power loss at the cost of commit latency.",
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False),
+    help="Write the bound port here once serving (for --listen host:0).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def broker_command(
+    listen: str,
+    db: str,
+    lease_duration: float,
+    sweep_interval: float,
+    max_attempts: int,
+    max_payload_bytes: int,
+    shutdown_grace: float,
+    auto_migrate: bool,
+    sqlite_synchronous: str,
+    port_file: str | None,
+    log_level: str,
+) -> None:
+    """Run the broker (SQLite file by default)."""
+    from dataclasses import replace
+
+    from broker import app
+
+    if lease_duration <= 0 or sweep_interval <= 0:
+        raise click.BadParameter("--lease-duration and --sweep-interval must be positive")
+    settings = Settings(
+        listen=listen,
+        db=db,
+        lease_duration_s=lease_duration,
+        sweep_interval_s=sweep_interval,
+        default_max_attempts=max_attempts,
+        shutdown_grace_s=shutdown_grace,
+        auto_migrate=auto_migrate,
+        sqlite_synchronous=sqlite_synchronous,
+        port_file=port_file,
+        log_level=log_level,
+        limits=replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes),
+    )
+    _logging(log_level)
+    try:
+        asyncio.run(app.run(settings))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("db")
+def db_group() -> None:
+    """Manage the database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--db", envvar="TASKYARD_DB", default=DEFAULTS.db, show_default=True)
+def db_upgrade(db: str) -> None:
+    """Migrate the schema to the revision this version needs."""
+    from broker.store import database
+
+    async def _run() -> tuple[str | None, str]:
+        handle = database.open_database(db)
+        try:
+            return await database.upgrade(handle)
+        finally:
+            await handle.dispose()
+
+    try:
+        before, after = asyncio.run(_run())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"schema: {before or 'empty'} -> {after}")

@@ -1,0 +1,44 @@
+"""`taskyard worker MODULE:ATTR`: run the Worker object found there."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("worker")
+@click.argument("app")
+@click.option("-c", "--concurrency", type=int, help="Tasks run at once (overrides the Worker's).")
+@click.option("-Q", "--queues", help="Comma-separated queues to consume (overrides the Worker's).")
+@click.option("--target", envvar="TASKYARD_TARGET", help="Broker address(es), comma-separated.")
+@click.option("--worker-id", help="Identifier shown in the broker (default host-pid).")
+@click.option("--log-level", default="INFO", show_default=True)
+def worker_command(
+    app: str,
+    concurrency: int | None,
+    queues: str | None,
+    target: str | None,
+    worker_id: str | None,
+    log_level: str,
+) -> None:
+    """Run a worker: APP is module:attribute naming a worker_sdk.Worker."""
+    import logging
+    import sys
+
+    from worker_sdk._loader import load_worker
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        worker = load_worker(app)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    worker.configure(
+        concurrency=concurrency,
+        queues=queues.split(",") if queues else None,
+        targets=target.split(",") if target else None,
+        worker_id=worker_id,
+    )
+    worker.run_forever()

@@ -1,0 +1,44 @@
+"""Typed settings, filled from the command line and TASKYARD_* environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on every input; each violation is INVALID_ARGUMENT naming the limit."""
+
+    max_payload_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    max_string: int = 200
+    max_labels: int = 64
+    max_label_value: int = 1024
+    max_page_size: int = 1000
+    default_page_size: int = 100
+    max_attempts: int = 1000
+    max_credits: int = 10_000
+    max_message_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    db: str = "sqlite+aiosqlite:///taskyard.db"
+    # How long a lease lasts without a heartbeat: the time to notice a worker
+    # that died without closing its stream.
+    lease_duration_s: float = 10.0
+    sweep_interval_s: float = 1.0
+    promote_poll_s: float = 1.0
+    default_max_attempts: int = 3
+    shutdown_grace_s: float = 2.0
+    auto_migrate: bool = False
+    sqlite_synchronous: str = "NORMAL"
+    port_file: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.lease_duration_s / 3

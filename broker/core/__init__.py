@@ -1,0 +1,1 @@
+"""Pure broker logic: no I/O, no protobuf, time passed in."""

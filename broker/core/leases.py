@@ -1,0 +1,128 @@
+"""What becomes of a task when its lease ends: the decision, free of I/O.
+
+The store fences first (the lease must still be current), then asks `decide`
+for the transition and writes it with a compare-and-set on the same lease.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from broker.core.models import (
+    Cancelled,
+    Failed,
+    Failure,
+    LossReason,
+    Lost,
+    Outcome,
+    Released,
+    Succeeded,
+)
+from broker.core.retry import RetryPolicy
+from broker.core.task_state import TaskState, check_move
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """The fields of a leased task that the decision needs."""
+
+    id: str
+    queue: str
+    state: TaskState
+    lease_id: int | None
+    attempt: int
+    max_attempts: int
+    lost_count: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: TaskState
+    attempt: int
+    lost_count: int
+    run_at: int | None = None
+    finished_at: int | None = None
+    error: Failure | None = None
+
+
+CANCELLED_ERROR = "Cancelled"
+LEASE_LOST_ERROR = "LeaseLost"
+
+
+def decide(
+    row: LeaseRow,
+    outcome: Outcome,
+    *,
+    now: int,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Transition:
+    transition = _decide(row, outcome, now, policy, rng)
+    check_move(row.state, transition.state)
+    return transition
+
+
+def _decide(
+    row: LeaseRow,
+    outcome: Outcome,
+    now: int,
+    policy: RetryPolicy,
+    rng: random.Random | None,
+) -> Transition:
+    if isinstance(outcome, Succeeded):
+        return Transition(TaskState.SUCCEEDED, row.attempt, row.lost_count, finished_at=now)
+    if isinstance(outcome, Released):
+        # The attempt never started, so it does not count.
+        return Transition(TaskState.PENDING, row.attempt - 1, row.lost_count, run_at=now)
+    if row.cancel_requested or isinstance(outcome, Cancelled):
+        message = outcome.message if isinstance(outcome, Cancelled) else ""
+        error = Failure(CANCELLED_ERROR, message or "cancelled while running", non_retryable=True)
+        return Transition(
+            TaskState.CANCELLED, row.attempt, row.lost_count, finished_at=now, error=error
+        )
+    if isinstance(outcome, Lost):
+        return _lost(row, outcome.reason, now, policy)
+    assert isinstance(outcome, Failed)
+    return _failed(row, outcome.failure, now, policy, rng)
+
+
+def _lost(row: LeaseRow, reason: LossReason, now: int, policy: RetryPolicy) -> Transition:
+    lost = row.lost_count + 1
+    if lost > policy.max_lost_leases:
+        error = Failure(
+            LEASE_LOST_ERROR,
+            f"lease lost {lost} times (last: worker {reason.value}); the cap is "
+            f"{policy.max_lost_leases}",
+            non_retryable=True,
+        )
+        return Transition(TaskState.DEAD, row.attempt, lost, finished_at=now, error=error)
+    # A lost worker is not the handler's fault: run again at once.
+    return Transition(TaskState.PENDING, row.attempt, lost, run_at=now)
+
+
+def _failed(
+    row: LeaseRow,
+    failure: Failure,
+    now: int,
+    policy: RetryPolicy,
+    rng: random.Random | None,
+) -> Transition:
+    if failure.non_retryable or failure.type in policy.non_retryable_error_types:
+        return Transition(
+            TaskState.FAILED, row.attempt, row.lost_count, finished_at=now, error=failure
+        )
+    failures = row.attempt - row.lost_count
+    if failures >= row.max_attempts:
+        return Transition(
+            TaskState.DEAD, row.attempt, row.lost_count, finished_at=now, error=failure
+        )
+    delay = policy.backoff_us(failures, rng)
+    return Transition(
+        TaskState.RETRYING if delay > 0 else TaskState.PENDING,
+        row.attempt,
+        row.lost_count,
+        run_at=now + delay,
+        error=failure,
+    )

@@ -1,0 +1,70 @@
+"""Domain errors and the one table that maps them to gRPC status codes.
+
+Servicers raise these; `status_from` turns them into a `google.rpc.Status` with
+an `ErrorInfo(reason, domain="taskyard")` detail, so that clients can match
+on code and reason rather than on message text.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+DOMAIN = "taskyard"
+
+
+class TaskyardError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigError(Exception):
+    """The broker cannot start with the settings or database it was given."""
+
+
+class InvalidArgument(TaskyardError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(TaskyardError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class TaskNotFound(NotFound):
+    reason = "TASK_NOT_FOUND"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}; it may never have existed or been purged")
+
+
+class FailedPrecondition(TaskyardError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class LeaseLost(FailedPrecondition):
+    reason = "LEASE_LOST"
+
+
+class ResourceExhausted(TaskyardError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(TaskyardError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class ShuttingDown(Unavailable):
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("the broker is shutting down; retry against another replica or later")

@@ -1,0 +1,1 @@
+"""The broker's long-running parts, one responsibility each."""

@@ -1,0 +1,122 @@
+"""Group commit: the one writer through which every hot write goes.
+
+Callers submit ops and await their futures. The committer takes whatever ops
+are waiting — one, or thousands — applies them in one transaction (ops of one
+kind in one statement), lets the dispatcher claim tasks for hungry workers in
+the same transaction, commits, and only then resolves the futures and hands
+out the leases. A lone op never waits for company: the loop starts a
+transaction as soon as anything is queued, and batches form by themselves
+while a commit is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.loops.ops import EndLeases, Env, Op, released
+from broker.store.database import Database
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+MAX_OPS_PER_COMMIT = 512
+FAILURE_BACKOFF_S = 0.5
+
+
+class Committer:
+    def __init__(self, *, db: Database, env: Env) -> None:
+        self._db = db
+        self._env = env
+        self._queue: deque[Op[Any]] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.commits = 0
+        env.dispatcher.set_wake(self._wake.set)
+
+    def submit(self, op: Op[R]) -> asyncio.Future[R]:
+        self._queue.append(op)
+        self._wake.set()
+        return op.future
+
+    async def run(self) -> None:
+        """Commit until stopped; on stop, finish what is queued, then return."""
+        while True:
+            if not self._queue and not self._env.dispatcher.wants_claim():
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            ops = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_OPS_PER_COMMIT))]
+            if not await self._commit(ops) and not ops:
+                await asyncio.sleep(FAILURE_BACKOFF_S)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _commit(self, ops: list[Op[Any]], *, claims: bool = True) -> bool:
+        env = self._env
+        now = env.clock.now_us()
+        plans = []
+        try:
+            async with self._db.writer.begin() as conn:
+                results = await _apply(conn, ops, env, now)
+                plans = env.dispatcher.plan() if claims else []
+                if plans:
+                    await env.dispatcher.claim(conn, plans, now)
+        except Exception as exc:
+            env.dispatcher.abandon(plans)
+            if plans and ops:
+                # Claims must never sink the writes they rode along with.
+                log.error("claim failed (%s); committing %d ops without claims", exc, len(ops))
+                return await self._commit(ops, claims=False)
+            return await self._recover(ops, exc)
+        self.commits += 1
+        self._handoff(plans)
+        for op, result in zip(ops, results, strict=True):
+            if not op.future.done():
+                op.future.set_result(result)
+            op.after_commit(result, env)
+        return True
+
+    def _handoff(self, plans: list[Any]) -> None:
+        orphans = self._env.dispatcher.deliver(plans)
+        claimed = [c.id for p in plans for c in p.claimed]
+        if claimed:
+            self._env.events.state_changed(claimed)
+        if orphans:
+            self.submit(EndLeases([released(ref) for ref in orphans]))
+
+    async def _recover(self, ops: list[Op[Any]], exc: Exception) -> bool:
+        if len(ops) > 1:
+            # One bad op must not sink its neighbours: retry each on its own.
+            log.warning("group commit of %d ops failed (%s); retrying one by one", len(ops), exc)
+            for op in ops:
+                await self._commit([op], claims=False)
+            return True
+        if ops:
+            if not ops[0].future.done():
+                ops[0].future.set_exception(exc)
+            return True
+        log.error("claim transaction failed: %s", exc)
+        return False
+
+
+async def _apply(conn: AsyncConnection, ops: list[Op[Any]], env: Env, now: int) -> list[Any]:
+    groups: dict[type[Op[Any]], list[int]] = {}
+    for index, op in enumerate(ops):
+        groups.setdefault(type(op), []).append(index)
+    results: list[Any] = [None] * len(ops)
+    for cls in sorted(groups, key=lambda c: c.order):
+        indexes = groups[cls]
+        outcome = await cls.apply_all(conn, [ops[i] for i in indexes], env, now)
+        for i, result in zip(indexes, outcome, strict=True):
+            results[i] = result
+    return results

@@ -1,0 +1,243 @@
+"""Who gets which task: credits, claims and the routing of leases to sessions.
+
+Every worker session grants credits. The dispatcher turns free credits into
+claims, which the committer runs at the end of each transaction (so a task
+inserted in a batch can be leased in the same commit) and hands back once the
+transaction has committed. It never sends more leases to a session than the
+session granted.
+
+To avoid a useless claim query per event, each queue has a generation counter
+that goes up whenever tasks may have become ready there (a submission, a
+promotion, a lease coming back, a notification from another replica, the
+fallback poll). A session is worth a claim on a queue only when the queue's
+generation moved past the one at which its last claim came back short.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.core.models import Claimed, LeaseRef
+from broker.store import tasks as store
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIM = 1000
+
+
+class StopReason(Enum):
+    CANCEL_REQUESTED = 1
+    LEASE_LOST = 2
+
+
+class LeaseHolder(Protocol):
+    """A worker session as the dispatcher sees it."""
+
+    key: str
+    worker_id: str
+    types: tuple[str, ...]
+    queues: tuple[str, ...]
+
+    @property
+    def open(self) -> bool: ...
+
+    def held_leases(self) -> list[LeaseRef]: ...
+
+    def deliver(self, claimed: list[Claimed]) -> None: ...
+
+    def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None: ...
+
+
+@dataclass(eq=False)
+class _Slot:
+    holder: LeaseHolder
+    credits: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+    draining: bool = False
+
+
+@dataclass
+class _Plan:
+    slot: _Slot
+    queue: str
+    limit: int
+    generation: int
+    lease_id: int
+    claimed: list[Claimed] = field(default_factory=list)
+
+
+class Dispatcher:
+    def __init__(self, *, lease_duration_us: int, rng: random.Random | None = None) -> None:
+        self._lease_duration = lease_duration_us
+        self._slots: dict[str, _Slot] = {}
+        self._generation: dict[str, int] = {}
+        self._owners: dict[str, LeaseHolder] = {}
+        self._rng = rng or random.Random()
+        self._turn = 0
+        self._frozen = False
+        self._wake: WakeFn = _noop
+
+    def set_wake(self, wake: WakeFn) -> None:
+        """The committer's doorbell: rung whenever a claim may be worth running."""
+        self._wake = wake
+
+    # --- Sessions and credits ---------------------------------------------------------------
+
+    def attach(self, holder: LeaseHolder) -> None:
+        self._slots[holder.key] = _Slot(holder)
+
+    def detach(self, holder: LeaseHolder) -> list[LeaseRef]:
+        """Forget a session; return the leases it still held, for release."""
+        self._slots.pop(holder.key, None)
+        refs = holder.held_leases()
+        for ref in refs:
+            if self._owners.get(ref.task_id) is holder:
+                del self._owners[ref.task_id]
+        return refs
+
+    def grant(self, holder: LeaseHolder, credits: int) -> None:
+        slot = self._slots.get(holder.key)
+        if slot is None:
+            return
+        slot.credits += credits
+        if self._wants(slot):
+            self._wake()
+
+    def drain(self, holder: LeaseHolder) -> None:
+        slot = self._slots.get(holder.key)
+        if slot is not None:
+            slot.draining = True
+
+    def freeze(self) -> None:
+        """Stop leasing (shutdown); leases already out stay with their workers."""
+        self._frozen = True
+
+    def credits_of(self, holder: LeaseHolder) -> int:
+        slot = self._slots.get(holder.key)
+        return slot.credits if slot else 0
+
+    # --- Readiness --------------------------------------------------------------------------
+
+    def mark_ready(self, queues: Iterable[str]) -> None:
+        rang = False
+        for queue in queues:
+            self._generation[queue] = self._generation.get(queue, 0) + 1
+            rang = True
+        if rang and self.wants_claim():
+            self._wake()
+
+    def mark_all_ready(self) -> None:
+        """Fallback poll: assume every queue any session serves may have work."""
+        self.mark_ready({q for slot in self._slots.values() for q in slot.holder.queues})
+
+    def wants_claim(self) -> bool:
+        return not self._frozen and any(self._wants(s) for s in self._slots.values())
+
+    def _wants(self, slot: _Slot) -> bool:
+        if slot.credits <= 0 or slot.draining or self._frozen:
+            return False
+        return any(self._generation.get(q, 1) > slot.seen.get(q, 0) for q in slot.holder.queues)
+
+    # --- Claims, inside the committer's transaction ----------------------------------------
+
+    def plan(self) -> list[_Plan]:
+        """Reserve credits for this transaction's claims, visiting sessions in turn."""
+        slots = list(self._slots.values())
+        if not slots or self._frozen:
+            return []
+        self._turn = (self._turn + 1) % len(slots)
+        plans = []
+        for slot in slots[self._turn :] + slots[: self._turn]:
+            for queue in slot.holder.queues:
+                if not self._wants(slot):
+                    break
+                generation = self._generation.get(queue, 1)
+                if generation <= slot.seen.get(queue, 0):
+                    continue
+                limit = min(slot.credits, MAX_CLAIM)
+                slot.credits -= limit
+                lease_id = self._rng.getrandbits(63)
+                plans.append(_Plan(slot, queue, limit, generation, lease_id))
+        return plans
+
+    async def claim(self, conn: AsyncConnection, plans: list[_Plan], now: int) -> None:
+        expires = now + self._lease_duration
+        for p in plans:
+            p.claimed = await store.claim(
+                conn,
+                queue=p.queue,
+                types=p.slot.holder.types,
+                limit=p.limit,
+                worker_id=p.slot.holder.worker_id,
+                lease_id=p.lease_id,
+                now=now,
+                expires=expires,
+            )
+
+    def abandon(self, plans: list[_Plan]) -> None:
+        """The transaction failed: give the reserved credits back."""
+        for p in plans:
+            p.slot.credits += p.limit
+            p.claimed = []
+
+    def deliver(self, plans: list[_Plan]) -> list[LeaseRef]:
+        """After commit: hand claimed tasks to their sessions.
+
+        Returns leases whose session closed meanwhile, which the caller must
+        release.
+        """
+        orphans: list[LeaseRef] = []
+        for p in plans:
+            p.slot.credits += p.limit - len(p.claimed)
+            if len(p.claimed) < p.limit:
+                p.slot.seen[p.queue] = max(p.slot.seen.get(p.queue, 0), p.generation)
+            if not p.claimed:
+                continue
+            holder = p.slot.holder
+            if not holder.open or self._slots.get(holder.key) is not p.slot:
+                orphans.extend(LeaseRef(c.id, c.lease_id) for c in p.claimed)
+                continue
+            for c in p.claimed:
+                self._owners[c.id] = holder
+            holder.deliver(p.claimed)
+        return orphans
+
+    # --- Routing of lease events -----------------------------------------------------------
+
+    def adopt(self, holder: LeaseHolder, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self._owners[task_id] = holder
+
+    def ended(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self._owners.pop(task_id, None)
+
+    def owner(self, task_id: str) -> LeaseHolder | None:
+        return self._owners.get(task_id)
+
+    def stop(self, refs: Iterable[LeaseRef], reason: StopReason) -> None:
+        for ref in refs:
+            holder = self._owners.get(ref.task_id)
+            if holder is not None:
+                if reason is StopReason.LEASE_LOST:
+                    del self._owners[ref.task_id]
+                holder.stop_lease(ref, reason)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._slots)
+
+
+class WakeFn(Protocol):
+    def __call__(self) -> None: ...
+
+
+def _noop() -> None:
+    return None

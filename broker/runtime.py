@@ -1,0 +1,25 @@
+"""The running broker's shared parts, handed to every servicer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broker.clock import Clock
+from broker.config import Settings
+from broker.events import TaskEvents
+from broker.loops.committer import Committer
+from broker.loops.dispatcher import Dispatcher
+from broker.store.database import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    db: Database
+    committer: Committer
+    dispatcher: Dispatcher
+    events: TaskEvents
+    schema_version: str
+    shutting_down: bool = False
+    sessions: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,73 @@
+"""The gRPC server: our services, health and reflection on one port."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.api.system_service import SystemService
+from broker.api.task_service import TaskService
+from broker.api.worker_service import WorkerService
+from broker.errors import ConfigError
+from broker.runtime import Runtime
+from taskyard.v1 import (
+    system_service_pb2,
+    system_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+
+SERVICE_NAMES = (
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
+)
+
+
+def build_server(runtime: Runtime) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    limit = runtime.settings.limits.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # Workers keep their streams alive with pings; let them.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(runtime), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(runtime.settings.listen)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {runtime.settings.listen}: {exc}") from None
+    if port == 0:
+        raise ConfigError(f"cannot listen on {runtime.settings.listen}: the address is in use")
+    return server, health_servicer, port
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables and the named queries over them."""

@@ -1,0 +1,192 @@
+"""Connecting to the database: URLs, engines, SQLite pragmas and schema revisions.
+
+The broker writes through one connection (the committer's) and reads through a
+small pool. On SQLite the writer begins every transaction with BEGIN IMMEDIATE
+so that a write never has to upgrade a read lock, and a lock file keeps a
+second broker off the same database file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from broker.errors import ConfigError
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URL spellings users paste and pick the async driver."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass
+class Database:
+    url: str
+    writer: AsyncEngine
+    reader: AsyncEngine
+    _lock_fd: int | None = None
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.writer.dialect.name == "postgresql" else "sqlite"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        await self.reader.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _open_sqlite(url, sqlite_synchronous)
+    if parsed.get_backend_name() == "postgresql":
+        writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        reader = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return Database(url, writer, reader)
+    raise ConfigError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+    )
+
+
+def _open_sqlite(url: str, synchronous: str) -> Database:
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        raise ConfigError("SQLite needs a file: use sqlite+aiosqlite:///path/to/taskyard.db")
+    if synchronous.upper() not in {"NORMAL", "FULL"}:
+        raise ConfigError(f"--sqlite-synchronous must be NORMAL or FULL, got {synchronous!r}")
+    lock_fd = _lock_file(Path(path))
+    writer = create_async_engine(url, pool_size=1, max_overflow=0)
+    reader = create_async_engine(url, pool_size=4, max_overflow=4)
+    for engine in (writer, reader):
+        _install_pragmas(engine, synchronous.upper())
+    _begin_on(writer, "BEGIN IMMEDIATE")
+    _begin_on(reader, "BEGIN")
+    return Database(url, writer, reader, lock_fd)
+
+
+def _lock_file(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another broker is using {path} (lock {lock_path} is held); a SQLite database "
+            "serves one broker — use PostgreSQL to run several"
+        ) from None
+    return fd
+
+
+def _install_pragmas(engine: AsyncEngine, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Leave transactions to SQLAlchemy's "begin" event (see _begin_on)
+        # instead of pysqlite's implicit, deferred BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.close()
+
+
+def _begin_on(engine: AsyncEngine, statement: str) -> None:
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(statement)
+
+
+def _alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current_revision(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def current_revision(db: Database) -> str | None:
+    async with db.writer.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+async def ensure_schema(db: Database, *, auto_migrate: bool) -> str:
+    """Create the schema on first start; otherwise check (or migrate) the revision.
+
+    Returns the revision the database is at afterwards.
+    """
+    head = head_revision()
+    known = {
+        rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+    }
+    async with db.writer.connect() as conn:
+        current = await conn.run_sync(_current_revision)
+        if current == head:
+            return head
+        if current is not None and current not in known:
+            raise ConfigError(
+                f"the database schema is at revision {current}, newer than this broker knows "
+                f"(its newest is {head}); upgrade Taskyard before starting it on this database"
+            )
+        if current is not None and not auto_migrate:
+            raise ConfigError(
+                f"the database schema is at revision {current} but this broker needs {head}; "
+                "run `taskyard db upgrade --db URL` (or start the broker with --auto-migrate)"
+            )
+        await _run_upgrade(conn)
+    return head
+
+
+async def upgrade(db: Database) -> tuple[str | None, str]:
+    async with db.writer.connect() as conn:
+        before = await conn.run_sync(_current_revision)
+        await _run_upgrade(conn)
+    return before, head_revision()
+
+
+async def _run_upgrade(conn: AsyncConnection) -> None:
+    await conn.run_sync(_upgrade)
+    await conn.commit()

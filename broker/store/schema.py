@@ -1,0 +1,125 @@
+"""The tables. Instants are BIGINT microseconds since the epoch (UTC).
+
+`task` is the narrow, hot row whose state flips on every dispatch and
+completion; payloads and results live in their own tables so that a flip
+rewrites about a hundred bytes, not a multi-kilobyte blob (SQLite rewrites the
+whole record on UPDATE). Partial indexes cover exactly the rows each loop
+scans: pending (claims), waiting for a time (promotion), running (lease
+expiry) and finished (retention).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from broker.core.task_state import TERMINAL, TaskState
+
+metadata = sa.MetaData()
+
+
+def state_is(
+    *states: TaskState, column: sa.ColumnElement[int] | None = None
+) -> sa.ColumnElement[bool]:
+    """A state predicate with literal values.
+
+    Literals rather than bound parameters let SQLite match the partial
+    indexes, which it can only do when the query's WHERE visibly implies the
+    index's.
+    """
+    if column is None:
+        column = sa.literal_column("state")
+    if len(states) == 1:
+        return column == sa.literal_column(str(int(states[0])))
+    return column.in_([sa.literal_column(str(int(s))) for s in states])
+
+
+_TERMINAL_SQL = ", ".join(str(int(s)) for s in sorted(TERMINAL))
+
+task = sa.Table(
+    "task",
+    metadata,
+    sa.Column("id", sa.String(26), primary_key=True),
+    sa.Column("queue", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lost_count", sa.Integer, nullable=False),
+    sa.Column("run_at", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("lease_id", sa.BigInteger),
+    sa.Column("lease_expires_at", sa.BigInteger),
+    sa.Column("worker_id", sa.String(200)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("request_id", sa.String(200)),
+    sa.Column("labels", sa.Text),
+    sa.Column("error_type", sa.String(200)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_details", sa.Text),
+    sa.Column("error_non_retryable", sa.Boolean),
+    sa.Column("error_attempt", sa.Integer),
+    sa.Column("progress_percent", sa.Float),
+    sa.Column("progress_message", sa.Text),
+    sa.Column("progress_step", sa.Integer),
+    sa.Column("progress_total", sa.Integer),
+    sa.Column("progress_at", sa.BigInteger),
+    sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
+    sa.CheckConstraint(
+        f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
+    ),
+    sa.CheckConstraint(
+        f"(state = {int(TaskState.RUNNING)}) = (lease_id IS NOT NULL)", name="ck_task_leased"
+    ),
+    sa.Index(
+        "ix_task_claim",
+        "queue",
+        sa.text("priority DESC"),
+        "run_at",
+        "id",
+        sqlite_where=state_is(TaskState.PENDING),
+        postgresql_where=state_is(TaskState.PENDING),
+    ),
+    sa.Index(
+        "ix_task_due",
+        "run_at",
+        sqlite_where=state_is(TaskState.SCHEDULED, TaskState.RETRYING),
+        postgresql_where=state_is(TaskState.SCHEDULED, TaskState.RETRYING),
+    ),
+    sa.Index(
+        "ix_task_lease",
+        "lease_expires_at",
+        sqlite_where=state_is(TaskState.RUNNING),
+        postgresql_where=state_is(TaskState.RUNNING),
+    ),
+    sa.Index(
+        "ix_task_finished",
+        "finished_at",
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ux_task_request_id",
+        "request_id",
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
+)
+
+task_payload = sa.Table(
+    "task_payload",
+    metadata,
+    sa.Column("task_id", sa.String(26), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+task_result = sa.Table(
+    "task_result",
+    metadata,
+    sa.Column("task_id", sa.String(26), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)

@@ -1,0 +1,271 @@
+"""Clients that submit and follow tasks: `Client` (asyncio) and `SyncClient` (scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+
+from taskyard.v1 import task_service_pb2, task_service_pb2_grpc
+from worker_sdk._errors import TaskFailed, TaskyardError
+from worker_sdk._requests import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    batch_requests,
+    batch_results,
+    create_request,
+    list_request,
+    spec_of,
+)
+from worker_sdk._types import Task, TaskSpec, TaskState
+
+_FULL = task_service_pb2.TASK_VIEW_FULL
+_BASIC = task_service_pb2.TASK_VIEW_BASIC
+
+
+class Client:
+    """An asyncio client for TaskService.
+
+    Args:
+        target: The broker's ``host:port``.
+        timeout: Seconds each unary call may take; None for no limit.
+
+    Every method raises `TaskyardError` (with ``.code`` and ``.reason``) when
+    the broker refuses or cannot be reached.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.target = target
+        self._timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def submit(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        labels: dict[str, str] | None = None,
+        max_attempts: int | None = None,
+        request_id: str | None = None,
+    ) -> Task:
+        """Submit one task; returns it once the broker has committed it.
+
+        Args:
+            type: The task type a worker handles, e.g. ``"email.send"``.
+            payload: A JSON-serialisable value, or bytes.
+            queue: The queue; the broker's ``default`` when None.
+            priority: Higher runs first.
+            run_at: The earliest start (time-zone aware).
+            delay: Alternatively, seconds (or a timedelta) from now.
+            labels: String metadata.
+            max_attempts: Attempts a retryable failure may use.
+            request_id: Idempotency key: repeating it returns the first task.
+        """
+        spec = spec_of(
+            type,
+            payload,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            labels=labels,
+            max_attempts=max_attempts,
+            request_id=request_id,
+        )
+        response = await self._call(self._stub.CreateTask, create_request(spec))
+        return Task.from_proto(response.task)
+
+    async def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
+        """Submit many tasks, 1,000 per call.
+
+        Raises:
+            BatchSubmitError: some items were rejected (the rest were created).
+        """
+        responses = [
+            await self._call(self._stub.BatchCreateTasks, request)
+            for request in batch_requests(specs)
+        ]
+        return batch_results(responses)
+
+    async def get(self, task_id: str, *, full: bool = True) -> Task:
+        request = task_service_pb2.GetTaskRequest(id=task_id, view=_FULL if full else _BASIC)
+        response = await self._call(self._stub.GetTask, request)
+        return Task.from_proto(response.task)
+
+    async def cancel(self, task_id: str, reason: str = "") -> Task:
+        request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
+        response = await self._call(self._stub.CancelTask, request)
+        return Task.from_proto(response.task)
+
+    async def watch(self, task_id: str) -> AsyncIterator[Task]:
+        """Yield the task on every state change and progress report until it finishes."""
+        call = self._stub.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id))
+        try:
+            async for response in call:
+                yield Task.from_proto(response.task)
+        except grpc.RpcError as error:
+            raise TaskyardError.from_rpc_error(error, self.target) from None
+        finally:
+            call.cancel()
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait for the task to finish and return its result.
+
+        Raises:
+            TaskFailed: the task ended failed, dead, cancelled or expired.
+            TimeoutError: it did not finish within ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            async for task in self.watch(task_id):
+                if task.done:
+                    break
+        final = await self.get(task_id)
+        if final.state is not TaskState.SUCCEEDED:
+            raise TaskFailed(final)
+        return final.result
+
+    async def list(
+        self,
+        *,
+        queue: str | None = None,
+        state: TaskState | str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        full: bool = False,
+    ) -> AsyncIterator[Task]:
+        """Iterate over matching tasks, newest first, fetching page after page."""
+        token = ""
+        while True:
+            request = list_request(
+                queue=queue,
+                state=state,
+                type=type,
+                page_size=page_size,
+                page_token=token,
+                full=full,
+            )
+            response = await self._call(self._stub.ListTasks, request)
+            for task in response.tasks:
+                yield Task.from_proto(task)
+            token = response.next_page_token
+            if not token:
+                return
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise TaskyardError.from_rpc_error(error, self.target) from None
+
+
+class SyncClient:
+    """A blocking client for scripts and shells; the same methods as `Client`."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.target = target
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def submit(self, type: str, payload: Any = None, **options: Any) -> Task:
+        """See `Client.submit`."""
+        response = self._call(
+            self._stub.CreateTask, create_request(spec_of(type, payload, **options))
+        )
+        return Task.from_proto(response.task)
+
+    def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
+        """See `Client.submit_many`."""
+        return batch_results(
+            [self._call(self._stub.BatchCreateTasks, r) for r in batch_requests(specs)]
+        )
+
+    def get(self, task_id: str, *, full: bool = True) -> Task:
+        request = task_service_pb2.GetTaskRequest(id=task_id, view=_FULL if full else _BASIC)
+        return Task.from_proto(self._call(self._stub.GetTask, request).task)
+
+    def cancel(self, task_id: str, reason: str = "") -> Task:
+        request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
+        return Task.from_proto(self._call(self._stub.CancelTask, request).task)
+
+    def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[Task]:
+        """See `Client.watch`; ``timeout`` bounds the whole stream."""
+        call = self._stub.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id), timeout=timeout)
+        try:
+            for response in call:
+                yield Task.from_proto(response.task)
+        except grpc.RpcError as error:
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+            raise TaskyardError.from_rpc_error(error, self.target) from None
+        finally:
+            call.cancel()
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """See `Client.wait`."""
+        for task in self.watch(task_id, timeout=timeout):
+            if task.done:
+                break
+        final = self.get(task_id)
+        if final.state is not TaskState.SUCCEEDED:
+            raise TaskFailed(final)
+        return final.result
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        state: TaskState | str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        full: bool = False,
+    ) -> Iterator[Task]:
+        """See `Client.list`."""
+        token = ""
+        while True:
+            request = list_request(
+                queue=queue,
+                state=state,
+                type=type,
+                page_size=page_size,
+                page_token=token,
+                full=full,
+            )
+            response = self._call(self._stub.ListTasks, request)
+            for task in response.tasks:
+                yield Task.from_proto(task)
+            token = response.next_page_token
+            if not token:
+                return
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise TaskyardError.from_rpc_error(error, self.target) from None

@@ -1,0 +1,122 @@
+"""What a handler sees of its task: input, progress reporting, deadline, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from taskyard.v1 import task_pb2, worker_service_pb2
+from worker_sdk._payload import from_payload
+
+
+class TaskContext:
+    """Passed to every handler.
+
+    Attributes:
+        task_id: The task's id.
+        type: The task's type.
+        queue: The queue it came from.
+        priority: Its priority.
+        attempt: This attempt's number, counted from 1.
+        max_attempts: The attempts allowed in all.
+        labels: The task's labels.
+    """
+
+    def __init__(
+        self,
+        assignment: worker_service_pb2.Assignment,
+        report: Callable[[str, task_pb2.Progress], None],
+    ) -> None:
+        self.task_id = assignment.task_id
+        self.type = assignment.type
+        self.queue = assignment.queue
+        self.priority = assignment.priority
+        self.attempt = assignment.attempt
+        self.max_attempts = assignment.max_attempts
+        self.labels = dict(assignment.labels)
+        self._assignment = assignment
+        self._report = report
+        self._payload: Any = _UNSET
+        self._cancelled = threading.Event()
+        self._deadline = assignment.lease_expire_time.seconds + (
+            assignment.lease_expire_time.nanos / 1e9
+        )
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def payload(self) -> Any:
+        """The task's input: decoded JSON, bytes, or None."""
+        if self._payload is _UNSET:
+            has = self._assignment.HasField("payload")
+            self._payload = from_payload(self._assignment.payload) if has else None
+        return self._payload
+
+    @property
+    def lease_deadline(self) -> datetime:
+        """When the lease ends unless extended; the SDK heartbeats automatically."""
+        return datetime.fromtimestamp(self._deadline, tz=UTC)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the broker asked this task to stop (or its lease was lost).
+
+        Async handlers are cancelled for you (asyncio.CancelledError); thread
+        handlers should poll this and return early.
+        """
+        return self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block a thread handler until cancellation or the timeout; True if cancelled."""
+        return self._cancelled.wait(timeout)
+
+    def progress(
+        self,
+        percent: float | None = None,
+        message: str | None = None,
+        *,
+        step: int | None = None,
+        total_steps: int | None = None,
+    ) -> None:
+        """Report progress; callable from async and thread handlers alike.
+
+        Unset arguments keep their last value. Reports are coalesced, so
+        calling this often is cheap.
+        """
+        current = self._last_progress()
+        update = task_pb2.Progress(
+            percent=current.percent if percent is None else float(percent),
+            message=current.message if message is None else message,
+            step=current.step if step is None else step,
+            total_steps=current.total_steps if total_steps is None else total_steps,
+        )
+        self._progress = update
+        if _in_loop(self._loop):
+            self._report(self.task_id, update)
+        else:
+            self._loop.call_soon_threadsafe(self._report, self.task_id, update)
+
+    def _last_progress(self) -> task_pb2.Progress:
+        return getattr(self, "_progress", None) or task_pb2.Progress()
+
+    def _set_deadline(self, seconds: float) -> None:
+        self._deadline = seconds
+
+    def _cancel(self) -> None:
+        self._cancelled.set()
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,123 @@
+"""Request building and response reading shared by the async and the sync client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from taskyard.v1 import task_pb2, task_service_pb2
+from worker_sdk._errors import BatchSubmitError, TaskyardError
+from worker_sdk._payload import to_payload
+from worker_sdk._types import Task, TaskSpec, TaskState
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+MAX_BATCH = 1000
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def spec_of(
+    type: str,
+    payload: Any = None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
+    labels: dict[str, str] | None = None,
+    max_attempts: int | None = None,
+    request_id: str | None = None,
+) -> TaskSpec:
+    if run_at is not None and delay is not None:
+        raise ValueError("pass run_at or delay, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        run_at = datetime.now().astimezone() + timedelta(seconds=seconds)
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be time-zone aware, e.g. datetime.now(UTC)")
+    return TaskSpec(
+        type=type,
+        payload=payload,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        labels=dict(labels or {}),
+        max_attempts=max_attempts,
+        request_id=request_id,
+    )
+
+
+def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
+    task = task_pb2.Task(
+        type=spec.type,
+        queue=spec.queue or "",
+        priority=spec.priority,
+        labels=spec.labels,
+        max_attempts=spec.max_attempts or 0,
+    )
+    if spec.payload is not None:
+        task.payload.CopyFrom(to_payload(spec.payload))
+    if spec.run_at is not None:
+        task.run_time.FromDatetime(spec.run_at)
+    return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
+
+
+def batch_requests(specs: Iterable[TaskSpec]) -> list[task_service_pb2.BatchCreateTasksRequest]:
+    requests: list[task_service_pb2.BatchCreateTasksRequest] = []
+    current = task_service_pb2.BatchCreateTasksRequest()
+    for spec in specs:
+        current.requests.append(create_request(spec))
+        if len(current.requests) == MAX_BATCH:
+            requests.append(current)
+            current = task_service_pb2.BatchCreateTasksRequest()
+    if current.requests:
+        requests.append(current)
+    return requests
+
+
+def batch_results(
+    responses: Sequence[task_service_pb2.BatchCreateTasksResponse],
+) -> list[Task]:
+    results: list[Task | TaskyardError] = []
+    for response in responses:
+        for item in response.results:
+            if item.HasField("task"):
+                results.append(Task.from_proto(item.task))
+            else:
+                import grpc
+
+                code = next(
+                    (c for c in grpc.StatusCode if c.value[0] == item.error.code),
+                    grpc.StatusCode.UNKNOWN,
+                )
+                results.append(TaskyardError(code, item.error.reason, item.error.message))
+    if any(isinstance(r, TaskyardError) for r in results):
+        raise BatchSubmitError(results)
+    return [r for r in results if isinstance(r, Task)]
+
+
+def list_request(
+    *,
+    queue: str | None,
+    state: TaskState | str | None,
+    type: str | None,
+    page_size: int,
+    page_token: str,
+    full: bool,
+) -> task_service_pb2.ListTasksRequest:
+    return task_service_pb2.ListTasksRequest(
+        queue=queue or "",
+        state=TaskState(state).to_proto() if state else 0,  # type: ignore[arg-type]
+        type=type or "",
+        page_size=page_size,
+        page_token=page_token,
+        view=task_service_pb2.TASK_VIEW_FULL if full else task_service_pb2.TASK_VIEW_BASIC,
+    )

@@ -1,0 +1,553 @@
+"""The worker: runs handlers for the tasks the broker leases to it.
+
+One Lease stream per worker process. Everything on it is batched: credits,
+heartbeats for every running task, completions. Handlers run as asyncio tasks
+(async functions) or in a thread pool (plain functions). Completions are kept
+until the broker acknowledges them and are sent again after a reconnect, so a
+broker restart loses no result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
+from worker_sdk._context import TaskContext
+from worker_sdk._errors import NonRetryableError
+from worker_sdk._payload import to_payload
+from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
+from worker_sdk._version import __version__
+
+log = logging.getLogger("taskyard.worker")
+pb = worker_service_pb2
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+PROGRESS_MIN_INTERVAL_S = 0.1
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 10.0
+MAX_ITEMS_PER_MESSAGE = 500
+
+
+@dataclass
+class _Handler:
+    fn: Callable[[TaskContext], Any]
+    is_async: bool
+
+
+@dataclass(eq=False)
+class _Job:
+    task_id: str
+    lease_id: str
+    ctx: TaskContext
+    handler: _Handler | None
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    lost: bool = False
+    progress: task_pb2.Progress | None = None
+    progress_sent_at: float = 0.0
+    progress_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Outbox:
+    completions: list[worker_service_pb2.Completion] = field(default_factory=list)
+    credits: int = 0
+    heartbeats: dict[str, worker_service_pb2.Heartbeat] = field(default_factory=dict)
+    releases: list[worker_service_pb2.LeaseRef] = field(default_factory=list)
+
+    def messages(self) -> list[worker_service_pb2.LeaseRequest]:
+        out = []
+        for chunk in _chunks(self.completions):
+            out.append(pb.LeaseRequest(completions=pb.Completions(completions=chunk)))
+        if self.credits:
+            out.append(pb.LeaseRequest(credit=pb.Credit(credits=self.credits)))
+        for chunk in _chunks(list(self.heartbeats.values())):
+            out.append(pb.LeaseRequest(heartbeats=pb.Heartbeats(heartbeats=chunk)))
+        for chunk in _chunks(self.releases):
+            out.append(pb.LeaseRequest(releases=pb.Releases(leases=chunk)))
+        self.completions, self.credits, self.heartbeats, self.releases = [], 0, {}, []
+        return out
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    return [
+        items[i : i + MAX_ITEMS_PER_MESSAGE] for i in range(0, len(items), MAX_ITEMS_PER_MESSAGE)
+    ]
+
+
+class Worker:
+    """Runs task handlers for a Taskyard broker.
+
+    Args:
+        target: The broker's ``host:port``, or several to fail over between.
+        queues: The queues to take tasks from.
+        concurrency: How many tasks run at once; the broker never sends more.
+        worker_id: Shown in the broker; defaults to ``hostname-pid``.
+        shutdown_grace: Seconds in-flight tasks get to finish on stop/SIGTERM
+            before they are cancelled and handed back.
+
+    Example::
+
+        worker = Worker(concurrency=8)
+
+        @worker.task("resize")
+        async def resize(ctx: TaskContext) -> dict:
+            ctx.progress(50, "halfway")
+            return {"ok": True}
+
+        worker.run_forever()
+    """
+
+    def __init__(
+        self,
+        *,
+        target: str | Sequence[str] = DEFAULT_TARGET,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 10,
+        worker_id: str | None = None,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        self._handlers: dict[str, _Handler] = {}
+        self._targets = [target] if isinstance(target, str) else list(target)
+        self._queues = list(queues)
+        self._concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._grace = shutdown_grace
+        self._running: dict[str, _Job] = {}
+        self._unacked: dict[str, worker_service_pb2.Completion] = {}
+        self._draining = False
+        self._heartbeat_interval = 3.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.completed = 0
+
+    # --- Registration and configuration ---------------------------------------------------
+
+    def task(self, type: str) -> Callable[[H], H]:
+        """Register the decorated function as the handler of ``type``.
+
+        The handler takes a `TaskContext` and returns a JSON-serialisable value
+        or bytes. Async functions run on the event loop; plain functions run in
+        a thread pool of ``concurrency`` threads.
+        """
+
+        def register(fn: H) -> H:
+            self.register(type, fn)
+            return fn
+
+        return register
+
+    def register(self, type: str, fn: Callable[[TaskContext], Any]) -> None:
+        if type in self._handlers:
+            raise ValueError(f"a handler for {type!r} is already registered")
+        self._handlers[type] = _Handler(fn, inspect.iscoroutinefunction(fn))
+
+    def configure(
+        self,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        targets: Sequence[str] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        """Override settings (used by the ``taskyard worker`` command line)."""
+        if concurrency is not None:
+            self._concurrency = concurrency
+        if queues:
+            self._queues = list(queues)
+        if targets:
+            self._targets = list(targets)
+        if worker_id:
+            self.worker_id = worker_id
+
+    @property
+    def task_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    # --- Running ---------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain gracefully and return."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            await self.run()
+
+        asyncio.run(main())
+
+    async def run(self) -> None:
+        """Serve until `stop` is called and the drain completes."""
+        if not self._handlers:
+            raise ValueError("no handlers registered; decorate functions with @worker.task(...)")
+        if self._concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self._concurrency}")
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._outbox = _Outbox()
+        self._drained = asyncio.Event()
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="taskyard")
+        channels = {t: grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in self._targets}
+        try:
+            await self._connect_loop(channels)
+        finally:
+            for job in list(self._running.values()):
+                if job.task is not None:
+                    job.task.cancel()
+            for channel in channels.values():
+                await channel.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Begin a graceful drain: take no more tasks, finish or hand back the rest."""
+        if self._loop is None:
+            return
+        if _on_loop(self._loop):
+            self._begin_drain()
+        else:
+            self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        if self._draining:
+            return
+        log.info("draining: %d tasks in flight, up to %.0fs", len(self._running), self._grace)
+        self._draining = True
+        self._outbox.credits = 0
+        assert self._loop is not None
+        self._loop.call_later(self._grace, self._give_up_remaining)
+        self._check_drained()
+
+    def _give_up_remaining(self) -> None:
+        for job in list(self._running.values()):
+            log.warning("task %s did not finish within the grace period; releasing it", job.task_id)
+            self._outbox.releases.append(pb.LeaseRef(task_id=job.task_id, lease_id=job.lease_id))
+            self._abandon(job)
+            # A thread cannot be interrupted; stop waiting for it.
+            self._running.pop(job.task_id, None)
+        self._wake.set()
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._draining and not self._running and not self._unacked:
+            self._drained.set()
+            self._wake.set()
+
+    # --- Connection -----------------------------------------------------------------------
+
+    async def _connect_loop(self, channels: dict[str, grpc.aio.Channel]) -> None:
+        failures = 0
+        index = 0
+        while not self._drained.is_set():
+            target = self._targets[index % len(self._targets)]
+            established = False
+            try:
+                established = await self._session(channels[target], target)
+            except grpc.RpcError as error:
+                log.warning("lease stream to %s failed: %s", target, _describe(error))
+            except OSError as error:
+                log.warning("lease stream to %s failed: %s", target, error)
+            if self._drained.is_set():
+                return
+            if established:
+                failures = 0
+            else:
+                index += 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**failures) * random.uniform(0.5, 1.0)
+            failures += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), delay)
+
+    async def _session(self, channel: grpc.aio.Channel, target: str) -> bool:
+        call = worker_service_pb2_grpc.WorkerServiceStub(channel).Lease()
+        await call.write(pb.LeaseRequest(hello=self._hello()))
+        first = await call.read()
+        if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+            await call.done_writing()
+            return False
+        self._welcomed(first.welcome)
+        log.info("connected to %s as %s (%d running)", target, self.worker_id, len(self._running))
+        reader = asyncio.create_task(self._read(call), name="lease-reader")
+        writer = asyncio.create_task(self._write(call), name="lease-writer")
+        ticker = asyncio.create_task(self._tick(), name="lease-heartbeats")
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_EXCEPTION)
+            if not reader.done():
+                # The writer closed our side after draining; wait for the broker's.
+                await reader
+        finally:
+            for task in (reader, writer, ticker):
+                task.cancel()
+            results = await asyncio.gather(reader, writer, ticker, return_exceptions=True)
+            call.cancel()
+        for result in results:
+            if isinstance(result, grpc.RpcError):
+                raise result
+        return True
+
+    def _hello(self) -> worker_service_pb2.Hello:
+        held = [
+            pb.LeaseRef(task_id=j.task_id, lease_id=j.lease_id)
+            for j in self._running.values()
+            if not j.lost
+        ]
+        held += [
+            pb.LeaseRef(task_id=c.task_id, lease_id=c.lease_id) for c in self._unacked.values()
+        ]
+        self._outbox = _Outbox()
+        return pb.Hello(
+            worker_id=self.worker_id,
+            task_types=self.task_types,
+            queues=self._queues,
+            sdk_language="python",
+            sdk_version=__version__,
+            credits=0 if self._draining else max(self._concurrency - len(self._running), 0),
+            held_leases=held,
+        )
+
+    def _welcomed(self, welcome: worker_service_pb2.Welcome) -> None:
+        interval = welcome.heartbeat_interval.ToTimedelta().total_seconds()
+        self._heartbeat_interval = interval if interval > 0 else 3.0
+        for ref in welcome.lost_leases:
+            job = self._running.get(ref.task_id)
+            if job is not None and job.lease_id == ref.lease_id:
+                log.warning("lease on task %s was lost while disconnected; abandoning", ref.task_id)
+                self._abandon(job)
+            completion = self._unacked.get(ref.task_id)
+            if completion is not None and completion.lease_id == ref.lease_id:
+                del self._unacked[ref.task_id]
+        # Results the broker has not acknowledged go out again.
+        self._outbox.completions = list(self._unacked.values())
+        self._wake.set()
+        self._check_drained()
+
+    async def _read(self, call: Any) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("kind")
+            if kind == "assignments":
+                for assignment in message.assignments.assignments:
+                    self._start(assignment)
+            elif kind == "completion_acks":
+                self._completion_acks(message.completion_acks.acks)
+            elif kind == "heartbeat_acks":
+                self._heartbeat_acks(message.heartbeat_acks.acks)
+            elif kind == "cancellations":
+                self._cancellations(message.cancellations.cancellations)
+            elif kind == "shutdown":
+                log.info("broker is shutting down: %s", message.shutdown.message)
+
+    async def _write(self, call: Any) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for message in self._outbox.messages():
+                await call.write(message)
+            if self._drained.is_set():
+                await call.done_writing()
+                return
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            for job in self._running.values():
+                if not job.lost and job.task_id not in self._outbox.heartbeats:
+                    self._outbox.heartbeats[job.task_id] = pb.Heartbeat(
+                        task_id=job.task_id, lease_id=job.lease_id
+                    )
+            if self._running:
+                self._wake.set()
+
+    # --- Acks and broker requests -----------------------------------------------------------
+
+    def _completion_acks(self, acks: Sequence[worker_service_pb2.CompletionAck]) -> None:
+        for ack in acks:
+            completion = self._unacked.get(ack.task_id)
+            if completion is not None and completion.lease_id == ack.lease_id:
+                del self._unacked[ack.task_id]
+            if ack.HasField("error"):
+                log.warning(
+                    "broker discarded the outcome of task %s: %s (%s)",
+                    ack.task_id,
+                    ack.error.message,
+                    ack.error.reason,
+                )
+        self._check_drained()
+
+    def _heartbeat_acks(self, acks: Sequence[worker_service_pb2.HeartbeatAck]) -> None:
+        for ack in acks:
+            job = self._running.get(ack.task_id)
+            if job is None or job.lease_id != ack.lease_id:
+                continue
+            if ack.HasField("error"):
+                log.warning(
+                    "lost the lease on task %s (%s); abandoning it", job.task_id, ack.error.reason
+                )
+                self._abandon(job)
+            else:
+                exp = ack.lease_expire_time
+                job.ctx._set_deadline(exp.seconds + exp.nanos / 1e9)
+                if ack.cancel_requested:
+                    self._cancel(job)
+
+    def _cancellations(self, items: Sequence[worker_service_pb2.Cancellation]) -> None:
+        for item in items:
+            job = self._running.get(item.task_id)
+            if job is None or job.lease_id != item.lease_id:
+                continue
+            if item.reason == pb.CANCEL_REASON_LEASE_LOST:
+                log.warning("broker revoked the lease on task %s; abandoning it", job.task_id)
+                self._abandon(job)
+            else:
+                self._cancel(job)
+
+    def _cancel(self, job: _Job) -> None:
+        if job.cancel_requested:
+            return
+        job.cancel_requested = True
+        job.ctx._cancel()
+        if job.handler is not None and job.handler.is_async and job.task is not None:
+            job.task.cancel()
+
+    def _abandon(self, job: _Job) -> None:
+        """Stop caring about a task whose lease is gone: no outcome will be sent."""
+        job.lost = True
+        job.ctx._cancel()
+        if job.handler is not None and job.handler.is_async and job.task is not None:
+            job.task.cancel()
+
+    # --- Running handlers -------------------------------------------------------------------
+
+    def _start(self, assignment: worker_service_pb2.Assignment) -> None:
+        if self._draining:
+            self._outbox.releases.append(
+                pb.LeaseRef(task_id=assignment.task_id, lease_id=assignment.lease_id)
+            )
+            self._wake.set()
+            return
+        job = _Job(
+            assignment.task_id,
+            assignment.lease_id,
+            TaskContext(assignment, self._report),
+            self._handlers.get(assignment.type),
+        )
+        self._running[job.task_id] = job
+        job.task = asyncio.create_task(self._execute(job))
+
+    async def _execute(self, job: _Job) -> None:
+        completion = pb.Completion(task_id=job.task_id, lease_id=job.lease_id)
+        try:
+            value = await self._invoke(job)
+            try:
+                completion.result.CopyFrom(to_payload(value))
+            except TypeError as exc:
+                _fail(completion, "ResultNotSerializable", str(exc), non_retryable=True)
+        except asyncio.CancelledError:
+            if not job.cancel_requested:
+                self._finish(job, None)
+                return
+            completion.cancelled.message = "handler cancelled"
+        except NonRetryableError as exc:
+            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc(), True)
+        except Exception as exc:
+            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc())
+        if job.cancel_requested and completion.WhichOneof("outcome") == "failure":
+            completion.cancelled.message = completion.failure.message
+        self._finish(job, completion)
+
+    async def _invoke(self, job: _Job) -> Any:
+        handler = job.handler
+        if handler is None:
+            raise LookupError(f"this worker has no handler for task type {job.ctx.type!r}")
+        if handler.is_async:
+            return await handler.fn(job.ctx)
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._executor, handler.fn, job.ctx)
+
+    def _finish(self, job: _Job, completion: worker_service_pb2.Completion | None) -> None:
+        self._running.pop(job.task_id, None)
+        if job.progress_timer is not None:
+            job.progress_timer.cancel()
+        self._outbox.heartbeats.pop(job.task_id, None)
+        if completion is not None and not job.lost:
+            self._unacked[job.task_id] = completion
+            self._outbox.completions.append(completion)
+            self.completed += 1
+        if not self._draining:
+            self._outbox.credits += 1
+        self._wake.set()
+        self._check_drained()
+
+    # --- Progress -------------------------------------------------------------------------
+
+    def _report(self, task_id: str, progress: task_pb2.Progress) -> None:
+        job = self._running.get(task_id)
+        if job is None or job.lost:
+            return
+        job.progress = progress
+        if job.progress_timer is not None:
+            return
+        wait = job.progress_sent_at + PROGRESS_MIN_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._queue_progress(job)
+        else:
+            assert self._loop is not None
+            job.progress_timer = self._loop.call_later(wait, self._queue_progress, job)
+
+    def _queue_progress(self, job: _Job) -> None:
+        job.progress_timer = None
+        if job.progress is None or job.task_id not in self._running:
+            return
+        heartbeat = pb.Heartbeat(task_id=job.task_id, lease_id=job.lease_id)
+        heartbeat.progress.CopyFrom(job.progress)
+        self._outbox.heartbeats[job.task_id] = heartbeat
+        job.progress_sent_at = time.monotonic()
+        self._wake.set()
+
+
+def _fail(
+    completion: worker_service_pb2.Completion,
+    type_: str,
+    message: str,
+    details: str = "",
+    non_retryable: bool = False,
+) -> None:
+    completion.failure.CopyFrom(
+        pb.Failure(type=type_, message=message, details=details, non_retryable=non_retryable)
+    )
+
+
+def _describe(error: grpc.RpcError) -> str:
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    return f"{code.name if code else 'error'}: {details}"
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+Handler = Callable[[TaskContext], Awaitable[Any] | Any]
