@@ -125,7 +125,7 @@ class Client:
         finally:
             call.cancel()
 
-    async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the task to finish and return its result.
 
         Raises:
@@ -221,7 +221,7 @@ class SyncClient:
             for response in call:
                 yield Task.from_proto(response.task)
         except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
             raise TaskyardError.from_rpc_error(error, self.target) from None
         finally:

@@ -46,7 +46,7 @@ def _reason(raw: bytes) -> str | None:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            return info.reason
+            return str(info.reason)
     return None
 
 

@@ -35,7 +35,7 @@ class TaskState(StrEnum):
 
     @classmethod
     def from_proto(cls, value: int) -> TaskState:
-        return _FROM_PROTO[value]
+        return _FROM_PROTO[value]  # type: ignore[index]
 
 
 _TO_PROTO = {s: task_pb2.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}

@@ -72,15 +72,20 @@ class _Outbox:
     releases: list[worker_service_pb2.LeaseRef] = field(default_factory=list)
 
     def messages(self) -> list[worker_service_pb2.LeaseRequest]:
-        out = []
-        for chunk in _chunks(self.completions):
-            out.append(pb.LeaseRequest(completions=pb.Completions(completions=chunk)))
+        # Heartbeats go first: a task's last progress must land before its result.
+        out = [
+            pb.LeaseRequest(heartbeats=pb.Heartbeats(heartbeats=beats))
+            for beats in _chunks(list(self.heartbeats.values()))
+        ]
+        out += [
+            pb.LeaseRequest(completions=pb.Completions(completions=chunk))
+            for chunk in _chunks(self.completions)
+        ]
         if self.credits:
             out.append(pb.LeaseRequest(credit=pb.Credit(credits=self.credits)))
-        for chunk in _chunks(list(self.heartbeats.values())):
-            out.append(pb.LeaseRequest(heartbeats=pb.Heartbeats(heartbeats=chunk)))
-        for chunk in _chunks(self.releases):
-            out.append(pb.LeaseRequest(releases=pb.Releases(leases=chunk)))
+        out += [
+            pb.LeaseRequest(releases=pb.Releases(leases=refs)) for refs in _chunks(self.releases)
+        ]
         self.completions, self.credits, self.heartbeats, self.releases = [], 0, {}, []
         return out
 
@@ -280,7 +285,7 @@ class Worker:
         call = worker_service_pb2_grpc.WorkerServiceStub(channel).Lease()
         await call.write(pb.LeaseRequest(hello=self._hello()))
         first = await call.read()
-        if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+        if not isinstance(first, pb.LeaseResponse) or first.WhichOneof("kind") != "welcome":
             await call.done_writing()
             return False
         self._welcomed(first.welcome)
@@ -485,10 +490,14 @@ class Worker:
         return await self._loop.run_in_executor(self._executor, handler.fn, job.ctx)
 
     def _finish(self, job: _Job, completion: worker_service_pb2.Completion | None) -> None:
-        self._running.pop(job.task_id, None)
         if job.progress_timer is not None:
+            # Progress still held back by the rate limit goes out with the result.
             job.progress_timer.cancel()
-        self._outbox.heartbeats.pop(job.task_id, None)
+            if completion is not None and not job.lost:
+                self._queue_progress(job)
+        elif completion is None or job.lost:
+            self._outbox.heartbeats.pop(job.task_id, None)
+        self._running.pop(job.task_id, None)
         if completion is not None and not job.lost:
             self._unacked[job.task_id] = completion
             self._outbox.completions.append(completion)
@@ -516,7 +525,7 @@ class Worker:
 
     def _queue_progress(self, job: _Job) -> None:
         job.progress_timer = None
-        if job.progress is None or job.task_id not in self._running:
+        if job.progress is None or job.lost or job.task_id not in self._running:
             return
         heartbeat = pb.Heartbeat(task_id=job.task_id, lease_id=job.lease_id)
         heartbeat.progress.CopyFrom(job.progress)

@@ -28,7 +28,7 @@ def status_details(code: grpc.StatusCode, reason: str, message: str) -> bytes:
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    return status.SerializeToString()
+    return bytes(status.SerializeToString())
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: TaskyardError) -> NoReturn:

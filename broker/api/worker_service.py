@@ -66,7 +66,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def Lease(self, request_iterator: Any, context: Context) -> None:
+    # grpc.aio also accepts a coroutine that talks through context.read() and
+    # context.write(), which lets the session read and write independently.
+    async def Lease(self, request_iterator: Any, context: Context) -> None:  # type: ignore[override]
         try:
             hello = await self._hello(context)
         except TaskyardError as error:

@@ -91,6 +91,7 @@ class Claimed:
     lease_id: int
     lease_expires_at: int
     payload: bytes | None
+    worker_id: str = ""
 
 
 # How an attempt (a lease) ended.

@@ -36,6 +36,7 @@ class Committer:
         self._queue: deque[Op[Any]] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._conn: AsyncConnection | None = None
         self.commits = 0
         env.dispatcher.set_wake(self._wake.set)
 
@@ -49,6 +50,7 @@ class Committer:
         while True:
             if not self._queue and not self._env.dispatcher.wants_claim():
                 if self._stopping:
+                    await self._drop_connection()
                     return
                 self._wake.clear()
                 await self._wake.wait()
@@ -66,13 +68,16 @@ class Committer:
         now = env.clock.now_us()
         plans = []
         try:
-            async with self._db.writer.begin() as conn:
-                results = await _apply(conn, ops, env, now)
-                plans = env.dispatcher.plan() if claims else []
-                if plans:
-                    await env.dispatcher.claim(conn, plans, now)
+            # The connection begins a transaction on its first statement.
+            conn = await self._connection()
+            results = await _apply(conn, ops, env, now)
+            plans = env.dispatcher.plan() if claims else []
+            if plans:
+                await env.dispatcher.claim(conn, plans, now)
+            await conn.commit()
         except Exception as exc:
             env.dispatcher.abandon(plans)
+            await self._drop_connection()
             if plans and ops:
                 # Claims must never sink the writes they rode along with.
                 log.error("claim failed (%s); committing %d ops without claims", exc, len(ops))
@@ -85,6 +90,21 @@ class Committer:
                 op.future.set_result(result)
             op.after_commit(result, env)
         return True
+
+    async def _connection(self) -> AsyncConnection:
+        # The committer keeps its one connection: no pool checkout, and on
+        # PostgreSQL no pre-ping round trip, per commit. A failure drops it.
+        if self._conn is None:
+            self._conn = await self._db.writer.connect()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:
+                log.warning("closing a failed writer connection also failed", exc_info=True)
 
     def _handoff(self, plans: list[Any]) -> None:
         orphans = self._env.dispatcher.deliver(plans)

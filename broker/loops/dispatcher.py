@@ -24,7 +24,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.core.models import Claimed, LeaseRef
+from broker.core.models import Claimed, LeaseRef, NewTask
 from broker.store import tasks as store
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._turn = 0
         self._frozen = False
+        self._handed: list[_Plan] = []
         self._wake: WakeFn = _noop
 
     def set_wake(self, wake: WakeFn) -> None:
@@ -147,11 +148,61 @@ class Dispatcher:
 
     # --- Claims, inside the committer's transaction ----------------------------------------
 
+    def hand_off(self, tasks: list[NewTask], now: int) -> dict[str, Claimed]:
+        """Lease tasks being inserted straight to idle sessions, saving a claim.
+
+        Only a session whose last claim on the queue found nothing (and no
+        task became ready there since) qualifies, so nothing already waiting
+        is overtaken. Higher priorities go first.
+        """
+        if self._frozen or not self._slots:
+            return {}
+        out: dict[str, Claimed] = {}
+        plans: dict[str, _Plan] = {}
+        for t in sorted(tasks, key=lambda t: -t.priority):
+            slot = self._idle_slot_for(t.queue, t.type)
+            if slot is None:
+                continue
+            plan = plans.get(slot.holder.key)
+            if plan is None:
+                plan = plans[slot.holder.key] = _Plan(
+                    slot, t.queue, 0, 0, self._rng.getrandbits(63)
+                )
+            slot.credits -= 1
+            plan.limit += 1
+            claimed = Claimed(
+                id=t.id, type=t.type, queue=t.queue, priority=t.priority, attempt=1,
+                max_attempts=t.max_attempts, labels=t.labels, created_at=t.created_at,
+                run_at=t.run_at, lease_id=plan.lease_id,
+                lease_expires_at=now + self._lease_duration, payload=t.payload,
+                worker_id=slot.holder.worker_id,
+            )  # fmt: skip
+            plan.claimed.append(claimed)
+            out[t.id] = claimed
+        self._handed.extend(plans.values())
+        return out
+
+    def _idle_slot_for(self, queue: str, type_: str) -> _Slot | None:
+        generation = self._generation.get(queue, 1)
+        for slot in self._slots.values():
+            if (
+                slot.credits > 0
+                and not slot.draining
+                and slot.seen.get(queue, 0) >= generation
+                and type_ in slot.holder.types
+            ):
+                return slot
+        return None
+
     def plan(self) -> list[_Plan]:
-        """Reserve credits for this transaction's claims, visiting sessions in turn."""
+        """Reserve credits for this transaction's claims, visiting sessions in turn.
+
+        The result starts with the hand-offs made while inserting.
+        """
+        handed, self._handed = self._handed, []
         slots = list(self._slots.values())
         if not slots or self._frozen:
-            return []
+            return handed
         self._turn = (self._turn + 1) % len(slots)
         plans = []
         for slot in slots[self._turn :] + slots[: self._turn]:
@@ -165,11 +216,13 @@ class Dispatcher:
                 slot.credits -= limit
                 lease_id = self._rng.getrandbits(63)
                 plans.append(_Plan(slot, queue, limit, generation, lease_id))
-        return plans
+        return handed + plans
 
     async def claim(self, conn: AsyncConnection, plans: list[_Plan], now: int) -> None:
         expires = now + self._lease_duration
         for p in plans:
+            if p.generation == 0:
+                continue  # handed off at insert
             p.claimed = await store.claim(
                 conn,
                 queue=p.queue,
@@ -183,7 +236,8 @@ class Dispatcher:
 
     def abandon(self, plans: list[_Plan]) -> None:
         """The transaction failed: give the reserved credits back."""
-        for p in plans:
+        handed, self._handed = self._handed, []
+        for p in [*handed, *plans]:
             p.slot.credits += p.limit
             p.claimed = []
 

@@ -86,8 +86,12 @@ class CreateTasks(Op[list[str]]):
         cls, conn: AsyncConnection, ops: Sequence[CreateTasks], env: Env, now: int
     ) -> list[list[str]]:
         tasks = [t for op in ops for t in op.tasks]
-        ids = await store.insert_tasks(conn, tasks)
-        ready = {t.queue for t in tasks if t.initial_state is TaskState.PENDING}
+        fresh = [t for t in tasks if t.request_id is None and t.initial_state is TaskState.PENDING]
+        leased = env.dispatcher.hand_off(fresh, now) if fresh else {}
+        ids = await store.insert_tasks(conn, tasks, leased)
+        ready = {
+            t.queue for t in tasks if t.initial_state is TaskState.PENDING and t.id not in leased
+        }
         env.dispatcher.mark_ready(ready)
         delayed = [t.run_at for t in tasks if t.initial_state is TaskState.SCHEDULED]
         if delayed:

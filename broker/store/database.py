@@ -75,18 +75,29 @@ def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
 
 
 def _open_sqlite(url: str, synchronous: str) -> Database:
-    path = make_url(url).database
+    from broker.store import sqlite_driver
+
+    parsed = make_url(url)
+    path = parsed.database
+    url = parsed.set(drivername=f"sqlite+{sqlite_driver.DRIVER}").render_as_string(
+        hide_password=False
+    )
     if not path or path == ":memory:":
         raise ConfigError("SQLite needs a file: use sqlite+aiosqlite:///path/to/taskyard.db")
     if synchronous.upper() not in {"NORMAL", "FULL"}:
         raise ConfigError(f"--sqlite-synchronous must be NORMAL or FULL, got {synchronous!r}")
     lock_fd = _lock_file(Path(path))
-    writer = create_async_engine(url, pool_size=1, max_overflow=0)
-    reader = create_async_engine(url, pool_size=4, max_overflow=4)
-    for engine in (writer, reader):
-        _install_pragmas(engine, synchronous.upper())
-    _begin_on(writer, "BEGIN IMMEDIATE")
-    _begin_on(reader, "BEGIN")
+    # Connections run in autocommit or commit explicitly, so the pool's
+    # rollback-on-return would only cost a thread hop per checkout.
+    writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+    reader = create_async_engine(url, pool_size=4, max_overflow=4, pool_reset_on_return=None)
+    # The writer lets the driver open each transaction implicitly, as BEGIN
+    # IMMEDIATE before its first write, in the same trip as that write; reads
+    # that precede it in an op (fencing) cannot race because this connection
+    # is the only writer (the lock file keeps other brokers out). Readers run
+    # each statement in autocommit.
+    _install_pragmas(writer, synchronous.upper(), isolation_level="IMMEDIATE")
+    _install_pragmas(reader, synchronous.upper(), isolation_level=None)
     return Database(url, writer, reader, lock_fd)
 
 
@@ -104,11 +115,9 @@ def _lock_file(path: Path) -> int:
     return fd
 
 
-def _install_pragmas(engine: AsyncEngine, synchronous: str) -> None:
+def _install_pragmas(engine: AsyncEngine, synchronous: str, isolation_level: str | None) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Leave transactions to SQLAlchemy's "begin" event (see _begin_on)
-        # instead of pysqlite's implicit, deferred BEGIN.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -117,12 +126,7 @@ def _install_pragmas(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
-
-
-def _begin_on(engine: AsyncEngine, statement: str) -> None:
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(statement)
+        dbapi_connection.isolation_level = isolation_level
 
 
 def _alembic_config(connection: sa.Connection | None = None) -> Config:

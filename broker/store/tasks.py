@@ -43,8 +43,8 @@ def _is_pg(conn: AsyncConnection) -> bool:
 # --- Submission -----------------------------------------------------------------------------
 
 
-def _task_row(t: NewTask) -> dict[str, Any]:
-    return {
+def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
+    row = {
         "id": t.id,
         "queue": t.queue,
         "type": t.type,
@@ -59,20 +59,41 @@ def _task_row(t: NewTask) -> dict[str, Any]:
         "cancel_requested": False,
         "request_id": t.request_id,
         "labels": t.labels,
+        "lease_id": None,
+        "lease_expires_at": None,
+        "worker_id": None,
+        "started_at": None,
     }
+    if lease is not None:
+        # Handed straight to an idle worker: inserted already leased.
+        row |= {
+            "state": int(_S.RUNNING),
+            "attempt": 1,
+            "lease_id": lease.lease_id,
+            "lease_expires_at": lease.lease_expires_at,
+            "worker_id": lease.worker_id,
+            "started_at": t.created_at,
+        }
+    return row
 
 
-async def insert_tasks(conn: AsyncConnection, tasks: Sequence[NewTask]) -> list[str]:
+async def insert_tasks(
+    conn: AsyncConnection,
+    tasks: Sequence[NewTask],
+    leased: dict[str, Claimed] | None = None,
+) -> list[str]:
     """Insert tasks; return, per input, the id of the task that now holds its place.
 
     A task whose request_id already exists (from an earlier call, another
     replica, or earlier in the same batch) is not inserted; its slot gets the
-    existing task's id. The unique index decides, not this code.
+    existing task's id. The unique index decides, not this code. Tasks in
+    `leased` (never ones with a request_id) are inserted under that lease.
     """
+    leased = leased or {}
     plain = [t for t in tasks if t.request_id is None]
     keyed = [t for t in tasks if t.request_id is not None]
     if plain:
-        await conn.execute(task.insert(), [_task_row(t) for t in plain])
+        await conn.execute(task.insert(), [_task_row(t, leased.get(t.id)) for t in plain])
     winners: dict[str, str] = {}
     if keyed:
         insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(task)
@@ -103,6 +124,12 @@ _CLAIM_RETURNING = (
     task.c.labels,
     task.c.created_at,
     task.c.run_at,
+    # A correlated subquery saves a second round trip for the payloads; both
+    # SQLite and PostgreSQL allow it in RETURNING.
+    sa.select(task_payload.c.data)
+    .where(task_payload.c.task_id == task.c.id)
+    .scalar_subquery()
+    .label("payload"),
 )
 
 
@@ -159,7 +186,7 @@ async def claim(
     expires: int,
 ) -> list[Claimed]:
     """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within."""
-    rows = (
+    rows = list(
         await conn.execute(
             _CLAIM[_is_pg(conn)],
             {
@@ -172,10 +199,7 @@ async def claim(
                 "b_worker_id": worker_id,
             },
         )
-    ).all()
-    if not rows:
-        return []
-    payloads = await _payloads(conn, [r.id for r in rows])
+    )
     rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
     return [
         Claimed(
@@ -190,19 +214,11 @@ async def claim(
             run_at=r.run_at,
             lease_id=lease_id,
             lease_expires_at=expires,
-            payload=payloads.get(r.id),
+            payload=r.payload,
+            worker_id=worker_id,
         )
         for r in rows
     ]
-
-
-async def _payloads(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, bytes]:
-    rows = await conn.execute(
-        sa.select(task_payload.c.task_id, task_payload.c.data).where(
-            task_payload.c.task_id.in_(ids)
-        )
-    )
-    return {r.task_id: r.data for r in rows}
 
 
 # --- Lease fencing, extension and ending ---------------------------------------------------
@@ -373,9 +389,9 @@ async def end_leases(
         seen.add(end.task_id)
         transition = decide(row, end.outcome, now=now, policy=policy, rng=rng)
         params.append(_end_params(end, transition, now))
-        succeeded = transition.state is _S.SUCCEEDED and isinstance(end.outcome, Succeeded)
-        if succeeded and end.outcome.result:  # type: ignore[union-attr]
-            results.append({"task_id": end.task_id, "data": end.outcome.result})  # type: ignore[union-attr]
+        outcome = end.outcome
+        if transition.state is _S.SUCCEEDED and isinstance(outcome, Succeeded) and outcome.result:
+            results.append({"task_id": end.task_id, "data": outcome.result})
         out.append(Ended(end.task_id, row.queue, transition.state, transition.run_at))
     if params:
         await conn.execute(_END, params)

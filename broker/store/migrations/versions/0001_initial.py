@@ -21,10 +21,6 @@ _WAITING = "1, 4"
 _TERMINAL = "5, 6, 7, 8, 9"
 
 
-def _where(clause: str) -> dict[str, sa.TextClause]:
-    return {"sqlite_where": sa.text(clause), "postgresql_where": sa.text(clause)}
-
-
 def upgrade() -> None:
     op.create_table(
         "task",
@@ -67,19 +63,37 @@ def upgrade() -> None:
         "ix_task_claim",
         "task",
         ["queue", sa.text("priority DESC"), "run_at", "id"],
-        **_where(f"state = {_PENDING}"),
+        sqlite_where=sa.text(f"state = {_PENDING}"),
+        postgresql_where=sa.text(f"state = {_PENDING}"),
     )
-    op.create_index("ix_task_due", "task", ["run_at"], **_where(f"state IN ({_WAITING})"))
-    op.create_index("ix_task_lease", "task", ["lease_expires_at"], **_where(f"state = {_RUNNING}"))
     op.create_index(
-        "ix_task_finished", "task", ["finished_at"], **_where("finished_at IS NOT NULL")
+        "ix_task_due",
+        "task",
+        ["run_at"],
+        sqlite_where=sa.text(f"state IN ({_WAITING})"),
+        postgresql_where=sa.text(f"state IN ({_WAITING})"),
+    )
+    op.create_index(
+        "ix_task_lease",
+        "task",
+        ["lease_expires_at"],
+        sqlite_where=sa.text(f"state = {_RUNNING}"),
+        postgresql_where=sa.text(f"state = {_RUNNING}"),
+    )
+    op.create_index(
+        "ix_task_finished",
+        "task",
+        ["finished_at"],
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
     )
     op.create_index(
         "ux_task_request_id",
         "task",
         ["request_id"],
         unique=True,
-        **_where("request_id IS NOT NULL"),
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
     )
     op.create_table(
         "task_payload",

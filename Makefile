@@ -1,0 +1,61 @@
+# Taskyard: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+LISTEN ?= 127.0.0.1:50051
+DB ?= sqlite+aiosqlite:///taskyard.db
+
+.DEFAULT_GOAL := help
+.PHONY: help venv proto proto-check lint test bench run demo clean node
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create .venv with pinned dependencies
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+node: node_modules/.stamp
+
+proto: venv ## Regenerate taskyard/v1 from protos/
+	$(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  protos/taskyard/v1/*.proto
+
+lint: venv node ## ruff, mypy --strict, buf lint/format/breaking
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	npx buf lint
+	npx buf format -d --exit-code
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  npx buf breaking --against '.git#branch=main'; else echo "buf breaking: no main to compare"; fi
+
+test: venv ## Run the test suite (real broker and worker processes)
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+bench: venv ## Run the benchmarks (median of several runs)
+	$(PY) -m bench $(BENCH_ARGS)
+
+run: venv ## Start the broker on SQLite plus a demo worker (Ctrl-C stops both)
+	@trap 'kill 0' EXIT; \
+	$(VENV)/bin/taskyard worker examples.demo_worker:worker --target $(LISTEN) --log-level WARNING & \
+	$(VENV)/bin/taskyard broker --listen $(LISTEN) --db '$(DB)'
+
+demo: venv ## A self-contained tour: broker, worker, a few tasks with progress
+	$(PY) -m examples.demo
+
+clean: ## Remove the virtualenv, caches and the default database
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache taskyard.db*

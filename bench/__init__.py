@@ -1,0 +1,1 @@
+"""Taskyard benchmarks: `make bench` (python -m bench)."""

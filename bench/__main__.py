@@ -1,0 +1,246 @@
+"""`make bench`: throughput and latency of a real broker with real worker processes.
+
+Each scenario runs several times on a fresh database and reports the median.
+
+* submit: N tasks through BatchCreateTasks (1,000 per call, 4 calls in flight)
+  with no worker connected: tasks acknowledged per second.
+* process: the N queued tasks drained by W worker processes: N divided by the
+  span from the first lease to the last completion (read from the database).
+* end-to-end: workers connected, N tasks submitted as fast as possible: N
+  divided by the span from the first submission to the last completion.
+* latency: idle workers, one CreateTask at a time at a fixed rate; the time from
+  sending CreateTask to the handler starting (the handler returns time.time()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from broker.store.database import normalize_url
+from tests.helpers import Broker, WorkerProcess, start_worker
+from worker_sdk import Client, TaskSpec
+
+
+@dataclass
+class Args:
+    db: str | None
+    tasks: int
+    workers: int
+    runs: int
+    rate: float
+    latency_tasks: int
+    concurrency: int
+    json_out: str | None
+    scenario: str
+
+
+async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
+    """Poll until `expected` tasks succeeded; return (min started_at, max finished_at) in µs."""
+    engine = create_async_engine(normalize_url(db_url))
+    try:
+        while True:
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT count(*), min(started_at), max(finished_at) FROM task "
+                            "WHERE state = 5"
+                        )
+                    )
+                ).one()
+            if row[0] >= expected:
+                return int(row[1]), int(row[2])
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+
+
+async def _submit(client: Client, n: int, type_: str = "noop") -> None:
+    batches = [[TaskSpec(type_) for _ in range(min(1000, n - i))] for i in range(0, n, 1000)]
+    semaphore = asyncio.Semaphore(4)
+
+    async def one(batch: list[TaskSpec]) -> None:
+        async with semaphore:
+            await client.submit_many(batch)
+
+    await asyncio.gather(*(one(b) for b in batches))
+
+
+class Setup:
+    def __init__(self, args: Args, workdir: Path, index: int) -> None:
+        self.args = args
+        self.workdir = workdir / f"run{index}"
+        self.workdir.mkdir()
+        self.db_url = args.db or f"sqlite+aiosqlite:///{self.workdir / 'bench.db'}"
+        self.broker = Broker(db_url=self.db_url, workdir=self.workdir)
+        self.workers: list[WorkerProcess] = []
+
+    async def __aenter__(self) -> Setup:
+        if self.args.db:
+            await _reset(self.args.db)
+        await self.broker.start()
+        return self
+
+    async def start_workers(self) -> None:
+        self.workers = list(
+            await asyncio.gather(
+                *(
+                    start_worker(
+                        self.broker, self.workdir, name=f"bench{i}",
+                        concurrency=self.args.concurrency, app="bench.workers:worker",
+                    )
+                    for i in range(self.args.workers)
+                )
+            )
+        )  # fmt: skip
+
+    async def __aexit__(self, *exc: object) -> None:
+        for w in self.workers:
+            await w.stop()
+        await self.broker.stop()
+
+
+async def _reset(db_url: str) -> None:
+    engine = create_async_engine(normalize_url(db_url))
+    async with engine.begin() as conn:
+        for table in ("task_result", "task_payload", "task"):
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+        await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    await engine.dispose()
+
+
+async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    n = args.tasks
+    async with Setup(args, workdir, index) as setup:
+        async with Client(setup.broker.target, timeout=120) as client:
+            t0 = time.perf_counter()
+            await _submit(client, n)
+            submit_rate = n / (time.perf_counter() - t0)
+        await setup.start_workers()
+        first, last = await _wait_done(setup.db_url, n)
+        process_rate = n / ((last - first) / 1e6)
+    async with Setup(args, workdir, index + 100) as setup:
+        await setup.start_workers()
+        async with Client(setup.broker.target, timeout=120) as client:
+            t0 = time.time()
+            await _submit(client, n)
+            _, last = await _wait_done(setup.db_url, n)
+            e2e_rate = n / (last / 1e6 - t0)
+    return {"submit_per_s": submit_rate, "process_per_s": process_rate, "e2e_per_s": e2e_rate}
+
+
+async def latency(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    async with Setup(args, workdir, index + 200) as setup:
+        await setup.start_workers()
+        async with Client(setup.broker.target) as client:
+            for _ in range(20):  # warm up connections and caches
+                await client.wait((await client.submit("stamp")).id, timeout=10)
+            sent: dict[str, float] = {}
+            interval = 1.0 / args.rate
+            next_at = time.perf_counter()
+            for _ in range(args.latency_tasks):
+                next_at += interval
+                t = time.time()
+                task = await client.submit("stamp")
+                sent[task.id] = t
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            waits = [client.wait(task_id, timeout=30) for task_id in sent]
+            started = await asyncio.gather(*waits)
+    latencies = sorted(
+        (s - sent_at) * 1000 for s, sent_at in zip(started, sent.values(), strict=True)
+    )
+    return {
+        "latency_p50_ms": statistics.median(latencies),
+        "latency_p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+    }
+
+
+async def _median_of(
+    runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
+) -> dict[str, Any]:
+    samples = [await scenario(i) for i in range(runs)]
+    return {
+        key: {"median": statistics.median(s[key] for s in samples),
+              "runs": [round(s[key], 2) for s in samples]}
+        for key in samples[0]
+    }  # fmt: skip
+
+
+async def main(args: Args) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="taskyard-bench-") as tmp:
+        workdir = Path(tmp)
+        report: dict[str, Any] = {
+            "backend": (args.db or "sqlite").split(":")[0],
+            "tasks": args.tasks,
+            "workers": args.workers,
+            "worker_concurrency": args.concurrency,
+            "runs": args.runs,
+        }
+        if args.scenario in ("all", "throughput"):
+            report |= await _median_of(args.runs, lambda i: throughput(args, workdir, i))
+        if args.scenario in ("all", "latency"):
+            report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
+    return report
+
+
+def _parse() -> Args:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", help="Database URL (default: a fresh SQLite file per run).")
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=256, help="Per worker.")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=100.0, help="Latency: tasks per second.")
+    parser.add_argument("--latency-tasks", type=int, default=500)
+    parser.add_argument("--json", dest="json_out", help="Also write the report here.")
+    parser.add_argument("--scenario", choices=["all", "throughput", "latency"], default="all")
+    ns = parser.parse_args()
+    return Args(
+        ns.db,
+        ns.tasks,
+        ns.workers,
+        ns.runs,
+        ns.rate,
+        ns.latency_tasks,
+        ns.concurrency,
+        ns.json_out,
+        ns.scenario,
+    )
+
+
+def _print(report: dict[str, Any]) -> None:
+    print(
+        f"backend={report['backend']} tasks={report['tasks']} workers={report['workers']} "
+        f"runs={report['runs']} (median, then each run)"
+    )
+    for key, value in report.items():
+        if isinstance(value, dict):
+            print(f"  {key:<16} {value['median']:>10.1f}   {value['runs']}")
+
+
+if __name__ == "__main__":
+    args = _parse()
+    result = asyncio.run(main(args))
+    _print(result)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    sys.exit(0)

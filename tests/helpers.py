@@ -1,0 +1,229 @@
+"""Real processes for tests: a broker on a random port and worker subprocesses.
+
+Readiness is an event, not a sleep: the broker's log line announcing its port,
+a worker's log line announcing its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from taskyard.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = re.compile(r"listening on [^:]+:(\d+)")
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(eq=False)
+class LoggedProcess:
+    """A subprocess whose stderr is copied to a log file and scanned for patterns."""
+
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    _lines: list[str] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _pump: asyncio.Task[None] | None = None
+    _eof: bool = False
+
+    @classmethod
+    async def start(cls, args: Sequence[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        self = cls(proc, log_path)
+        self._pump = asyncio.create_task(self._copy())
+        return self
+
+    async def _copy(self) -> None:
+        assert self.proc.stderr is not None
+        with self.log_path.open("a") as log:
+            while line := await self.proc.stderr.readline():
+                text = line.decode(errors="replace")
+                log.write(text)
+                log.flush()
+                async with self._changed:
+                    self._lines.append(text)
+                    self._changed.notify_all()
+        async with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    async def wait_for_line(
+        self, pattern: re.Pattern[str] | str, *, after: int = 0, timeout: float = START_TIMEOUT_S
+    ) -> re.Match[str]:
+        """Wait until a log line (the `after`-th or later) matches."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+        def found() -> re.Match[str] | None:
+            for line in self._lines[after:]:
+                if match := regex.search(line):
+                    return match
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            while (match := found()) is None:
+                if self._eof:
+                    code = await self.proc.wait()
+                    raise RuntimeError(f"process exited ({code}); see {self.log_path}")
+                await self._changed.wait()
+        return match
+
+    @property
+    def line_count(self) -> int:
+        return len(self._lines)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+        if self._pump is not None:
+            await self._pump
+        return code
+
+    async def kill(self) -> None:
+        await self.signal(signal.SIGKILL)
+        await self.wait()
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        await self.signal(signal.SIGTERM)
+        try:
+            return await self.wait(timeout)
+        except TimeoutError:
+            await self.kill()
+            raise
+
+
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass(eq=False)
+class Broker:
+    """A real broker process."""
+
+    db_url: str
+    workdir: Path
+    extra_args: Sequence[str] = ()
+    process: LoggedProcess | None = None
+    port: int = 0
+    starts: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Start (or restart, on the same port) and wait until it serves."""
+        self.starts += 1
+        args = [
+            sys.executable, "-m", "broker", "broker",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--db", self.db_url,
+            *self.extra_args,
+        ]  # fmt: skip
+        log_path = self.workdir / "broker.log"
+        self.process = await LoggedProcess.start(args, log_path, python_env())
+        match = await self.process.wait_for_line(READY)
+        self.port = int(match.group(1))
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        return await self.process.stop()
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        await self.process.kill()
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.target)
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    process: LoggedProcess
+    worker_id: str
+
+    async def connected(self, *, after: int = 0) -> None:
+        await self.process.wait_for_line("connected to", after=after)
+
+    async def stop(self) -> int:
+        return await self.process.stop()
+
+    async def kill(self) -> None:
+        await self.process.kill()
+
+
+async def start_worker(
+    broker: Broker,
+    workdir: Path,
+    *,
+    name: str,
+    concurrency: int = 4,
+    app: str = "tests.workers:worker",
+    env: dict[str, str] | None = None,
+    queues: str | None = None,
+    wait_connected: bool = True,
+) -> WorkerProcess:
+    args = [
+        sys.executable, "-m", "broker", "worker", app,
+        "--target", broker.target,
+        "--concurrency", str(concurrency),
+        "--worker-id", name,
+    ]  # fmt: skip
+    if queues:
+        args += ["--queues", queues]
+    extra = {"TASKYARD_TEST_RECORD": str(workdir / "record.log"), **(env or {})}
+    process = await LoggedProcess.start(args, workdir / f"{name}.log", python_env(extra))
+    worker = WorkerProcess(process, name)
+    if wait_connected:
+        await worker.connected()
+    return worker
+
+
+def read_record(workdir: Path) -> list[list[str]]:
+    """Lines the test workers appended: `<event> <task_id> <attempt> <worker pid> ...`."""
+    path = workdir / "record.log"
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+class Stubs:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+        self.workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+
+
+@contextlib.asynccontextmanager
+async def stubs(broker: Broker) -> AsyncIterator[Stubs]:
+    async with broker.channel() as channel:
+        yield Stubs(channel)

@@ -1,0 +1,95 @@
+"""The workers the end-to-end tests run as real processes (`tests.workers:worker`).
+
+Handlers append `<event> <task_id> <attempt> <pid> [extra]` lines to the file
+named by TASKYARD_TEST_RECORD, so that tests can count executions across
+processes from the outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from worker_sdk import NonRetryableError, TaskContext, Worker
+
+worker = Worker(concurrency=4, shutdown_grace=5.0)
+_running = 0
+_peak = 0
+
+
+def _record(event: str, ctx: TaskContext, *extra: object) -> None:
+    path = os.environ.get("TASKYARD_TEST_RECORD")
+    if not path:
+        return
+    fields = [event, ctx.task_id, str(ctx.attempt), str(os.getpid()), *map(str, extra)]
+    line = " ".join(fields) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@worker.task("echo")
+async def echo(ctx: TaskContext) -> Any:
+    return ctx.payload
+
+
+@worker.task("record")
+async def record(ctx: TaskContext) -> Any:
+    _record("run", ctx, time.time())
+    return ctx.payload
+
+
+@worker.task("record.sync")
+def record_sync(ctx: TaskContext) -> Any:
+    _record("run", ctx, time.time())
+    return ctx.payload
+
+
+@worker.task("sleep")
+async def sleep(ctx: TaskContext) -> dict[str, Any]:
+    """Sleep `seconds`, tracking how many run at once in this process."""
+    global _running, _peak
+    _running += 1
+    _peak = max(_peak, _running)
+    _record("start", ctx, _running)
+    try:
+        await asyncio.sleep(float((ctx.payload or {}).get("seconds", 0.1)))
+    finally:
+        _running -= 1
+    return {"peak": _peak}
+
+
+@worker.task("hang.first")
+async def hang_first(ctx: TaskContext) -> dict[str, Any]:
+    """Hang on the first attempt (until killed or cancelled); succeed on later ones."""
+    _record("start", ctx)
+    if ctx.attempt == 1:
+        await asyncio.Event().wait()
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@worker.task("progress")
+async def progress(ctx: TaskContext) -> str:
+    """Report `steps` progress steps, each after the watcher could see the previous."""
+    steps = int((ctx.payload or {}).get("steps", 3))
+    pause = float((ctx.payload or {}).get("pause", 0.3))
+    for step in range(1, steps + 1):
+        ctx.progress(100 * step / steps, f"step {step}", step=step, total_steps=steps)
+        await asyncio.sleep(pause)
+    return "done"
+
+
+@worker.task("fail")
+async def fail(ctx: TaskContext) -> None:
+    if (ctx.payload or {}).get("permanent"):
+        raise NonRetryableError("permanent failure")
+    raise ValueError(f"failure on attempt {ctx.attempt}")
+
+
+@worker.task("bad.result")
+async def bad_result(ctx: TaskContext) -> object:
+    return {"not": object()}
