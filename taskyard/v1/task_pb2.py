@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from taskyard.v1 import payload_pb2 as taskyard_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16taskyard/v1/task.proto\x12\x0btaskyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19taskyard/v1/payload.proto\"\x80\x01\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x15\n\rnon_retryable\x18\x04 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\"\x8b\x05\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12%\n\x07payload\x18\x05 \x01(\x0b\x32\x14.taskyard.v1.Payload\x12-\n\x06labels\x18\x06 \x03(\x0b\x32\x1d.taskyard.v1.Task.LabelsEntry\x12%\n\x05state\x18\x07 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08run_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06result\x18\x0e \x01(\x0b\x32\x14.taskyard.v1.Payload\x12%\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x16.taskyard.v1.TaskError\x12\'\n\x08progress\x18\x10 \x01(\x0b\x32\x15.taskyard.v1.Progress\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x82\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SCHEDULED\x10\x01\x12\x16\n\x12TASK_STATE_PENDING\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x17\n\x13TASK_STATE_RETRYING\x10\x04\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x05\x12\x15\n\x11TASK_STATE_FAILED\x10\x06\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x07\x12\x13\n\x0fTASK_STATE_DEAD\x10\x08\x12\x16\n\x12TASK_STATE_EXPIRED\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16taskyard/v1/task.proto\x12\x0btaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19taskyard/v1/payload.proto\"\x80\x01\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x02\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12.\n\x08strategy\x18\x02 \x01(\x0e\x32\x1c.taskyard.v1.BackoffStrategy\x12\x32\n\x0finitial_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x04 \x01(\x01\x12.\n\x0bmax_backoff\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x06jitter\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12!\n\x19non_retryable_error_types\x18\x07 \x03(\t\x12\x18\n\x10max_lease_losses\x18\x08 \x01(\x05\x42\t\n\x07_jitter\"\xbe\x01\n\x0cTaskTimeouts\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04soft\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06\x65xpiry\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xe4\x01\n\x0bTaskAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07outcome\x18\x05 \x01(\x0e\x32\x1b.taskyard.v1.AttemptOutcome\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.taskyard.v1.TaskError\"c\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x15\n\rnon_retryable\x18\x04 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\"\xaf\x06\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12%\n\x07payload\x18\x05 \x01(\x0b\x32\x14.taskyard.v1.Payload\x12-\n\x06labels\x18\x06 \x03(\x0b\x32\x1d.taskyard.v1.Task.LabelsEntry\x12%\n\x05state\x18\x07 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08run_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06result\x18\x0e \x01(\x0b\x32\x14.taskyard.v1.Payload\x12%\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x16.taskyard.v1.TaskError\x12\'\n\x08progress\x18\x10 \x01(\x0b\x32\x15.taskyard.v1.Progress\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x12.\n\x0cretry_policy\x18\x14 \x01(\x0b\x32\x18.taskyard.v1.RetryPolicy\x12+\n\x08timeouts\x18\x15 \x01(\x0b\x32\x19.taskyard.v1.TaskTimeouts\x12/\n\x0b\x65xpire_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clease_losses\x18\x17 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x82\x02\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SCHEDULED\x10\x01\x12\x16\n\x12TASK_STATE_PENDING\x10\x02\x12\x16\n\x12TASK_STATE_RUNNING\x10\x03\x12\x17\n\x13TASK_STATE_RETRYING\x10\x04\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x05\x12\x15\n\x11TASK_STATE_FAILED\x10\x06\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x07\x12\x13\n\x0fTASK_STATE_DEAD\x10\x08\x12\x16\n\x12TASK_STATE_EXPIRED\x10\t*\x8e\x01\n\x0f\x42\x61\x63koffStrategy\x12 \n\x1c\x42\x41\x43KOFF_STRATEGY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KOFF_STRATEGY_FIXED\x10\x01\x12\x1b\n\x17\x42\x41\x43KOFF_STRATEGY_LINEAR\x10\x02\x12 \n\x1c\x42\x41\x43KOFF_STRATEGY_EXPONENTIAL\x10\x03*\xca\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTEMPT_OUTCOME_SUCCEEDED\x10\x01\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x02\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TIMED_OUT\x10\x03\x12\x1e\n\x1a\x41TTEMPT_OUTCOME_LEASE_LOST\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASK_LABELSENTRY']._loaded_options = None
   _globals['_TASK_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=986
-  _globals['_TASKSTATE']._serialized_end=1244
-  _globals['_PROGRESS']._serialized_start=100
-  _globals['_PROGRESS']._serialized_end=228
-  _globals['_TASKERROR']._serialized_start=230
-  _globals['_TASKERROR']._serialized_end=329
-  _globals['_TASK']._serialized_start=332
-  _globals['_TASK']._serialized_end=983
-  _globals['_TASK_LABELSENTRY']._serialized_start=938
-  _globals['_TASK_LABELSENTRY']._serialized_end=983
+  _globals['_TASKSTATE']._serialized_start=1914
+  _globals['_TASKSTATE']._serialized_end=2172
+  _globals['_BACKOFFSTRATEGY']._serialized_start=2175
+  _globals['_BACKOFFSTRATEGY']._serialized_end=2317
+  _globals['_ATTEMPTOUTCOME']._serialized_start=2320
+  _globals['_ATTEMPTOUTCOME']._serialized_end=2522
+  _globals['_PROGRESS']._serialized_start=132
+  _globals['_PROGRESS']._serialized_end=260
+  _globals['_RETRYPOLICY']._serialized_start=263
+  _globals['_RETRYPOLICY']._serialized_end=568
+  _globals['_TASKTIMEOUTS']._serialized_start=571
+  _globals['_TASKTIMEOUTS']._serialized_end=761
+  _globals['_TASKATTEMPT']._serialized_start=764
+  _globals['_TASKATTEMPT']._serialized_end=992
+  _globals['_TASKERROR']._serialized_start=994
+  _globals['_TASKERROR']._serialized_end=1093
+  _globals['_TASK']._serialized_start=1096
+  _globals['_TASK']._serialized_end=1911
+  _globals['_TASK_LABELSENTRY']._serialized_start=1866
+  _globals['_TASK_LABELSENTRY']._serialized_end=1911
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -87,6 +88,70 @@ TASK_STATE_EXPIRED: TaskState.ValueType  # 9
 """Terminal: the task was not started before its expiry and never ran."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _BackoffStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BackoffStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BackoffStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BACKOFF_STRATEGY_UNSPECIFIED: _BackoffStrategy.ValueType  # 0
+    """The default: EXPONENTIAL."""
+    BACKOFF_STRATEGY_FIXED: _BackoffStrategy.ValueType  # 1
+    """Every retry waits `initial_backoff`."""
+    BACKOFF_STRATEGY_LINEAR: _BackoffStrategy.ValueType  # 2
+    """The n-th retry waits n × `initial_backoff`."""
+    BACKOFF_STRATEGY_EXPONENTIAL: _BackoffStrategy.ValueType  # 3
+    """The n-th retry waits `initial_backoff` × `backoff_coefficient`^(n-1)."""
+
+class BackoffStrategy(_BackoffStrategy, metaclass=_BackoffStrategyEnumTypeWrapper):
+    """BackoffStrategy is how the delay between attempts grows."""
+
+BACKOFF_STRATEGY_UNSPECIFIED: BackoffStrategy.ValueType  # 0
+"""The default: EXPONENTIAL."""
+BACKOFF_STRATEGY_FIXED: BackoffStrategy.ValueType  # 1
+"""Every retry waits `initial_backoff`."""
+BACKOFF_STRATEGY_LINEAR: BackoffStrategy.ValueType  # 2
+"""The n-th retry waits n × `initial_backoff`."""
+BACKOFF_STRATEGY_EXPONENTIAL: BackoffStrategy.ValueType  # 3
+"""The n-th retry waits `initial_backoff` × `backoff_coefficient`^(n-1)."""
+Global___BackoffStrategy: _TypeAlias = BackoffStrategy  # noqa: Y015
+
+class _AttemptOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttemptOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTEMPT_OUTCOME_UNSPECIFIED: _AttemptOutcome.ValueType  # 0
+    """The attempt is still running."""
+    ATTEMPT_OUTCOME_SUCCEEDED: _AttemptOutcome.ValueType  # 1
+    """The handler returned a result."""
+    ATTEMPT_OUTCOME_FAILED: _AttemptOutcome.ValueType  # 2
+    """The handler failed (the task may be retried)."""
+    ATTEMPT_OUTCOME_TIMED_OUT: _AttemptOutcome.ValueType  # 3
+    """The attempt ran past its execution timeout."""
+    ATTEMPT_OUTCOME_LEASE_LOST: _AttemptOutcome.ValueType  # 4
+    """The worker died, disconnected or stopped heartbeating."""
+    ATTEMPT_OUTCOME_CANCELLED: _AttemptOutcome.ValueType  # 5
+    """The attempt stopped because the task was cancelled."""
+
+class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
+    """AttemptOutcome is how one attempt of a task ended."""
+
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome.ValueType  # 0
+"""The attempt is still running."""
+ATTEMPT_OUTCOME_SUCCEEDED: AttemptOutcome.ValueType  # 1
+"""The handler returned a result."""
+ATTEMPT_OUTCOME_FAILED: AttemptOutcome.ValueType  # 2
+"""The handler failed (the task may be retried)."""
+ATTEMPT_OUTCOME_TIMED_OUT: AttemptOutcome.ValueType  # 3
+"""The attempt ran past its execution timeout."""
+ATTEMPT_OUTCOME_LEASE_LOST: AttemptOutcome.ValueType  # 4
+"""The worker died, disconnected or stopped heartbeating."""
+ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome.ValueType  # 5
+"""The attempt stopped because the task was cancelled."""
+Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """Progress is what a running task last reported about itself.
@@ -130,6 +195,175 @@ class Progress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """RetryPolicy says how often and how soon a failed task runs again.
+
+    Unset fields take the task type's default, then the queue's, then the
+    broker's (see docs/reliability.md). Values out of range are
+    INVALID_ARGUMENT (reason `INVALID_RETRY_POLICY`), never silently clamped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    INITIAL_BACKOFF_FIELD_NUMBER: _builtins.int
+    BACKOFF_COEFFICIENT_FIELD_NUMBER: _builtins.int
+    MAX_BACKOFF_FIELD_NUMBER: _builtins.int
+    JITTER_FIELD_NUMBER: _builtins.int
+    NON_RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
+    MAX_LEASE_LOSSES_FIELD_NUMBER: _builtins.int
+    max_attempts: _builtins.int
+    """Attempts in all, counting the first; 1 means "never retry". 0 = default."""
+    strategy: Global___BackoffStrategy.ValueType
+    """How the delay grows."""
+    backoff_coefficient: _builtins.float
+    """Growth factor for EXPONENTIAL; at least 1. 0 = default (2)."""
+    jitter: _builtins.float
+    """Each delay is shortened by a random fraction up to this, from 0 to 1,
+    so that retries of many tasks spread out. Unset = default (0.2).
+    """
+    max_lease_losses: _builtins.int
+    """How many times the task may lose its lease (worker died, disconnected,
+    stopped heartbeating) before it is dead. These do not count as attempts
+    of the handler. 0 = default (10).
+    """
+    @_builtins.property
+    def initial_backoff(self) -> _duration_pb2.Duration:
+        """The first retry's delay; must not be negative."""
+
+    @_builtins.property
+    def max_backoff(self) -> _duration_pb2.Duration:
+        """No delay exceeds this; must not be below initial_backoff."""
+
+    @_builtins.property
+    def non_retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Error types (TaskError.type) that are never retried."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: _builtins.int = ...,
+        strategy: Global___BackoffStrategy.ValueType = ...,
+        initial_backoff: _duration_pb2.Duration | None = ...,
+        backoff_coefficient: _builtins.float = ...,
+        max_backoff: _duration_pb2.Duration | None = ...,
+        jitter: _builtins.float | None = ...,
+        non_retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
+        max_lease_losses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_backoff", b"max_backoff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "backoff_coefficient", b"backoff_coefficient", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_lease_losses", b"max_lease_losses", "non_retryable_error_types", b"non_retryable_error_types", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__jitter: _TypeAlias = _typing.Literal["jitter"]  # noqa: Y015
+    _WhichOneofArgType__jitter: _TypeAlias = _typing.Literal["_jitter", b"_jitter"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__jitter) -> _WhichOneofReturnType__jitter | None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
+
+@_typing.final
+class TaskTimeouts(_message.Message):
+    """TaskTimeouts bound how long a task may wait and run. Unset fields take the
+    type's, then the queue's, then the broker's default; the defaults leave all
+    but the heartbeat timeout unlimited.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    SOFT_FIELD_NUMBER: _builtins.int
+    EXPIRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution(self) -> _duration_pb2.Duration:
+        """Start-to-close: an attempt running longer is told to stop, counts as a
+        failure of type `ExecutionTimeout` and is retried under the retry policy.
+        """
+
+    @_builtins.property
+    def heartbeat(self) -> _duration_pb2.Duration:
+        """A running attempt that sends no heartbeat for this long is taken back
+        (the worker is presumed dead) and retried; it does not use an attempt.
+        """
+
+    @_builtins.property
+    def soft(self) -> _duration_pb2.Duration:
+        """Before the execution timeout, the handler's context is warned at this
+        point so that it can wrap up. Must be shorter than `execution`.
+        """
+
+    @_builtins.property
+    def expiry(self) -> _duration_pb2.Duration:
+        """Schedule-to-start: a task not started within this long after it became
+        due (its run_time) expires and never runs.
+        """
+
+    def __init__(
+        self,
+        *,
+        execution: _duration_pb2.Duration | None = ...,
+        heartbeat: _duration_pb2.Duration | None = ...,
+        soft: _duration_pb2.Duration | None = ...,
+        expiry: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "expiry", b"expiry", "heartbeat", b"heartbeat", "soft", b"soft"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "expiry", b"expiry", "heartbeat", b"heartbeat", "soft", b"soft"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskTimeouts: _TypeAlias = TaskTimeouts  # noqa: Y015
+
+@_typing.final
+class TaskAttempt(_message.Message):
+    """TaskAttempt is the record of one attempt (one lease) of a task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt number, counted from 1."""
+    worker_id: _builtins.str
+    """The worker that held the lease."""
+    outcome: Global___AttemptOutcome.ValueType
+    """How it ended."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the lease was granted."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt ended; unset while it runs."""
+
+    @_builtins.property
+    def error(self) -> Global___TaskError:
+        """The failure, for FAILED, TIMED_OUT, LEASE_LOST and CANCELLED attempts."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___AttemptOutcome.ValueType = ...,
+        error: Global___TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "outcome", b"outcome", "start_time", b"start_time", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskAttempt: _TypeAlias = TaskAttempt  # noqa: Y015
 
 @_typing.final
 class TaskError(_message.Message):
@@ -221,6 +455,10 @@ class Task(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RETRY_POLICY_FIELD_NUMBER: _builtins.int
+    TIMEOUTS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_LOSSES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique, time-sortable identifier (a ULID: 26 characters of Crockford
     base32 whose order is creation order). Output only.
@@ -243,7 +481,8 @@ class Task(_message.Message):
     """
     max_attempts: _builtins.int
     """How many attempts a retryable failure may use in all; 0 means the
-    broker's default.
+    default. Shorthand for `retry_policy.max_attempts`, which wins if both
+    are set.
     """
     worker_id: _builtins.str
     """The worker holding the task (RUNNING) or that finished it. Output only."""
@@ -253,6 +492,8 @@ class Task(_message.Message):
     """
     request_id: _builtins.str
     """The idempotency key the task was created with, if any. Output only."""
+    lease_losses: _builtins.int
+    """How many times the task lost its lease. Output only."""
     @_builtins.property
     def payload(self) -> _payload_pb2.Payload:
         """The input handed to the worker."""
@@ -289,6 +530,22 @@ class Task(_message.Message):
     def progress(self) -> Global___Progress:
         """The latest progress the worker reported. Output only."""
 
+    @_builtins.property
+    def retry_policy(self) -> Global___RetryPolicy:
+        """How failures are retried. On output, the effective policy (defaults
+        filled in).
+        """
+
+    @_builtins.property
+    def timeouts(self) -> Global___TaskTimeouts:
+        """How long the task may wait and run. On output, the effective values."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the task expires if it has not started (from `timeouts.expiry`).
+        Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -311,10 +568,14 @@ class Task(_message.Message):
         worker_id: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        retry_policy: Global___RetryPolicy | None = ...,
+        timeouts: Global___TaskTimeouts | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_losses: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "payload", b"payload", "progress", b"progress", "result", b"result", "run_time", b"run_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "payload", b"payload", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "lease_losses", b"lease_losses", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

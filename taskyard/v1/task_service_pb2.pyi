@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from taskyard.v1 import error_details_pb2 as _error_details_pb2
@@ -61,7 +62,8 @@ class CreateTaskRequest(_message.Message):
     @_builtins.property
     def task(self) -> _task_pb2.Task:
         """The task to create. Only its input fields are read: type (required),
-        queue, priority, payload, labels, run_time and max_attempts.
+        queue, priority, payload, labels, run_time, max_attempts, retry_policy
+        and timeouts.
         """
 
     def __init__(
@@ -412,3 +414,201 @@ class WatchTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTaskResponse: _TypeAlias = WatchTaskResponse  # noqa: Y015
+
+@_typing.final
+class RetryTaskRequest(_message.Message):
+    """RetryTaskRequest is the input of RetryTask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The task's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTaskRequest: _TypeAlias = RetryTaskRequest  # noqa: Y015
+
+@_typing.final
+class RetryTaskResponse(_message.Message):
+    """RetryTaskResponse is the output of RetryTask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """The task, now PENDING."""
+
+    def __init__(
+        self,
+        *,
+        task: _task_pb2.Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTaskResponse: _TypeAlias = RetryTaskResponse  # noqa: Y015
+
+@_typing.final
+class RetryTasksRequest(_message.Message):
+    """RetryTasksRequest is the input of RetryTasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue whose tasks to re-queue. Required."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
+        """Which finished states to re-queue; empty means DEAD."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTasksRequest: _TypeAlias = RetryTasksRequest  # noqa: Y015
+
+@_typing.final
+class RetryTasksResponse(_message.Message):
+    """RetryTasksResponse is the output of RetryTasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_COUNT_FIELD_NUMBER: _builtins.int
+    retried_count: _builtins.int
+    """How many tasks were re-queued."""
+    def __init__(
+        self,
+        *,
+        retried_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["retried_count", b"retried_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTasksResponse: _TypeAlias = RetryTasksResponse  # noqa: Y015
+
+@_typing.final
+class ListTaskAttemptsRequest(_message.Message):
+    """ListTaskAttemptsRequest is the input of ListTaskAttempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The task's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskAttemptsRequest: _TypeAlias = ListTaskAttemptsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskAttemptsResponse(_message.Message):
+    """ListTaskAttemptsResponse is the output of ListTaskAttempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskAttempt]:
+        """The attempts, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        attempts: _abc.Iterable[_task_pb2.TaskAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskAttemptsResponse: _TypeAlias = ListTaskAttemptsResponse  # noqa: Y015
+
+@_typing.final
+class PurgeTasksRequest(_message.Message):
+    """PurgeTasksRequest is the input of PurgeTasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only tasks of this queue; empty means every queue."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
+        """Only tasks in these terminal states; empty means all terminal states."""
+
+    @_builtins.property
+    def finish_time_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks that finished before this time; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
+        finish_time_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time_before", b"finish_time_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_time_before", b"finish_time_before", "queue", b"queue", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeTasksRequest: _TypeAlias = PurgeTasksRequest  # noqa: Y015
+
+@_typing.final
+class PurgeTasksResponse(_message.Message):
+    """PurgeTasksResponse is the output of PurgeTasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_COUNT_FIELD_NUMBER: _builtins.int
+    purged_count: _builtins.int
+    """How many tasks were deleted."""
+    def __init__(
+        self,
+        *,
+        purged_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged_count", b"purged_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeTasksResponse: _TypeAlias = PurgeTasksResponse  # noqa: Y015

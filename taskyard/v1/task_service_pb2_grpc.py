@@ -68,6 +68,26 @@ class TaskServiceStub:
                 request_serializer=taskyard_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskyard_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.RetryTask = channel.unary_unary(
+                '/taskyard.v1.TaskService/RetryTask',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/taskyard.v1.TaskService/RetryTasks',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.RetryTasksResponse.FromString,
+                _registered_method=True)
+        self.ListTaskAttempts = channel.unary_unary(
+                '/taskyard.v1.TaskService/ListTaskAttempts',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsResponse.FromString,
+                _registered_method=True)
+        self.PurgeTasks = channel.unary_unary(
+                '/taskyard.v1.TaskService/PurgeTasks',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -147,6 +167,50 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryTask(self, request, context):
+        """RetryTask runs a FAILED, DEAD, CANCELLED or EXPIRED task again: it
+        becomes PENDING with a fresh budget of attempts and lease losses; its
+        attempt numbers continue.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); FAILED_PRECONDITION
+        (`TASK_NOT_RETRYABLE`) when the task is waiting, running or succeeded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """RetryTasks re-queues, like RetryTask, every task of a queue that is in
+        one of the given states (DEAD by default), in batches, and returns how
+        many it re-queued.
+
+        Errors: INVALID_ARGUMENT for a missing queue or a non-terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskAttempts(self, request, context):
+        """ListTaskAttempts returns every attempt of a task, oldest first,
+        including the one running now.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTasks(self, request, context):
+        """PurgeTasks deletes finished tasks (terminal states only) that match,
+        with their payloads, results and attempts, in batches. Retention does
+        this in the background; this is the operator's manual lever.
+
+        Errors: INVALID_ARGUMENT for a non-terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +243,26 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=taskyard_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=taskyard_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'RetryTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTask,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.RetryTaskRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.RetryTasksRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.RetryTasksResponse.SerializeToString,
+            ),
+            'ListTaskAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskAttempts,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsResponse.SerializeToString,
+            ),
+            'PurgeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTasks,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +431,114 @@ class TaskService:
             '/taskyard.v1.TaskService/WatchTask',
             taskyard_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             taskyard_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.TaskService/RetryTask',
+            taskyard_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.TaskService/RetryTasks',
+            taskyard_dot_v1_dot_task__service__pb2.RetryTasksRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.RetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.TaskService/ListTaskAttempts',
+            taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.ListTaskAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.TaskService/PurgeTasks',
+            taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

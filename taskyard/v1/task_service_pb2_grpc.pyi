@@ -83,6 +83,34 @@ class TaskServiceStub:
 
     Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
     """
+    RetryTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]
+    """RetryTask runs a FAILED, DEAD, CANCELLED or EXPIRED task again: it
+    becomes PENDING with a fresh budget of attempts and lease losses; its
+    attempt numbers continue.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`); FAILED_PRECONDITION
+    (`TASK_NOT_RETRYABLE`) when the task is waiting, running or succeeded.
+    """
+    RetryTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTasksRequest, _task_service_pb2.RetryTasksResponse]
+    """RetryTasks re-queues, like RetryTask, every task of a queue that is in
+    one of the given states (DEAD by default), in batches, and returns how
+    many it re-queued.
+
+    Errors: INVALID_ARGUMENT for a missing queue or a non-terminal state.
+    """
+    ListTaskAttempts: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskAttemptsRequest, _task_service_pb2.ListTaskAttemptsResponse]
+    """ListTaskAttempts returns every attempt of a task, oldest first,
+    including the one running now.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+    """
+    PurgeTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PurgeTasksRequest, _task_service_pb2.PurgeTasksResponse]
+    """PurgeTasks deletes finished tasks (terminal states only) that match,
+    with their payloads, results and attempts, in batches. Retention does
+    this in the background; this is the operator's manual lever.
+
+    Errors: INVALID_ARGUMENT for a non-terminal state.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -138,6 +166,34 @@ class TaskServiceAsyncStub(TaskServiceStub):
     report; the stream ends after the message that shows a terminal state.
 
     Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
+    """
+    RetryTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]  # type: ignore[assignment]
+    """RetryTask runs a FAILED, DEAD, CANCELLED or EXPIRED task again: it
+    becomes PENDING with a fresh budget of attempts and lease losses; its
+    attempt numbers continue.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`); FAILED_PRECONDITION
+    (`TASK_NOT_RETRYABLE`) when the task is waiting, running or succeeded.
+    """
+    RetryTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTasksRequest, _task_service_pb2.RetryTasksResponse]  # type: ignore[assignment]
+    """RetryTasks re-queues, like RetryTask, every task of a queue that is in
+    one of the given states (DEAD by default), in batches, and returns how
+    many it re-queued.
+
+    Errors: INVALID_ARGUMENT for a missing queue or a non-terminal state.
+    """
+    ListTaskAttempts: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskAttemptsRequest, _task_service_pb2.ListTaskAttemptsResponse]  # type: ignore[assignment]
+    """ListTaskAttempts returns every attempt of a task, oldest first,
+    including the one running now.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+    """
+    PurgeTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PurgeTasksRequest, _task_service_pb2.PurgeTasksResponse]  # type: ignore[assignment]
+    """PurgeTasks deletes finished tasks (terminal states only) that match,
+    with their payloads, results and attempts, in batches. Retention does
+    this in the background; this is the operator's manual lever.
+
+    Errors: INVALID_ARGUMENT for a non-terminal state.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +283,58 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         report; the stream ends after the message that shows a terminal state.
 
         Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTask(
+        self,
+        request: _task_service_pb2.RetryTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.RetryTaskResponse, _abc.Awaitable[_task_service_pb2.RetryTaskResponse]]:
+        """RetryTask runs a FAILED, DEAD, CANCELLED or EXPIRED task again: it
+        becomes PENDING with a fresh budget of attempts and lease losses; its
+        attempt numbers continue.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); FAILED_PRECONDITION
+        (`TASK_NOT_RETRYABLE`) when the task is waiting, running or succeeded.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTasks(
+        self,
+        request: _task_service_pb2.RetryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.RetryTasksResponse, _abc.Awaitable[_task_service_pb2.RetryTasksResponse]]:
+        """RetryTasks re-queues, like RetryTask, every task of a queue that is in
+        one of the given states (DEAD by default), in batches, and returns how
+        many it re-queued.
+
+        Errors: INVALID_ARGUMENT for a missing queue or a non-terminal state.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskAttempts(
+        self,
+        request: _task_service_pb2.ListTaskAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTaskAttemptsResponse, _abc.Awaitable[_task_service_pb2.ListTaskAttemptsResponse]]:
+        """ListTaskAttempts returns every attempt of a task, oldest first,
+        including the one running now.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeTasks(
+        self,
+        request: _task_service_pb2.PurgeTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.PurgeTasksResponse, _abc.Awaitable[_task_service_pb2.PurgeTasksResponse]]:
+        """PurgeTasks deletes finished tasks (terminal states only) that match,
+        with their payloads, results and attempts, in batches. Retention does
+        this in the background; this is the operator's manual lever.
+
+        Errors: INVALID_ARGUMENT for a non-terminal state.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

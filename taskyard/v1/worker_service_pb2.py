@@ -29,7 +29,7 @@ from taskyard.v1 import payload_pb2 as taskyard_dot_v1_dot_payload__pb2
 from taskyard.v1 import task_pb2 as taskyard_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskyard/v1/worker_service.proto\x12\x0btaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftaskyard/v1/error_details.proto\x1a\x19taskyard/v1/payload.proto\x1a\x16taskyard/v1/task.proto\"\xed\x01\n\x0cLeaseRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.taskyard.v1.HelloH\x00\x12%\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x13.taskyard.v1.CreditH\x00\x12-\n\nheartbeats\x18\x03 \x01(\x0b\x32\x17.taskyard.v1.HeartbeatsH\x00\x12/\n\x0b\x63ompletions\x18\x04 \x01(\x0b\x32\x18.taskyard.v1.CompletionsH\x00\x12)\n\x08releases\x18\x05 \x01(\x0b\x32\x15.taskyard.v1.ReleasesH\x00\x42\x06\n\x04kind\"\xbf\x02\n\rLeaseResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.taskyard.v1.WelcomeH\x00\x12/\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x18.taskyard.v1.AssignmentsH\x00\x12\x34\n\x0eheartbeat_acks\x18\x03 \x01(\x0b\x32\x1a.taskyard.v1.HeartbeatAcksH\x00\x12\x36\n\x0f\x63ompletion_acks\x18\x04 \x01(\x0b\x32\x1b.taskyard.v1.CompletionAcksH\x00\x12\x33\n\rcancellations\x18\x05 \x01(\x0b\x32\x1a.taskyard.v1.CancellationsH\x00\x12)\n\x08shutdown\x18\x06 \x01(\x0b\x32\x15.taskyard.v1.ShutdownH\x00\x42\x06\n\x04kind\"\xa6\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\x14\n\x0csdk_language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x0f\n\x07\x63redits\x18\x06 \x01(\x05\x12*\n\x0bheld_leases\x18\x07 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"\xcb\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62roker_version\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0blost_leases\x18\x05 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\x05\"-\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\";\n\x0b\x41ssignments\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.taskyard.v1.Assignment\"\xf8\x02\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12%\n\x07payload\x18\x06 \x01(\x0b\x32\x14.taskyard.v1.Payload\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.taskyard.v1.Assignment.LabelsEntry\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12\x35\n\x11lease_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\nHeartbeats\x12*\n\nheartbeats\x18\x01 \x03(\x0b\x32\x16.taskyard.v1.Heartbeat\"W\n\tHeartbeat\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x08progress\x18\x03 \x01(\x0b\x32\x15.taskyard.v1.Progress\"8\n\rHeartbeatAcks\x12\'\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x19.taskyard.v1.HeartbeatAck\"\xa9\x01\n\x0cHeartbeatAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.taskyard.v1.ItemError\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x05 \x01(\x08\";\n\x0b\x43ompletions\x12,\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x17.taskyard.v1.Completion\"\xb8\x01\n\nCompletion\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x14.taskyard.v1.PayloadH\x00\x12\'\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x14.taskyard.v1.FailureH\x00\x12+\n\tcancelled\x18\x05 \x01(\x0b\x32\x16.taskyard.v1.CancelledH\x00\x42\t\n\x07outcome\"P\n\x07\x46\x61ilure\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x15\n\rnon_retryable\x18\x04 \x01(\x08\"\x1c\n\tCancelled\x12\x0f\n\x07message\x18\x01 \x01(\t\":\n\x0e\x43ompletionAcks\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.taskyard.v1.CompletionAck\"Y\n\rCompletionAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.taskyard.v1.ItemError\"1\n\x08Releases\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"A\n\rCancellations\x12\x30\n\rcancellations\x18\x01 \x03(\x0b\x32\x19.taskyard.v1.Cancellation\"\\\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.taskyard.v1.CancelReason\"E\n\x08Shutdown\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x02 \x01(\t*h\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_REASON_REQUESTED\x10\x01\x12\x1c\n\x18\x43\x41NCEL_REASON_LEASE_LOST\x10\x02\x32S\n\rWorkerService\x12\x42\n\x05Lease\x12\x19.taskyard.v1.LeaseRequest\x1a\x1a.taskyard.v1.LeaseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskyard/v1/worker_service.proto\x12\x0btaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftaskyard/v1/error_details.proto\x1a\x19taskyard/v1/payload.proto\x1a\x16taskyard/v1/task.proto\"\xed\x01\n\x0cLeaseRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.taskyard.v1.HelloH\x00\x12%\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x13.taskyard.v1.CreditH\x00\x12-\n\nheartbeats\x18\x03 \x01(\x0b\x32\x17.taskyard.v1.HeartbeatsH\x00\x12/\n\x0b\x63ompletions\x18\x04 \x01(\x0b\x32\x18.taskyard.v1.CompletionsH\x00\x12)\n\x08releases\x18\x05 \x01(\x0b\x32\x15.taskyard.v1.ReleasesH\x00\x42\x06\n\x04kind\"\xbf\x02\n\rLeaseResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.taskyard.v1.WelcomeH\x00\x12/\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x18.taskyard.v1.AssignmentsH\x00\x12\x34\n\x0eheartbeat_acks\x18\x03 \x01(\x0b\x32\x1a.taskyard.v1.HeartbeatAcksH\x00\x12\x36\n\x0f\x63ompletion_acks\x18\x04 \x01(\x0b\x32\x1b.taskyard.v1.CompletionAcksH\x00\x12\x33\n\rcancellations\x18\x05 \x01(\x0b\x32\x1a.taskyard.v1.CancellationsH\x00\x12)\n\x08shutdown\x18\x06 \x01(\x0b\x32\x15.taskyard.v1.ShutdownH\x00\x42\x06\n\x04kind\"\xa6\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\ntask_types\x18\x02 \x03(\t\x12\x0e\n\x06queues\x18\x03 \x03(\t\x12\x14\n\x0csdk_language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x0f\n\x07\x63redits\x18\x06 \x01(\x05\x12*\n\x0bheld_leases\x18\x07 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"\xcb\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62roker_version\x18\x02 \x01(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x0blost_leases\x18\x05 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\x05\"-\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\";\n\x0b\x41ssignments\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.taskyard.v1.Assignment\"\x90\x04\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12%\n\x07payload\x18\x06 \x01(\x0b\x32\x14.taskyard.v1.Payload\x12\x33\n\x06labels\x18\x07 \x03(\x0b\x32#.taskyard.v1.Assignment.LabelsEntry\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12\x35\n\x11lease_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12heartbeat_interval\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rsoft_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\nHeartbeats\x12*\n\nheartbeats\x18\x01 \x03(\x0b\x32\x16.taskyard.v1.Heartbeat\"W\n\tHeartbeat\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\'\n\x08progress\x18\x03 \x01(\x0b\x32\x15.taskyard.v1.Progress\"8\n\rHeartbeatAcks\x12\'\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x19.taskyard.v1.HeartbeatAck\"\xa9\x01\n\x0cHeartbeatAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.taskyard.v1.ItemError\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x05 \x01(\x08\";\n\x0b\x43ompletions\x12,\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x17.taskyard.v1.Completion\"\xb8\x01\n\nCompletion\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0b\x32\x14.taskyard.v1.PayloadH\x00\x12\'\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x14.taskyard.v1.FailureH\x00\x12+\n\tcancelled\x18\x05 \x01(\x0b\x32\x16.taskyard.v1.CancelledH\x00\x42\t\n\x07outcome\"P\n\x07\x46\x61ilure\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x03 \x01(\t\x12\x15\n\rnon_retryable\x18\x04 \x01(\x08\"\x1c\n\tCancelled\x12\x0f\n\x07message\x18\x01 \x01(\t\":\n\x0e\x43ompletionAcks\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.taskyard.v1.CompletionAck\"Y\n\rCompletionAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.taskyard.v1.ItemError\"1\n\x08Releases\x12%\n\x06leases\x18\x01 \x03(\x0b\x32\x15.taskyard.v1.LeaseRef\"A\n\rCancellations\x12\x30\n\rcancellations\x18\x01 \x03(\x0b\x32\x19.taskyard.v1.Cancellation\"\\\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.taskyard.v1.CancelReason\"E\n\x08Shutdown\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07message\x18\x02 \x01(\t*\x85\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41NCEL_REASON_REQUESTED\x10\x01\x12\x1c\n\x18\x43\x41NCEL_REASON_LEASE_LOST\x10\x02\x12\x1b\n\x17\x43\x41NCEL_REASON_TIMED_OUT\x10\x03\x32S\n\rWorkerService\x12\x42\n\x05Lease\x12\x19.taskyard.v1.LeaseRequest\x1a\x1a.taskyard.v1.LeaseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSIGNMENT_LABELSENTRY']._loaded_options = None
   _globals['_ASSIGNMENT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CANCELREASON']._serialized_start=2820
-  _globals['_CANCELREASON']._serialized_end=2924
+  _globals['_CANCELREASON']._serialized_start=2973
+  _globals['_CANCELREASON']._serialized_end=3106
   _globals['_LEASEREQUEST']._serialized_start=199
   _globals['_LEASEREQUEST']._serialized_end=436
   _globals['_LEASERESPONSE']._serialized_start=439
@@ -55,37 +55,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNMENTS']._serialized_start=1209
   _globals['_ASSIGNMENTS']._serialized_end=1268
   _globals['_ASSIGNMENT']._serialized_start=1271
-  _globals['_ASSIGNMENT']._serialized_end=1647
-  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_start=1602
-  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_end=1647
-  _globals['_HEARTBEATS']._serialized_start=1649
-  _globals['_HEARTBEATS']._serialized_end=1705
-  _globals['_HEARTBEAT']._serialized_start=1707
-  _globals['_HEARTBEAT']._serialized_end=1794
-  _globals['_HEARTBEATACKS']._serialized_start=1796
-  _globals['_HEARTBEATACKS']._serialized_end=1852
-  _globals['_HEARTBEATACK']._serialized_start=1855
-  _globals['_HEARTBEATACK']._serialized_end=2024
-  _globals['_COMPLETIONS']._serialized_start=2026
-  _globals['_COMPLETIONS']._serialized_end=2085
-  _globals['_COMPLETION']._serialized_start=2088
-  _globals['_COMPLETION']._serialized_end=2272
-  _globals['_FAILURE']._serialized_start=2274
-  _globals['_FAILURE']._serialized_end=2354
-  _globals['_CANCELLED']._serialized_start=2356
-  _globals['_CANCELLED']._serialized_end=2384
-  _globals['_COMPLETIONACKS']._serialized_start=2386
-  _globals['_COMPLETIONACKS']._serialized_end=2444
-  _globals['_COMPLETIONACK']._serialized_start=2446
-  _globals['_COMPLETIONACK']._serialized_end=2535
-  _globals['_RELEASES']._serialized_start=2537
-  _globals['_RELEASES']._serialized_end=2586
-  _globals['_CANCELLATIONS']._serialized_start=2588
-  _globals['_CANCELLATIONS']._serialized_end=2653
-  _globals['_CANCELLATION']._serialized_start=2655
-  _globals['_CANCELLATION']._serialized_end=2747
-  _globals['_SHUTDOWN']._serialized_start=2749
-  _globals['_SHUTDOWN']._serialized_end=2818
-  _globals['_WORKERSERVICE']._serialized_start=2926
-  _globals['_WORKERSERVICE']._serialized_end=3009
+  _globals['_ASSIGNMENT']._serialized_end=1799
+  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_start=1754
+  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_end=1799
+  _globals['_HEARTBEATS']._serialized_start=1801
+  _globals['_HEARTBEATS']._serialized_end=1857
+  _globals['_HEARTBEAT']._serialized_start=1859
+  _globals['_HEARTBEAT']._serialized_end=1946
+  _globals['_HEARTBEATACKS']._serialized_start=1948
+  _globals['_HEARTBEATACKS']._serialized_end=2004
+  _globals['_HEARTBEATACK']._serialized_start=2007
+  _globals['_HEARTBEATACK']._serialized_end=2176
+  _globals['_COMPLETIONS']._serialized_start=2178
+  _globals['_COMPLETIONS']._serialized_end=2237
+  _globals['_COMPLETION']._serialized_start=2240
+  _globals['_COMPLETION']._serialized_end=2424
+  _globals['_FAILURE']._serialized_start=2426
+  _globals['_FAILURE']._serialized_end=2506
+  _globals['_CANCELLED']._serialized_start=2508
+  _globals['_CANCELLED']._serialized_end=2536
+  _globals['_COMPLETIONACKS']._serialized_start=2538
+  _globals['_COMPLETIONACKS']._serialized_end=2596
+  _globals['_COMPLETIONACK']._serialized_start=2598
+  _globals['_COMPLETIONACK']._serialized_end=2687
+  _globals['_RELEASES']._serialized_start=2689
+  _globals['_RELEASES']._serialized_end=2738
+  _globals['_CANCELLATIONS']._serialized_start=2740
+  _globals['_CANCELLATIONS']._serialized_end=2805
+  _globals['_CANCELLATION']._serialized_start=2807
+  _globals['_CANCELLATION']._serialized_end=2899
+  _globals['_SHUTDOWN']._serialized_start=2901
+  _globals['_SHUTDOWN']._serialized_end=2970
+  _globals['_WORKERSERVICE']._serialized_start=3108
+  _globals['_WORKERSERVICE']._serialized_end=3191
 # @@protoc_insertion_point(module_scope)

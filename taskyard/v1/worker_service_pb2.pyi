@@ -36,6 +36,10 @@ class _CancelReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelRe
     """CancelTask was called: stop and complete the attempt as `cancelled`."""
     CANCEL_REASON_LEASE_LOST: _CancelReason.ValueType  # 2
     """The lease is no longer valid (it expired): stop and report nothing."""
+    CANCEL_REASON_TIMED_OUT: _CancelReason.ValueType  # 3
+    """The attempt passed its execution deadline; the broker already recorded
+    the timeout: stop and report nothing.
+    """
 
 class CancelReason(_CancelReason, metaclass=_CancelReasonEnumTypeWrapper):
     """CancelReason says why a lease must stop."""
@@ -46,6 +50,10 @@ CANCEL_REASON_REQUESTED: CancelReason.ValueType  # 1
 """CancelTask was called: stop and complete the attempt as `cancelled`."""
 CANCEL_REASON_LEASE_LOST: CancelReason.ValueType  # 2
 """The lease is no longer valid (it expired): stop and report nothing."""
+CANCEL_REASON_TIMED_OUT: CancelReason.ValueType  # 3
+"""The attempt passed its execution deadline; the broker already recorded
+the timeout: stop and report nothing.
+"""
 Global___CancelReason: _TypeAlias = CancelReason  # noqa: Y015
 
 @_typing.final
@@ -368,6 +376,9 @@ class Assignment(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    SOFT_DEADLINE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id."""
     lease_id: _builtins.str
@@ -400,6 +411,25 @@ class Assignment(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the task was created."""
 
+    @_builtins.property
+    def heartbeat_interval(self) -> _duration_pb2.Duration:
+        """Heartbeat this lease at least this often (the task's heartbeat timeout
+        divided by three); a lease with no heartbeat for the whole timeout is
+        taken back.
+        """
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """The hard deadline of this attempt (its execution timeout); unset means
+        none. At this time the broker sends a TIMED_OUT cancellation.
+        """
+
+    @_builtins.property
+    def soft_deadline(self) -> _timestamp_pb2.Timestamp:
+        """The soft deadline: the handler should be warned and wrap up. Unset
+        means none.
+        """
+
     def __init__(
         self,
         *,
@@ -414,10 +444,13 @@ class Assignment(_message.Message):
         max_attempts: _builtins.int = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_interval: _duration_pb2.Duration | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        soft_deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lease_expire_time", b"lease_expire_time", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "heartbeat_interval", b"heartbeat_interval", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "soft_deadline", b"soft_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "task_id", b"task_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "deadline", b"deadline", "heartbeat_interval", b"heartbeat_interval", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "soft_deadline", b"soft_deadline", "task_id", b"task_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
