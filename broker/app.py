@@ -15,15 +15,16 @@ import os
 import signal
 from pathlib import Path
 
+from broker import config_file
 from broker.clock import MICROS, Clock, SystemClock
 from broker.config import Settings
-from broker.core.retry import RetryPolicy
 from broker.events import TaskEvents
 from broker.loops.committer import Committer
 from broker.loops.dispatcher import Dispatcher
 from broker.loops.ops import Env
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
+from broker.loops.retention import RetentionLoop
 from broker.runtime import Runtime
 from broker.server import build_server, set_serving
 from broker.store.database import Database, ensure_schema, open_database
@@ -38,25 +39,30 @@ class _NoDue:
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     clock = clock or SystemClock()
+    files = config_file.load(
+        settings.config_path,
+        heartbeat_us=int(settings.lease_duration_s * MICROS),
+        max_attempts=settings.default_max_attempts,
+    )
     db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
-        await _serve(settings, clock, db, schema)
+        await _serve(settings, files, clock, db, schema)
     finally:
         await db.dispose()
 
 
-async def _serve(settings: Settings, clock: Clock, db: Database, schema: str) -> None:
-    lease_us = int(settings.lease_duration_s * MICROS)
-    dispatcher = Dispatcher(lease_duration_us=lease_us)
+async def _serve(
+    settings: Settings, files: config_file.FileConfig, clock: Clock, db: Database, schema: str
+) -> None:
+    dispatcher = Dispatcher()
     events = TaskEvents()
     env = Env(
         clock=clock,
-        policy=RetryPolicy(),
+        policy=files.defaults.retry,
         dispatcher=dispatcher,
         events=events,
         due=_NoDue(),
-        lease_duration_us=lease_us,
     )
     committer = Committer(db=db, env=env)
     promoter = Promoter(
@@ -68,7 +74,13 @@ async def _serve(settings: Settings, clock: Clock, db: Database, schema: str) ->
         interval_s=settings.sweep_interval_s,
         startup_grace_s=settings.lease_duration_s,
     )
-    runtime = Runtime(settings, clock, db, committer, dispatcher, events, schema)
+    retention = RetentionLoop(
+        committer=committer,
+        clock=clock,
+        policy=files.retention,
+        interval_s=settings.retention_interval_s,
+    )
+    runtime = Runtime(settings, clock, db, committer, dispatcher, events, schema, files.defaults)
     server, health, port = build_server(runtime)
 
     stop = asyncio.Event()
@@ -80,6 +92,7 @@ async def _serve(settings: Settings, clock: Clock, db: Database, schema: str) ->
     side = [
         asyncio.create_task(promoter.run(), name="promoter"),
         asyncio.create_task(reaper.run(), name="reaper"),
+        asyncio.create_task(retention.run(), name="retention"),
         asyncio.create_task(_poll_ready(dispatcher, settings.promote_poll_s), name="poll"),
     ]
     await server.start()

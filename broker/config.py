@@ -25,13 +25,16 @@ class Limits:
 class Settings:
     listen: str = "127.0.0.1:50051"
     db: str = "sqlite+aiosqlite:///taskyard.db"
-    # How long a lease lasts without a heartbeat: the time to notice a worker
-    # that died without closing its stream.
+    # The default heartbeat timeout: how long a lease lasts without a
+    # heartbeat, i.e. the time to notice a worker that died without closing
+    # its stream (a closed stream is noticed at once).
     lease_duration_s: float = 10.0
     sweep_interval_s: float = 1.0
     promote_poll_s: float = 1.0
     default_max_attempts: int = 3
     shutdown_grace_s: float = 2.0
+    retention_interval_s: float = 30.0
+    config_path: str | None = None
     auto_migrate: bool = False
     sqlite_synchronous: str = "NORMAL"
     port_file: str | None = None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from broker.clock import Clock
 from broker.config import Settings
+from broker.core.options import Defaults
 from broker.events import TaskEvents
 from broker.loops.committer import Committer
 from broker.loops.dispatcher import Dispatcher
@@ -21,5 +22,6 @@ class Runtime:
     dispatcher: Dispatcher
     events: TaskEvents
     schema_version: str
+    defaults: Defaults
     shutting_down: bool = False
     sessions: dict[str, object] = field(default_factory=dict)

@@ -5,15 +5,26 @@ from __future__ import annotations
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
 from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
-from worker_sdk._types import Progress, Task, TaskError, TaskSpec, TaskState
+from worker_sdk._types import (
+    Attempt,
+    Progress,
+    RetryPolicy,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+    Timeouts,
+)
 from worker_sdk._version import __version__
 from worker_sdk._worker import Worker
 
 __all__ = [
+    "Attempt",
     "BatchSubmitError",
     "Client",
     "NonRetryableError",
     "Progress",
+    "RetryPolicy",
     "SyncClient",
     "Task",
     "TaskContext",
@@ -22,6 +33,7 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TaskyardError",
+    "Timeouts",
     "Worker",
     "__version__",
 ]

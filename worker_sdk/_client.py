@@ -18,9 +18,10 @@ from worker_sdk._requests import (
     batch_results,
     create_request,
     list_request,
+    purge_request,
     spec_of,
 )
-from worker_sdk._types import Task, TaskSpec, TaskState
+from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
 _BASIC = task_service_pb2.TASK_VIEW_BASIC
@@ -64,6 +65,8 @@ class Client:
         labels: dict[str, str] | None = None,
         max_attempts: int | None = None,
         request_id: str | None = None,
+        retry_policy: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> Task:
         """Submit one task; returns it once the broker has committed it.
 
@@ -77,6 +80,8 @@ class Client:
             labels: String metadata.
             max_attempts: Attempts a retryable failure may use.
             request_id: Idempotency key: repeating it returns the first task.
+            retry_policy: How failures are retried (unset fields: defaults).
+            timeouts: Execution, heartbeat, soft and expiry timeouts.
         """
         spec = spec_of(
             type,
@@ -88,6 +93,8 @@ class Client:
             labels=labels,
             max_attempts=max_attempts,
             request_id=request_id,
+            retry_policy=retry_policy,
+            timeouts=timeouts,
         )
         response = await self._call(self._stub.CreateTask, create_request(spec))
         return Task.from_proto(response.task)
@@ -113,6 +120,37 @@ class Client:
         request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
         response = await self._call(self._stub.CancelTask, request)
         return Task.from_proto(response.task)
+
+    async def retry(self, task_id: str) -> Task:
+        """Run a failed, dead, cancelled or expired task again, with a fresh budget."""
+        request = task_service_pb2.RetryTaskRequest(id=task_id)
+        return Task.from_proto((await self._call(self._stub.RetryTask, request)).task)
+
+    async def retry_all(
+        self, queue: str, states: Iterable[TaskState | str] = (TaskState.DEAD,)
+    ) -> int:
+        """Re-queue every task of `queue` in `states` (dead by default); returns how many."""
+        request = task_service_pb2.RetryTasksRequest(
+            queue=queue, states=[TaskState(s).to_proto() for s in states]
+        )
+        return int((await self._call(self._stub.RetryTasks, request)).retried_count)
+
+    async def attempts(self, task_id: str) -> list[Attempt]:
+        """Every attempt of a task, oldest first."""
+        request = task_service_pb2.ListTaskAttemptsRequest(id=task_id)
+        response = await self._call(self._stub.ListTaskAttempts, request)
+        return [Attempt.from_proto(a) for a in response.attempts]
+
+    async def purge(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        finished_before: datetime | None = None,
+    ) -> int:
+        """Delete finished tasks (all terminal states by default); returns how many."""
+        request = purge_request(queue=queue, states=states, finished_before=finished_before)
+        return int((await self._call(self._stub.PurgeTasks, request)).purged_count)
 
     async def watch(self, task_id: str) -> AsyncIterator[Task]:
         """Yield the task on every state change and progress report until it finishes."""
@@ -213,6 +251,36 @@ class SyncClient:
     def cancel(self, task_id: str, reason: str = "") -> Task:
         request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
         return Task.from_proto(self._call(self._stub.CancelTask, request).task)
+
+    def retry(self, task_id: str) -> Task:
+        """See `Client.retry`."""
+        request = task_service_pb2.RetryTaskRequest(id=task_id)
+        return Task.from_proto(self._call(self._stub.RetryTask, request).task)
+
+    def retry_all(self, queue: str, states: Iterable[TaskState | str] = (TaskState.DEAD,)) -> int:
+        """See `Client.retry_all`."""
+        request = task_service_pb2.RetryTasksRequest(
+            queue=queue, states=[TaskState(s).to_proto() for s in states]
+        )
+        return int(self._call(self._stub.RetryTasks, request).retried_count)
+
+    def attempts(self, task_id: str) -> list[Attempt]:
+        """See `Client.attempts`."""
+        request = task_service_pb2.ListTaskAttemptsRequest(id=task_id)
+        return [
+            Attempt.from_proto(a) for a in self._call(self._stub.ListTaskAttempts, request).attempts
+        ]
+
+    def purge(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        finished_before: datetime | None = None,
+    ) -> int:
+        """See `Client.purge`."""
+        request = purge_request(queue=queue, states=states, finished_before=finished_before)
+        return int(self._call(self._stub.PurgeTasks, request).purged_count)
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[Task]:
         """See `Client.watch`; ``timeout`` bounds the whole stream."""

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf import timestamp_pb2
+
 from taskyard.v1 import task_pb2, worker_service_pb2
 from worker_sdk._payload import from_payload
 
@@ -41,10 +43,16 @@ class TaskContext:
         self._report = report
         self._payload: Any = _UNSET
         self._cancelled = threading.Event()
-        self._deadline = assignment.lease_expire_time.seconds + (
-            assignment.lease_expire_time.nanos / 1e9
+        self._soft = threading.Event()
+        self._deadline = _seconds(assignment.lease_expire_time)
+        self._hard: float | None = (
+            _seconds(assignment.deadline) if assignment.HasField("deadline") else None
+        )
+        self._soft_at: float | None = (
+            _seconds(assignment.soft_deadline) if assignment.HasField("soft_deadline") else None
         )
         self._loop = asyncio.get_running_loop()
+        self._on_soft: Callable[[], None] | None = None
 
     @property
     def payload(self) -> Any:
@@ -58,6 +66,40 @@ class TaskContext:
     def lease_deadline(self) -> datetime:
         """When the lease ends unless extended; the SDK heartbeats automatically."""
         return datetime.fromtimestamp(self._deadline, tz=UTC)
+
+    @property
+    def deadline(self) -> datetime | None:
+        """The attempt's hard deadline (its execution timeout), or None.
+
+        At this time the broker records a timeout and the handler is stopped
+        (async) or its result discarded (thread).
+        """
+        return None if self._hard is None else datetime.fromtimestamp(self._hard, tz=UTC)
+
+    @property
+    def soft_deadline(self) -> datetime | None:
+        """When the soft timeout warns the handler to wrap up, or None."""
+        return None if self._soft_at is None else datetime.fromtimestamp(self._soft_at, tz=UTC)
+
+    @property
+    def soft_timeout_exceeded(self) -> bool:
+        """True once the soft deadline has passed: finish up or checkpoint now."""
+        return self._soft.is_set()
+
+    def wait_soft_timeout(self, timeout: float | None = None) -> bool:
+        """Block a thread handler until the soft deadline or the timeout; True if reached."""
+        return self._soft.wait(timeout)
+
+    def _soft_timeout(self) -> None:
+        self._soft.set()
+        if self._on_soft is not None:
+            self._on_soft()
+
+    def on_soft_timeout(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (on the event loop) when the soft deadline passes."""
+        self._on_soft = callback
+        if self._soft.is_set():
+            callback()
 
     @property
     def cancelled(self) -> bool:
@@ -113,6 +155,10 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+
+
+def _seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

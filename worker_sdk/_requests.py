@@ -9,7 +9,7 @@ from typing import Any
 from taskyard.v1 import task_pb2, task_service_pb2
 from worker_sdk._errors import BatchSubmitError, TaskyardError
 from worker_sdk._payload import to_payload
-from worker_sdk._types import Task, TaskSpec, TaskState
+from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_BATCH = 1000
@@ -35,6 +35,8 @@ def spec_of(
     labels: dict[str, str] | None = None,
     max_attempts: int | None = None,
     request_id: str | None = None,
+    retry_policy: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
 ) -> TaskSpec:
     if run_at is not None and delay is not None:
         raise ValueError("pass run_at or delay, not both")
@@ -52,6 +54,8 @@ def spec_of(
         labels=dict(labels or {}),
         max_attempts=max_attempts,
         request_id=request_id,
+        retry_policy=retry_policy,
+        timeouts=timeouts,
     )
 
 
@@ -67,6 +71,10 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
         task.payload.CopyFrom(to_payload(spec.payload))
     if spec.run_at is not None:
         task.run_time.FromDatetime(spec.run_at)
+    if spec.retry_policy is not None:
+        task.retry_policy.CopyFrom(spec.retry_policy.to_proto())
+    if spec.timeouts is not None:
+        task.timeouts.CopyFrom(spec.timeouts.to_proto())
     return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
 
 
@@ -121,3 +129,18 @@ def list_request(
         page_token=page_token,
         view=task_service_pb2.TASK_VIEW_FULL if full else task_service_pb2.TASK_VIEW_BASIC,
     )
+
+
+def purge_request(
+    *,
+    queue: str | None,
+    states: Iterable[TaskState | str],
+    finished_before: datetime | None,
+) -> task_service_pb2.PurgeTasksRequest:
+    request = task_service_pb2.PurgeTasksRequest(
+        queue=queue or "",
+        states=[TaskState(s).to_proto() for s in states],
+    )
+    if finished_before is not None:
+        request.finish_time_before.FromDatetime(finished_before)
+    return request

@@ -62,6 +62,9 @@ class _Job:
     progress: task_pb2.Progress | None = None
     progress_sent_at: float = 0.0
     progress_timer: asyncio.TimerHandle | None = None
+    heartbeat_interval: float = 0.0  # 0: the session's default
+    last_heartbeat: float = 0.0
+    soft_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -373,14 +376,23 @@ class Worker:
                 return
 
     async def _tick(self) -> None:
+        """Heartbeat every lease at its own interval, batched into one message per tick."""
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
+            intervals = [
+                j.heartbeat_interval for j in self._running.values() if j.heartbeat_interval
+            ]
+            period = min([self._heartbeat_interval, *intervals])
+            await asyncio.sleep(period / 2)
+            now = time.monotonic()
             for job in self._running.values():
-                if not job.lost and job.task_id not in self._outbox.heartbeats:
+                due = (job.heartbeat_interval or self._heartbeat_interval) * 0.9
+                if job.lost or now - job.last_heartbeat < due:
+                    continue
+                if job.task_id not in self._outbox.heartbeats:
                     self._outbox.heartbeats[job.task_id] = pb.Heartbeat(
                         task_id=job.task_id, lease_id=job.lease_id
                     )
-            if self._running:
+                job.last_heartbeat = now
                 self._wake.set()
 
     # --- Acks and broker requests -----------------------------------------------------------
@@ -420,7 +432,10 @@ class Worker:
             job = self._running.get(item.task_id)
             if job is None or job.lease_id != item.lease_id:
                 continue
-            if item.reason == pb.CANCEL_REASON_LEASE_LOST:
+            if item.reason == pb.CANCEL_REASON_TIMED_OUT:
+                log.warning("task %s ran past its execution timeout; stopping it", job.task_id)
+                self._abandon(job)
+            elif item.reason == pb.CANCEL_REASON_LEASE_LOST:
                 log.warning("broker revoked the lease on task %s; abandoning it", job.task_id)
                 self._abandon(job)
             else:
@@ -455,8 +470,12 @@ class Worker:
             assignment.lease_id,
             TaskContext(assignment, self._report),
             self._handlers.get(assignment.type),
+            heartbeat_interval=assignment.heartbeat_interval.ToTimedelta().total_seconds(),
+            last_heartbeat=time.monotonic(),
         )
         self._running[job.task_id] = job
+        if assignment.HasField("soft_deadline"):
+            job.soft_timer = self._at(assignment.soft_deadline, job.ctx._soft_timeout)
         job.task = asyncio.create_task(self._execute(job))
 
     async def _execute(self, job: _Job) -> None:
@@ -489,7 +508,15 @@ class Worker:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._executor, handler.fn, job.ctx)
 
+    def _at(self, when: Any, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Call `callback` at a wall-clock Timestamp, on the loop's own clock."""
+        assert self._loop is not None
+        delay = when.seconds + when.nanos / 1e9 - time.time()
+        return self._loop.call_later(max(delay, 0.0), callback)
+
     def _finish(self, job: _Job, completion: worker_service_pb2.Completion | None) -> None:
+        if job.soft_timer is not None:
+            job.soft_timer.cancel()
         if job.progress_timer is not None:
             # Progress still held back by the rate limit goes out with the result.
             job.progress_timer.cancel()

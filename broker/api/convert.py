@@ -8,9 +8,12 @@ import json
 
 from google.protobuf import timestamp_pb2
 
+from broker.api import options
 from broker.config import Limits, Settings
 from broker.core import validation
 from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
+from broker.core.options import Defaults
+from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
 from broker.ids import new_ulid
@@ -37,7 +40,11 @@ def _set_ts(ts: timestamp_pb2.Timestamp, us: int) -> None:
 
 
 def new_task(
-    request: task_service_pb2.CreateTaskRequest, *, now: int, settings: Settings
+    request: task_service_pb2.CreateTaskRequest,
+    *,
+    now: int,
+    settings: Settings,
+    defaults: Defaults,
 ) -> NewTask:
     limits = settings.limits
     spec = request.task
@@ -48,6 +55,11 @@ def new_task(
     payload = _payload_bytes("task.payload", spec, limits)
     labels = validation.labels(dict(spec.labels), limits)
     run_at = _us(spec.run_time) if spec.HasField("run_time") else now
+    for name in spec.retry_policy.non_retryable_error_types:
+        validation.name(
+            "retry_policy.non_retryable_error_types[]", name, limits, reason="INVALID_RETRY_POLICY"
+        )
+    policy, timeouts = defaults.resolve(options.task_options(spec), queue=queue, type_=type_)
     return NewTask(
         id=new_ulid(),
         type=type_,
@@ -57,10 +69,10 @@ def new_task(
         labels=json.dumps(labels, separators=(",", ":")) if labels else None,
         run_at=max(run_at, now),
         created_at=now,
-        max_attempts=validation.max_attempts(
-            spec.max_attempts, settings.default_max_attempts, limits
-        ),
+        max_attempts=policy.max_attempts,
         request_id=validation.request_id(request.request_id, limits),
+        retry_policy=None if policy == defaults.retry else policy.to_json(),
+        timeouts=timeouts,
     )
 
 
@@ -78,9 +90,22 @@ def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> b
     return data or None
 
 
-def created_task(t: NewTask, spec: task_pb2.Task) -> task_pb2.Task:
+def created_task(t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy) -> task_pb2.Task:
     """The response for a task just inserted, built without reading it back."""
+    policy = RetryPolicy.from_json(t.retry_policy) if t.retry_policy else default_policy
+    options.set_retry_policy(out_policy := task_pb2.RetryPolicy(), policy)
+    out_timeouts = task_pb2.TaskTimeouts()
+    timeouts = t.timeouts
+    if timeouts.execution_us is not None:
+        out_timeouts.execution.FromMicroseconds(timeouts.execution_us)
+    out_timeouts.heartbeat.FromMicroseconds(timeouts.heartbeat_us)
+    if timeouts.soft_us is not None:
+        out_timeouts.soft.FromMicroseconds(timeouts.soft_us)
+    if timeouts.expiry_us is not None:
+        out_timeouts.expiry.FromMicroseconds(timeouts.expiry_us)
     out = task_pb2.Task(
+        retry_policy=out_policy,
+        timeouts=out_timeouts,
         id=t.id,
         type=t.type,
         queue=t.queue,
@@ -95,14 +120,17 @@ def created_task(t: NewTask, spec: task_pb2.Task) -> task_pb2.Task:
         out.labels.update(spec.labels)
     _set_ts(out.create_time, t.created_at)
     _set_ts(out.run_time, t.run_at)
+    if t.expire_at is not None:
+        _set_ts(out.expire_time, t.expire_at)
     return out
 
 
 # --- Reads ----------------------------------------------------------------------------------
 
 
-def task(record: TaskRecord, *, full: bool) -> task_pb2.Task:
+def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task_pb2.Task:
     out = task_pb2.Task(
+        lease_losses=record.lost_count,
         id=record.id,
         type=record.type,
         queue=record.queue,
@@ -135,6 +163,11 @@ def task(record: TaskRecord, *, full: bool) -> task_pb2.Task:
         )
     if record.progress is not None:
         set_progress(out.progress, record.progress)
+    policy = RetryPolicy.from_json(record.retry_policy) if record.retry_policy else default_policy
+    options.set_retry_policy(out.retry_policy, policy)
+    options.set_timeouts(out.timeouts, record.timeouts, record)
+    if record.expire_at is not None:
+        _set_ts(out.expire_time, record.expire_at)
     if full:
         if record.payload:
             out.payload.MergeFromString(record.payload)
@@ -220,6 +253,11 @@ def assignment(c: Claimed) -> worker_service_pb2.Assignment:
         out.labels.update(json.loads(c.labels))
     _set_ts(out.lease_expire_time, c.lease_expires_at)
     _set_ts(out.create_time, c.created_at)
+    out.heartbeat_interval.FromMicroseconds(c.heartbeat_timeout_us // 3)
+    if c.deadline_at is not None:
+        _set_ts(out.deadline, c.deadline_at)
+    if c.soft_deadline_at is not None:
+        _set_ts(out.soft_deadline, c.soft_deadline_at)
     return out
 
 

@@ -1,21 +1,22 @@
-"""TaskService: submit tasks, read them, cancel them, watch them."""
+"""TaskService: submit tasks, read them, cancel, retry, purge and watch them."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from broker.api import convert
+from broker.api import convert, options
 from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
-from broker.core.task_state import TaskState
+from broker.core.task_state import TERMINAL, TaskState
 from broker.errors import FailedPrecondition, InvalidArgument, ShuttingDown, TaskNotFound
 from broker.events import TaskEvent
 from broker.loops.ops import CancelTask, CreateTasks
+from broker.loops.upkeep import Purge, RetryFinished
 from broker.runtime import Runtime
-from broker.store import tasks as store
+from broker.store import maintenance, tasks
 from taskyard.v1 import (
     error_details_pb2,
     task_pb2,
@@ -24,6 +25,7 @@ from taskyard.v1 import (
 )
 
 Context = Any  # grpc.aio.ServicerContext; untyped in the generated stubs
+BATCH = 500
 
 
 class TaskService(task_service_pb2_grpc.TaskServiceServicer):
@@ -34,12 +36,19 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         if self._rt.shutting_down:
             raise ShuttingDown()
 
+    def _new(self, request: task_service_pb2.CreateTaskRequest, now: int) -> NewTask:
+        rt = self._rt
+        return convert.new_task(request, now=now, settings=rt.settings, defaults=rt.defaults)
+
+    def _proto(self, record: TaskRecord, *, full: bool) -> task_pb2.Task:
+        return convert.task(record, full=full, default_policy=self._rt.defaults.retry)
+
     @maps_errors
     async def CreateTask(
         self, request: task_service_pb2.CreateTaskRequest, context: Context
     ) -> task_service_pb2.CreateTaskResponse:
         self._accepting()
-        new = convert.new_task(request, now=self._rt.clock.now_us(), settings=self._rt.settings)
+        new = self._new(request, self._rt.clock.now_us())
         (task_id,) = await self._rt.committer.submit(CreateTasks([new]))
         return task_service_pb2.CreateTaskResponse(task=await self._created(new, task_id, request))
 
@@ -47,9 +56,9 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         self, new: NewTask, task_id: str, request: task_service_pb2.CreateTaskRequest
     ) -> task_pb2.Task:
         if task_id == new.id:
-            return convert.created_task(new, request.task)
+            return convert.created_task(new, request.task, self._rt.defaults.retry)
         # An earlier request with the same request_id won; return its task.
-        return convert.task(await self._get(task_id, full=True), full=True)
+        return self._proto(await self._get(task_id, full=True), full=True)
 
     @maps_errors
     async def BatchCreateTasks(
@@ -67,7 +76,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         slots: list[NewTask | error_details_pb2.ItemError] = []
         for index, item in enumerate(request.requests):
             try:
-                slots.append(convert.new_task(item, now=now, settings=self._rt.settings))
+                slots.append(self._new(item, now))
             except InvalidArgument as error:
                 slots.append(
                     error_details_pb2.ItemError(
@@ -84,7 +93,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         self,
         request: task_service_pb2.BatchCreateTasksRequest,
         slots: list[NewTask | error_details_pb2.ItemError],
-        ids: Any,
+        ids: Iterator[str],
     ) -> task_service_pb2.BatchCreateTasksResponse:
         response = task_service_pb2.BatchCreateTasksResponse()
         for item, slot in zip(request.requests, slots, strict=True):
@@ -101,11 +110,11 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> task_service_pb2.GetTaskResponse:
         full = convert.full_view(request.view, default_full=True)
         record = await self._get(validation.task_id(request.id), full=full)
-        return task_service_pb2.GetTaskResponse(task=convert.task(record, full=full))
+        return task_service_pb2.GetTaskResponse(task=self._proto(record, full=full))
 
     async def _get(self, task_id: str, *, full: bool) -> TaskRecord:
         async with self._rt.db.reader.connect() as conn:
-            record = await store.get_task(conn, task_id, full=full)
+            record = await tasks.get_task(conn, task_id, full=full)
         if record is None:
             raise TaskNotFound(task_id)
         return record
@@ -115,7 +124,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
         limit = validation.page_size(request.page_size, self._rt.settings.limits)
-        filters = store.TaskFilter(
+        filters = tasks.TaskFilter(
             queue=request.queue or None,
             state=convert.state_filter(request.state),
             type=request.type or None,
@@ -124,11 +133,11 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         after = convert.parse_page_token(request.page_token, fingerprint)
         full = convert.full_view(request.view, default_full=False)
         async with self._rt.db.reader.connect() as conn:
-            records = await store.list_tasks(
+            records = await tasks.list_tasks(
                 conn, filters, limit=limit + 1, before_id=after, full=full
             )
         response = task_service_pb2.ListTasksResponse(
-            tasks=[convert.task(r, full=full) for r in records[:limit]]
+            tasks=[self._proto(r, full=full) for r in records[:limit]]
         )
         if len(records) > limit:
             response.next_page_token = convert.page_token(records[limit - 1].id, fingerprint)
@@ -155,7 +164,81 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                 reason="TASK_ALREADY_FINISHED",
             )
         record = await self._get(task_id, full=False)
-        return task_service_pb2.CancelTaskResponse(task=convert.task(record, full=False))
+        return task_service_pb2.CancelTaskResponse(task=self._proto(record, full=False))
+
+    @maps_errors
+    async def RetryTask(
+        self, request: task_service_pb2.RetryTaskRequest, context: Context
+    ) -> task_service_pb2.RetryTaskResponse:
+        task_id = validation.task_id(request.id)
+        before = await self._get(task_id, full=False)
+        if before.state not in maintenance.RETRYABLE:
+            raise FailedPrecondition(
+                f"task {task_id} is {before.state.label}; only failed, dead, cancelled or "
+                "expired tasks can be retried",
+                reason="TASK_NOT_RETRYABLE",
+            )
+        retried = await self._rt.committer.submit(RetryFinished(task_ids=[task_id]))
+        if not retried:
+            raise FailedPrecondition(
+                f"task {task_id} changed state meanwhile; read it and try again",
+                reason="TASK_NOT_RETRYABLE",
+            )
+        after = await self._get(task_id, full=False)
+        return task_service_pb2.RetryTaskResponse(task=self._proto(after, full=False))
+
+    @maps_errors
+    async def RetryTasks(
+        self, request: task_service_pb2.RetryTasksRequest, context: Context
+    ) -> task_service_pb2.RetryTasksResponse:
+        limits = self._rt.settings.limits
+        queue = validation.name("queue", request.queue, limits, reason="INVALID_QUEUE")
+        states = _terminal_states(request.states, default={TaskState.DEAD})
+        if TaskState.SUCCEEDED in states:
+            raise InvalidArgument("succeeded tasks cannot be retried", reason="INVALID_STATE")
+        total = 0
+        while True:
+            op = RetryFinished(queue=queue, states=states, limit=BATCH)
+            retried = await self._rt.committer.submit(op)
+            total += len(retried)
+            if len(retried) < BATCH:
+                return task_service_pb2.RetryTasksResponse(retried_count=total)
+
+    @maps_errors
+    async def ListTaskAttempts(
+        self, request: task_service_pb2.ListTaskAttemptsRequest, context: Context
+    ) -> task_service_pb2.ListTaskAttemptsResponse:
+        task_id = validation.task_id(request.id)
+        async with self._rt.db.reader.connect() as conn:
+            record = await tasks.get_task(conn, task_id, full=False)
+            if record is None:
+                raise TaskNotFound(task_id)
+            attempts = await tasks.list_attempts(conn, record)
+        return task_service_pb2.ListTaskAttemptsResponse(
+            attempts=[options.attempt(a) for a in attempts]
+        )
+
+    @maps_errors
+    async def PurgeTasks(
+        self, request: task_service_pb2.PurgeTasksRequest, context: Context
+    ) -> task_service_pb2.PurgeTasksResponse:
+        now = self._rt.clock.now_us()
+        states = _terminal_states(request.states, default=set(TERMINAL))
+        before = (
+            convert.micros(request.finish_time_before)
+            if request.HasField("finish_time_before")
+            else now + 1
+        )
+        queue = request.queue or None
+        if queue is not None:
+            validation.name("queue", queue, self._rt.settings.limits, reason="INVALID_QUEUE")
+        total = 0
+        while True:
+            op = Purge(finished_before=before, states=states, queue=queue, limit=1000)
+            deleted = await self._rt.committer.submit(op)
+            total += deleted
+            if deleted < 1000:
+                return task_service_pb2.PurgeTasksResponse(purged_count=total)
 
     @maps_errors
     async def WatchTask(
@@ -168,7 +251,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         queue = events.subscribe(task_id)
         try:
             record = await self._get(task_id, full=full)
-            snapshot = convert.task(record, full=full)
+            snapshot = self._proto(record, full=full)
             yield task_service_pb2.WatchTaskResponse(task=snapshot)
             while not record.state.is_terminal:
                 event = await self._next_event(queue)
@@ -179,7 +262,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                     continue
                 fresh = await self._get(task_id, full=full)
                 if _changed(record, fresh):
-                    record, snapshot = fresh, convert.task(fresh, full=full)
+                    record, snapshot = fresh, self._proto(fresh, full=full)
                     yield task_service_pb2.WatchTaskResponse(task=snapshot)
         finally:
             events.unsubscribe(task_id, queue)
@@ -190,6 +273,18 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             return await asyncio.wait_for(queue.get(), self._rt.settings.promote_poll_s * 5)
         except TimeoutError:
             return None
+
+
+def _terminal_states(values: Any, *, default: set[TaskState]) -> set[TaskState]:
+    states = {convert.state_filter(v) for v in values} - {None}
+    chosen = {s for s in states if s is not None} or default
+    waiting = [s.label for s in chosen if not s.is_terminal]
+    if waiting:
+        raise InvalidArgument(
+            f"states must be finished states, got {', '.join(sorted(waiting))}",
+            reason="INVALID_STATE",
+        )
+    return chosen
 
 
 def _changed(old: TaskRecord, new: TaskRecord) -> bool:

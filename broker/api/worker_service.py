@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from google.protobuf import duration_pb2
 
 import broker
@@ -33,11 +34,11 @@ from broker.core.models import (
     Outcome,
     Succeeded,
 )
-from broker.errors import InvalidArgument, TaskyardError
+from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
 from broker.loops.dispatcher import StopReason
 from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.runtime import Runtime
-from broker.store.tasks import Ended, ExtendResult, Extension
+from broker.store.leases import Ended, ExtendResult, Extension
 from taskyard.v1 import (
     error_details_pb2,
     worker_service_pb2,
@@ -53,12 +54,18 @@ HANDSHAKE_TIMEOUT_S = 10.0
 _LEASE_LOST = error_details_pb2.ItemError(
     code=9, reason="LEASE_LOST", message="the lease is no longer held; drop this task"
 )
+_WIRE_REASON = {
+    StopReason.CANCEL_REQUESTED: pb.CANCEL_REASON_REQUESTED,
+    StopReason.LEASE_LOST: pb.CANCEL_REASON_LEASE_LOST,
+    StopReason.TIMED_OUT: pb.CANCEL_REASON_TIMED_OUT,
+}
 
 
 @dataclass(slots=True)
 class _Lease:
     lease_id: int
     expires: int  # as last written to the database
+    timeout_us: int  # the task's heartbeat timeout
     cancel_requested: bool = False
 
 
@@ -73,13 +80,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             hello = await self._hello(context)
         except TaskyardError as error:
             await abort(context, error)
-        session = Session(self._rt, hello, context)
-        await session.run()
+        await Session(self._rt, hello, context).run()
 
     async def _hello(self, context: Context) -> worker_service_pb2.Hello:
         if self._rt.shutting_down:
-            from broker.errors import ShuttingDown
-
             raise ShuttingDown()
         try:
             first = await asyncio.wait_for(context.read(), HANDSHAKE_TIMEOUT_S)
@@ -134,7 +138,6 @@ class Session:
         self._leases: dict[str, _Lease] = {}
         self._outbox: asyncio.Queue[worker_service_pb2.LeaseResponse | None] = asyncio.Queue()
         self._open = True
-        self._half_us = int(rt.settings.lease_duration_s * 1_000_000) // 2
 
     # --- LeaseHolder ------------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ class Session:
 
     def deliver(self, claimed: list[Claimed]) -> None:
         for c in claimed:
-            self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at)
+            self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at, c.heartbeat_timeout_us)
         message = pb.LeaseResponse(
             assignments=pb.Assignments(assignments=[convert.assignment(c) for c in claimed])
         )
@@ -157,26 +160,14 @@ class Session:
         lease = self._leases.get(ref.task_id)
         if lease is None or lease.lease_id != ref.lease_id:
             return
-        if reason is StopReason.LEASE_LOST:
-            del self._leases[ref.task_id]
-        else:
+        if reason is StopReason.CANCEL_REQUESTED:
             lease.cancel_requested = True
-        wire_reason = (
-            pb.CANCEL_REASON_LEASE_LOST
-            if reason is StopReason.LEASE_LOST
-            else pb.CANCEL_REASON_REQUESTED
+        else:
+            del self._leases[ref.task_id]
+        cancellation = pb.Cancellation(
+            task_id=ref.task_id, lease_id=str(ref.lease_id), reason=_WIRE_REASON[reason]
         )
-        self._send(
-            pb.LeaseResponse(
-                cancellations=pb.Cancellations(
-                    cancellations=[
-                        pb.Cancellation(
-                            task_id=ref.task_id, lease_id=str(ref.lease_id), reason=wire_reason
-                        )
-                    ]
-                )
-            )
-        )
+        self._send(pb.LeaseResponse(cancellations=pb.Cancellations(cancellations=[cancellation])))
 
     # --- The session's life ---------------------------------------------------------------
 
@@ -210,37 +201,37 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
 
-    async def _adopt_held(self) -> list[LeaseRef]:
-        refs = []
-        for item in self._hello.held_leases:
-            lease_id = convert.lease_id(item.lease_id)
-            if lease_id is not None:
-                refs.append(LeaseRef(item.task_id, lease_id))
-        if not refs:
-            return [LeaseRef(i.task_id, 0) for i in self._hello.held_leases]
-        kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id))
-        expires = self._rt.clock.now_us() + 2 * self._half_us
+    async def _adopt_held(self) -> list[worker_service_pb2.LeaseRef]:
+        """Keep the leases a reconnecting worker still holds; return those it lost."""
+        held = self._hello.held_leases
+        refs = [
+            LeaseRef(item.task_id, lease_id)
+            for item in held
+            if (lease_id := convert.lease_id(item.lease_id)) is not None
+        ]
+        kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id)) if refs else {}
         for ref in refs:
             if ref.task_id in kept:
-                self._leases[ref.task_id] = _Lease(ref.lease_id, expires)
+                expires = kept[ref.task_id]
+                timeout = expires - self._rt.clock.now_us()
+                self._leases[ref.task_id] = _Lease(ref.lease_id, expires, max(timeout, 1))
         self._rt.dispatcher.adopt(self, kept)
-        return [LeaseRef(i.task_id, 0) for i in self._hello.held_leases if i.task_id not in kept]
+        return [item for item in held if item.task_id not in kept]
 
-    def _welcome(self, lost: Sequence[LeaseRef]) -> worker_service_pb2.LeaseResponse:
+    def _welcome(
+        self, lost: Sequence[worker_service_pb2.LeaseRef]
+    ) -> worker_service_pb2.LeaseResponse:
         settings = self._rt.settings
-        held = {i.task_id: i.lease_id for i in self._hello.held_leases}
         welcome = pb.Welcome(
             session_id=self.key,
             broker_version=broker.__version__,
             lease_duration=_duration(settings.lease_duration_s),
             heartbeat_interval=_duration(settings.heartbeat_interval_s),
-            lost_leases=[pb.LeaseRef(task_id=r.task_id, lease_id=held[r.task_id]) for r in lost],
+            lost_leases=list(lost),
         )
         return pb.LeaseResponse(welcome=welcome)
 
     async def _read_loop(self) -> None:
-        import grpc
-
         while True:
             message = await self._context.read()
             if message is grpc.aio.EOF:
@@ -269,9 +260,8 @@ class Session:
     def _handle(self, message: worker_service_pb2.LeaseRequest) -> None:
         kind = message.WhichOneof("kind")
         if kind == "credit":
-            _check_credits(
-                "credit.credits", message.credit.credits, self._rt.settings.limits, allow_zero=False
-            )
+            limits = self._rt.settings.limits
+            _check_credits("credit.credits", message.credit.credits, limits, allow_zero=False)
             self._rt.dispatcher.grant(self, message.credit.credits)
         elif kind == "heartbeats":
             self._heartbeats(message.heartbeats.heartbeats)
@@ -286,7 +276,6 @@ class Session:
 
     def _heartbeats(self, heartbeats: Sequence[worker_service_pb2.Heartbeat]) -> None:
         now = self._rt.clock.now_us()
-        expires = now + 2 * self._half_us
         acks: list[worker_service_pb2.HeartbeatAck] = []
         slow: list[Extension] = []
         for hb in heartbeats:
@@ -298,29 +287,31 @@ class Session:
                 continue
             lease = self._leases.get(hb.task_id)
             progress = convert.progress(hb.progress, now) if hb.HasField("progress") else None
+            # A lease written to the database with more than half its timeout
+            # to go needs no write now: answer from memory.
             fresh = (
                 lease is not None
                 and lease.lease_id == lease_id
-                and (lease.expires - now > self._half_us)
+                and lease.expires - now > lease.timeout_us // 2
             )
             if fresh and progress is None:
                 assert lease is not None
                 convert.set_timestamp(ack.lease_expire_time, lease.expires)
                 ack.cancel_requested = lease.cancel_requested
             else:
-                slow.append(Extension(hb.task_id, lease_id, expires, progress))
+                slow.append(Extension(hb.task_id, lease_id, progress))
         if not slow:
             self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
             return
         future = self._rt.committer.submit(ExtendLeases(slow))
-        future.add_done_callback(lambda f: self._extended(f, acks, slow, expires))
+        future.add_done_callback(lambda f: self._extended(f, acks, slow, now))
 
     def _extended(
         self,
         future: asyncio.Future[dict[str, ExtendResult]],
         acks: list[worker_service_pb2.HeartbeatAck],
         slow: list[Extension],
-        expires: int,
+        now: int,
     ) -> None:
         if future.cancelled() or future.exception() is not None:
             return  # the worker heartbeats again; the lease is not extended meanwhile
@@ -336,11 +327,12 @@ class Session:
             lease = self._leases.get(item.task_id)
             if lease is None or lease.lease_id != item.lease_id:
                 # Leased by another session or replica; it lives here now.
-                lease = self._leases[item.task_id] = _Lease(item.lease_id, expires)
+                lease = _Lease(item.lease_id, result.expires, result.expires - now)
+                self._leases[item.task_id] = lease
                 adopted.append(item.task_id)
-            lease.expires = expires
+            lease.expires = result.expires
             lease.cancel_requested = lease.cancel_requested or result.cancel_requested
-            convert.set_timestamp(ack.lease_expire_time, expires)
+            convert.set_timestamp(ack.lease_expire_time, result.expires)
             ack.cancel_requested = lease.cancel_requested
             if item.progress is not None:
                 self._rt.events.progress(item.task_id, item.progress)
@@ -385,11 +377,8 @@ class Session:
     ) -> None:
         if future.cancelled() or future.exception() is not None:
             # Not acknowledged: the worker keeps the outcome and sends it again.
-            log.warning(
-                "completions from %s not recorded: %s",
-                self.worker_id,
-                None if future.cancelled() else future.exception(),
-            )
+            error = None if future.cancelled() else future.exception()
+            log.warning("completions from %s not recorded: %s", self.worker_id, error)
             return
         for ack, ended in zip(pending, future.result(), strict=True):
             self._leases.pop(ack.task_id, None)

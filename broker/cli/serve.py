@@ -38,11 +38,18 @@ def _logging(level: str) -> None:
     help="Database URL: sqlite+aiosqlite:///file.db or postgresql://user@host/db.",
 )
 @click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_CONFIG",
+    help="TOML file with retry, timeout and retention defaults (docs/reliability.md).",
+)
+@click.option(
     "--lease-duration",
     type=float,
     default=DEFAULTS.lease_duration_s,
     show_default=True,
-    help="Seconds a lease lasts without a heartbeat.",
+    help="Default heartbeat timeout: seconds a lease lasts without a heartbeat.",
 )
 @click.option(
     "--sweep-interval",
@@ -72,6 +79,13 @@ def _logging(level: str) -> None:
     show_default=True,
     help="Seconds in-flight calls get on SIGTERM.",
 )
+@click.option(
+    "--retention-interval",
+    type=float,
+    default=DEFAULTS.retention_interval_s,
+    show_default=True,
+    help="Seconds between retention sweeps.",
+)
 @click.option("--auto-migrate", is_flag=True, help="Upgrade an older schema on start.")
 @click.option(
     "--sqlite-synchronous",
@@ -89,11 +103,13 @@ def _logging(level: str) -> None:
 def broker_command(
     listen: str,
     db: str,
+    config_path: str | None,
     lease_duration: float,
     sweep_interval: float,
     max_attempts: int,
     max_payload_bytes: int,
     shutdown_grace: float,
+    retention_interval: float,
     auto_migrate: bool,
     sqlite_synchronous: str,
     port_file: str | None,
@@ -104,8 +120,13 @@ def broker_command(
 
     from broker import app
 
-    if lease_duration <= 0 or sweep_interval <= 0:
-        raise click.BadParameter("--lease-duration and --sweep-interval must be positive")
+    for name, value in (
+        ("--lease-duration", lease_duration),
+        ("--sweep-interval", sweep_interval),
+        ("--retention-interval", retention_interval),
+    ):
+        if value <= 0:
+            raise click.BadParameter(f"{name} must be positive, got {value}")
     settings = Settings(
         listen=listen,
         db=db,
@@ -113,6 +134,8 @@ def broker_command(
         sweep_interval_s=sweep_interval,
         default_max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
+        retention_interval_s=retention_interval,
+        config_path=config_path,
         auto_migrate=auto_migrate,
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from broker.core.models import (
+    AttemptOutcome,
     Cancelled,
     Failed,
     Failure,
@@ -18,6 +19,7 @@ from broker.core.models import (
     Outcome,
     Released,
     Succeeded,
+    TimedOut,
 )
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState, check_move
@@ -35,6 +37,11 @@ class LeaseRow:
     max_attempts: int
     lost_count: int
     cancel_requested: bool
+    attempt_base: int = 0
+    retry_policy: str | None = None
+    heartbeat_timeout_us: int = 10_000_000
+    worker_id: str | None = None
+    started_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +52,14 @@ class Transition:
     run_at: int | None = None
     finished_at: int | None = None
     error: Failure | None = None
+    # Set when the task goes on to another attempt: how this one ended, for
+    # the attempt history. Final attempts are read from the task row instead.
+    recorded: AttemptOutcome | None = None
 
 
 CANCELLED_ERROR = "Cancelled"
 LEASE_LOST_ERROR = "LeaseLost"
+TIMEOUT_ERROR = "ExecutionTimeout"
 
 
 def decide(
@@ -84,22 +95,42 @@ def _decide(
         )
     if isinstance(outcome, Lost):
         return _lost(row, outcome.reason, now, policy)
+    if isinstance(outcome, TimedOut):
+        seconds = outcome.timeout_us / 1_000_000
+        failure = Failure(
+            TIMEOUT_ERROR,
+            f"attempt {row.attempt} ran longer than its execution timeout ({seconds:g}s)",
+        )
+        return _failed(row, failure, now, policy, rng, AttemptOutcome.TIMED_OUT)
     assert isinstance(outcome, Failed)
-    return _failed(row, outcome.failure, now, policy, rng)
+    return _failed(row, outcome.failure, now, policy, rng, AttemptOutcome.FAILED)
 
 
 def _lost(row: LeaseRow, reason: LossReason, now: int, policy: RetryPolicy) -> Transition:
     lost = row.lost_count + 1
-    if lost > policy.max_lost_leases:
+    what = (
+        "disconnected"
+        if reason is LossReason.DISCONNECTED
+        else f"sent no heartbeat for {row.heartbeat_timeout_us / 1_000_000:g}s"
+    )
+    error = Failure(LEASE_LOST_ERROR, f"worker {row.worker_id or '?'} {what}")
+    if lost > policy.max_lease_losses:
         error = Failure(
             LEASE_LOST_ERROR,
-            f"lease lost {lost} times (last: worker {reason.value}); the cap is "
-            f"{policy.max_lost_leases}",
+            f"{error.message}; the lease was lost {lost} times, over the cap of "
+            f"{policy.max_lease_losses}",
             non_retryable=True,
         )
         return Transition(TaskState.DEAD, row.attempt, lost, finished_at=now, error=error)
     # A lost worker is not the handler's fault: run again at once.
-    return Transition(TaskState.PENDING, row.attempt, lost, run_at=now)
+    return Transition(
+        TaskState.PENDING,
+        row.attempt,
+        lost,
+        run_at=now,
+        error=error,
+        recorded=AttemptOutcome.LEASE_LOST,
+    )
 
 
 def _failed(
@@ -108,12 +139,13 @@ def _failed(
     now: int,
     policy: RetryPolicy,
     rng: random.Random | None,
+    recorded: AttemptOutcome,
 ) -> Transition:
     if failure.non_retryable or failure.type in policy.non_retryable_error_types:
         return Transition(
             TaskState.FAILED, row.attempt, row.lost_count, finished_at=now, error=failure
         )
-    failures = row.attempt - row.lost_count
+    failures = row.attempt - row.attempt_base - row.lost_count
     if failures >= row.max_attempts:
         return Transition(
             TaskState.DEAD, row.attempt, row.lost_count, finished_at=now, error=failure
@@ -125,4 +157,5 @@ def _failed(
         row.lost_count,
         run_at=now + delay,
         error=failure,
+        recorded=recorded,
     )

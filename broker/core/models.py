@@ -6,9 +6,10 @@ only `broker/api/convert.py` knows their protobuf shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
+from broker.core.options import Timeouts
 from broker.core.task_state import TaskState
 
 
@@ -24,6 +25,14 @@ class NewTask:
     created_at: int
     max_attempts: int
     request_id: str | None
+    # The effective policy as JSON, or None when it is the broker's default.
+    retry_policy: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    @property
+    def expire_at(self) -> int | None:
+        expiry = self.timeouts.expiry_us
+        return None if expiry is None else self.run_at + expiry
 
     @property
     def initial_state(self) -> TaskState:
@@ -71,6 +80,11 @@ class TaskRecord:
     error: Failure | None
     error_attempt: int | None
     progress: Progress | None
+    retry_policy: str | None = None
+    attempt_base: int = 0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    expire_at: int | None = None
+    deadline_at: int | None = None
     payload: bytes | None = None
     result: bytes | None = None
 
@@ -92,6 +106,9 @@ class Claimed:
     lease_expires_at: int
     payload: bytes | None
     worker_id: str = ""
+    heartbeat_timeout_us: int = 10_000_000
+    deadline_at: int | None = None
+    soft_deadline_at: int | None = None
 
 
 # How an attempt (a lease) ended.
@@ -112,6 +129,13 @@ class Cancelled:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """The attempt ran past its execution deadline."""
+
+    timeout_us: int
+
+
 class LossReason(Enum):
     DISCONNECTED = "disconnected"
     EXPIRED = "expired"
@@ -127,7 +151,28 @@ class Released:
     """The worker handed the lease back without running it."""
 
 
-Outcome = Succeeded | Failed | Cancelled | Lost | Released
+Outcome = Succeeded | Failed | Cancelled | TimedOut | Lost | Released
+
+
+class AttemptOutcome(Enum):
+    """How an attempt ended; values equal the protobuf AttemptOutcome numbers."""
+
+    RUNNING = 0
+    SUCCEEDED = 1
+    FAILED = 2
+    TIMED_OUT = 3
+    LEASE_LOST = 4
+    CANCELLED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    attempt: int
+    worker_id: str | None
+    started_at: int | None
+    ended_at: int | None
+    outcome: AttemptOutcome
+    error: Failure | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,16 +91,6 @@ def request_id(value: str, limits: Limits) -> str | None:
     return value
 
 
-def max_attempts(value: int, default: int, limits: Limits) -> int:
-    if value < 0 or value > limits.max_attempts:
-        raise InvalidArgument(
-            f"max_attempts must be between 0 (the default, {default}) and {limits.max_attempts}, "
-            f"got {value}",
-            reason="INVALID_MAX_ATTEMPTS",
-        )
-    return value or default
-
-
 def page_size(value: int, limits: Limits) -> int:
     if value < 0:
         raise InvalidArgument(f"page_size must be >= 0, got {value}", reason="INVALID_PAGE_SIZE")

@@ -25,7 +25,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import Claimed, LeaseRef, NewTask
-from broker.store import tasks as store
+from broker.store import leases as store
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ MAX_CLAIM = 1000
 class StopReason(Enum):
     CANCEL_REQUESTED = 1
     LEASE_LOST = 2
+    TIMED_OUT = 3
 
 
 class LeaseHolder(Protocol):
@@ -74,8 +75,7 @@ class _Plan:
 
 
 class Dispatcher:
-    def __init__(self, *, lease_duration_us: int, rng: random.Random | None = None) -> None:
-        self._lease_duration = lease_duration_us
+    def __init__(self, *, rng: random.Random | None = None) -> None:
         self._slots: dict[str, _Slot] = {}
         self._generation: dict[str, int] = {}
         self._owners: dict[str, LeaseHolder] = {}
@@ -170,12 +170,15 @@ class Dispatcher:
                 )
             slot.credits -= 1
             plan.limit += 1
+            timeouts = t.timeouts
             claimed = Claimed(
                 id=t.id, type=t.type, queue=t.queue, priority=t.priority, attempt=1,
                 max_attempts=t.max_attempts, labels=t.labels, created_at=t.created_at,
                 run_at=t.run_at, lease_id=plan.lease_id,
-                lease_expires_at=now + self._lease_duration, payload=t.payload,
-                worker_id=slot.holder.worker_id,
+                lease_expires_at=now + timeouts.heartbeat_us, payload=t.payload,
+                worker_id=slot.holder.worker_id, heartbeat_timeout_us=timeouts.heartbeat_us,
+                deadline_at=_after(now, timeouts.execution_us),
+                soft_deadline_at=_after(now, timeouts.soft_us),
             )  # fmt: skip
             plan.claimed.append(claimed)
             out[t.id] = claimed
@@ -219,7 +222,6 @@ class Dispatcher:
         return handed + plans
 
     async def claim(self, conn: AsyncConnection, plans: list[_Plan], now: int) -> None:
-        expires = now + self._lease_duration
         for p in plans:
             if p.generation == 0:
                 continue  # handed off at insert
@@ -231,7 +233,6 @@ class Dispatcher:
                 worker_id=p.slot.holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,
-                expires=expires,
             )
 
     def abandon(self, plans: list[_Plan]) -> None:
@@ -280,7 +281,7 @@ class Dispatcher:
         for ref in refs:
             holder = self._owners.get(ref.task_id)
             if holder is not None:
-                if reason is StopReason.LEASE_LOST:
+                if reason is not StopReason.CANCEL_REQUESTED:
                     del self._owners[ref.task_id]
                 holder.stop_lease(ref, reason)
 
@@ -295,3 +296,7 @@ class WakeFn(Protocol):
 
 def _noop() -> None:
     return None
+
+
+def _after(now: int, span: int | None) -> int | None:
+    return None if span is None else now + span

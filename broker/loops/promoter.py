@@ -14,8 +14,8 @@ import logging
 
 from broker.clock import MICROS, Clock
 from broker.loops.committer import Committer
-from broker.loops.ops import PromoteDue
-from broker.store import tasks as store
+from broker.loops.upkeep import PromoteDue
+from broker.store import maintenance as store
 from broker.store.database import Database
 
 BATCH = 5000

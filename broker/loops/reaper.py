@@ -1,9 +1,11 @@
-"""Takes back leases whose deadline passed: the authority on dead workers.
+"""Enforces deadlines: lost leases, execution timeouts and task expiry.
 
 A closed stream releases its leases at once; the reaper catches what that
 cannot — a worker that hangs, a network that drops silently, leases left from
-before a broker restart. It waits one lease duration after start so that
-reconnecting workers can re-adopt their leases first.
+before a broker restart — and ends attempts that run past their execution
+timeout and waiting tasks that pass their expiry. It waits one heartbeat
+timeout after start so that reconnecting workers can re-adopt their leases
+first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import random
 
 from broker.loops.committer import Committer
-from broker.loops.ops import ExpireLeases
+from broker.loops.upkeep import ExpireLeases, ExpireTasks, TimeOutAttempts
 
 BATCH = 1000
 log = logging.getLogger(__name__)
@@ -30,11 +32,17 @@ class Reaper:
         await asyncio.sleep(self._grace)
         while True:
             try:
-                expired = await self._committer.submit(ExpireLeases(BATCH))
+                # Submitted together, the three sweeps share one transaction.
+                lost, timed_out, expired = await asyncio.gather(
+                    self._committer.submit(ExpireLeases(BATCH)),
+                    self._committer.submit(TimeOutAttempts(BATCH)),
+                    self._committer.submit(ExpireTasks(BATCH)),
+                )
+                busiest = max(len(lost), len(timed_out), len(expired))
+                self.expired += len(lost)
             except Exception:
-                log.exception("lease sweep failed; retrying")
-                expired = []
-            self.expired += len(expired)
-            if len(expired) < BATCH:
+                log.exception("deadline sweep failed; retrying")
+                busiest = 0
+            if busiest < BATCH:
                 # Jitter keeps replicas from sweeping in lockstep.
                 await asyncio.sleep(self._interval * random.uniform(0.8, 1.2))

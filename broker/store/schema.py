@@ -67,6 +67,16 @@ task = sa.Table(
     sa.Column("progress_step", sa.Integer),
     sa.Column("progress_total", sa.Integer),
     sa.Column("progress_at", sa.BigInteger),
+    # Reliability (revision 0002): the snapshotted policy (NULL = the broker's
+    # default), the attempts used before an operator's retry, timeouts, and
+    # the current attempt's execution deadline.
+    sa.Column("retry_policy", sa.Text),
+    sa.Column("attempt_base", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("execution_timeout_us", sa.BigInteger),
+    sa.Column("heartbeat_timeout_us", sa.BigInteger, nullable=False, server_default="10000000"),
+    sa.Column("soft_timeout_us", sa.BigInteger),
+    sa.Column("expire_at", sa.BigInteger),
+    sa.Column("deadline_at", sa.BigInteger),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
@@ -96,6 +106,18 @@ task = sa.Table(
         postgresql_where=state_is(TaskState.RUNNING),
     ),
     sa.Index(
+        "ix_task_deadline",
+        "deadline_at",
+        sqlite_where=sa.text("state = 3 AND deadline_at IS NOT NULL"),
+        postgresql_where=sa.text("state = 3 AND deadline_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_task_expire",
+        "expire_at",
+        sqlite_where=sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"),
+        postgresql_where=sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"),
+    ),
+    sa.Index(
         "ix_task_finished",
         "finished_at",
         sqlite_where=sa.text("finished_at IS NOT NULL"),
@@ -122,4 +144,21 @@ task_result = sa.Table(
     metadata,
     sa.Column("task_id", sa.String(26), primary_key=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+# One row per attempt that did not end the task (failed and retried, timed
+# out, lease lost); the final or current attempt is read from the task row, so
+# the happy path writes nothing here.
+task_attempt = sa.Table(
+    "task_attempt",
+    metadata,
+    sa.Column("task_id", sa.String(26), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("worker_id", sa.String(200)),
+    sa.Column("started_at", sa.BigInteger),
+    sa.Column("ended_at", sa.BigInteger, nullable=False),
+    sa.Column("outcome", sa.SmallInteger, nullable=False),
+    sa.Column("error_type", sa.String(200)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("error_details", sa.Text),
 )

@@ -1,14 +1,11 @@
-"""Named queries over the task tables, shared by SQLite and PostgreSQL.
+"""Named queries for submitting, reading and cancelling tasks (SQLite and PostgreSQL).
 
-Every write here runs inside a transaction the committer owns. Writes that
-end or extend a lease fence first: they read the rows (locking them on
-PostgreSQL), keep only those whose `lease_id` still matches, and update with a
-compare-and-set on the same lease, so a stale worker can never change a task.
+Every write here runs inside a transaction the committer owns; reads run on the
+reader pool.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,26 +14,24 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.core.leases import LeaseRow, Transition, decide
 from broker.core.models import (
+    Attempt,
+    AttemptOutcome,
     Claimed,
     Failure,
-    LeaseEnd,
     LeaseRef,
     NewTask,
     Progress,
-    Succeeded,
     TaskRecord,
 )
-from broker.core.retry import RetryPolicy
-from broker.core.task_state import WAITING, TaskState, sources_of
-from broker.store.schema import state_is, task, task_payload, task_result
+from broker.core.options import Timeouts
+from broker.core.task_state import WAITING, TaskState
+from broker.store.schema import task, task_attempt, task_payload, task_result
 
-_b = sa.bindparam
 _S = TaskState
 
 
-def _is_pg(conn: AsyncConnection) -> bool:
+def is_pg(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
@@ -53,14 +48,21 @@ def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
         "attempt": 0,
         "max_attempts": t.max_attempts,
         "lost_count": 0,
+        "attempt_base": 0,
         "run_at": t.run_at,
         "created_at": t.created_at,
         "updated_at": t.created_at,
         "cancel_requested": False,
         "request_id": t.request_id,
         "labels": t.labels,
+        "retry_policy": t.retry_policy,
+        "execution_timeout_us": t.timeouts.execution_us,
+        "heartbeat_timeout_us": t.timeouts.heartbeat_us,
+        "soft_timeout_us": t.timeouts.soft_us,
+        "expire_at": t.expire_at,
         "lease_id": None,
         "lease_expires_at": None,
+        "deadline_at": None,
         "worker_id": None,
         "started_at": None,
     }
@@ -71,6 +73,7 @@ def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
             "attempt": 1,
             "lease_id": lease.lease_id,
             "lease_expires_at": lease.lease_expires_at,
+            "deadline_at": lease.deadline_at,
             "worker_id": lease.worker_id,
             "started_at": t.created_at,
         }
@@ -96,7 +99,7 @@ async def insert_tasks(
         await conn.execute(task.insert(), [_task_row(t, leased.get(t.id)) for t in plain])
     winners: dict[str, str] = {}
     if keyed:
-        insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(task)
+        insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(task)
         await conn.execute(insert.on_conflict_do_nothing(), [_task_row(t) for t in keyed])
         rows = await conn.execute(
             sa.select(task.c.request_id, task.c.id).where(
@@ -109,383 +112,6 @@ async def insert_tasks(
     if with_payload:
         await conn.execute(task_payload.insert(), with_payload)
     return [t.id if t.request_id is None else winners[t.request_id] for t in tasks]
-
-
-# --- Claims ---------------------------------------------------------------------------------
-
-
-_CLAIM_RETURNING = (
-    task.c.id,
-    task.c.type,
-    task.c.queue,
-    task.c.priority,
-    task.c.attempt,
-    task.c.max_attempts,
-    task.c.labels,
-    task.c.created_at,
-    task.c.run_at,
-    # A correlated subquery saves a second round trip for the payloads; both
-    # SQLite and PostgreSQL allow it in RETURNING.
-    sa.select(task_payload.c.data)
-    .where(task_payload.c.task_id == task.c.id)
-    .scalar_subquery()
-    .label("payload"),
-)
-
-
-def _claim_statement(pg: bool) -> sa.Update:
-    candidates = (
-        sa.select(task.c.id)
-        .where(
-            state_is(_S.PENDING, column=task.c.state),
-            task.c.queue == _b("b_queue"),
-            task.c.type.in_(_b("b_types", expanding=True)),
-        )
-        .order_by(task.c.priority.desc(), task.c.run_at, task.c.id)
-        .limit(_b("b_n", type_=sa.Integer))
-    )
-    if pg:
-        # SKIP LOCKED lets replicas claim side by side; the CTE is materialized
-        # so the LIMIT applies once, whatever plan the outer UPDATE gets.
-        cte = (
-            candidates.with_for_update(skip_locked=True)
-            .cte("candidates")
-            .prefix_with("MATERIALIZED")
-        )
-        where: sa.ColumnElement[bool] = task.c.id == cte.c.id
-    else:
-        where = task.c.id.in_(candidates.scalar_subquery())
-    return (
-        sa.update(task)
-        .where(where)
-        .values(
-            state=int(_S.RUNNING),
-            attempt=task.c.attempt + 1,
-            lease_id=_b("b_lease_id"),
-            lease_expires_at=_b("b_expires"),
-            started_at=_b("b_now"),
-            updated_at=_b("b_now"),
-            worker_id=_b("b_worker_id"),
-        )
-        .returning(*_CLAIM_RETURNING)
-    )
-
-
-_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
-
-
-async def claim(
-    conn: AsyncConnection,
-    *,
-    queue: str,
-    types: Sequence[str],
-    limit: int,
-    worker_id: str,
-    lease_id: int,
-    now: int,
-    expires: int,
-) -> list[Claimed]:
-    """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within."""
-    rows = list(
-        await conn.execute(
-            _CLAIM[_is_pg(conn)],
-            {
-                "b_queue": queue,
-                "b_types": list(types),
-                "b_n": limit,
-                "b_lease_id": lease_id,
-                "b_expires": expires,
-                "b_now": now,
-                "b_worker_id": worker_id,
-            },
-        )
-    )
-    rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
-    return [
-        Claimed(
-            id=r.id,
-            type=r.type,
-            queue=r.queue,
-            priority=r.priority,
-            attempt=r.attempt,
-            max_attempts=r.max_attempts,
-            labels=r.labels,
-            created_at=r.created_at,
-            run_at=r.run_at,
-            lease_id=lease_id,
-            lease_expires_at=expires,
-            payload=r.payload,
-            worker_id=worker_id,
-        )
-        for r in rows
-    ]
-
-
-# --- Lease fencing, extension and ending ---------------------------------------------------
-
-
-async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, LeaseRow]:
-    query = sa.select(
-        task.c.id,
-        task.c.queue,
-        task.c.state,
-        task.c.lease_id,
-        task.c.attempt,
-        task.c.max_attempts,
-        task.c.lost_count,
-        task.c.cancel_requested,
-    ).where(task.c.id.in_(list(ids)))
-    if _is_pg(conn):
-        query = query.with_for_update()
-    return {
-        r.id: LeaseRow(
-            id=r.id,
-            queue=r.queue,
-            state=_S(r.state),
-            lease_id=r.lease_id,
-            attempt=r.attempt,
-            max_attempts=r.max_attempts,
-            lost_count=r.lost_count,
-            cancel_requested=bool(r.cancel_requested),
-        )
-        for r in await conn.execute(query)
-    }
-
-
-def holds(row: LeaseRow | None, lease_id: int) -> bool:
-    return row is not None and row.state is _S.RUNNING and row.lease_id == lease_id
-
-
-@dataclass(frozen=True, slots=True)
-class Extension:
-    task_id: str
-    lease_id: int
-    expires: int
-    progress: Progress | None
-
-
-@dataclass(frozen=True, slots=True)
-class ExtendResult:
-    ok: bool
-    cancel_requested: bool
-
-
-_EXTEND = (
-    sa.update(task)
-    .where(
-        task.c.id == _b("b_id"),
-        task.c.lease_id == _b("b_lease"),
-        state_is(_S.RUNNING, column=task.c.state),
-    )
-    .values(lease_expires_at=_b("b_expires"), updated_at=_b("b_now"))
-)
-
-_EXTEND_WITH_PROGRESS = _EXTEND.values(
-    progress_percent=_b("b_percent"),
-    progress_message=_b("b_message"),
-    progress_step=_b("b_step"),
-    progress_total=_b("b_total"),
-    progress_at=_b("b_at"),
-)
-
-
-async def extend_leases(
-    conn: AsyncConnection, items: Sequence[Extension], now: int
-) -> dict[str, ExtendResult]:
-    rows = await lease_rows(conn, {i.task_id for i in items})
-    valid = [i for i in items if holds(rows.get(i.task_id), i.lease_id)]
-    plain = [_extend_params(i, now) for i in valid if i.progress is None]
-    with_progress = [_extend_params(i, now) for i in valid if i.progress is not None]
-    if plain:
-        await conn.execute(_EXTEND, plain)
-    if with_progress:
-        await conn.execute(_EXTEND_WITH_PROGRESS, with_progress)
-    results = {}
-    for i in items:
-        row = rows.get(i.task_id)
-        ok = holds(row, i.lease_id)
-        results[i.task_id] = ExtendResult(ok, ok and row is not None and row.cancel_requested)
-    return results
-
-
-def _extend_params(item: Extension, now: int) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "b_id": item.task_id,
-        "b_lease": item.lease_id,
-        "b_expires": item.expires,
-        "b_now": now,
-    }
-    if item.progress is not None:
-        p = item.progress
-        params |= {
-            "b_percent": p.percent,
-            "b_message": p.message,
-            "b_step": p.step,
-            "b_total": p.total_steps,
-            "b_at": p.at_us,
-        }
-    return params
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """A lease that ended as reported, with the state its task moved to."""
-
-    task_id: str
-    queue: str
-    state: TaskState
-    run_at: int | None
-
-
-_END = (
-    sa.update(task)
-    .where(
-        task.c.id == _b("b_id"),
-        task.c.lease_id == _b("b_lease"),
-        state_is(_S.RUNNING, column=task.c.state),
-    )
-    .values(
-        state=_b("b_state"),
-        attempt=_b("b_attempt"),
-        lost_count=_b("b_lost"),
-        run_at=sa.func.coalesce(_b("b_run_at", type_=sa.BigInteger), task.c.run_at),
-        finished_at=_b("b_finished_at", type_=sa.BigInteger),
-        lease_id=None,
-        lease_expires_at=None,
-        updated_at=_b("b_now"),
-        error_type=sa.func.coalesce(_b("b_error_type", type_=sa.String), task.c.error_type),
-        error_message=sa.func.coalesce(_b("b_error_message", type_=sa.Text), task.c.error_message),
-        error_details=sa.func.coalesce(_b("b_error_details", type_=sa.Text), task.c.error_details),
-        error_non_retryable=sa.func.coalesce(
-            _b("b_error_non_retryable", type_=sa.Boolean), task.c.error_non_retryable
-        ),
-        error_attempt=sa.func.coalesce(
-            _b("b_error_attempt", type_=sa.Integer), task.c.error_attempt
-        ),
-    )
-)
-
-
-async def end_leases(
-    conn: AsyncConnection,
-    ends: Sequence[LeaseEnd],
-    *,
-    now: int,
-    policy: RetryPolicy,
-    rng: random.Random | None = None,
-) -> list[Ended | None]:
-    """Apply each lease's outcome; None in a slot means the lease was no longer held."""
-    rows = await lease_rows(conn, {e.task_id for e in ends})
-    params: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    out: list[Ended | None] = []
-    seen: set[str] = set()
-    for end in ends:
-        row = rows.get(end.task_id)
-        if not holds(row, end.lease_id) or end.task_id in seen:
-            out.append(None)
-            continue
-        assert row is not None
-        seen.add(end.task_id)
-        transition = decide(row, end.outcome, now=now, policy=policy, rng=rng)
-        params.append(_end_params(end, transition, now))
-        outcome = end.outcome
-        if transition.state is _S.SUCCEEDED and isinstance(outcome, Succeeded) and outcome.result:
-            results.append({"task_id": end.task_id, "data": outcome.result})
-        out.append(Ended(end.task_id, row.queue, transition.state, transition.run_at))
-    if params:
-        await conn.execute(_END, params)
-    if results:
-        await conn.execute(task_result.insert(), results)
-    return out
-
-
-def _end_params(end: LeaseEnd, t: Transition, now: int) -> dict[str, Any]:
-    error: Failure | None = t.error
-    return {
-        "b_id": end.task_id,
-        "b_lease": end.lease_id,
-        "b_state": int(t.state),
-        "b_attempt": t.attempt,
-        "b_lost": t.lost_count,
-        "b_run_at": t.run_at,
-        "b_finished_at": t.finished_at,
-        "b_now": now,
-        "b_error_type": error.type if error else None,
-        "b_error_message": error.message if error else None,
-        "b_error_details": error.details if error else None,
-        "b_error_non_retryable": error.non_retryable if error else None,
-        "b_error_attempt": t.attempt if error else None,
-    }
-
-
-async def adopt_leases(
-    conn: AsyncConnection, refs: Sequence[LeaseRef], *, worker_id: str, expires: int, now: int
-) -> set[str]:
-    """Re-attach leases a reconnecting worker still holds; return the task ids kept."""
-    rows = await lease_rows(conn, {r.task_id for r in refs})
-    valid = [r for r in refs if holds(rows.get(r.task_id), r.lease_id)]
-    if valid:
-        await conn.execute(
-            _EXTEND.values(worker_id=_b("b_worker")),
-            [
-                {
-                    "b_id": r.task_id,
-                    "b_lease": r.lease_id,
-                    "b_expires": expires,
-                    "b_now": now,
-                    "b_worker": worker_id,
-                }
-                for r in valid
-            ],
-        )
-    return {r.task_id for r in valid}
-
-
-async def expired_leases(conn: AsyncConnection, *, now: int, limit: int) -> list[LeaseRef]:
-    rows = await conn.execute(
-        sa.select(task.c.id, task.c.lease_id)
-        .where(state_is(_S.RUNNING, column=task.c.state), task.c.lease_expires_at < now)
-        .order_by(task.c.lease_expires_at)
-        .limit(limit)
-    )
-    return [LeaseRef(r.id, r.lease_id) for r in rows]
-
-
-# --- Time-driven moves ------------------------------------------------------------------------
-
-
-async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[tuple[str, str]]:
-    """Move SCHEDULED and RETRYING tasks whose time has come to PENDING.
-
-    Returns (task id, queue) of each task moved.
-    """
-    due = (
-        sa.select(task.c.id)
-        .where(state_is(*sorted(sources_of(_S.PENDING) & WAITING), column=task.c.state))
-        .where(task.c.run_at <= now)
-        .order_by(task.c.run_at)
-        .limit(limit)
-    )
-    if _is_pg(conn):
-        due = due.with_for_update(skip_locked=True)
-    rows = await conn.execute(
-        sa.update(task)
-        .where(task.c.id.in_(due.scalar_subquery()))
-        .values(state=int(_S.PENDING), updated_at=now)
-        .returning(task.c.id, task.c.queue)
-    )
-    return [(r.id, r.queue) for r in rows]
-
-
-async def next_due(conn: AsyncConnection) -> int | None:
-    """The earliest run_at among tasks waiting for a time, or None."""
-    value = await conn.scalar(
-        sa.select(sa.func.min(task.c.run_at)).where(
-            state_is(_S.SCHEDULED, _S.RETRYING, column=task.c.state)
-        )
-    )
-    return None if value is None else int(value)
 
 
 # --- Cancellation ---------------------------------------------------------------------------
@@ -536,27 +162,33 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
 # --- Reads ----------------------------------------------------------------------------------
 
 
+def _error(m: Any) -> Failure | None:
+    if m["error_type"] is None:
+        return None
+    return Failure(
+        type=m["error_type"],
+        message=m["error_message"] or "",
+        details=m["error_details"] or "",
+        non_retryable=bool(m["error_non_retryable"]),
+    )
+
+
+def _progress(m: Any) -> Progress | None:
+    if m["progress_at"] is None:
+        return None
+    return Progress(
+        percent=m["progress_percent"] or 0.0,
+        message=m["progress_message"] or "",
+        step=m["progress_step"] or 0,
+        total_steps=m["progress_total"] or 0,
+        at_us=m["progress_at"],
+    )
+
+
 def _record(
     row: sa.Row[Any], payload: bytes | None = None, result: bytes | None = None
 ) -> TaskRecord:
     m = row._mapping
-    error = None
-    if m["error_type"] is not None:
-        error = Failure(
-            type=m["error_type"],
-            message=m["error_message"] or "",
-            details=m["error_details"] or "",
-            non_retryable=bool(m["error_non_retryable"]),
-        )
-    progress = None
-    if m["progress_at"] is not None:
-        progress = Progress(
-            percent=m["progress_percent"] or 0.0,
-            message=m["progress_message"] or "",
-            step=m["progress_step"] or 0,
-            total_steps=m["progress_total"] or 0,
-            at_us=m["progress_at"],
-        )
     return TaskRecord(
         id=m["id"],
         type=m["type"],
@@ -577,9 +209,19 @@ def _record(
         cancel_requested=bool(m["cancel_requested"]),
         request_id=m["request_id"],
         labels=m["labels"],
-        error=error,
+        error=_error(m),
         error_attempt=m["error_attempt"],
-        progress=progress,
+        progress=_progress(m),
+        retry_policy=m["retry_policy"],
+        attempt_base=m["attempt_base"],
+        timeouts=Timeouts(
+            execution_us=m["execution_timeout_us"],
+            heartbeat_us=m["heartbeat_timeout_us"],
+            soft_us=m["soft_timeout_us"],
+            expiry_us=None,
+        ),
+        expire_at=m["expire_at"],
+        deadline_at=m["deadline_at"],
         payload=payload,
         result=result,
     )
@@ -605,13 +247,6 @@ async def get_task(conn: AsyncConnection, task_id: str, *, full: bool = True) ->
     rows = await conn.execute(_with_blobs(full).where(task.c.id == task_id))
     records = _records(rows, full)
     return records[0] if records else None
-
-
-async def get_tasks(
-    conn: AsyncConnection, task_ids: Sequence[str], *, full: bool = True
-) -> dict[str, TaskRecord]:
-    rows = await conn.execute(_with_blobs(full).where(task.c.id.in_(list(task_ids))))
-    return {r.id: r for r in _records(rows, full)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,3 +276,49 @@ async def list_tasks(
         query = query.where(task.c.id < before_id)
     rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))
     return _records(rows, full)
+
+
+async def list_attempts(conn: AsyncConnection, record: TaskRecord) -> list[Attempt]:
+    """Every attempt of a task: the recorded ones, then the current or final one."""
+    rows = await conn.execute(
+        sa.select(task_attempt)
+        .where(task_attempt.c.task_id == record.id)
+        .order_by(task_attempt.c.attempt)
+    )
+    attempts = [
+        Attempt(
+            attempt=r.attempt,
+            worker_id=r.worker_id,
+            started_at=r.started_at,
+            ended_at=r.ended_at,
+            outcome=AttemptOutcome(r.outcome),
+            error=_error(r._mapping),
+        )
+        for r in rows
+    ]
+    recorded = {a.attempt for a in attempts}
+    if record.attempt > 0 and record.attempt not in recorded:
+        attempts.append(_last_attempt(record))
+    return attempts
+
+
+def _last_attempt(record: TaskRecord) -> Attempt:
+    outcome = {
+        _S.RUNNING: AttemptOutcome.RUNNING,
+        _S.SUCCEEDED: AttemptOutcome.SUCCEEDED,
+        _S.CANCELLED: AttemptOutcome.CANCELLED,
+    }.get(record.state, AttemptOutcome.FAILED)
+    error = record.error if record.state is not _S.SUCCEEDED else None
+    if outcome is AttemptOutcome.FAILED and error is not None:
+        outcome = {
+            "ExecutionTimeout": AttemptOutcome.TIMED_OUT,
+            "LeaseLost": AttemptOutcome.LEASE_LOST,
+        }.get(error.type, AttemptOutcome.FAILED)
+    return Attempt(
+        attempt=record.attempt,
+        worker_id=record.worker_id,
+        started_at=record.started_at,
+        ended_at=record.finished_at,
+        outcome=outcome,
+        error=error if outcome is not AttemptOutcome.RUNNING else None,
+    )

@@ -13,7 +13,7 @@ from broker.core.task_state import TaskState
 
 NOW = 1_000_000_000
 S = TaskState
-POLICY = RetryPolicy(max_attempts=3, initial_backoff_us=1_000_000, jitter=0.0, max_lost_leases=2)
+POLICY = RetryPolicy(max_attempts=3, initial_backoff_us=1_000_000, jitter=0.0, max_lease_losses=2)
 
 
 def row(attempt: int = 1, lost: int = 0, cancel: bool = False, max_attempts: int = 3) -> LeaseRow:

@@ -1,0 +1,116 @@
+"""Per-task options and where their defaults come from.
+
+Every option a task can set (its retry policy fields and its timeouts) may
+also be given as a default for its task type, for its queue, and for the
+whole broker. The most specific value wins, field by field: task, then type,
+then queue, then broker. The result is resolved once, when the task is
+created, and stored with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from broker.core.retry import BackoffStrategy, RetryPolicy
+from broker.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts in microseconds; None means unlimited (heartbeat is always set)."""
+
+    execution_us: int | None = None
+    heartbeat_us: int = 10_000_000
+    soft_us: int | None = None
+    expiry_us: int | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("execution_us", "soft_us", "expiry_us"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                out.append(f"timeouts.{name[:-3]} must be positive, got {value}µs")
+        if self.heartbeat_us < 100_000:
+            out.append(f"timeouts.heartbeat must be at least 100ms, got {self.heartbeat_us}µs")
+        if self.soft_us is not None and (
+            self.execution_us is None or self.soft_us >= self.execution_us
+        ):
+            out.append("timeouts.soft must be shorter than timeouts.execution")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """A partial set of options: None means "not given here"."""
+
+    max_attempts: int | None = None
+    strategy: BackoffStrategy | None = None
+    initial_backoff_us: int | None = None
+    backoff_coefficient: float | None = None
+    max_backoff_us: int | None = None
+    jitter: float | None = None
+    non_retryable_error_types: frozenset[str] | None = None
+    max_lease_losses: int | None = None
+    execution_timeout_us: int | None = None
+    heartbeat_timeout_us: int | None = None
+    soft_timeout_us: int | None = None
+    expiry_us: int | None = None
+
+    def over(self, base: TaskOptions) -> TaskOptions:
+        """These options, with the gaps filled from `base`."""
+        updates = {
+            f.name: getattr(base, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is None and getattr(base, f.name) is not None
+        }
+        return replace(self, **updates)
+
+
+_RETRY_FIELDS = (
+    "max_attempts",
+    "strategy",
+    "initial_backoff_us",
+    "backoff_coefficient",
+    "max_backoff_us",
+    "jitter",
+    "non_retryable_error_types",
+    "max_lease_losses",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """The broker's defaults, with overrides per queue and per task type."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    queues: dict[str, TaskOptions] = field(default_factory=dict)
+    types: dict[str, TaskOptions] = field(default_factory=dict)
+
+    def resolve(self, task: TaskOptions, *, queue: str, type_: str) -> tuple[RetryPolicy, Timeouts]:
+        """The effective policy and timeouts of a task; INVALID_ARGUMENT if they are unusable."""
+        merged = task.over(self.types.get(type_, TaskOptions())).over(
+            self.queues.get(queue, TaskOptions())
+        )
+        retry_updates: dict[str, Any] = {
+            name: getattr(merged, name)
+            for name in _RETRY_FIELDS
+            if getattr(merged, name) is not None
+        }
+        policy = replace(self.retry, **retry_updates)
+        timeouts = Timeouts(
+            execution_us=_first(merged.execution_timeout_us, self.timeouts.execution_us),
+            heartbeat_us=merged.heartbeat_timeout_us or self.timeouts.heartbeat_us,
+            soft_us=_first(merged.soft_timeout_us, self.timeouts.soft_us),
+            expiry_us=_first(merged.expiry_us, self.timeouts.expiry_us),
+        )
+        problems = policy.problems() + timeouts.problems()
+        if problems:
+            reason = "INVALID_RETRY_POLICY" if policy.problems() else "INVALID_TIMEOUTS"
+            raise InvalidArgument("; ".join(problems), reason=reason)
+        return policy, timeouts
+
+
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)

@@ -1,0 +1,109 @@
+"""Deletes finished tasks once they are old enough, and forgets old idempotency keys.
+
+Each queue may keep its finished tasks for its own periods; the rest use the
+broker's. Deletes go through the committer in batches of a thousand, so the
+database stays flat at a steady load and no transaction grows with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from broker.clock import MICROS, Clock
+from broker.core.task_state import TaskState
+from broker.loops.committer import Committer
+from broker.loops.upkeep import ForgetRequestIds, Purge
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+HOUR = 3600 * MICROS
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished tasks are kept, by how they finished (µs)."""
+
+    succeeded_us: int = DAY
+    failed_us: int = 7 * DAY  # FAILED, DEAD and EXPIRED
+    cancelled_us: int = DAY
+
+    def rules(self) -> list[tuple[tuple[TaskState, ...], int]]:
+        return [
+            ((TaskState.SUCCEEDED,), self.succeeded_us),
+            ((TaskState.FAILED, TaskState.DEAD, TaskState.EXPIRED), self.failed_us),
+            ((TaskState.CANCELLED,), self.cancelled_us),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    default: Retention = field(default_factory=Retention)
+    queues: dict[str, Retention] = field(default_factory=dict)
+    request_id_us: int = DAY
+
+
+class RetentionLoop:
+    def __init__(
+        self, *, committer: Committer, clock: Clock, policy: RetentionPolicy, interval_s: float
+    ) -> None:
+        self._committer = committer
+        self._clock = clock
+        self._policy = policy
+        self._interval = interval_s
+        self.purged = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("retention sweep failed; retrying later")
+            await asyncio.sleep(self._interval)
+
+    async def sweep(self) -> int:
+        now = self._clock.now_us()
+        purged = 0
+        named = list(self._policy.queues)
+        for queue, retention in self._policy.queues.items():
+            purged += await self._purge(retention, now, queue=queue)
+        purged += await self._purge(self._policy.default, now, exclude=named)
+        while (
+            await self._committer.submit(
+                ForgetRequestIds(created_before=now - self._policy.request_id_us, limit=BATCH)
+            )
+            == BATCH
+        ):
+            pass
+        if purged:
+            log.info("retention purged %d finished tasks", purged)
+        self.purged += purged
+        return purged
+
+    async def _purge(
+        self,
+        retention: Retention,
+        now: int,
+        *,
+        queue: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> int:
+        total = 0
+        for states, keep_us in retention.rules():
+            while True:
+                op = Purge(
+                    finished_before=now - keep_us,
+                    states=states,
+                    queue=queue,
+                    exclude_queues=exclude,
+                    limit=BATCH,
+                )
+                deleted = await self._committer.submit(op)
+                total += deleted
+                if deleted < BATCH:
+                    break
+        return total

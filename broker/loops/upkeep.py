@@ -1,0 +1,212 @@
+"""Time-driven and operator ops: promotion, lease expiry, timeouts, expiry, retry, purge.
+
+All run through the committer like any other write, in bounded batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, TimedOut
+from broker.core.task_state import TERMINAL, TaskState
+from broker.loops.dispatcher import StopReason
+from broker.loops.ops import Env, Op, route_ended
+from broker.store import leases, maintenance, tasks
+
+
+class PromoteDue(Op[list[str]]):
+    """SCHEDULED and RETRYING tasks whose time has come become PENDING."""
+
+    order = 60
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[PromoteDue], env: Env, now: int
+    ) -> list[list[str]]:
+        promoted = await maintenance.promote_due(conn, now=now, limit=max(o.limit for o in ops))
+        env.dispatcher.mark_ready({queue for _, queue in promoted})
+        return [[task_id for task_id, _ in promoted]] + [[] for _ in ops[1:]]
+
+    def after_commit(self, result: list[str], env: Env) -> None:
+        env.events.state_changed(result)
+
+
+class ExpireLeases(Op[list[LeaseRef]]):
+    """Take back leases whose holder sent no heartbeat in time."""
+
+    order = 70
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[ExpireLeases], env: Env, now: int
+    ) -> list[list[LeaseRef]]:
+        refs = await leases.expired_leases(conn, now=now, limit=max(o.limit for o in ops))
+        ends = [LeaseEnd(r.task_id, r.lease_id, Lost(LossReason.EXPIRED)) for r in refs]
+        return [await _end(conn, ends, env, now)] + [[] for _ in ops[1:]]
+
+    def after_commit(self, result: list[LeaseRef], env: Env) -> None:
+        env.dispatcher.stop(result, StopReason.LEASE_LOST)
+        env.events.state_changed([r.task_id for r in result])
+
+
+class TimeOutAttempts(Op[list[LeaseRef]]):
+    """End attempts that ran past their execution timeout, as retryable failures."""
+
+    order = 71
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[TimeOutAttempts], env: Env, now: int
+    ) -> list[list[LeaseRef]]:
+        overdue = await leases.overdue_attempts(conn, now=now, limit=max(o.limit for o in ops))
+        ends = [LeaseEnd(r.task_id, r.lease_id, TimedOut(timeout)) for r, timeout in overdue]
+        return [await _end(conn, ends, env, now)] + [[] for _ in ops[1:]]
+
+    def after_commit(self, result: list[LeaseRef], env: Env) -> None:
+        env.dispatcher.stop(result, StopReason.TIMED_OUT)
+        env.events.state_changed([r.task_id for r in result])
+
+
+async def _end(conn: AsyncConnection, ends: list[LeaseEnd], env: Env, now: int) -> list[LeaseRef]:
+    if not ends:
+        return []
+    results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
+    route_ended(results, env)
+    return [
+        LeaseRef(e.task_id, e.lease_id) for e, r in zip(ends, results, strict=True) if r is not None
+    ]
+
+
+class ExpireTasks(Op[list[str]]):
+    """Waiting tasks that passed their expiry become EXPIRED and never run."""
+
+    order = 72
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[ExpireTasks], env: Env, now: int
+    ) -> list[list[str]]:
+        expired = await maintenance.expire_tasks(conn, now=now, limit=max(o.limit for o in ops))
+        return [expired] + [[] for _ in ops[1:]]
+
+    def after_commit(self, result: list[str], env: Env) -> None:
+        env.events.state_changed(result)
+
+
+class RetryFinished(Op[list[str]]):
+    """Re-queue finished tasks: given ids, or up to `limit` of a queue in `states`."""
+
+    order = 80
+
+    def __init__(
+        self,
+        *,
+        task_ids: Sequence[str] = (),
+        queue: str | None = None,
+        states: Collection[TaskState] = (),
+        limit: int = 500,
+    ) -> None:
+        super().__init__()
+        self.task_ids = task_ids
+        self.queue = queue
+        self.states = states
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[RetryFinished], env: Env, now: int
+    ) -> list[list[str]]:
+        out = []
+        for op in ops:
+            if op.queue is not None:
+                records = await maintenance.finished_records(
+                    conn, queue=op.queue, states=op.states, limit=op.limit
+                )
+            else:
+                found = [await tasks.get_task(conn, i, full=False) for i in op.task_ids]
+                records = [r for r in found if r is not None]
+            retried = await maintenance.retry_tasks(conn, records, now=now)
+            env.dispatcher.mark_ready({r.queue for r in retried})
+            out.append([r.task_id for r in retried])
+        return out
+
+    def after_commit(self, result: list[str], env: Env) -> None:
+        env.events.state_changed(result)
+
+
+class Purge(Op[int]):
+    """Delete up to `limit` finished tasks matching the filters."""
+
+    order = 90
+
+    def __init__(
+        self,
+        *,
+        finished_before: int,
+        states: Collection[TaskState] = TERMINAL,
+        queue: str | None = None,
+        exclude_queues: Collection[str] = (),
+        limit: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.finished_before = finished_before
+        self.states = states
+        self.queue = queue
+        self.exclude_queues = exclude_queues
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[Purge], env: Env, now: int
+    ) -> list[int]:
+        return [
+            await maintenance.purge(
+                conn,
+                finished_before=op.finished_before,
+                states=op.states,
+                queue=op.queue,
+                exclude_queues=op.exclude_queues,
+                limit=op.limit,
+            )
+            for op in ops
+        ]
+
+
+class ForgetRequestIds(Op[int]):
+    """Release idempotency keys older than their retention."""
+
+    order = 91
+
+    def __init__(self, *, created_before: int, limit: int = 1000) -> None:
+        super().__init__()
+        self.created_before = created_before
+        self.limit = limit
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[ForgetRequestIds], env: Env, now: int
+    ) -> list[int]:
+        return [
+            await maintenance.forget_request_ids(
+                conn, created_before=op.created_before, limit=op.limit
+            )
+            for op in ops
+        ]

@@ -1,0 +1,452 @@
+"""Named queries for leases: claim, fence, extend, end, adopt, and find expired ones.
+
+Writes that end or extend a lease fence first: they read the rows (locking them
+on PostgreSQL), keep only those whose `lease_id` still matches, and update
+with a compare-and-set on the same lease, so a stale worker can never change
+a task.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.core.leases import LeaseRow, Transition, decide
+from broker.core.models import (
+    Claimed,
+    Failure,
+    LeaseEnd,
+    LeaseRef,
+    Progress,
+    Succeeded,
+)
+from broker.core.retry import RetryPolicy
+from broker.core.task_state import TaskState
+from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
+from broker.store.tasks import is_pg
+
+_b = sa.bindparam
+_S = TaskState
+
+
+# --- Claims ---------------------------------------------------------------------------------
+
+
+_CLAIM_RETURNING = (
+    task.c.id,
+    task.c.type,
+    task.c.queue,
+    task.c.priority,
+    task.c.attempt,
+    task.c.max_attempts,
+    task.c.labels,
+    task.c.created_at,
+    task.c.run_at,
+    task.c.lease_expires_at,
+    task.c.deadline_at,
+    task.c.heartbeat_timeout_us,
+    task.c.soft_timeout_us,
+    # A correlated subquery saves a second round trip for the payloads; both
+    # SQLite and PostgreSQL allow it in RETURNING.
+    sa.select(task_payload.c.data)
+    .where(task_payload.c.task_id == task.c.id)
+    .scalar_subquery()
+    .label("payload"),
+)
+
+
+def _claim_statement(pg: bool) -> sa.Update:
+    candidates = (
+        sa.select(task.c.id)
+        .where(
+            state_is(_S.PENDING, column=task.c.state),
+            task.c.queue == _b("b_queue"),
+            task.c.type.in_(_b("b_types", expanding=True)),
+            sa.or_(task.c.expire_at.is_(None), task.c.expire_at > _b("b_now")),
+        )
+        .order_by(task.c.priority.desc(), task.c.run_at, task.c.id)
+        .limit(_b("b_n", type_=sa.Integer))
+    )
+    if pg:
+        # SKIP LOCKED lets replicas claim side by side; the CTE is materialized
+        # so the LIMIT applies once, whatever plan the outer UPDATE gets.
+        cte = (
+            candidates.with_for_update(skip_locked=True)
+            .cte("candidates")
+            .prefix_with("MATERIALIZED")
+        )
+        where: sa.ColumnElement[bool] = task.c.id == cte.c.id
+    else:
+        where = task.c.id.in_(candidates.scalar_subquery())
+    return (
+        sa.update(task)
+        .where(where)
+        .values(
+            state=int(_S.RUNNING),
+            attempt=task.c.attempt + 1,
+            lease_id=_b("b_lease_id"),
+            lease_expires_at=_b("b_now") + task.c.heartbeat_timeout_us,
+            deadline_at=_b("b_now") + task.c.execution_timeout_us,
+            started_at=_b("b_now"),
+            updated_at=_b("b_now"),
+            worker_id=_b("b_worker_id"),
+        )
+        .returning(*_CLAIM_RETURNING)
+    )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    queue: str,
+    types: Sequence[str],
+    limit: int,
+    worker_id: str,
+    lease_id: int,
+    now: int,
+) -> list[Claimed]:
+    """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within."""
+    params = {
+        "b_queue": queue,
+        "b_types": list(types),
+        "b_n": limit,
+        "b_lease_id": lease_id,
+        "b_now": now,
+        "b_worker_id": worker_id,
+    }
+    rows = list(await conn.execute(_CLAIM[is_pg(conn)], params))
+    rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+    return [
+        Claimed(
+            id=r.id,
+            type=r.type,
+            queue=r.queue,
+            priority=r.priority,
+            attempt=r.attempt,
+            max_attempts=r.max_attempts,
+            labels=r.labels,
+            created_at=r.created_at,
+            run_at=r.run_at,
+            lease_id=lease_id,
+            lease_expires_at=r.lease_expires_at,
+            payload=r.payload,
+            worker_id=worker_id,
+            heartbeat_timeout_us=r.heartbeat_timeout_us,
+            deadline_at=r.deadline_at,
+            soft_deadline_at=None if r.soft_timeout_us is None else now + r.soft_timeout_us,
+        )
+        for r in rows
+    ]
+
+
+# --- Fencing --------------------------------------------------------------------------------
+
+
+async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, LeaseRow]:
+    query = sa.select(
+        task.c.id,
+        task.c.queue,
+        task.c.state,
+        task.c.lease_id,
+        task.c.attempt,
+        task.c.max_attempts,
+        task.c.lost_count,
+        task.c.cancel_requested,
+        task.c.attempt_base,
+        task.c.retry_policy,
+        task.c.heartbeat_timeout_us,
+        task.c.worker_id,
+        task.c.started_at,
+    ).where(task.c.id.in_(list(ids)))
+    if is_pg(conn):
+        query = query.with_for_update()
+    return {
+        r.id: LeaseRow(
+            id=r.id,
+            queue=r.queue,
+            state=_S(r.state),
+            lease_id=r.lease_id,
+            attempt=r.attempt,
+            max_attempts=r.max_attempts,
+            lost_count=r.lost_count,
+            cancel_requested=bool(r.cancel_requested),
+            attempt_base=r.attempt_base,
+            retry_policy=r.retry_policy,
+            heartbeat_timeout_us=r.heartbeat_timeout_us,
+            worker_id=r.worker_id,
+            started_at=r.started_at,
+        )
+        for r in await conn.execute(query)
+    }
+
+
+def holds(row: LeaseRow | None, lease_id: int) -> bool:
+    return row is not None and row.state is _S.RUNNING and row.lease_id == lease_id
+
+
+# --- Extension ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    task_id: str
+    lease_id: int
+    progress: Progress | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendResult:
+    ok: bool
+    cancel_requested: bool = False
+    expires: int = 0
+
+
+_EXTEND = (
+    sa.update(task)
+    .where(
+        task.c.id == _b("b_id"),
+        task.c.lease_id == _b("b_lease"),
+        state_is(_S.RUNNING, column=task.c.state),
+    )
+    .values(lease_expires_at=_b("b_expires"), updated_at=_b("b_now"))
+)
+
+_EXTEND_WITH_PROGRESS = _EXTEND.values(
+    progress_percent=_b("b_percent"),
+    progress_message=_b("b_message"),
+    progress_step=_b("b_step"),
+    progress_total=_b("b_total"),
+    progress_at=_b("b_at"),
+)
+
+
+async def extend_leases(
+    conn: AsyncConnection, items: Sequence[Extension], now: int
+) -> dict[str, ExtendResult]:
+    """Extend each held lease by its task's heartbeat timeout, recording any progress."""
+    rows = await lease_rows(conn, {i.task_id for i in items})
+    results: dict[str, ExtendResult] = {}
+    plain: list[dict[str, Any]] = []
+    with_progress: list[dict[str, Any]] = []
+    for item in items:
+        row = rows.get(item.task_id)
+        if row is None or not holds(row, item.lease_id):
+            results[item.task_id] = ExtendResult(False)
+            continue
+        expires = now + row.heartbeat_timeout_us
+        results[item.task_id] = ExtendResult(True, row.cancel_requested, expires)
+        params = _extend_params(item, expires, now)
+        (plain if item.progress is None else with_progress).append(params)
+    if plain:
+        await conn.execute(_EXTEND, plain)
+    if with_progress:
+        await conn.execute(_EXTEND_WITH_PROGRESS, with_progress)
+    return results
+
+
+def _extend_params(item: Extension, expires: int, now: int) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "b_id": item.task_id,
+        "b_lease": item.lease_id,
+        "b_expires": expires,
+        "b_now": now,
+    }
+    if item.progress is not None:
+        p = item.progress
+        params |= {
+            "b_percent": p.percent,
+            "b_message": p.message,
+            "b_step": p.step,
+            "b_total": p.total_steps,
+            "b_at": p.at_us,
+        }
+    return params
+
+
+async def adopt_leases(
+    conn: AsyncConnection, refs: Sequence[LeaseRef], *, worker_id: str, now: int
+) -> dict[str, int]:
+    """Re-attach leases a reconnecting worker still holds; return {task id: new expiry}."""
+    rows = await lease_rows(conn, {r.task_id for r in refs})
+    kept: dict[str, int] = {}
+    params = []
+    for ref in refs:
+        row = rows.get(ref.task_id)
+        if row is None or not holds(row, ref.lease_id):
+            continue
+        kept[ref.task_id] = now + row.heartbeat_timeout_us
+        params.append(
+            {
+                "b_id": ref.task_id,
+                "b_lease": ref.lease_id,
+                "b_expires": kept[ref.task_id],
+                "b_now": now,
+                "b_worker": worker_id,
+            }
+        )
+    if params:
+        await conn.execute(_EXTEND.values(worker_id=_b("b_worker")), params)
+    return kept
+
+
+# --- Ending ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A lease that ended as reported, with the state its task moved to."""
+
+    task_id: str
+    queue: str
+    state: TaskState
+    run_at: int | None
+
+
+_END = (
+    sa.update(task)
+    .where(
+        task.c.id == _b("b_id"),
+        task.c.lease_id == _b("b_lease"),
+        state_is(_S.RUNNING, column=task.c.state),
+    )
+    .values(
+        state=_b("b_state"),
+        attempt=_b("b_attempt"),
+        lost_count=_b("b_lost"),
+        run_at=sa.func.coalesce(_b("b_run_at", type_=sa.BigInteger), task.c.run_at),
+        finished_at=_b("b_finished_at", type_=sa.BigInteger),
+        lease_id=None,
+        lease_expires_at=None,
+        deadline_at=None,
+        updated_at=_b("b_now"),
+        error_type=sa.func.coalesce(_b("b_error_type", type_=sa.String), task.c.error_type),
+        error_message=sa.func.coalesce(_b("b_error_message", type_=sa.Text), task.c.error_message),
+        error_details=sa.func.coalesce(_b("b_error_details", type_=sa.Text), task.c.error_details),
+        error_non_retryable=sa.func.coalesce(
+            _b("b_error_non_retryable", type_=sa.Boolean), task.c.error_non_retryable
+        ),
+        error_attempt=sa.func.coalesce(
+            _b("b_error_attempt", type_=sa.Integer), task.c.error_attempt
+        ),
+    )
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(text: str) -> RetryPolicy:
+    return RetryPolicy.from_json(text)
+
+
+async def end_leases(
+    conn: AsyncConnection,
+    ends: Sequence[LeaseEnd],
+    *,
+    now: int,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> list[Ended | None]:
+    """Apply each lease's outcome; None in a slot means the lease was no longer held.
+
+    `policy` is the broker's default, for tasks created without their own.
+    """
+    rows = await lease_rows(conn, {e.task_id for e in ends})
+    params: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    out: list[Ended | None] = []
+    seen: set[str] = set()
+    for end in ends:
+        row = rows.get(end.task_id)
+        if row is None or not holds(row, end.lease_id) or end.task_id in seen:
+            out.append(None)
+            continue
+        seen.add(end.task_id)
+        own = _policy(row.retry_policy) if row.retry_policy else policy
+        transition = decide(row, end.outcome, now=now, policy=own, rng=rng)
+        params.append(_end_params(end, transition, now))
+        outcome = end.outcome
+        if transition.state is _S.SUCCEEDED and isinstance(outcome, Succeeded) and outcome.result:
+            results.append({"task_id": end.task_id, "data": outcome.result})
+        if transition.recorded is not None:
+            attempts.append(_attempt_row(row, transition, now))
+        out.append(Ended(end.task_id, row.queue, transition.state, transition.run_at))
+    if params:
+        await conn.execute(_END, params)
+    if results:
+        await conn.execute(task_result.insert(), results)
+    if attempts:
+        await conn.execute(task_attempt.insert(), attempts)
+    return out
+
+
+def _end_params(end: LeaseEnd, t: Transition, now: int) -> dict[str, Any]:
+    error: Failure | None = t.error
+    return {
+        "b_id": end.task_id,
+        "b_lease": end.lease_id,
+        "b_state": int(t.state),
+        "b_attempt": t.attempt,
+        "b_lost": t.lost_count,
+        "b_run_at": t.run_at,
+        "b_finished_at": t.finished_at,
+        "b_now": now,
+        "b_error_type": error.type if error else None,
+        "b_error_message": error.message if error else None,
+        "b_error_details": error.details if error else None,
+        "b_error_non_retryable": error.non_retryable if error else None,
+        "b_error_attempt": t.attempt if error else None,
+    }
+
+
+def _attempt_row(row: LeaseRow, t: Transition, now: int) -> dict[str, Any]:
+    assert t.recorded is not None
+    return {
+        "task_id": row.id,
+        "attempt": row.attempt,
+        "worker_id": row.worker_id,
+        "started_at": row.started_at,
+        "ended_at": now,
+        "outcome": t.recorded.value,
+        "error_type": t.error.type if t.error else None,
+        "error_message": t.error.message if t.error else None,
+        "error_details": t.error.details if t.error else None,
+    }
+
+
+# --- Sweeps ---------------------------------------------------------------------------------
+
+
+async def expired_leases(conn: AsyncConnection, *, now: int, limit: int) -> list[LeaseRef]:
+    """Leases whose heartbeat deadline passed."""
+    rows = await conn.execute(
+        sa.select(task.c.id, task.c.lease_id)
+        .where(state_is(_S.RUNNING, column=task.c.state), task.c.lease_expires_at < now)
+        .order_by(task.c.lease_expires_at)
+        .limit(limit)
+    )
+    return [LeaseRef(r.id, r.lease_id) for r in rows]
+
+
+async def overdue_attempts(
+    conn: AsyncConnection, *, now: int, limit: int
+) -> list[tuple[LeaseRef, int]]:
+    """Attempts past their execution deadline, with their execution timeout."""
+    rows = await conn.execute(
+        sa.select(task.c.id, task.c.lease_id, task.c.execution_timeout_us)
+        .where(
+            sa.text("state = 3 AND deadline_at IS NOT NULL"),
+            task.c.deadline_at < now,
+        )
+        .order_by(task.c.deadline_at)
+        .limit(limit)
+    )
+    return [(LeaseRef(r.id, r.lease_id), r.execution_timeout_us or 0) for r in rows]

@@ -1,0 +1,206 @@
+"""Named queries for time-driven and operator moves: promotion, expiry, retry, purge.
+
+Each works in bounded batches so that no transaction grows with the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.core.models import TaskRecord
+from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
+from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
+from broker.store.tasks import _last_attempt, _record, is_pg
+
+_S = TaskState
+
+
+async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[tuple[str, str]]:
+    """Move SCHEDULED and RETRYING tasks whose time has come to PENDING.
+
+    Returns (task id, queue) of each task moved.
+    """
+    due = (
+        sa.select(task.c.id)
+        .where(state_is(*sorted(sources_of(_S.PENDING) & WAITING), column=task.c.state))
+        .where(task.c.run_at <= now)
+        .order_by(task.c.run_at)
+        .limit(limit)
+    )
+    if is_pg(conn):
+        due = due.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        sa.update(task)
+        .where(task.c.id.in_(due.scalar_subquery()))
+        .values(state=int(_S.PENDING), updated_at=now)
+        .returning(task.c.id, task.c.queue)
+    )
+    return [(r.id, r.queue) for r in rows]
+
+
+async def next_due(conn: AsyncConnection) -> int | None:
+    """The earliest run_at among tasks waiting for a time, or None."""
+    value = await conn.scalar(
+        sa.select(sa.func.min(task.c.run_at)).where(
+            state_is(_S.SCHEDULED, _S.RETRYING, column=task.c.state)
+        )
+    )
+    return None if value is None else int(value)
+
+
+async def expire_tasks(conn: AsyncConnection, *, now: int, limit: int) -> list[str]:
+    """Waiting tasks not started by their expiry become EXPIRED; return their ids."""
+    due = (
+        sa.select(task.c.id)
+        .where(sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"), task.c.expire_at <= now)
+        .order_by(task.c.expire_at)
+        .limit(limit)
+    )
+    if is_pg(conn):
+        due = due.with_for_update(skip_locked=True)
+    rows = await conn.execute(
+        sa.update(task)
+        .where(task.c.id.in_(due.scalar_subquery()), task.c.state.in_([int(s) for s in WAITING]))
+        .values(
+            state=int(_S.EXPIRED),
+            finished_at=now,
+            updated_at=now,
+            error_type="Expired",
+            error_message="not started before its expiry",
+            error_details="",
+            error_non_retryable=True,
+            error_attempt=task.c.attempt,
+        )
+        .returning(task.c.id)
+    )
+    return [r.id for r in rows]
+
+
+RETRYABLE = frozenset({_S.FAILED, _S.DEAD, _S.CANCELLED, _S.EXPIRED})
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    task_id: str
+    queue: str
+
+
+async def retry_tasks(
+    conn: AsyncConnection, records: Sequence[TaskRecord], *, now: int
+) -> list[Retried]:
+    """Re-queue finished tasks with a fresh budget; the final attempt goes into history."""
+    eligible = [r for r in records if r.state in RETRYABLE]
+    ran = [r for r in eligible if r.attempt > 0]
+    if ran:
+        recorded = {
+            (row.task_id, row.attempt)
+            for row in await conn.execute(
+                sa.select(task_attempt.c.task_id, task_attempt.c.attempt).where(
+                    task_attempt.c.task_id.in_([r.id for r in ran])
+                )
+            )
+        }
+        history = [_attempt_params(r) for r in ran if (r.id, r.attempt) not in recorded]
+        if history:
+            await conn.execute(task_attempt.insert(), history)
+    out = []
+    for r in eligible:
+        result = await conn.execute(
+            sa.update(task)
+            .where(task.c.id == r.id, task.c.state == int(r.state))
+            .values(
+                state=int(_S.PENDING),
+                finished_at=None,
+                cancel_requested=False,
+                attempt_base=task.c.attempt,
+                lost_count=0,
+                run_at=now,
+                expire_at=None,
+                updated_at=now,
+            )
+        )
+        if result.rowcount:
+            out.append(Retried(r.id, r.queue))
+    return out
+
+
+def _attempt_params(record: TaskRecord) -> dict[str, object]:
+    attempt = _last_attempt(record)
+    error = attempt.error
+    return {
+        "task_id": record.id,
+        "attempt": attempt.attempt,
+        "worker_id": attempt.worker_id,
+        "started_at": attempt.started_at,
+        "ended_at": attempt.ended_at or record.updated_at,
+        "outcome": attempt.outcome.value,
+        "error_type": error.type if error else None,
+        "error_message": error.message if error else None,
+        "error_details": error.details if error else None,
+    }
+
+
+async def finished_records(
+    conn: AsyncConnection, *, queue: str, states: Collection[TaskState], limit: int
+) -> list[TaskRecord]:
+    rows = await conn.execute(
+        sa.select(task)
+        .where(task.c.queue == queue, task.c.state.in_([int(s) for s in states]))
+        .order_by(task.c.id)
+        .limit(limit)
+    )
+    return [_record(r) for r in rows]
+
+
+async def purge(
+    conn: AsyncConnection,
+    *,
+    finished_before: int,
+    states: Collection[TaskState] = TERMINAL,
+    queue: str | None = None,
+    exclude_queues: Collection[str] = (),
+    limit: int,
+) -> int:
+    """Delete up to `limit` finished tasks and everything stored with them."""
+    query = (
+        sa.select(task.c.id)
+        .where(
+            sa.text("finished_at IS NOT NULL"),
+            task.c.finished_at < finished_before,
+            task.c.state.in_([int(s) for s in states]),
+        )
+        .order_by(task.c.finished_at)
+        .limit(limit)
+    )
+    if queue is not None:
+        query = query.where(task.c.queue == queue)
+    if exclude_queues:
+        query = query.where(task.c.queue.not_in(list(exclude_queues)))
+    ids = [r.id for r in await conn.execute(query)]
+    if not ids:
+        return 0
+    for table, column in (
+        (task_payload, task_payload.c.task_id),
+        (task_result, task_result.c.task_id),
+        (task_attempt, task_attempt.c.task_id),
+    ):
+        await conn.execute(sa.delete(table).where(column.in_(ids)))
+    await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))
+    return len(ids)
+
+
+async def forget_request_ids(conn: AsyncConnection, *, created_before: int, limit: int) -> int:
+    """Release idempotency keys older than their retention, in a bounded batch."""
+    old = (
+        sa.select(task.c.id)
+        .where(sa.text("request_id IS NOT NULL"), task.c.created_at < created_before)
+        .limit(limit)
+    )
+    result = await conn.execute(
+        sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
+    )
+    return int(result.rowcount or 0)
