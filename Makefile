@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:50051
 DB ?= sqlite+aiosqlite:///taskyard.db
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test bench run demo clean node
+.PHONY: help venv proto proto-check lint test chaos bench run demo clean node
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,7 +44,10 @@ lint: venv node ## ruff, mypy --strict, buf lint/format/breaking
 	  npx buf breaking --against '.git#branch=main'; else echo "buf breaking: no main to compare"; fi
 
 test: venv ## Run the test suite (real broker and worker processes)
-	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench and not chaos" $(PYTEST_ARGS)
+
+chaos: venv ## Kill brokers and workers under load; check nothing acknowledged is lost
+	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)
 
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -27,6 +27,7 @@ from broker.loops.reaper import Reaper
 from broker.loops.retention import RetentionLoop
 from broker.runtime import Runtime
 from broker.server import build_server, set_serving
+from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
 
 log = logging.getLogger("taskyard.broker")
@@ -47,6 +48,7 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
+        await _restart_grace(db, clock, files.defaults.timeouts.heartbeat_us)
         await _serve(settings, files, clock, db, schema)
     finally:
         await db.dispose()
@@ -69,11 +71,7 @@ async def _serve(
         db=db, committer=committer, clock=clock, poll_interval_s=settings.promote_poll_s
     )
     env.due = promoter
-    reaper = Reaper(
-        committer=committer,
-        interval_s=settings.sweep_interval_s,
-        startup_grace_s=settings.lease_duration_s,
-    )
+    reaper = Reaper(committer=committer, interval_s=settings.sweep_interval_s)
     retention = RetentionLoop(
         committer=committer,
         clock=clock,
@@ -121,6 +119,18 @@ async def _serve(
         if not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{task.get_name()} loop failed") from task.exception()
     log.info("stopped after %d commits", committer.commits)
+
+
+async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
+    """Leases left by a previous broker run get one heartbeat timeout to be re-adopted."""
+    async with db.writer.begin() as conn:
+        kept = await maintenance.grant_restart_grace(conn, until=clock.now_us() + grace_us)
+    if kept:
+        log.info(
+            "%d leases from before the restart wait %.0fs for their workers",
+            kept,
+            grace_us / MICROS,
+        )
 
 
 async def _poll_ready(dispatcher: Dispatcher, interval_s: float) -> None:

@@ -93,3 +93,49 @@ async def fail(ctx: TaskContext) -> None:
 @worker.task("bad.result")
 async def bad_result(ctx: TaskContext) -> object:
     return {"not": object()}
+
+
+@worker.task("slow")
+async def slow(ctx: TaskContext) -> str:
+    """Sleep `seconds`; record when it starts and when it is cancelled."""
+    _record("start", ctx, time.time())
+    try:
+        await asyncio.sleep(float((ctx.payload or {}).get("seconds", 30)))
+    except asyncio.CancelledError:
+        _record("cancelled", ctx, time.time())
+        raise
+    return "done"
+
+
+@worker.task("slow.sync")
+def slow_sync(ctx: TaskContext) -> str:
+    """A thread handler that polls for cancellation, as thread handlers must."""
+    _record("start", ctx, time.time())
+    if ctx.wait_cancelled(float((ctx.payload or {}).get("seconds", 30))):
+        _record("cancelled", ctx, time.time())
+        return "stopped early"
+    return "done"
+
+
+@worker.task("soft")
+async def soft(ctx: TaskContext) -> dict[str, Any]:
+    """Work until the soft timeout warns, then wrap up before the hard one."""
+    warned = asyncio.Event()
+    ctx.on_soft_timeout(warned.set)
+    await asyncio.wait_for(warned.wait(), timeout=30)
+    return {"wrapped_up": ctx.soft_timeout_exceeded, "soft": str(ctx.soft_deadline)}
+
+
+@worker.task("raise")
+async def raise_named(ctx: TaskContext) -> None:
+    """Raise the exception class named in the payload."""
+    name = (ctx.payload or {}).get("error", "RuntimeError")
+    raise {"ValueError": ValueError, "KeyError": KeyError}.get(name, RuntimeError)(name)
+
+
+@worker.task("chaos")
+async def chaos(ctx: TaskContext) -> Any:
+    """A short task, long enough that crashes catch some of them in flight."""
+    _record("run", ctx, time.time())
+    await asyncio.sleep(0.02)
+    return ctx.payload

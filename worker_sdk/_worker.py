@@ -495,8 +495,12 @@ class Worker:
             _fail(completion, type(exc).__name__, str(exc), traceback.format_exc(), True)
         except Exception as exc:
             _fail(completion, type(exc).__name__, str(exc), traceback.format_exc())
-        if job.cancel_requested and completion.WhichOneof("outcome") == "failure":
-            completion.cancelled.message = completion.failure.message
+        if job.cancel_requested:
+            # Asked to stop, the handler returned or raised: it stopped. (A
+            # result that raced ahead of the request was already sent.)
+            outcome = completion.WhichOneof("outcome")
+            note = completion.failure.message if outcome == "failure" else "stopped on request"
+            completion.cancelled.message = note
         self._finish(job, completion)
 
     async def _invoke(self, job: _Job) -> Any:

@@ -3,9 +3,9 @@
 A closed stream releases its leases at once; the reaper catches what that
 cannot — a worker that hangs, a network that drops silently, leases left from
 before a broker restart — and ends attempts that run past their execution
-timeout and waiting tasks that pass their expiry. It waits one heartbeat
-timeout after start so that reconnecting workers can re-adopt their leases
-first.
+timeout and waiting tasks that pass their expiry. (Leases from before a
+restart get a grace period at start, in app.py, so that reconnecting workers
+can re-adopt them first.)
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, *, committer: Committer, interval_s: float, startup_grace_s: float) -> None:
+    def __init__(self, *, committer: Committer, interval_s: float) -> None:
         self._committer = committer
         self._interval = interval_s
-        self._grace = startup_grace_s
         self.expired = 0
 
     async def run(self) -> None:
-        await asyncio.sleep(self._grace)
         while True:
             try:
                 # Submitted together, the three sweeps share one transaction.

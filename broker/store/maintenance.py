@@ -204,3 +204,13 @@ async def forget_request_ids(conn: AsyncConnection, *, created_before: int, limi
         sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
     )
     return int(result.rowcount or 0)
+
+
+async def grant_restart_grace(conn: AsyncConnection, *, until: int) -> int:
+    """Let leases from before a restart live until `until`, so their workers can re-adopt them."""
+    result = await conn.execute(
+        sa.update(task)
+        .where(state_is(_S.RUNNING, column=task.c.state), task.c.lease_expires_at < until)
+        .values(lease_expires_at=until)
+    )
+    return int(result.rowcount or 0)

@@ -292,7 +292,9 @@ async def list_attempts(conn: AsyncConnection, record: TaskRecord) -> list[Attem
             started_at=r.started_at,
             ended_at=r.ended_at,
             outcome=AttemptOutcome(r.outcome),
-            error=_error(r._mapping),
+            error=None
+            if r.error_type is None
+            else Failure(r.error_type, r.error_message or "", r.error_details or ""),
         )
         for r in rows
     ]
