@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from broker.cli.operations import attempts, purge, retry
 from broker.cli.serve import broker_command, db_group
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.worker import worker_command
@@ -18,7 +19,7 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(db_group)
 cli.add_command(worker_command)
-for command in (submit, get, list_tasks, cancel, watch):
+for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge):
     cli.add_command(command)
 
 

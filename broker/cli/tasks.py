@@ -12,7 +12,15 @@ from typing import Any, TypeVar
 
 import click
 
-from worker_sdk import SyncClient, Task, TaskFailed, TaskState, TaskyardError
+from worker_sdk import (
+    RetryPolicy,
+    SyncClient,
+    Task,
+    TaskFailed,
+    TaskState,
+    TaskyardError,
+    Timeouts,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +61,41 @@ def parse_when(value: str) -> datetime:
             f"{value!r} is neither ISO 8601 (2030-01-01T09:00:00+00:00) nor a delay (+30s)"
         ) from None
     return when if when.tzinfo else when.astimezone()
+
+
+def seconds(value: str | None, option: str) -> float | None:
+    """A duration such as 30s, 5m or 250ms, in seconds."""
+    if value is None:
+        return None
+    from broker.config_file import parse_duration
+    from broker.errors import ConfigError
+
+    try:
+        return parse_duration(value, option) / 1_000_000
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def retry_policy(backoff: str | None, non_retryable: tuple[str, ...]) -> RetryPolicy | None:
+    if backoff is None and not non_retryable:
+        return None
+    parts = (backoff or "").split(":") if backoff else []
+    strategy = parts[0] if parts else None
+    if strategy is not None and strategy not in ("fixed", "linear", "exponential"):
+        raise click.BadParameter(
+            f"{strategy!r} is not fixed, linear or exponential", param_hint="--backoff"
+        )
+    try:
+        coefficient = float(parts[2]) if len(parts) > 2 else None
+    except ValueError:
+        raise click.BadParameter(f"{parts[2]!r} is not a number", param_hint="--backoff") from None
+    return RetryPolicy(
+        strategy=strategy,
+        initial_backoff=seconds(parts[1], "--backoff") if len(parts) > 1 else None,
+        backoff_coefficient=coefficient,
+        max_backoff=seconds(parts[3], "--backoff") if len(parts) > 3 else None,
+        non_retryable_error_types=non_retryable,
+    )
 
 
 def parse_payload(value: str | None) -> Any:
@@ -127,6 +170,12 @@ def print_task(task: Task, as_json: bool) -> None:
 @click.option("-l", "--label", "labels", multiple=True, help="key=value, repeatable.")
 @click.option("--max-attempts", type=int, help="Attempts a retryable failure may use.")
 @click.option("--request-id", help="Idempotency key.")
+@click.option("--backoff", help="STRATEGY[:INITIAL[:COEFFICIENT[:MAX]]], e.g. exponential:1s:2:5m.")
+@click.option("--non-retryable", multiple=True, help="An error type never retried; repeatable.")
+@click.option("--execution-timeout", help="Limit of one attempt, e.g. 5m.")
+@click.option("--heartbeat-timeout", help="A silent attempt is taken back after this, e.g. 30s.")
+@click.option("--soft-timeout", help="Warn the handler after this, before --execution-timeout.")
+@click.option("--expires-in", help="Expire unless started within this of its run time, e.g. 1h.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", type=float, help="Seconds to --wait at most.")
 @target_option
@@ -141,6 +190,12 @@ def submit(
     labels: tuple[str, ...],
     max_attempts: int | None,
     request_id: str | None,
+    backoff: str | None,
+    non_retryable: tuple[str, ...],
+    execution_timeout: str | None,
+    heartbeat_timeout: str | None,
+    soft_timeout: str | None,
+    expires_in: str | None,
     wait: bool,
     timeout: float | None,
     target: str,
@@ -163,6 +218,13 @@ def submit(
             labels=label_map,
             max_attempts=max_attempts,
             request_id=request_id,
+            retry_policy=retry_policy(backoff, non_retryable),
+            timeouts=Timeouts(
+                execution=seconds(execution_timeout, "--execution-timeout"),
+                heartbeat=seconds(heartbeat_timeout, "--heartbeat-timeout"),
+                soft=seconds(soft_timeout, "--soft-timeout"),
+                expiry=seconds(expires_in, "--expires-in"),
+            ),
         )
         if not wait:
             click.echo(json.dumps(task_dict(task), indent=2) if as_json else task.id)
