@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:50051
 DB ?= sqlite+aiosqlite:///taskyard.db
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test chaos bench run demo clean node
+.PHONY: help venv proto proto-check lint test test-node chaos bench run demo clean node
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,20 @@ lint: venv node ## ruff, mypy --strict, buf lint/format/breaking
 	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
 	  npx buf breaking --against '.git#branch=main'; else echo "buf breaking: no main to compare"; fi
 
-test: venv ## Run the test suite (real broker and worker processes)
+NODE_EXAMPLES := examples/node-worker examples/node-client
+
+# npm ci only when node_modules is missing or older than the package files.
+%/node_modules/.stamp: %/package.json %/package-lock.json
+	cd $* && npm ci --silent --no-audit --no-fund
+	touch $@
+
+test: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-node
 	$(PY) -m pytest -m "not bench and not chaos" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-node
+
+test-node: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the Node.js worker and client examples' own tests
+	cd examples/node-worker && npm test
+	cd examples/node-client && npm test
 
 chaos: venv ## Kill brokers and workers under load; check nothing acknowledged is lost
 	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)
