@@ -8,7 +8,7 @@ TASKYARD_TEST_RECORD, so that tests count executions from outside the process.
 * `conformance.sleep` `{"seconds": s | [s1, s2, ...]}` sleeps `s` (per attempt; the last
   entry repeats) and returns `{"attempt", "worker"}`.
 * `conformance.fail` `{"non_retryable": bool}` fails with type `ConformanceError`.
-* `conformance.wait_cancel` runs until cancelled.
+* `conformance.wait_cancel` runs until told to stop (cancelled, timed out, lease lost).
 """
 
 from __future__ import annotations
@@ -105,4 +105,4 @@ async def wait_cancel(ctx: TaskContext) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        _record("stopped", ctx, "REQUESTED" if ctx.cancelled else "none")
+        _record("stopped", ctx)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conformance.conftest import Workers
 from tests.helpers import Broker
-from worker_sdk import Client, TaskSpec, TaskState
+from worker_sdk import Client, TaskSpec, TaskState, Timeouts
 
 
 async def wait_for(client: Client, task_id: str, *, state: TaskState, **fields: Any) -> None:
@@ -96,7 +96,42 @@ async def test_cancelling_a_running_task_stops_its_handler(
     done = await client.get(task.id)
     assert done.error is not None and done.error.type == "Cancelled"
     # The handler saw the cancellation and returned; it was not left running.
-    assert [line[4] for line in workers.records("stopped", task.id)] == ["REQUESTED"]
+    assert len(workers.records("stopped", task.id)) == 1
+    assert len(workers.records("start", task.id)) == 1
+
+
+async def test_heartbeats_follow_the_tasks_own_heartbeat_timeout(
+    client: Client, workers: Workers
+) -> None:
+    # The broker's default lease is 10 s, so Welcome.heartbeat_interval is 3.3 s; this
+    # task's 1 s heartbeat timeout makes Assignment.heartbeat_interval 1/3 s. A worker
+    # that heartbeats at the session's pace loses the lease and runs the task twice.
+    await workers.start("w1")
+
+    task = await client.submit(
+        "conformance.sleep", {"seconds": 2.5}, timeouts=Timeouts(heartbeat=1)
+    )
+
+    assert await client.wait(task.id, timeout=30) == {"attempt": 1, "worker": "w1"}
+    assert (await client.get(task.id)).attempt == 1
+    assert len(workers.records("start", task.id)) == 1
+
+
+async def test_an_attempt_past_its_execution_timeout_is_stopped_and_reports_nothing(
+    client: Client, workers: Workers
+) -> None:
+    await workers.start("w1")
+
+    task = await client.submit(
+        "conformance.wait_cancel", max_attempts=1, timeouts=Timeouts(execution=1)
+    )
+
+    # The broker records the timeout (a retryable failure; no attempts left here)
+    # and sends TIMED_OUT; the worker stops the handler and reports nothing.
+    await wait_for(client, task.id, state=TaskState.DEAD)
+    done = await client.get(task.id)
+    assert done.error is not None and done.error.type == "ExecutionTimeout"
+    await workers.started[0].wait_for_line(f"task {task.id} ran past its execution timeout")
     assert len(workers.records("start", task.id)) == 1
 
 

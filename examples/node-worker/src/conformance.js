@@ -8,7 +8,7 @@
 //   conformance.sleep        {seconds: s | [s1, s2, ...]}: sleeps s (per attempt; the last
 //                            entry repeats), then returns {attempt, worker}
 //   conformance.fail         {non_retryable: bool}: fails with type ConformanceError
-//   conformance.wait_cancel  runs until cancelled, then stops
+//   conformance.wait_cancel  runs until told to stop (cancelled, timed out, lease lost)
 
 import { appendFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -55,7 +55,7 @@ export function registerConformance(worker) {
     try {
       await ctx.sleep(3_600_000);
     } finally {
-      record('stopped', ctx, ctx.signal.reason?.code ?? 'none');
+      record('stopped', ctx);
     }
   });
   return worker;

@@ -316,7 +316,7 @@ export class Worker extends EventEmitter {
         this.log('WARNING', `broker revoked the lease on task ${job.taskId}; abandoning it`);
         this.#abandon(job, 'LEASE_LOST');
       } else if (item.reason === 'CANCEL_REASON_TIMED_OUT') {
-        this.log('WARNING', `task ${job.taskId} passed its deadline; abandoning it`);
+        this.log('WARNING', `task ${job.taskId} ran past its execution timeout; stopping it`);
         this.#abandon(job, 'TIMED_OUT');
       } else {
         this.#cancel(job);
