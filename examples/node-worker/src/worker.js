@@ -461,7 +461,10 @@ export class Worker extends EventEmitter {
   #flush() {
     const call = this.#call;
     if (!call) return; // kept for the next session (completions) or rebuilt by it
-    for (const message of this.#outbox.messages()) call.write(message);
+    for (const message of this.#outbox.messages()) {
+      call.write(message);
+      this.emit('sent', message);
+    }
     if (this.#drained) {
       this.log('INFO', 'drained; closing the lease stream');
       this.#call = null; // nothing more to write; the broker ends the call

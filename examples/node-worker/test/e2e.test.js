@@ -87,6 +87,36 @@ describe('the example worker, in process', () => {
   });
 });
 
+describe('batching', () => {
+  test('tasks that wait arrive in one message and their results leave together', async () => {
+    const broker = new Broker();
+    await broker.start();
+    const tasks = new Tasks(broker.target);
+    try {
+      const ids = [];
+      for (let i = 0; i < 12; i += 1) ids.push((await tasks.submit('node.echo', { i }, { queue: 'batch' })).id);
+      const worker = register(new Worker({ target: broker.target, queues: ['batch'], concurrency: 12, log: quiet }));
+      const received = [];
+      const sent = [];
+      worker.on('assignments', (n) => received.push(n));
+      worker.on('sent', (message) => sent.push(message));
+      const running = worker.run();
+      for (const id of ids) assert.equal((await tasks.finished(id)).state, 'TASK_STATE_SUCCEEDED');
+      worker.stop();
+      await running;
+      assert.deepEqual(received, [12]);
+      const completions = sent.filter((m) => m.completions).map((m) => m.completions.completions.length);
+      assert.equal(completions.reduce((a, b) => a + b, 0), 12);
+      assert.ok(Math.max(...completions) > 1, `one completion per message: ${completions}`);
+      const credits = sent.filter((m) => m.credit).map((m) => m.credit.credits);
+      assert.ok(Math.max(...credits) > 1, `one credit per message: ${credits}`);
+    } finally {
+      tasks.close();
+      await broker.stop();
+    }
+  });
+});
+
 describe('the example worker as a process', () => {
   let broker;
   let tasks;
