@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { register } from '../src/main.js';
+import { errorReason } from '../src/protocol.js';
 import { Worker } from '../src/worker.js';
 import { Broker, Lines, REPO_ROOT, Tasks, stopProcess } from './helpers.js';
 
@@ -33,6 +34,11 @@ describe('the example worker, in process', () => {
     await running;
     tasks.close();
     await broker.stop();
+  });
+
+  test('a handshake the broker refuses is an error, not an endless reconnect', async () => {
+    const bad = register(new Worker({ target: broker.target, workerId: 'not a valid id!', log: quiet }));
+    await assert.rejects(bad.run(), (error) => errorReason(error) === 'HANDSHAKE_REQUIRED');
   });
 
   test('node.echo returns its JSON payload unchanged', async () => {
