@@ -32,6 +32,16 @@ def _node_problem() -> str | None:
     return None
 
 
+def known_worker_bug(request: pytest.FixtureRequest, language: str, bugs: dict[str, str]) -> None:
+    """Mark this case an expected failure for a worker with a known, reported bug.
+
+    Not strict: the bugs are timing-dependent, and the case must keep running (and
+    pass) for the other worker. Remove the entry once the worker is fixed.
+    """
+    if language in bugs:
+        request.node.add_marker(pytest.mark.xfail(reason=bugs[language], strict=False))
+
+
 @pytest.fixture(params=LANGUAGES)
 def language(request: pytest.FixtureRequest) -> str:
     lang: str = request.param

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conformance.conftest import Workers
+from tests.conformance.conftest import Workers, known_worker_bug
 from tests.conformance.test_lease_protocol import wait_for
 from worker_sdk import Client, TaskState
 
@@ -70,3 +70,35 @@ async def test_a_stalled_workers_stale_result_is_rejected_and_it_keeps_working(
     assert (await client.get(later.id)).worker_id == "stale"
     log = (workers.workdir / "stale.log").read_text()
     assert re.search(rf"LEASE_LOST|revoked the lease on task {task.id}", log), log
+
+
+async def test_a_task_leased_again_to_the_same_worker_replaces_its_stale_attempt(
+    client: Client, workers: Workers, request: pytest.FixtureRequest
+) -> None:
+    known_worker_bug(
+        request,
+        workers.language,
+        {
+            "python": "worker_sdk/_worker.py keys running jobs by task id: _start overwrites "
+            "the stale attempt's entry and _finish pops by task id, so when the stale attempt "
+            "ends it removes the new one, which then never heartbeats and loses its lease "
+            "again and again; and it lets the stale attempt run to its end"
+        },
+    )
+    worker = await workers.start("w1", concurrency=2)
+    # Attempt 1 would take 3 s and attempt 2 takes 5 s, so a worker that let the stale
+    # attempt run would see it end first (wherever the pause lands in it).
+    task = await client.submit("conformance.sleep", {"seconds": [3, 5]})
+    await worker.wait_for_line(f"started task {task.id} attempt 1")
+    await worker.pause()
+    # The lease expires and the broker leases the task again to the only worker with
+    # a free credit: this one, still paused, with the first attempt still running.
+    await wait_for(client, task.id, state=TaskState.RUNNING, attempt=2, worker_id="w1")
+    await worker.resume()
+
+    # The worker stops the stale attempt (a new lease means the old one is gone) and
+    # runs the new one to the end, once.
+    assert await client.wait(task.id, timeout=30) == {"attempt": 2, "worker": "w1"}
+    assert (await client.get(task.id)).attempt == 2
+    assert sorted(line[2] for line in workers.records("start", task.id)) == ["1", "2"]
+    assert [line[2] for line in workers.records("end", task.id)] == ["2"]

@@ -94,6 +94,8 @@ export class Worker extends EventEmitter {
   #handlers = new Map();
   /** @type {Map<string, Job>} task id → running job (lost ones stay until their handler settles) */
   #running = new Map();
+  /** @type {Set<Job>} superseded attempts whose handlers have not settled yet */
+  #superseded = new Set();
   /** @type {Map<string, object>} task id → completion not yet acknowledged */
   #unacked = new Map();
   #outbox = new Outbox();
@@ -226,7 +228,7 @@ export class Worker extends EventEmitter {
       queues: this.queues,
       sdk_language: 'node',
       sdk_version: SDK_VERSION,
-      credits: this.#draining ? 0 : Math.max(this.concurrency - this.#running.size, 0),
+      credits: this.#draining ? 0 : Math.max(this.concurrency - this.#busy(), 0),
       held_leases: held,
     };
   }
@@ -347,6 +349,14 @@ export class Worker extends EventEmitter {
       this.#scheduleFlush();
       return;
     }
+    const previous = this.#running.get(assignment.task_id);
+    if (previous) {
+      // The broker leases a task to one holder at a time: a new lease means the one
+      // this worker still runs is gone (it expired while we were slow or paused).
+      this.log('WARNING', `task ${previous.taskId} was assigned again; abandoning its previous lease`);
+      this.#abandon(previous, 'LEASE_LOST');
+      this.#superseded.add(previous);
+    }
     const job = new Job(assignment, this);
     job.ownHeartbeatMs = durationMs(assignment.heartbeat_interval);
     job.heartbeatMs = job.ownHeartbeatMs || this.#welcomeHeartbeatMs;
@@ -387,6 +397,7 @@ export class Worker extends EventEmitter {
       this.#outbox.heartbeats.delete(job.taskId);
     }
     if (this.#running.get(job.taskId) === job) this.#running.delete(job.taskId);
+    this.#superseded.delete(job);
     if (!job.lost) {
       this.#unacked.set(job.taskId, completion);
       this.#outbox.completions.push(completion);
@@ -483,6 +494,7 @@ export class Worker extends EventEmitter {
       }
     }
     this.#running.clear(); // a handler that ignores its signal cannot be waited for
+    this.#superseded.clear();
     if (this.#unacked.size > 0) {
       // Shutdown must be bounded even when the broker is unreachable: these leases
       // expire and their tasks run again elsewhere.
@@ -493,12 +505,17 @@ export class Worker extends EventEmitter {
   }
 
   #checkDrained() {
-    if (this.#draining && !this.#drained && this.#running.size === 0 && this.#unacked.size === 0) {
+    if (this.#draining && !this.#drained && this.#busy() === 0 && this.#unacked.size === 0) {
       this.#drained = true;
       clearTimeout(this.#graceTimer);
       this.#wakeBackoff();
     }
     this.#scheduleFlush();
+  }
+
+  /** Handlers still holding a slot, including superseded ones. */
+  #busy() {
+    return this.#running.size + this.#superseded.size;
   }
 
   async #sleepUnlessDrained(ms) {
