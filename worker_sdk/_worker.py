@@ -211,6 +211,8 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {self._concurrency}")
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._tick_wake = asyncio.Event()
+        self._tick_period = self._heartbeat_interval
         self._outbox = _Outbox()
         self._drained = asyncio.Event()
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="taskyard")
@@ -376,13 +378,20 @@ class Worker:
                 return
 
     async def _tick(self) -> None:
-        """Heartbeat every lease at its own interval, batched into one message per tick."""
+        """Heartbeat every lease at its own interval, batched into one message per tick.
+
+        The tick runs at half the shortest interval among running tasks; a task
+        that starts with a shorter one wakes it (see _start).
+        """
         while True:
             intervals = [
                 j.heartbeat_interval for j in self._running.values() if j.heartbeat_interval
             ]
             period = min([self._heartbeat_interval, *intervals])
-            await asyncio.sleep(period / 2)
+            self._tick_period = period
+            self._tick_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_wake.wait(), period / 2)
             now = time.monotonic()
             for job in self._running.values():
                 due = (job.heartbeat_interval or self._heartbeat_interval) * 0.9
@@ -473,7 +482,15 @@ class Worker:
             heartbeat_interval=assignment.heartbeat_interval.ToTimedelta().total_seconds(),
             last_heartbeat=time.monotonic(),
         )
+        stale = self._running.get(job.task_id)
+        if stale is not None:
+            # Leased to us again: the broker took the old lease back while the
+            # old attempt still runs here. Only the new lease counts now.
+            log.warning("task %s leased again; abandoning its earlier attempt", job.task_id)
+            self._abandon(stale)
         self._running[job.task_id] = job
+        if job.heartbeat_interval and job.heartbeat_interval < self._tick_period:
+            self._tick_wake.set()
         if assignment.HasField("soft_deadline"):
             job.soft_timer = self._at(assignment.soft_deadline, job.ctx._soft_timeout)
         job.task = asyncio.create_task(self._execute(job))
@@ -519,6 +536,8 @@ class Worker:
         return self._loop.call_later(max(delay, 0.0), callback)
 
     def _finish(self, job: _Job, completion: worker_service_pb2.Completion | None) -> None:
+        # A stale attempt (its task leased to us again) must not touch the new one.
+        current = self._running.get(job.task_id) is job
         if job.soft_timer is not None:
             job.soft_timer.cancel()
         if job.progress_timer is not None:
@@ -526,9 +545,10 @@ class Worker:
             job.progress_timer.cancel()
             if completion is not None and not job.lost:
                 self._queue_progress(job)
-        elif completion is None or job.lost:
+        elif current and (completion is None or job.lost):
             self._outbox.heartbeats.pop(job.task_id, None)
-        self._running.pop(job.task_id, None)
+        if current:
+            del self._running[job.task_id]
         if completion is not None and not job.lost:
             self._unacked[job.task_id] = completion
             self._outbox.completions.append(completion)
@@ -556,7 +576,7 @@ class Worker:
 
     def _queue_progress(self, job: _Job) -> None:
         job.progress_timer = None
-        if job.progress is None or job.lost or job.task_id not in self._running:
+        if job.progress is None or job.lost or self._running.get(job.task_id) is not job:
             return
         heartbeat = pb.Heartbeat(task_id=job.task_id, lease_id=job.lease_id)
         heartbeat.progress.CopyFrom(job.progress)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conformance.conftest import Workers, known_worker_bug
+from tests.conformance.conftest import Workers
 from tests.conformance.test_lease_protocol import wait_for
 from worker_sdk import Client, TaskState
 
@@ -75,16 +75,6 @@ async def test_a_stalled_workers_stale_result_is_rejected_and_it_keeps_working(
 async def test_a_task_leased_again_to_the_same_worker_replaces_its_stale_attempt(
     client: Client, workers: Workers, request: pytest.FixtureRequest
 ) -> None:
-    known_worker_bug(
-        request,
-        workers.language,
-        {
-            "python": "worker_sdk/_worker.py keys running jobs by task id: _start overwrites "
-            "the stale attempt's entry and _finish pops by task id, so when the stale attempt "
-            "ends it removes the new one, which then never heartbeats and loses its lease "
-            "again and again; and it lets the stale attempt run to its end"
-        },
-    )
     worker = await workers.start("w1", concurrency=2)
     # Attempt 1 would take 3 s and attempt 2 takes 5 s, so a worker that let the stale
     # attempt run would see it end first (wherever the pause lands in it).

@@ -11,15 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.conftest import Workers, known_worker_bug
+from tests.conformance.conftest import Workers
 from tests.helpers import Broker
 from worker_sdk import Client, TaskSpec, TaskState, Timeouts
-
-PYTHON_FIRST_HEARTBEAT_BUG = (
-    "worker_sdk/_worker.py Worker._tick computes its sleep from the intervals of the jobs "
-    "running before it sleeps, so a job that starts meanwhile waits up to half of "
-    "Welcome.heartbeat_interval (1.7 s here) for its first heartbeat, past a 1 s timeout"
-)
 
 
 async def wait_for(client: Client, task_id: str, *, state: TaskState, **fields: Any) -> None:
@@ -114,7 +108,6 @@ async def test_heartbeats_follow_the_tasks_own_heartbeat_timeout(
     # The broker's default lease is 10 s, so Welcome.heartbeat_interval is 3.3 s; this
     # task's 1 s heartbeat timeout makes Assignment.heartbeat_interval 1/3 s. A worker
     # that heartbeats at the session's pace loses the lease and runs the task twice.
-    known_worker_bug(request, workers.language, {"python": PYTHON_FIRST_HEARTBEAT_BUG})
     await workers.start("w1")
 
     task = await client.submit(
