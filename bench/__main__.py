@@ -45,6 +45,7 @@ class Args:
     concurrency: int
     json_out: str | None
     scenario: str
+    replicas: int
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -68,15 +69,16 @@ async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def _submit(client: Client, n: int, type_: str = "noop") -> None:
+async def _submit(clients: list[Client], n: int, type_: str = "noop") -> None:
+    """Submit n tasks in batches of 1,000, four in flight, spread over the replicas."""
     batches = [[TaskSpec(type_) for _ in range(min(1000, n - i))] for i in range(0, n, 1000)]
     semaphore = asyncio.Semaphore(4)
 
-    async def one(batch: list[TaskSpec]) -> None:
+    async def one(index: int, batch: list[TaskSpec]) -> None:
         async with semaphore:
-            await client.submit_many(batch)
+            await clients[index % len(clients)].submit_many(batch)
 
-    await asyncio.gather(*(one(b) for b in batches))
+    await asyncio.gather(*(one(i, b) for i, b in enumerate(batches)))
 
 
 class Setup:
@@ -85,14 +87,22 @@ class Setup:
         self.workdir = workdir / f"run{index}"
         self.workdir.mkdir()
         self.db_url = args.db or f"sqlite+aiosqlite:///{self.workdir / 'bench.db'}"
-        self.broker = Broker(db_url=self.db_url, workdir=self.workdir)
+        self.brokers = []
+        for r in range(args.replicas):
+            (self.workdir / f"r{r}").mkdir()
+            self.brokers.append(Broker(db_url=self.db_url, workdir=self.workdir / f"r{r}"))
+        self.broker = self.brokers[0]
         self.workers: list[WorkerProcess] = []
 
     async def __aenter__(self) -> Setup:
         if self.args.db:
             await _reset(self.args.db)
-        await self.broker.start()
+        await self.broker.start()  # the first migrates the schema
+        await asyncio.gather(*(b.start() for b in self.brokers[1:]))
         return self
+
+    def clients(self, timeout: float = 120) -> list[Client]:
+        return [Client(b.target, timeout=timeout) for b in self.brokers]
 
     async def start_workers(self) -> None:
         self.workers = list(
@@ -101,22 +111,29 @@ class Setup:
                     start_worker(
                         self.broker, self.workdir, name=f"bench{i}",
                         concurrency=self.args.concurrency, app="bench.workers:worker",
+                        targets=self._targets(i),
                     )
                     for i in range(self.args.workers)
                 )
             )
         )  # fmt: skip
 
+    def _targets(self, i: int) -> str:
+        """Worker i connects to replica i (mod N) first and fails over to the rest."""
+        n = len(self.brokers)
+        return ",".join(self.brokers[(i + k) % n].target for k in range(n))
+
     async def __aexit__(self, *exc: object) -> None:
         for w in self.workers:
             await w.stop()
-        await self.broker.stop()
+        for b in self.brokers:
+            await b.stop()
 
 
 async def _reset(db_url: str) -> None:
     engine = create_async_engine(normalize_url(db_url))
     async with engine.begin() as conn:
-        for table in ("task_result", "task_payload", "task"):
+        for table in ("task_result", "task_payload", "task_attempt", "maintenance", "task"):
             await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
         await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     await engine.dispose()
@@ -125,21 +142,28 @@ async def _reset(db_url: str) -> None:
 async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
     n = args.tasks
     async with Setup(args, workdir, index) as setup:
-        async with Client(setup.broker.target, timeout=120) as client:
-            t0 = time.perf_counter()
-            await _submit(client, n)
-            submit_rate = n / (time.perf_counter() - t0)
+        clients = setup.clients()
+        t0 = time.perf_counter()
+        await _submit(clients, n)
+        submit_rate = n / (time.perf_counter() - t0)
+        await _close(clients)
         await setup.start_workers()
         first, last = await _wait_done(setup.db_url, n)
         process_rate = n / ((last - first) / 1e6)
     async with Setup(args, workdir, index + 100) as setup:
         await setup.start_workers()
-        async with Client(setup.broker.target, timeout=120) as client:
-            t0 = time.time()
-            await _submit(client, n)
-            _, last = await _wait_done(setup.db_url, n)
-            e2e_rate = n / (last / 1e6 - t0)
+        clients = setup.clients()
+        t0 = time.time()
+        await _submit(clients, n)
+        _, last = await _wait_done(setup.db_url, n)
+        e2e_rate = n / (last / 1e6 - t0)
+        await _close(clients)
     return {"submit_per_s": submit_rate, "process_per_s": process_rate, "e2e_per_s": e2e_rate}
+
+
+async def _close(clients: list[Client]) -> None:
+    for client in clients:
+        await client.close()
 
 
 async def latency(args: Args, workdir: Path, index: int) -> dict[str, float]:
@@ -186,6 +210,7 @@ async def main(args: Args) -> dict[str, Any]:
         workdir = Path(tmp)
         report: dict[str, Any] = {
             "backend": (args.db or "sqlite").split(":")[0],
+            "replicas": args.replicas,
             "tasks": args.tasks,
             "workers": args.workers,
             "worker_concurrency": args.concurrency,
@@ -213,7 +238,12 @@ def _parse() -> Args:
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument("--scenario", choices=["all", "throughput", "latency"], default="all")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
     ns = parser.parse_args()
+    if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
+        parser.error("--replicas needs --db postgresql://...; a SQLite file serves one broker")
     return Args(
         ns.db,
         ns.tasks,
@@ -224,12 +254,14 @@ def _parse() -> Args:
         ns.concurrency,
         ns.json_out,
         ns.scenario,
+        ns.replicas,
     )
 
 
 def _print(report: dict[str, Any]) -> None:
     print(
-        f"backend={report['backend']} tasks={report['tasks']} workers={report['workers']} "
+        f"backend={report['backend']} replicas={report['replicas']} tasks={report['tasks']} "
+        f"workers={report['workers']} "
         f"runs={report['runs']} (median, then each run)"
     )
     for key, value in report.items():

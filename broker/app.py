@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from pathlib import Path
 
 from broker import config_file
@@ -21,6 +22,8 @@ from broker.config import Settings
 from broker.events import TaskEvents
 from broker.loops.committer import Committer
 from broker.loops.dispatcher import Dispatcher
+from broker.loops.listener import Listener
+from broker.loops.notices import Notices
 from broker.loops.ops import Env
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
@@ -59,12 +62,15 @@ async def _serve(
 ) -> None:
     dispatcher = Dispatcher()
     events = TaskEvents()
+    replica_id = uuid.uuid4().hex[:12]
+    replicated = db.backend == "postgresql"
     env = Env(
         clock=clock,
         policy=files.defaults.retry,
         dispatcher=dispatcher,
         events=events,
         due=_NoDue(),
+        notices=Notices(replica_id=replica_id, enabled=replicated),
     )
     committer = Committer(db=db, env=env)
     promoter = Promoter(
@@ -87,12 +93,16 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
 
     committer_task = asyncio.create_task(committer.run(), name="committer")
-    side = [
-        asyncio.create_task(promoter.run(), name="promoter"),
-        asyncio.create_task(reaper.run(), name="reaper"),
-        asyncio.create_task(retention.run(), name="retention"),
-        asyncio.create_task(_poll_ready(dispatcher, settings.promote_poll_s), name="poll"),
-    ]
+    loops = {
+        "promoter": promoter.run(),
+        "reaper": reaper.run(),
+        "retention": retention.run(),
+        "poll": _poll_ready(dispatcher, settings.promote_poll_s),
+    }
+    if replicated:
+        listener = Listener(url=db.url, replica_id=replica_id, dispatcher=dispatcher, events=events)
+        loops["listener"] = listener.run()
+    side = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
     await server.start()
     await set_serving(health, True)
     _announce(settings, port, db.backend)

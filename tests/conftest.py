@@ -1,19 +1,57 @@
-"""Fixtures: a real broker process per test on a temporary SQLite file."""
+"""Fixtures: a real broker process per test, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.databases import PostgresDatabases
 from tests.helpers import Broker
 from worker_sdk import Client
 
+_postgres = PostgresDatabases()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of SQLite-only behaviour (file locks, file sizes) exist only on SQLite."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("backend") if params else None
+        only = item.get_closest_marker("sqlite_only") is not None
+        (drop if only and backend == "postgresql" else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_template() -> Iterator[None]:
+    yield
+    import asyncio
+
+    asyncio.run(_postgres.close())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test; every broker-based test runs on both."""
+    return str(request.param)
+
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'taskyard.db'}"
+async def db_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'taskyard.db'}"
+        return
+    url = await _postgres.create()
+    try:
+        yield url
+    finally:
+        await _postgres.drop(url)
 
 
 @pytest.fixture

@@ -192,10 +192,12 @@ async def start_worker(
     env: dict[str, str] | None = None,
     queues: str | None = None,
     wait_connected: bool = True,
+    targets: str | None = None,
 ) -> WorkerProcess:
+    """Start `taskyard worker APP`; `targets` (comma-separated) overrides the broker's address."""
     args = [
         sys.executable, "-m", "broker", "worker", app,
-        "--target", broker.target,
+        "--target", targets or broker.target,
         "--concurrency", str(concurrency),
         "--worker-id", name,
     ]  # fmt: skip

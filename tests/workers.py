@@ -139,3 +139,19 @@ async def chaos(ctx: TaskContext) -> Any:
     _record("run", ctx, time.time())
     await asyncio.sleep(0.02)
     return ctx.payload
+
+
+_in_flight = 0
+
+
+@worker.task("counted")
+async def counted(ctx: TaskContext) -> Any:
+    """Record each run with how many handlers of this process were running at its start."""
+    global _in_flight
+    _in_flight += 1
+    try:
+        _record("run", ctx, time.time(), _in_flight)
+        await asyncio.sleep(float((ctx.payload or {}).get("seconds", 0.005)))
+    finally:
+        _in_flight -= 1
+    return ctx.payload

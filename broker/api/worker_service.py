@@ -215,7 +215,7 @@ class Session:
                 expires = kept[ref.task_id]
                 timeout = expires - self._rt.clock.now_us()
                 self._leases[ref.task_id] = _Lease(ref.lease_id, expires, max(timeout, 1))
-        self._rt.dispatcher.adopt(self, kept)
+        self._rt.dispatcher.adopt(self, [r for r in refs if r.task_id in kept])
         return [item for item in held if item.task_id not in kept]
 
     def _welcome(
@@ -317,7 +317,7 @@ class Session:
             return  # the worker heartbeats again; the lease is not extended meanwhile
         results = future.result()
         by_id = {a.task_id: a for a in acks}
-        adopted = []
+        adopted: list[LeaseRef] = []
         for item in slow:
             ack, result = by_id[item.task_id], results[item.task_id]
             if not result.ok:
@@ -329,7 +329,7 @@ class Session:
                 # Leased by another session or replica; it lives here now.
                 lease = _Lease(item.lease_id, result.expires, result.expires - now)
                 self._leases[item.task_id] = lease
-                adopted.append(item.task_id)
+                adopted.append(LeaseRef(item.task_id, item.lease_id))
             lease.expires = result.expires
             lease.cancel_requested = lease.cancel_requested or result.cancel_requested
             convert.set_timestamp(ack.lease_expire_time, result.expires)
@@ -394,7 +394,7 @@ class Session:
             if lease_id is not None and lease is not None:
                 ends.append(released(LeaseRef(ref.task_id, lease_id)))
         if ends:
-            self._rt.dispatcher.ended([e.task_id for e in ends])
+            self._rt.dispatcher.ended([LeaseRef(e.task_id, e.lease_id) for e in ends])
             self._rt.committer.submit(EndLeases(ends))
 
 

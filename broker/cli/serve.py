@@ -160,7 +160,7 @@ def db_upgrade(db: str) -> None:
     """Migrate the schema to the revision this version needs."""
     from broker.store import database
 
-    async def _run() -> tuple[str | None, str]:
+    async def _run() -> tuple[str | None, str | None]:
         handle = database.open_database(db)
         try:
             return await database.upgrade(handle)

@@ -74,9 +74,11 @@ class Committer:
             plans = env.dispatcher.plan() if claims else []
             if plans:
                 await env.dispatcher.claim(conn, plans, now)
+            await env.notices.flush(conn)
             await conn.commit()
         except Exception as exc:
             env.dispatcher.abandon(plans)
+            env.notices.discard()
             await self._drop_connection()
             if plans and ops:
                 # Claims must never sink the writes they rode along with.
@@ -84,11 +86,13 @@ class Committer:
                 return await self._commit(ops, claims=False)
             return await self._recover(ops, exc)
         self.commits += 1
-        self._handoff(plans)
         for op, result in zip(ops, results, strict=True):
             if not op.future.done():
                 op.future.set_result(result)
             op.after_commit(result, env)
+        # After the ops' effects: a lease that ended in this commit is stopped
+        # before its task is handed to its next holder.
+        self._handoff(plans)
         return True
 
     async def _connection(self) -> AsyncConnection:

@@ -78,7 +78,10 @@ class Dispatcher:
     def __init__(self, *, rng: random.Random | None = None) -> None:
         self._slots: dict[str, _Slot] = {}
         self._generation: dict[str, int] = {}
-        self._owners: dict[str, LeaseHolder] = {}
+        # task id -> (session, lease id) for every lease this replica handed out
+        # or adopted; every lookup checks the lease id, since a task can be
+        # leased again while word of its previous lease is still on its way.
+        self._owners: dict[str, tuple[LeaseHolder, int]] = {}
         self._rng = rng or random.Random()
         self._turn = 0
         self._frozen = False
@@ -99,7 +102,7 @@ class Dispatcher:
         self._slots.pop(holder.key, None)
         refs = holder.held_leases()
         for ref in refs:
-            if self._owners.get(ref.task_id) is holder:
+            if self._owners.get(ref.task_id) == (holder, ref.lease_id):
                 del self._owners[ref.task_id]
         return refs
 
@@ -260,30 +263,31 @@ class Dispatcher:
                 orphans.extend(LeaseRef(c.id, c.lease_id) for c in p.claimed)
                 continue
             for c in p.claimed:
-                self._owners[c.id] = holder
+                self._owners[c.id] = (holder, c.lease_id)
             holder.deliver(p.claimed)
         return orphans
 
     # --- Routing of lease events -----------------------------------------------------------
 
-    def adopt(self, holder: LeaseHolder, task_ids: Iterable[str]) -> None:
-        for task_id in task_ids:
-            self._owners[task_id] = holder
+    def adopt(self, holder: LeaseHolder, refs: Iterable[LeaseRef]) -> None:
+        for ref in refs:
+            self._owners[ref.task_id] = (holder, ref.lease_id)
 
-    def ended(self, task_ids: Iterable[str]) -> None:
-        for task_id in task_ids:
-            self._owners.pop(task_id, None)
-
-    def owner(self, task_id: str) -> LeaseHolder | None:
-        return self._owners.get(task_id)
+    def ended(self, refs: Iterable[LeaseRef]) -> None:
+        for ref in refs:
+            owner = self._owners.get(ref.task_id)
+            if owner is not None and owner[1] == ref.lease_id:
+                del self._owners[ref.task_id]
 
     def stop(self, refs: Iterable[LeaseRef], reason: StopReason) -> None:
+        """Tell the sessions holding these leases to stop them (if they still do)."""
         for ref in refs:
-            holder = self._owners.get(ref.task_id)
-            if holder is not None:
-                if reason is not StopReason.CANCEL_REQUESTED:
-                    del self._owners[ref.task_id]
-                holder.stop_lease(ref, reason)
+            owner = self._owners.get(ref.task_id)
+            if owner is None or owner[1] != ref.lease_id:
+                continue
+            if reason is not StopReason.CANCEL_REQUESTED:
+                del self._owners[ref.task_id]
+            owner[0].stop_lease(ref, reason)
 
     @property
     def sessions(self) -> int:

@@ -9,17 +9,18 @@ Time-driven and operator ops live in `upkeep.py`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.clock import Clock
-from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
+from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.loops.dispatcher import Dispatcher, StopReason
+from broker.loops.notices import Notices
 from broker.store import leases, tasks
 
 R = TypeVar("R")
@@ -42,6 +43,14 @@ class Env:
     dispatcher: Dispatcher
     events: EventSink
     due: DueSink
+    notices: Notices
+
+    def ready(self, queues: Iterable[str]) -> None:
+        """Tasks became claimable in these queues: wake this replica and the others."""
+        queues = set(queues)
+        if queues:
+            self.dispatcher.mark_ready(queues)
+            self.notices.ready(queues)
 
 
 class Op(Generic[R]):
@@ -80,6 +89,8 @@ class CreateTasks(Op[list[str]]):
     def __init__(self, new: Sequence[NewTask]) -> None:
         super().__init__()
         self.tasks = new
+        # Tasks of this op that were inserted already leased to an idle worker.
+        self.leased: dict[str, Claimed] = {}
 
     @classmethod
     async def apply_all(
@@ -88,11 +99,13 @@ class CreateTasks(Op[list[str]]):
         new = [t for op in ops for t in op.tasks]
         fresh = [t for t in new if t.request_id is None and t.initial_state is TaskState.PENDING]
         leased = env.dispatcher.hand_off(fresh, now) if fresh else {}
+        for op in ops:
+            op.leased = {t.id: leased[t.id] for t in op.tasks if t.id in leased}
         ids = await tasks.insert_tasks(conn, new, leased)
         ready = {
             t.queue for t in new if t.initial_state is TaskState.PENDING and t.id not in leased
         }
-        env.dispatcher.mark_ready(ready)
+        env.ready(ready)
         delayed = [t.run_at for t in new if t.initial_state is TaskState.SCHEDULED]
         if delayed:
             env.due.due_at(min(delayed))
@@ -111,7 +124,11 @@ class CancelTask(Op[tasks.CancelOutcome]):
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[CancelTask], env: Env, now: int
     ) -> list[tasks.CancelOutcome]:
-        return [await tasks.cancel(conn, op.task_id, reason=op.reason, now=now) for op in ops]
+        outcomes = [await tasks.cancel(conn, op.task_id, reason=op.reason, now=now) for op in ops]
+        for outcome in outcomes:
+            if outcome.lease is not None:
+                env.notices.cancel(outcome.lease)
+        return outcomes
 
     def after_commit(self, result: tasks.CancelOutcome, env: Env) -> None:
         if result.lease is not None:
@@ -154,15 +171,19 @@ class EndLeases(Op[list[leases.Ended | None]]):
         return split([len(op.ends) for op in ops], results)
 
     def after_commit(self, result: list[leases.Ended | None], env: Env) -> None:
-        ended = [e.task_id for e in result if e is not None]
+        ended = [
+            LeaseRef(end.task_id, end.lease_id)
+            for end, outcome in zip(self.ends, result, strict=True)
+            if outcome is not None
+        ]
         env.dispatcher.ended(ended)
-        env.events.state_changed(ended)
+        env.events.state_changed([r.task_id for r in ended])
 
 
 def route_ended(results: Sequence[leases.Ended | None], env: Env) -> None:
     """Tasks coming back for another attempt wake the dispatcher or the promoter."""
     ready = {e.queue for e in results if e is not None and e.state is TaskState.PENDING}
-    env.dispatcher.mark_ready(ready)
+    env.ready(ready)
     waits = [
         e.run_at
         for e in results

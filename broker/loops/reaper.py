@@ -15,7 +15,7 @@ import logging
 import random
 
 from broker.loops.committer import Committer
-from broker.loops.upkeep import ExpireLeases, ExpireTasks, TimeOutAttempts
+from broker.loops.upkeep import ClaimTick, ExpireLeases, ExpireTasks, TimeOutAttempts
 
 BATCH = 1000
 log = logging.getLogger(__name__)
@@ -28,8 +28,14 @@ class Reaper:
         self.expired = 0
 
     async def run(self) -> None:
+        # With several replicas each sweeps on its own timer, but only the one
+        # that wins the tick's compare-and-set does the work.
+        tick = ClaimTick("reaper", int(self._interval * 0.8 * 1_000_000))
         while True:
             try:
+                if not await self._committer.submit(tick.fresh()):
+                    await asyncio.sleep(self._interval * random.uniform(0.8, 1.2))
+                    continue
                 # Submitted together, the three sweeps share one transaction.
                 lost, timed_out, expired = await asyncio.gather(
                     self._committer.submit(ExpireLeases(BATCH)),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from broker.clock import MICROS, Clock
 from broker.core.task_state import TaskState
 from broker.loops.committer import Committer
-from broker.loops.upkeep import ForgetRequestIds, Purge
+from broker.loops.upkeep import ClaimTick, ForgetRequestIds, Purge
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,11 @@ class RetentionLoop:
         self.purged = 0
 
     async def run(self) -> None:
+        tick = ClaimTick("retention", int(self._interval * 0.8 * MICROS))
         while True:
             try:
-                await self.sweep()
+                if await self._committer.submit(tick.fresh()):
+                    await self.sweep()
             except Exception:
                 log.exception("retention sweep failed; retrying later")
             await asyncio.sleep(self._interval)

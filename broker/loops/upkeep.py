@@ -30,7 +30,7 @@ class PromoteDue(Op[list[str]]):
         cls, conn: AsyncConnection, ops: Sequence[PromoteDue], env: Env, now: int
     ) -> list[list[str]]:
         promoted = await maintenance.promote_due(conn, now=now, limit=max(o.limit for o in ops))
-        env.dispatcher.mark_ready({queue for _, queue in promoted})
+        env.ready(queue for _, queue in promoted)
         return [[task_id for task_id, _ in promoted]] + [[] for _ in ops[1:]]
 
     def after_commit(self, result: list[str], env: Env) -> None:
@@ -144,7 +144,7 @@ class RetryFinished(Op[list[str]]):
                 found = [await tasks.get_task(conn, i, full=False) for i in op.task_ids]
                 records = [r for r in found if r is not None]
             retried = await maintenance.retry_tasks(conn, records, now=now)
-            env.dispatcher.mark_ready({r.queue for r in retried})
+            env.ready(r.queue for r in retried)
             out.append([r.task_id for r in retried])
         return out
 
@@ -208,5 +208,29 @@ class ForgetRequestIds(Op[int]):
             await maintenance.forget_request_ids(
                 conn, created_before=op.created_before, limit=op.limit
             )
+            for op in ops
+        ]
+
+
+class ClaimTick(Op[bool]):
+    """Win a background duty's tick, so that replicas do not all run it (see claim_tick)."""
+
+    order = 5
+
+    def __init__(self, name: str, interval_us: int) -> None:
+        super().__init__()
+        self.name = name
+        self.interval_us = interval_us
+
+    def fresh(self) -> ClaimTick:
+        """A new op for the next tick (an op's future resolves once)."""
+        return ClaimTick(self.name, self.interval_us)
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[ClaimTick], env: Env, now: int
+    ) -> list[bool]:
+        return [
+            await maintenance.claim_tick(conn, name=op.name, now=now, interval_us=op.interval_us)
             for op in ops
         ]

@@ -146,10 +146,10 @@ def _current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _upgrade(connection: sa.Connection) -> None:
+def _upgrade(connection: sa.Connection, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(_alembic_config(connection), "head")
+    command.upgrade(_alembic_config(connection), revision)
 
 
 async def current_revision(db: Database) -> str | None:
@@ -184,13 +184,15 @@ async def ensure_schema(db: Database, *, auto_migrate: bool) -> str:
     return head
 
 
-async def upgrade(db: Database) -> tuple[str | None, str]:
+async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate to `revision`; returns the revision before and after."""
     async with db.writer.connect() as conn:
         before = await conn.run_sync(_current_revision)
-        await _run_upgrade(conn)
-    return before, head_revision()
+        await _run_upgrade(conn, revision)
+        after = await conn.run_sync(_current_revision)
+    return before, after
 
 
-async def _run_upgrade(conn: AsyncConnection) -> None:
-    await conn.run_sync(_upgrade)
+async def _run_upgrade(conn: AsyncConnection, revision: str = "head") -> None:
+    await conn.run_sync(_upgrade, revision)
     await conn.commit()

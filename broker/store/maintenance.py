@@ -9,10 +9,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
+from broker.store.schema import maintenance as maintenance_table
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
 from broker.store.tasks import _last_attempt, _record, is_pg
 
@@ -214,3 +216,19 @@ async def grant_restart_grace(conn: AsyncConnection, *, until: int) -> int:
         .values(lease_expires_at=until)
     )
     return int(result.rowcount or 0)
+
+
+async def claim_tick(conn: AsyncConnection, *, name: str, now: int, interval_us: int) -> bool:
+    """Win this duty's tick if nobody ran it within the interval (leaderless, any replica)."""
+    won = await conn.execute(
+        sa.update(maintenance_table)
+        .where(maintenance_table.c.name == name, maintenance_table.c.ran_at <= now - interval_us)
+        .values(ran_at=now)
+    )
+    if won.rowcount:
+        return True
+    insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(maintenance_table)
+    created = await conn.execute(
+        insert.values(name=name, ran_at=now).on_conflict_do_nothing(index_elements=["name"])
+    )
+    return bool(created.rowcount)

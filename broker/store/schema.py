@@ -162,3 +162,12 @@ task_attempt = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("error_details", sa.Text),
 )
+
+# One row per background duty; a replica runs a tick only if it wins the
+# compare-and-set on ran_at (see store.maintenance.claim_tick).
+maintenance = sa.Table(
+    "maintenance",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("ran_at", sa.BigInteger, nullable=False),
+)

@@ -100,6 +100,7 @@ async def test_worker_keeps_its_task_across_a_broker_restart(
     await worker.stop()
 
 
+@pytest.mark.sqlite_only
 async def test_a_second_broker_on_the_same_sqlite_file_is_refused(
     broker: Broker, tmp_path: Path
 ) -> None:
