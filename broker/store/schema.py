@@ -77,6 +77,9 @@ task = sa.Table(
     sa.Column("soft_timeout_us", sa.BigInteger),
     sa.Column("expire_at", sa.BigInteger),
     sa.Column("deadline_at", sa.BigInteger),
+    # Flow control and tracing (revision 0004).
+    sa.Column("concurrency_key", sa.String(200)),
+    sa.Column("trace_context", sa.Text),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
@@ -116,6 +119,19 @@ task = sa.Table(
         "expire_at",
         sqlite_where=sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"),
         postgresql_where=sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_task_key_running",
+        "concurrency_key",
+        sqlite_where=sa.text("state = 3 AND concurrency_key IS NOT NULL"),
+        postgresql_where=sa.text("state = 3 AND concurrency_key IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_task_pending_age",
+        "queue",
+        "run_at",
+        sqlite_where=sa.text("state = 2"),
+        postgresql_where=sa.text("state = 2"),
     ),
     sa.Index(
         "ix_task_finished",
@@ -170,4 +186,81 @@ maintenance = sa.Table(
     metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("ran_at", sa.BigInteger, nullable=False),
+)
+
+# Queues as resources (revision 0004). A row appears on a queue's first
+# submission (explicit=False) or by CreateQueue; NULL limits mean none.
+queue = sa.Table(
+    "queue",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pause_note", sa.Text),
+    sa.Column("max_concurrency", sa.Integer),
+    sa.Column("rate_limit", sa.Integer),
+    sa.Column("rate_interval_us", sa.BigInteger),
+    sa.Column("rate_tokens", sa.Float),
+    sa.Column("rate_updated_at", sa.BigInteger),
+    sa.Column("concurrency_key_limit", sa.Integer),
+    sa.Column("max_depth", sa.BigInteger),
+    sa.Column("options", sa.Text),
+    sa.Column("retention", sa.Text),
+    sa.Column("explicit", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Tasks per (queue, state), kept in the same transactions that move tasks, so
+# live statistics never scan the task table.
+queue_count = sa.Table(
+    "queue_count",
+    metadata,
+    sa.Column("queue", sa.String(200), primary_key=True),
+    sa.Column("state", sa.SmallInteger, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+STAT_COUNTERS = (
+    "submitted", "started", "succeeded", "failed", "cancelled", "expired",
+    "retried", "lost", "run_count", "run_sum_us", "wait_count", "wait_sum_us",
+)  # fmt: skip
+
+# Per-minute rollups by queue and type, and duration histograms beside them.
+task_stat = sa.Table(
+    "task_stat",
+    metadata,
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("queue", sa.String(200), primary_key=True),
+    sa.Column("type", sa.String(200), primary_key=True),
+    *[sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in STAT_COUNTERS],
+)
+
+task_stat_hist = sa.Table(
+    "task_stat_hist",
+    metadata,
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("queue", sa.String(200), primary_key=True),
+    sa.Column("type", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.SmallInteger, primary_key=True),  # 1: run time, 2: wait
+    sa.Column("slot", sa.SmallInteger, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+# Connected worker sessions, refreshed by the replica that holds each stream.
+worker_session = sa.Table(
+    "worker_session",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("worker_id", sa.String(200), nullable=False),
+    sa.Column("replica_id", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(200)),
+    sa.Column("sdk", sa.String(200)),
+    sa.Column("task_types", sa.Text, nullable=False),
+    sa.Column("queues", sa.Text, nullable=False),
+    sa.Column("connected_at", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.BigInteger, nullable=False),
+    sa.Column("credits", sa.Integer, nullable=False),
+    sa.Column("in_flight", sa.Integer, nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_worker_session_worker", "worker_id"),
 )

@@ -436,6 +436,26 @@ class Task(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -459,6 +479,8 @@ class Task(_message.Message):
     TIMEOUTS_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     LEASE_LOSSES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique, time-sortable identifier (a ULID: 26 characters of Crockford
     base32 whose order is creation order). Output only.
@@ -494,6 +516,10 @@ class Task(_message.Message):
     """The idempotency key the task was created with, if any. Output only."""
     lease_losses: _builtins.int
     """How many times the task lost its lease. Output only."""
+    concurrency_key: _builtins.str
+    """Tasks with the same key in a queue with `concurrency_key_limit` K run at
+    most K at a time (e.g. a customer id). Up to 200 characters.
+    """
     @_builtins.property
     def payload(self) -> _payload_pb2.Payload:
         """The input handed to the worker."""
@@ -546,6 +572,12 @@ class Task(_message.Message):
         Output only.
         """
 
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context (`traceparent`, `tracestate`) of the submitter, so that
+        the worker's span joins the submitter's trace. Set by the SDKs.
+        """
+
     def __init__(
         self,
         *,
@@ -572,10 +604,12 @@ class Task(_message.Message):
         timeouts: Global___TaskTimeouts | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         lease_losses: _builtins.int = ...,
+        concurrency_key: _builtins.str = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "payload", b"payload", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "lease_losses", b"lease_losses", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "lease_losses", b"lease_losses", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "trace_context", b"trace_context", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

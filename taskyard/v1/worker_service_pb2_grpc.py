@@ -40,6 +40,21 @@ class WorkerServiceStub:
                 request_serializer=taskyard_dot_v1_dot_worker__service__pb2.LeaseRequest.SerializeToString,
                 response_deserializer=taskyard_dot_v1_dot_worker__service__pb2.LeaseResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/taskyard.v1.WorkerService/ListWorkers',
+                request_serializer=taskyard_dot_v1_dot_worker__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_worker__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetWorker = channel.unary_unary(
+                '/taskyard.v1.WorkerService/GetWorker',
+                request_serializer=taskyard_dot_v1_dot_worker__service__pb2.GetWorkerRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_worker__service__pb2.GetWorkerResponse.FromString,
+                _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/taskyard.v1.WorkerService/DrainWorker',
+                request_serializer=taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -71,6 +86,34 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """ListWorkers returns the workers connected to any replica, by worker id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorker(self, request, context):
+        """GetWorker returns one connected worker.
+
+        Errors: NOT_FOUND (`WORKER_NOT_FOUND`) when no worker with that id is
+        connected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainWorker(self, request, context):
+        """DrainWorker stops giving a worker new tasks; it finishes what it holds
+        and is told with a `drain` message. Draining lasts for the worker's
+        current connections.
+
+        Errors: NOT_FOUND (`WORKER_NOT_FOUND`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +121,21 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Lease,
                     request_deserializer=taskyard_dot_v1_dot_worker__service__pb2.LeaseRequest.FromString,
                     response_serializer=taskyard_dot_v1_dot_worker__service__pb2.LeaseResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=taskyard_dot_v1_dot_worker__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_worker__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorker,
+                    request_deserializer=taskyard_dot_v1_dot_worker__service__pb2.GetWorkerRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_worker__service__pb2.GetWorkerResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -108,6 +166,87 @@ class WorkerService:
             '/taskyard.v1.WorkerService/Lease',
             taskyard_dot_v1_dot_worker__service__pb2.LeaseRequest.SerializeToString,
             taskyard_dot_v1_dot_worker__service__pb2.LeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.WorkerService/ListWorkers',
+            taskyard_dot_v1_dot_worker__service__pb2.ListWorkersRequest.SerializeToString,
+            taskyard_dot_v1_dot_worker__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.WorkerService/GetWorker',
+            taskyard_dot_v1_dot_worker__service__pb2.GetWorkerRequest.SerializeToString,
+            taskyard_dot_v1_dot_worker__service__pb2.GetWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.WorkerService/DrainWorker',
+            taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerRequest.SerializeToString,
+            taskyard_dot_v1_dot_worker__service__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,21 @@ class WorkerServiceStub:
     the first message is not `hello` or is incomplete; UNAVAILABLE
     (`SHUTTING_DOWN`) when the broker stops.
     """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.ListWorkersRequest, _worker_service_pb2.ListWorkersResponse]
+    """ListWorkers returns the workers connected to any replica, by worker id."""
+    GetWorker: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.GetWorkerRequest, _worker_service_pb2.GetWorkerResponse]
+    """GetWorker returns one connected worker.
+
+    Errors: NOT_FOUND (`WORKER_NOT_FOUND`) when no worker with that id is
+    connected.
+    """
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.DrainWorkerRequest, _worker_service_pb2.DrainWorkerResponse]
+    """DrainWorker stops giving a worker new tasks; it finishes what it holds
+    and is told with a `drain` message. Draining lasts for the worker's
+    current connections.
+
+    Errors: NOT_FOUND (`WORKER_NOT_FOUND`).
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -80,6 +95,21 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     Errors (ending the stream): INVALID_ARGUMENT (`HANDSHAKE_REQUIRED`) when
     the first message is not `hello` or is incomplete; UNAVAILABLE
     (`SHUTTING_DOWN`) when the broker stops.
+    """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.ListWorkersRequest, _worker_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """ListWorkers returns the workers connected to any replica, by worker id."""
+    GetWorker: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.GetWorkerRequest, _worker_service_pb2.GetWorkerResponse]  # type: ignore[assignment]
+    """GetWorker returns one connected worker.
+
+    Errors: NOT_FOUND (`WORKER_NOT_FOUND`) when no worker with that id is
+    connected.
+    """
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.DrainWorkerRequest, _worker_service_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """DrainWorker stops giving a worker new tasks; it finishes what it holds
+    and is told with a `drain` message. Draining lasts for the worker's
+    current connections.
+
+    Errors: NOT_FOUND (`WORKER_NOT_FOUND`).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -110,6 +140,39 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors (ending the stream): INVALID_ARGUMENT (`HANDSHAKE_REQUIRED`) when
         the first message is not `hello` or is incomplete; UNAVAILABLE
         (`SHUTTING_DOWN`) when the broker stops.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _worker_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.ListWorkersResponse, _abc.Awaitable[_worker_service_pb2.ListWorkersResponse]]:
+        """ListWorkers returns the workers connected to any replica, by worker id."""
+
+    @_abc_1.abstractmethod
+    def GetWorker(
+        self,
+        request: _worker_service_pb2.GetWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.GetWorkerResponse, _abc.Awaitable[_worker_service_pb2.GetWorkerResponse]]:
+        """GetWorker returns one connected worker.
+
+        Errors: NOT_FOUND (`WORKER_NOT_FOUND`) when no worker with that id is
+        connected.
+        """
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _worker_service_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.DrainWorkerResponse, _abc.Awaitable[_worker_service_pb2.DrainWorkerResponse]]:
+        """DrainWorker stops giving a worker new tasks; it finishes what it holds
+        and is told with a `drain` message. Draining lasts for the worker's
+        current connections.
+
+        Errors: NOT_FOUND (`WORKER_NOT_FOUND`).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
