@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from broker import config_file
+from broker.api.worker_registry import drain_local
 from broker.clock import MICROS, Clock, SystemClock
 from broker.config import Settings
 from broker.events import TaskEvents
@@ -27,11 +28,14 @@ from broker.loops.notices import Notices
 from broker.loops.ops import Env
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
+from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
+from broker.queue_registry import QueueRegistry
 from broker.runtime import Runtime
 from broker.server import build_server, set_serving
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
+from broker.telemetry import setup as telemetry_setup
 
 log = logging.getLogger("taskyard.broker")
 
@@ -60,10 +64,18 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
 async def _serve(
     settings: Settings, files: config_file.FileConfig, clock: Clock, db: Database, schema: str
 ) -> None:
-    dispatcher = Dispatcher()
+    queues = QueueRegistry(db=db, defaults=files.defaults)
+    await queues.load()
+    dispatcher = Dispatcher(queues=queues)
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
+    observe = telemetry_setup.start(
+        metrics_listen=settings.metrics_listen,
+        otlp_endpoint=settings.otlp_endpoint,
+        db=db,
+        dispatcher=dispatcher,
+    )
     env = Env(
         clock=clock,
         policy=files.defaults.retry,
@@ -71,6 +83,8 @@ async def _serve(
         events=events,
         due=_NoDue(),
         notices=Notices(replica_id=replica_id, enabled=replicated),
+        queues=queues,
+        metrics=observe.sink,
     )
     committer = Committer(db=db, env=env)
     promoter = Promoter(
@@ -84,7 +98,18 @@ async def _serve(
         policy=files.retention,
         interval_s=settings.retention_interval_s,
     )
-    runtime = Runtime(settings, clock, db, committer, dispatcher, events, schema, files.defaults)
+    runtime = Runtime(
+        settings,
+        clock,
+        db,
+        committer,
+        dispatcher,
+        events,
+        schema,
+        files.defaults,
+        queues,
+        replica_id=replica_id,
+    )
     server, health, port = build_server(runtime)
 
     stop = asyncio.Event()
@@ -98,9 +123,21 @@ async def _serve(
         "reaper": reaper.run(),
         "retention": retention.run(),
         "poll": _poll_ready(dispatcher, settings.promote_poll_s),
+        "queues": queues.run(),
+        "registry": RegistryLoop(
+            committer=committer,
+            clock=clock,
+            snapshot=lambda: [s.row() for s in runtime.sessions.values()],  # type: ignore[attr-defined]
+        ).run(),
     }
     if replicated:
-        listener = Listener(url=db.url, replica_id=replica_id, dispatcher=dispatcher, events=events)
+        listener = Listener(
+            url=db.url,
+            replica_id=replica_id,
+            dispatcher=dispatcher,
+            events=events,
+            drain=lambda worker_id: drain_local(runtime, worker_id),
+        )
         loops["listener"] = listener.run()
     side = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
     await server.start()
@@ -125,6 +162,7 @@ async def _serve(
     with contextlib.suppress(asyncio.CancelledError):
         await committer_task
     await asyncio.gather(*side, stopper, return_exceptions=True)
+    await observe.shutdown()
     for task in crashed:
         if not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"{task.get_name()} loop failed") from task.exception()

@@ -44,6 +44,11 @@ class TaskNotFound(NotFound):
         super().__init__(f"no task with id {task_id!r}; it may never have existed or been purged")
 
 
+class AlreadyExists(TaskyardError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
 class FailedPrecondition(TaskyardError):
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "FAILED_PRECONDITION"
@@ -56,6 +61,16 @@ class LeaseLost(FailedPrecondition):
 class ResourceExhausted(TaskyardError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
+
+
+class QueueFull(ResourceExhausted):
+    reason = "QUEUE_FULL"
+
+    def __init__(self, queue: str, max_depth: int | None) -> None:
+        super().__init__(
+            f"queue {queue!r} holds its maximum of {max_depth} waiting tasks; retry when it has "
+            "drained, or raise its max_depth (taskyard queue update)"
+        )
 
 
 class Unavailable(TaskyardError):

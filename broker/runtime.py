@@ -10,6 +10,7 @@ from broker.core.options import Defaults
 from broker.events import TaskEvents
 from broker.loops.committer import Committer
 from broker.loops.dispatcher import Dispatcher
+from broker.queue_registry import QueueRegistry
 from broker.store.database import Database
 
 
@@ -23,5 +24,7 @@ class Runtime:
     events: TaskEvents
     schema_version: str
     defaults: Defaults
+    queues: QueueRegistry
+    replica_id: str = ""
     shutting_down: bool = False
     sessions: dict[str, object] = field(default_factory=dict)

@@ -6,12 +6,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from broker.api.queue_service import QueueService
+from broker.api.stats_service import StatsService
 from broker.api.system_service import SystemService
 from broker.api.task_service import TaskService
 from broker.api.worker_service import WorkerService
 from broker.errors import ConfigError
 from broker.runtime import Runtime
 from taskyard.v1 import (
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
     task_service_pb2,
@@ -24,6 +30,8 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
 )
 
 
@@ -44,6 +52,8 @@ def build_server(runtime: Runtime) -> tuple[grpc.aio.Server, health.aio.HealthSe
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(runtime), server)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(runtime), server)
+    stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsService(runtime), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 
 from google.protobuf import timestamp_pb2
 
@@ -12,7 +13,7 @@ from broker.api import options
 from broker.config import Limits, Settings
 from broker.core import validation
 from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
-from broker.core.options import Defaults
+from broker.core.options import Defaults, TaskOptions
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
@@ -45,6 +46,7 @@ def new_task(
     now: int,
     settings: Settings,
     defaults: Defaults,
+    queue_options: Callable[[str], TaskOptions] | None = None,
 ) -> NewTask:
     limits = settings.limits
     spec = request.task
@@ -59,7 +61,18 @@ def new_task(
         validation.name(
             "retry_policy.non_retryable_error_types[]", name, limits, reason="INVALID_RETRY_POLICY"
         )
-    policy, timeouts = defaults.resolve(options.task_options(spec), queue=queue, type_=type_)
+    policy, timeouts = defaults.resolve(
+        options.task_options(spec),
+        queue=queue,
+        type_=type_,
+        queue_options=queue_options(queue) if queue_options else None,
+    )
+    key = spec.concurrency_key
+    if len(key) > limits.max_string:
+        raise InvalidArgument(
+            f"task.concurrency_key is {len(key)} characters; the limit is {limits.max_string}",
+            reason="INVALID_CONCURRENCY_KEY",
+        )
     return NewTask(
         id=new_ulid(),
         type=type_,
@@ -73,7 +86,26 @@ def new_task(
         request_id=validation.request_id(request.request_id, limits),
         retry_policy=None if policy == defaults.retry else policy.to_json(),
         timeouts=timeouts,
+        concurrency_key=key or None,
+        trace_context=_trace_context(dict(spec.trace_context)),
     )
+
+
+_TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def _trace_context(headers: dict[str, str]) -> str | None:
+    """W3C trace headers, kept as given; anything else is refused rather than stored."""
+    if not headers:
+        return None
+    unknown = set(headers) - _TRACE_KEYS
+    if unknown or any(len(v) > 1024 for v in headers.values()):
+        raise InvalidArgument(
+            f"task.trace_context takes traceparent, tracestate and baggage (each up to 1024 "
+            f"characters); got {sorted(headers)}",
+            reason="INVALID_TRACE_CONTEXT",
+        )
+    return json.dumps(headers, separators=(",", ":"))
 
 
 def _payload_bytes(field: str, spec: task_pb2.Task, limits: Limits) -> bytes | None:
@@ -90,8 +122,13 @@ def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> b
     return data or None
 
 
-def created_task(t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy) -> task_pb2.Task:
-    """The response for a task just inserted, built without reading it back."""
+def created_task(
+    t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy, leased: Claimed | None = None
+) -> task_pb2.Task:
+    """The response for a task just inserted, built without reading it back.
+
+    `leased` is set when the task went straight to an idle worker.
+    """
     policy = RetryPolicy.from_json(t.retry_policy) if t.retry_policy else default_policy
     options.set_retry_policy(out_policy := task_pb2.RetryPolicy(), policy)
     out_timeouts = task_pb2.TaskTimeouts()
@@ -118,10 +155,18 @@ def created_task(t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy) -
         out.payload.CopyFrom(spec.payload)
     if spec.labels:
         out.labels.update(spec.labels)
+    out.concurrency_key = spec.concurrency_key
+    if spec.trace_context:
+        out.trace_context.update(spec.trace_context)
     _set_ts(out.create_time, t.created_at)
     _set_ts(out.run_time, t.run_at)
     if t.expire_at is not None:
         _set_ts(out.expire_time, t.expire_at)
+    if leased is not None:
+        out.state = task_pb2.TASK_STATE_RUNNING
+        out.attempt = 1
+        out.worker_id = leased.worker_id
+        _set_ts(out.start_time, t.created_at)
     return out
 
 
@@ -141,7 +186,10 @@ def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task
         worker_id=record.worker_id or "",
         cancel_requested=record.cancel_requested,
         request_id=record.request_id or "",
+        concurrency_key=record.concurrency_key or "",
     )
+    if record.trace_context:
+        out.trace_context.update(json.loads(record.trace_context))
     _set_ts(out.create_time, record.created_at)
     _set_ts(out.run_time, record.run_at)
     if record.started_at is not None:
@@ -254,6 +302,8 @@ def assignment(c: Claimed) -> worker_service_pb2.Assignment:
     _set_ts(out.lease_expire_time, c.lease_expires_at)
     _set_ts(out.create_time, c.created_at)
     out.heartbeat_interval.FromMicroseconds(c.heartbeat_timeout_us // 3)
+    if c.trace_context:
+        out.trace_context.update(json.loads(c.trace_context))
     if c.deadline_at is not None:
         _set_ts(out.deadline, c.deadline_at)
     if c.soft_deadline_at is not None:

@@ -11,7 +11,14 @@ from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
 from broker.core.task_state import TERMINAL, TaskState
-from broker.errors import FailedPrecondition, InvalidArgument, ShuttingDown, TaskNotFound
+from broker.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    QueueFull,
+    ShuttingDown,
+    TaskNotFound,
+    TaskyardError,
+)
 from broker.events import TaskEvent
 from broker.loops.ops import CancelTask, CreateTasks
 from broker.loops.upkeep import Purge, RetryFinished
@@ -38,7 +45,13 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
 
     def _new(self, request: task_service_pb2.CreateTaskRequest, now: int) -> NewTask:
         rt = self._rt
-        return convert.new_task(request, now=now, settings=rt.settings, defaults=rt.defaults)
+        return convert.new_task(
+            request,
+            now=now,
+            settings=rt.settings,
+            defaults=rt.defaults,
+            queue_options=rt.queues.options,
+        )
 
     def _proto(self, record: TaskRecord, *, full: bool) -> task_pb2.Task:
         return convert.task(record, full=full, default_policy=self._rt.defaults.retry)
@@ -49,14 +62,24 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> task_service_pb2.CreateTaskResponse:
         self._accepting()
         new = self._new(request, self._rt.clock.now_us())
-        (task_id,) = await self._rt.committer.submit(CreateTasks([new]))
-        return task_service_pb2.CreateTaskResponse(task=await self._created(new, task_id, request))
+        op = CreateTasks([new])
+        (task_id,) = await self._rt.committer.submit(op)
+        task = await self._created(new, task_id, request, op)
+        return task_service_pb2.CreateTaskResponse(task=task)
 
     async def _created(
-        self, new: NewTask, task_id: str, request: task_service_pb2.CreateTaskRequest
+        self,
+        new: NewTask,
+        task_id: str,
+        request: task_service_pb2.CreateTaskRequest,
+        op: CreateTasks,
     ) -> task_pb2.Task:
+        if not task_id:
+            settings = self._rt.queues.get(new.queue)
+            raise QueueFull(new.queue, settings.max_depth if settings else None)
         if task_id == new.id:
-            return convert.created_task(new, request.task, self._rt.defaults.retry)
+            policy = self._rt.defaults.retry
+            return convert.created_task(new, request.task, policy, op.leased.get(new.id))
         # An earlier request with the same request_id won; return its task.
         return self._proto(await self._get(task_id, full=True), full=True)
 
@@ -78,28 +101,26 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             try:
                 slots.append(self._new(item, now))
             except InvalidArgument as error:
-                slots.append(
-                    error_details_pb2.ItemError(
-                        code=error.code.value[0],
-                        reason=error.reason,
-                        message=f"requests[{index}]: {error.message}",
-                    )
-                )
-        valid = [s for s in slots if isinstance(s, NewTask)]
-        ids = await self._rt.committer.submit(CreateTasks(valid)) if valid else []
-        return await self._batch_response(request, slots, iter(ids))
+                slots.append(_item_error(error, f"requests[{index}]: "))
+        op = CreateTasks([s for s in slots if isinstance(s, NewTask)])
+        ids = await self._rt.committer.submit(op) if op.tasks else []
+        return await self._batch_response(request, slots, iter(ids), op)
 
     async def _batch_response(
         self,
         request: task_service_pb2.BatchCreateTasksRequest,
         slots: list[NewTask | error_details_pb2.ItemError],
         ids: Iterator[str],
+        op: CreateTasks,
     ) -> task_service_pb2.BatchCreateTasksResponse:
         response = task_service_pb2.BatchCreateTasksResponse()
         for item, slot in zip(request.requests, slots, strict=True):
             result = response.results.add()
             if isinstance(slot, NewTask):
-                result.task.CopyFrom(await self._created(slot, next(ids), item))
+                try:
+                    result.task.CopyFrom(await self._created(slot, next(ids), item, op))
+                except QueueFull as full:
+                    result.error.CopyFrom(_item_error(full))
             else:
                 result.error.CopyFrom(slot)
         return response
@@ -273,6 +294,12 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             return await asyncio.wait_for(queue.get(), self._rt.settings.promote_poll_s * 5)
         except TimeoutError:
             return None
+
+
+def _item_error(error: TaskyardError, prefix: str = "") -> error_details_pb2.ItemError:
+    return error_details_pb2.ItemError(
+        code=error.code.value[0], reason=error.reason, message=prefix + error.message
+    )
 
 
 def _terminal_states(values: Any, *, default: set[TaskState]) -> set[TaskState]:

@@ -23,6 +23,7 @@ from google.protobuf import duration_pb2
 import broker
 from broker.api import convert
 from broker.api.status import abort
+from broker.api.worker_registry import WorkerRegistry
 from broker.config import Limits
 from broker.core import validation
 from broker.core.models import (
@@ -37,8 +38,10 @@ from broker.core.models import (
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
 from broker.loops.dispatcher import StopReason
 from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
+from broker.loops.registry import WriteSessions
 from broker.runtime import Runtime
 from broker.store.leases import Ended, ExtendResult, Extension
+from broker.store.workers import SessionRow
 from taskyard.v1 import (
     error_details_pb2,
     worker_service_pb2,
@@ -69,7 +72,7 @@ class _Lease:
     cancel_requested: bool = False
 
 
-class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
@@ -138,6 +141,9 @@ class Session:
         self._leases: dict[str, _Lease] = {}
         self._outbox: asyncio.Queue[worker_service_pb2.LeaseResponse | None] = asyncio.Queue()
         self._open = True
+        self.address = str(context.peer() or "")
+        self.connected_at = self.last_seen = rt.clock.now_us()
+        self.draining = False
 
     # --- LeaseHolder ------------------------------------------------------------------------
 
@@ -171,11 +177,37 @@ class Session:
 
     # --- The session's life ---------------------------------------------------------------
 
+    def row(self) -> SessionRow:
+        """This session as the worker registry shows it."""
+        return SessionRow(
+            session_id=self.key,
+            worker_id=self.worker_id,
+            replica_id=self._rt.replica_id,
+            address=self.address,
+            sdk=self.sdk,
+            task_types=self.types,
+            queues=self.queues,
+            connected_at=self.connected_at,
+            seen_at=self._rt.clock.now_us(),
+            credits=self._rt.dispatcher.credits_of(self),
+            in_flight=len(self._leases),
+            draining=self.draining,
+        )
+
+    def drain(self, message: str) -> None:
+        """No new tasks on this stream; the worker finishes the ones it holds."""
+        if self.draining:
+            return
+        self.draining = True
+        self._rt.dispatcher.drain(self)
+        self._send(pb.LeaseResponse(drain=pb.Drain(message=message)))
+
     async def run(self) -> None:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
         rt.sessions[self.key] = self
+        rt.committer.submit(WriteSessions([self.row()]))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
             self.worker_id,
@@ -193,6 +225,7 @@ class Session:
             self._open = False
             self._outbox.put_nowait(None)
             rt.sessions.pop(self.key, None)
+            rt.committer.submit(WriteSessions([], gone=[self.key]))
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:
                 # The worker is gone: its tasks may run again elsewhere now.
@@ -236,6 +269,7 @@ class Session:
             message = await self._context.read()
             if message is grpc.aio.EOF:
                 return
+            self.last_seen = self._rt.clock.now_us()
             try:
                 self._handle(message)
             except TaskyardError as error:

@@ -42,6 +42,7 @@ class LeaseRow:
     heartbeat_timeout_us: int = 10_000_000
     worker_id: str | None = None
     started_at: int | None = None
+    type: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ class NewTask:
     # The effective policy as JSON, or None when it is the broker's default.
     retry_policy: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    concurrency_key: str | None = None
+    trace_context: str | None = None  # JSON of the W3C headers
 
     @property
     def expire_at(self) -> int | None:
@@ -85,6 +87,8 @@ class TaskRecord:
     timeouts: Timeouts = field(default_factory=Timeouts)
     expire_at: int | None = None
     deadline_at: int | None = None
+    concurrency_key: str | None = None
+    trace_context: str | None = None
     payload: bytes | None = None
     result: bytes | None = None
 
@@ -109,6 +113,7 @@ class Claimed:
     heartbeat_timeout_us: int = 10_000_000
     deadline_at: int | None = None
     soft_deadline_at: int | None = None
+    trace_context: str | None = None
 
 
 # How an attempt (a lease) ended.

@@ -88,11 +88,21 @@ class Defaults:
     queues: dict[str, TaskOptions] = field(default_factory=dict)
     types: dict[str, TaskOptions] = field(default_factory=dict)
 
-    def resolve(self, task: TaskOptions, *, queue: str, type_: str) -> tuple[RetryPolicy, Timeouts]:
-        """The effective policy and timeouts of a task; INVALID_ARGUMENT if they are unusable."""
-        merged = task.over(self.types.get(type_, TaskOptions())).over(
-            self.queues.get(queue, TaskOptions())
-        )
+    def resolve(
+        self,
+        task: TaskOptions,
+        *,
+        queue: str,
+        type_: str,
+        queue_options: TaskOptions | None = None,
+    ) -> tuple[RetryPolicy, Timeouts]:
+        """The effective policy and timeouts of a task; INVALID_ARGUMENT if they are unusable.
+
+        `queue_options` replaces the config file's defaults for the queue (the
+        queue registry passes the queue's own, merged over the file's).
+        """
+        for_queue = queue_options if queue_options is not None else self.queues.get(queue)
+        merged = task.over(self.types.get(type_, TaskOptions())).over(for_queue or TaskOptions())
         retry_updates: dict[str, Any] = {
             name: getattr(merged, name)
             for name in _RETRY_FIELDS

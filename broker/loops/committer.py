@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.core.task_state import TaskState
 from broker.loops.ops import EndLeases, Env, Op, released
 from broker.store.database import Database
 
@@ -71,14 +72,19 @@ class Committer:
             # The connection begins a transaction on its first statement.
             conn = await self._connection()
             results = await _apply(conn, ops, env, now)
+            # Counters first: flow control reads them when it claims.
+            await env.ledger.flush(conn)
             plans = env.dispatcher.plan() if claims else []
             if plans:
                 await env.dispatcher.claim(conn, plans, now)
+                _account_claims(env, plans, now)
+                await env.ledger.flush(conn)
             await env.notices.flush(conn)
             await conn.commit()
         except Exception as exc:
             env.dispatcher.abandon(plans)
             env.notices.discard()
+            env.ledger.discard()
             await self._drop_connection()
             if plans and ops:
                 # Claims must never sink the writes they rode along with.
@@ -86,6 +92,7 @@ class Committer:
                 return await self._commit(ops, claims=False)
             return await self._recover(ops, exc)
         self.commits += 1
+        env.metrics.record(env.ledger.commit())
         for op, result in zip(ops, results, strict=True):
             if not op.future.done():
                 op.future.set_result(result)
@@ -144,3 +151,12 @@ async def _apply(conn: AsyncConnection, ops: list[Op[Any]], env: Env, now: int) 
         for i, result in zip(indexes, outcome, strict=True):
             results[i] = result
     return results
+
+
+def _account_claims(env: Env, plans: list[Any], now: int) -> None:
+    for plan in plans:
+        if plan.generation == 0:
+            continue  # handed off at insert, accounted there
+        for c in plan.claimed:
+            env.ledger.moved(c.queue, TaskState.PENDING, TaskState.RUNNING)
+            env.ledger.started(c.queue, c.type, now, now - c.run_at)

@@ -15,9 +15,10 @@ generation moved past the one at which its last claim came back short.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -25,6 +26,8 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import Claimed, LeaseRef, NewTask
+from broker.core.queues import QueueSettings
+from broker.store import flow
 from broker.store import leases as store
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,10 @@ class _Plan:
 
 
 class Dispatcher:
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, queues: QueueView | None = None, rng: random.Random | None = None
+    ) -> None:
+        self._queues: QueueView = queues or _NoLimits()
         self._slots: dict[str, _Slot] = {}
         self._generation: dict[str, int] = {}
         # task id -> (session, lease id) for every lease this replica handed out
@@ -87,6 +93,9 @@ class Dispatcher:
         self._frozen = False
         self._handed: list[_Plan] = []
         self._wake: WakeFn = _noop
+        # Telemetry (broker/telemetry/tracing.py): told of every delivery, when set.
+        self.on_deliver: Callable[[str, list[Claimed]], None] | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def set_wake(self, wake: WakeFn) -> None:
         """The committer's doorbell: rung whenever a claim may be worth running."""
@@ -182,6 +191,7 @@ class Dispatcher:
                 worker_id=slot.holder.worker_id, heartbeat_timeout_us=timeouts.heartbeat_us,
                 deadline_at=_after(now, timeouts.execution_us),
                 soft_deadline_at=_after(now, timeouts.soft_us),
+                trace_context=t.trace_context,
             )  # fmt: skip
             plan.claimed.append(claimed)
             out[t.id] = claimed
@@ -189,6 +199,8 @@ class Dispatcher:
         return out
 
     def _idle_slot_for(self, queue: str, type_: str) -> _Slot | None:
+        if self._queues.paused(queue) or self._queues.limited(queue):
+            return None  # limits are checked by a claim, in the database
         generation = self._generation.get(queue, 1)
         for slot in self._slots.values():
             if (
@@ -216,7 +228,7 @@ class Dispatcher:
                 if not self._wants(slot):
                     break
                 generation = self._generation.get(queue, 1)
-                if generation <= slot.seen.get(queue, 0):
+                if generation <= slot.seen.get(queue, 0) or self._queues.paused(queue):
                     continue
                 limit = min(slot.credits, MAX_CLAIM)
                 slot.credits -= limit
@@ -225,18 +237,49 @@ class Dispatcher:
         return handed + plans
 
     async def claim(self, conn: AsyncConnection, plans: list[_Plan], now: int) -> None:
+        leased_here: dict[str, int] = {}
         for p in plans:
             if p.generation == 0:
                 continue  # handed off at insert
-            p.claimed = await store.claim(
+            holder = p.slot.holder
+            settings = self._queues.get(p.queue)
+            if settings is None or not settings.limited:
+                p.claimed = await store.claim(
+                    conn,
+                    queue=p.queue,
+                    types=holder.types,
+                    limit=p.limit,
+                    worker_id=holder.worker_id,
+                    lease_id=p.lease_id,
+                    now=now,
+                )
+                continue
+            limited = await flow.claim_limited(
                 conn,
-                queue=p.queue,
-                types=p.slot.holder.types,
+                settings=settings,
+                types=holder.types,
                 limit=p.limit,
-                worker_id=p.slot.holder.worker_id,
+                already=leased_here.get(p.queue, 0),
+                worker_id=holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,
             )
+            p.claimed = limited.claimed
+            leased_here[p.queue] = leased_here.get(p.queue, 0) + len(p.claimed)
+            if limited.retry_at is not None:
+                self._ready_at(p.queue, limited.retry_at - now)
+
+    def _ready_at(self, queue: str, delay_us: int) -> None:
+        """Look at a rate-limited queue again when its next token is due."""
+        if queue in self._timers:
+            return
+
+        def fire() -> None:
+            self._timers.pop(queue, None)
+            self.mark_ready([queue])
+
+        loop = asyncio.get_running_loop()
+        self._timers[queue] = loop.call_later(max(delay_us, 0) / 1_000_000, fire)
 
     def abandon(self, plans: list[_Plan]) -> None:
         """The transaction failed: give the reserved credits back."""
@@ -265,6 +308,8 @@ class Dispatcher:
             for c in p.claimed:
                 self._owners[c.id] = (holder, c.lease_id)
             holder.deliver(p.claimed)
+            if self.on_deliver is not None:
+                self.on_deliver(holder.worker_id, p.claimed)
         return orphans
 
     # --- Routing of lease events -----------------------------------------------------------
@@ -292,6 +337,32 @@ class Dispatcher:
     @property
     def sessions(self) -> int:
         return len(self._slots)
+
+    @property
+    def leases_in_flight(self) -> int:
+        """Leases this replica handed out or adopted that have not ended."""
+        return len(self._owners)
+
+
+class QueueView(Protocol):
+    """What dispatch needs to know of the queues (see queue_registry.py)."""
+
+    def get(self, name: str) -> QueueSettings | None: ...
+
+    def paused(self, name: str) -> bool: ...
+
+    def limited(self, name: str) -> bool: ...
+
+
+class _NoLimits:
+    def get(self, name: str) -> QueueSettings | None:
+        return None
+
+    def paused(self, name: str) -> bool:
+        return False
+
+    def limited(self, name: str) -> bool:
+        return False
 
 
 class WakeFn(Protocol):

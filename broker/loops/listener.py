@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from broker.core.models import LeaseRef
 from broker.events import TaskEvents
 from broker.loops.dispatcher import Dispatcher, StopReason
-from broker.loops.notices import CANCEL, READY
+from broker.loops.notices import CANCEL, DRAIN, READY
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,15 @@ def asyncpg_dsn(url: str) -> str:
 
 class Listener:
     def __init__(
-        self, *, url: str, replica_id: str, dispatcher: Dispatcher, events: TaskEvents
+        self,
+        *,
+        url: str,
+        replica_id: str,
+        dispatcher: Dispatcher,
+        events: TaskEvents,
+        drain: Callable[[str], None],
     ) -> None:
+        self._drain = drain
         self._dsn = asyncpg_dsn(url)
         self._replica_id = replica_id
         self._dispatcher = dispatcher
@@ -59,6 +67,7 @@ class Listener:
         try:
             await conn.add_listener(READY, self._on_ready)
             await conn.add_listener(CANCEL, self._on_cancel)
+            await conn.add_listener(DRAIN, self._on_drain)
             self._dispatcher.mark_all_ready()
             while not closed.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -92,3 +101,8 @@ class Listener:
         if lease.isdigit():
             self._dispatcher.stop([LeaseRef(task_id, int(lease))], StopReason.CANCEL_REQUESTED)
             self._events.state_changed([task_id])
+
+    def _on_drain(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        data = self._message(payload)
+        if data is not None:
+            self._drain(str(data.get("w", "")))

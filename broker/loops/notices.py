@@ -19,6 +19,7 @@ from broker.core.models import LeaseRef
 
 READY = "taskyard_ready"
 CANCEL = "taskyard_cancel"
+DRAIN = "taskyard_drain"
 _MAX_PAYLOAD = 7000  # PostgreSQL caps a payload at 8000 bytes
 
 
@@ -28,6 +29,7 @@ class Notices:
         self._enabled = enabled
         self._queues: set[str] = set()
         self._cancels: list[LeaseRef] = []
+        self._drains: list[str] = []
 
     def ready(self, queues: Iterable[str]) -> None:
         if self._enabled:
@@ -37,17 +39,23 @@ class Notices:
         if self._enabled:
             self._cancels.append(ref)
 
+    def drain(self, worker_id: str) -> None:
+        if self._enabled:
+            self._drains.append(worker_id)
+
     def discard(self) -> None:
         self._queues.clear()
         self._cancels.clear()
+        self._drains.clear()
 
     async def flush(self, conn: AsyncConnection) -> None:
-        if not (self._queues or self._cancels):
+        if not (self._queues or self._cancels or self._drains):
             return
         messages = [(READY, p) for p in self._ready_payloads()] + [
             (CANCEL, json.dumps({"r": self.replica_id, "t": c.task_id, "l": str(c.lease_id)}))
             for c in self._cancels
         ]
+        messages += [(DRAIN, json.dumps({"r": self.replica_id, "w": w})) for w in self._drains]
         self.discard()
         for channel, payload in messages:
             await conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.clock import Clock
 from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
 from broker.core.retry import RetryPolicy
-from broker.core.task_state import TaskState
+from broker.core.task_state import WAITING, TaskState
 from broker.loops.dispatcher import Dispatcher, StopReason
+from broker.loops.ledger import Ledger, MetricsSink, NoMetrics
 from broker.loops.notices import Notices
-from broker.store import leases, tasks
+from broker.queue_registry import QueueRegistry
+from broker.store import leases, queues, tasks
 
 R = TypeVar("R")
 
@@ -44,6 +46,9 @@ class Env:
     events: EventSink
     due: DueSink
     notices: Notices
+    queues: QueueRegistry
+    ledger: Ledger = field(default_factory=Ledger)
+    metrics: MetricsSink = field(default_factory=NoMetrics)
 
     def ready(self, queues: Iterable[str]) -> None:
         """Tasks became claimable in these queues: wake this replica and the others."""
@@ -82,7 +87,11 @@ def split(items_per_op: Sequence[int], results: Sequence[Any]) -> list[list[Any]
 
 
 class CreateTasks(Op[list[str]]):
-    """Insert tasks; the result holds the id now in each slot (see insert_tasks)."""
+    """Insert tasks; the result holds the id now in each slot (see insert_tasks).
+
+    A slot is "" when the task was refused because its queue is at its
+    max_depth.
+    """
 
     order = 10
 
@@ -91,17 +100,30 @@ class CreateTasks(Op[list[str]]):
         self.tasks = new
         # Tasks of this op that were inserted already leased to an idle worker.
         self.leased: dict[str, Claimed] = {}
+        self.new_queues: set[str] = set()
 
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[CreateTasks], env: Env, now: int
     ) -> list[list[str]]:
-        new = [t for op in ops for t in op.tasks]
+        offered = [t for op in ops for t in op.tasks]
+        unknown = {t.queue for t in offered if not env.queues.known(t.queue)}
+        if unknown:
+            await queues.ensure_queues(conn, unknown, now)
+        refused = await _over_depth(conn, offered, env)
+        new = [t for t in offered if t.id not in refused]
         fresh = [t for t in new if t.request_id is None and t.initial_state is TaskState.PENDING]
         leased = env.dispatcher.hand_off(fresh, now) if fresh else {}
         for op in ops:
             op.leased = {t.id: leased[t.id] for t in op.tasks if t.id in leased}
-        ids = await tasks.insert_tasks(conn, new, leased)
+            op.new_queues = unknown
+        inserted = dict(
+            zip((t.id for t in new), await tasks.insert_tasks(conn, new, leased), strict=True)
+        )
+        ids = [inserted.get(t.id, "") for t in offered]
+        for t in new:
+            if inserted[t.id] == t.id:  # inserted, not deduplicated
+                _account_insert(env, t, t.id in leased, now)
         ready = {
             t.queue for t in new if t.initial_state is TaskState.PENDING and t.id not in leased
         }
@@ -110,6 +132,33 @@ class CreateTasks(Op[list[str]]):
         if delayed:
             env.due.due_at(min(delayed))
         return split([len(op.tasks) for op in ops], ids)
+
+    def after_commit(self, result: list[str], env: Env) -> None:
+        env.queues.learn(self.new_queues, env.clock.now_us())
+
+
+async def _over_depth(conn: AsyncConnection, offered: Sequence[NewTask], env: Env) -> set[str]:
+    """Ids of tasks refused because their queue would pass its max_depth."""
+    refused: set[str] = set()
+    for name in {t.queue for t in offered}:
+        settings = env.queues.get(name)
+        if settings is None or settings.max_depth is None:
+            continue
+        await queues.lock(conn, name)
+        room = settings.max_depth - await queues.waiting(conn, name)
+        for t in (t for t in offered if t.queue == name):
+            if room > 0:
+                room -= 1
+            else:
+                refused.add(t.id)
+    return refused
+
+
+def _account_insert(env: Env, t: NewTask, leased: bool, now: int) -> None:
+    env.ledger.moved(t.queue, None, TaskState.RUNNING if leased else t.initial_state)
+    env.ledger.submitted(t.queue, t.type, now)
+    if leased:
+        env.ledger.started(t.queue, t.type, now, now - t.run_at)
 
 
 class CancelTask(Op[tasks.CancelOutcome]):
@@ -125,9 +174,12 @@ class CancelTask(Op[tasks.CancelOutcome]):
         cls, conn: AsyncConnection, ops: Sequence[CancelTask], env: Env, now: int
     ) -> list[tasks.CancelOutcome]:
         outcomes = [await tasks.cancel(conn, op.task_id, reason=op.reason, now=now) for op in ops]
-        for outcome in outcomes:
-            if outcome.lease is not None:
-                env.notices.cancel(outcome.lease)
+        for o in outcomes:
+            if o.lease is not None:
+                env.notices.cancel(o.lease)
+            if o.source in WAITING and o.state is TaskState.CANCELLED:
+                env.ledger.moved(o.queue, o.source, TaskState.CANCELLED)
+                env.ledger.finished_waiting(o.queue, o.type, now, TaskState.CANCELLED)
         return outcomes
 
     def after_commit(self, result: tasks.CancelOutcome, env: Env) -> None:
@@ -167,7 +219,7 @@ class EndLeases(Op[list[leases.Ended | None]]):
     ) -> list[list[leases.Ended | None]]:
         ends = [e for op in ops for e in op.ends]
         results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
-        route_ended(results, env)
+        route_ended(results, env, now)
         return split([len(op.ends) for op in ops], results)
 
     def after_commit(self, result: list[leases.Ended | None], env: Env) -> None:
@@ -180,9 +232,21 @@ class EndLeases(Op[list[leases.Ended | None]]):
         env.events.state_changed([r.task_id for r in ended])
 
 
-def route_ended(results: Sequence[leases.Ended | None], env: Env) -> None:
-    """Tasks coming back for another attempt wake the dispatcher or the promoter."""
-    ready = {e.queue for e in results if e is not None and e.state is TaskState.PENDING}
+def route_ended(results: Sequence[leases.Ended | None], env: Env, now: int) -> None:
+    """Account for ended leases; tasks coming back wake the dispatcher or the promoter."""
+    for e in results:
+        if e is None:
+            continue
+        env.ledger.moved(e.queue, TaskState.RUNNING, e.state)
+        if e.counted:
+            run_us = None if e.started_at is None else now - e.started_at
+            env.ledger.ended(e.queue, e.type, now, e.state, run_us, e.lost)
+    # A task leaving RUNNING frees room in a queue with limits.
+    ready = {
+        e.queue
+        for e in results
+        if e is not None and (e.state is TaskState.PENDING or env.queues.limited(e.queue))
+    }
     env.ready(ready)
     waits = [
         e.run_at

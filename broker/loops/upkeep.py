@@ -9,11 +9,13 @@ from collections.abc import Collection, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker import telemetry
 from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, TimedOut
+from broker.core.queues import QueueSettings
 from broker.core.task_state import TERMINAL, TaskState
 from broker.loops.dispatcher import StopReason
 from broker.loops.ops import Env, Op, route_ended
-from broker.store import leases, maintenance, tasks
+from broker.store import leases, maintenance, queues, tasks
 
 
 class PromoteDue(Op[list[str]]):
@@ -30,8 +32,10 @@ class PromoteDue(Op[list[str]]):
         cls, conn: AsyncConnection, ops: Sequence[PromoteDue], env: Env, now: int
     ) -> list[list[str]]:
         promoted = await maintenance.promote_due(conn, now=now, limit=max(o.limit for o in ops))
-        env.ready(queue for _, queue in promoted)
-        return [[task_id for task_id, _ in promoted]] + [[] for _ in ops[1:]]
+        for m in promoted:
+            env.ledger.moved(m.queue, m.source, TaskState.PENDING)
+        env.ready(m.queue for m in promoted)
+        return [[m.task_id for m in promoted]] + [[] for _ in ops[1:]]
 
     def after_commit(self, result: list[str], env: Env) -> None:
         env.events.state_changed(result)
@@ -57,6 +61,7 @@ class ExpireLeases(Op[list[LeaseRef]]):
     def after_commit(self, result: list[LeaseRef], env: Env) -> None:
         env.dispatcher.stop(result, StopReason.LEASE_LOST)
         env.events.state_changed([r.task_id for r in result])
+        telemetry.leases_expired(len(result))
 
 
 class TimeOutAttempts(Op[list[LeaseRef]]):
@@ -85,7 +90,7 @@ async def _end(conn: AsyncConnection, ends: list[LeaseEnd], env: Env, now: int) 
     if not ends:
         return []
     results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
-    route_ended(results, env)
+    route_ended(results, env, now)
     return [
         LeaseRef(e.task_id, e.lease_id) for e, r in zip(ends, results, strict=True) if r is not None
     ]
@@ -105,7 +110,10 @@ class ExpireTasks(Op[list[str]]):
         cls, conn: AsyncConnection, ops: Sequence[ExpireTasks], env: Env, now: int
     ) -> list[list[str]]:
         expired = await maintenance.expire_tasks(conn, now=now, limit=max(o.limit for o in ops))
-        return [expired] + [[] for _ in ops[1:]]
+        for m in expired:
+            env.ledger.moved(m.queue, m.source, TaskState.EXPIRED)
+            env.ledger.finished_waiting(m.queue, m.type, now, TaskState.EXPIRED)
+        return [[m.task_id for m in expired]] + [[] for _ in ops[1:]]
 
     def after_commit(self, result: list[str], env: Env) -> None:
         env.events.state_changed(result)
@@ -144,6 +152,8 @@ class RetryFinished(Op[list[str]]):
                 found = [await tasks.get_task(conn, i, full=False) for i in op.task_ids]
                 records = [r for r in found if r is not None]
             retried = await maintenance.retry_tasks(conn, records, now=now)
+            for r in retried:
+                env.ledger.moved(r.queue, r.source, TaskState.PENDING)
             env.ready(r.queue for r in retried)
             out.append([r.task_id for r in retried])
         return out
@@ -177,8 +187,9 @@ class Purge(Op[int]):
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[Purge], env: Env, now: int
     ) -> list[int]:
-        return [
-            await maintenance.purge(
+        out = []
+        for op in ops:
+            deleted = await maintenance.purge(
                 conn,
                 finished_before=op.finished_before,
                 states=op.states,
@@ -186,8 +197,10 @@ class Purge(Op[int]):
                 exclude_queues=op.exclude_queues,
                 limit=op.limit,
             )
-            for op in ops
-        ]
+            for (queue, state), n in deleted.items():
+                env.ledger.moved(queue, state, None, n)
+            out.append(sum(deleted.values()))
+        return out
 
 
 class ForgetRequestIds(Op[int]):
@@ -234,3 +247,38 @@ class ClaimTick(Op[bool]):
             await maintenance.claim_tick(conn, name=op.name, now=now, interval_us=op.interval_us)
             for op in ops
         ]
+
+
+class SaveQueue(Op["QueueSettings | None"]):
+    """Create, change or delete a queue's settings; a resumed queue wakes its workers.
+
+    The result is the saved settings, or None when `create` found the name taken.
+    """
+
+    order = 3
+
+    def __init__(
+        self, settings: QueueSettings, *, create: bool = False, delete: bool = False
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.create = create
+        self.delete = delete
+
+    @classmethod
+    async def apply_all(
+        cls, conn: AsyncConnection, ops: Sequence[SaveQueue], env: Env, now: int
+    ) -> list[QueueSettings | None]:
+        out: list[QueueSettings | None] = []
+        for op in ops:
+            if op.delete:
+                await queues.delete_queue(conn, op.settings.name)
+                out.append(op.settings)
+            elif op.create:
+                out.append(op.settings if await queues.create_queue(conn, op.settings) else None)
+            else:
+                await queues.save_queue(conn, op.settings)
+                out.append(op.settings)
+            if not op.settings.paused:
+                env.ready([op.settings.name])
+        return out

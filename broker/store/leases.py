@@ -23,7 +23,9 @@ from broker.core.models import (
     Failure,
     LeaseEnd,
     LeaseRef,
+    Lost,
     Progress,
+    Released,
     Succeeded,
 )
 from broker.core.retry import RetryPolicy
@@ -52,6 +54,7 @@ _CLAIM_RETURNING = (
     task.c.deadline_at,
     task.c.heartbeat_timeout_us,
     task.c.soft_timeout_us,
+    task.c.trace_context,
     # A correlated subquery saves a second round trip for the payloads; both
     # SQLite and PostgreSQL allow it in RETURNING.
     sa.select(task_payload.c.data)
@@ -59,6 +62,19 @@ _CLAIM_RETURNING = (
     .scalar_subquery()
     .label("payload"),
 )
+
+
+def _lease_values(update: sa.Update) -> sa.Update:
+    return update.values(
+        state=int(_S.RUNNING),
+        attempt=task.c.attempt + 1,
+        lease_id=_b("b_lease_id"),
+        lease_expires_at=_b("b_now") + task.c.heartbeat_timeout_us,
+        deadline_at=_b("b_now") + task.c.execution_timeout_us,
+        started_at=_b("b_now"),
+        updated_at=_b("b_now"),
+        worker_id=_b("b_worker_id"),
+    ).returning(*_CLAIM_RETURNING)
 
 
 def _claim_statement(pg: bool) -> sa.Update:
@@ -84,24 +100,17 @@ def _claim_statement(pg: bool) -> sa.Update:
         where: sa.ColumnElement[bool] = task.c.id == cte.c.id
     else:
         where = task.c.id.in_(candidates.scalar_subquery())
-    return (
-        sa.update(task)
-        .where(where)
-        .values(
-            state=int(_S.RUNNING),
-            attempt=task.c.attempt + 1,
-            lease_id=_b("b_lease_id"),
-            lease_expires_at=_b("b_now") + task.c.heartbeat_timeout_us,
-            deadline_at=_b("b_now") + task.c.execution_timeout_us,
-            started_at=_b("b_now"),
-            updated_at=_b("b_now"),
-            worker_id=_b("b_worker_id"),
-        )
-        .returning(*_CLAIM_RETURNING)
-    )
+    return _lease_values(sa.update(task).where(where))
 
 
 _CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+# Lease chosen tasks (flow.py picks them); the state check keeps it a claim.
+_CLAIM_IDS = _lease_values(
+    sa.update(task).where(
+        task.c.id.in_(_b("b_ids", expanding=True)), state_is(_S.PENDING, column=task.c.state)
+    )
+)
 
 
 async def claim(
@@ -124,6 +133,25 @@ async def claim(
         "b_worker_id": worker_id,
     }
     rows = list(await conn.execute(_CLAIM[is_pg(conn)], params))
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+
+
+async def claim_ids(
+    conn: AsyncConnection,
+    *,
+    ids: Sequence[str],
+    types: Sequence[str],
+    worker_id: str,
+    lease_id: int,
+    now: int,
+) -> list[Claimed]:
+    """Lease exactly these pending tasks (those still pending)."""
+    params = {"b_ids": list(ids), "b_lease_id": lease_id, "b_now": now, "b_worker_id": worker_id}
+    rows = list(await conn.execute(_CLAIM_IDS, params))
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+
+
+def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> list[Claimed]:
     rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
     return [
         Claimed(
@@ -143,6 +171,7 @@ async def claim(
             heartbeat_timeout_us=r.heartbeat_timeout_us,
             deadline_at=r.deadline_at,
             soft_deadline_at=None if r.soft_timeout_us is None else now + r.soft_timeout_us,
+            trace_context=r.trace_context,
         )
         for r in rows
     ]
@@ -166,9 +195,11 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.heartbeat_timeout_us,
         task.c.worker_id,
         task.c.started_at,
+        task.c.type,
     ).where(task.c.id.in_(list(ids)))
     if is_pg(conn):
-        query = query.with_for_update()
+        # In id order, so that two replicas locking overlapping rows cannot deadlock.
+        query = query.order_by(task.c.id).with_for_update()
     return {
         r.id: LeaseRow(
             id=r.id,
@@ -184,6 +215,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
             heartbeat_timeout_us=r.heartbeat_timeout_us,
             worker_id=r.worker_id,
             started_at=r.started_at,
+            type=r.type,
         )
         for r in await conn.execute(query)
     }
@@ -309,6 +341,10 @@ class Ended:
     queue: str
     state: TaskState
     run_at: int | None
+    type: str = ""
+    started_at: int | None = None
+    counted: bool = True  # False for a released lease: the attempt never ran
+    lost: bool = False
 
 
 _END = (
@@ -378,7 +414,18 @@ async def end_leases(
             results.append({"task_id": end.task_id, "data": outcome.result})
         if transition.recorded is not None:
             attempts.append(_attempt_row(row, transition, now))
-        out.append(Ended(end.task_id, row.queue, transition.state, transition.run_at))
+        out.append(
+            Ended(
+                end.task_id,
+                row.queue,
+                transition.state,
+                transition.run_at,
+                type=row.type,
+                started_at=row.started_at,
+                counted=not isinstance(outcome, Released),
+                lost=isinstance(outcome, Lost),
+            )
+        )
     if params:
         await conn.execute(_END, params)
     if results:

@@ -5,6 +5,7 @@ Each works in bounded batches so that no transaction grows with the table.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -21,27 +22,42 @@ from broker.store.tasks import _last_attempt, _record, is_pg
 _S = TaskState
 
 
-async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[tuple[str, str]]:
-    """Move SCHEDULED and RETRYING tasks whose time has come to PENDING.
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A task a sweep moved, with where it came from."""
 
-    Returns (task id, queue) of each task moved.
-    """
-    due = (
-        sa.select(task.c.id)
-        .where(state_is(*sorted(sources_of(_S.PENDING) & WAITING), column=task.c.state))
-        .where(task.c.run_at <= now)
-        .order_by(task.c.run_at)
-        .limit(limit)
-    )
+    task_id: str
+    queue: str
+    type: str
+    source: TaskState
+
+
+async def _select_moving(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
+) -> list[Moved]:
+    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state).where(where)
+    query = query.order_by(order).limit(limit)
     if is_pg(conn):
-        due = due.with_for_update(skip_locked=True)
-    rows = await conn.execute(
-        sa.update(task)
-        .where(task.c.id.in_(due.scalar_subquery()))
-        .values(state=int(_S.PENDING), updated_at=now)
-        .returning(task.c.id, task.c.queue)
+        query = query.with_for_update(skip_locked=True)
+    return [Moved(r.id, r.queue, r.type, _S(r.state)) for r in await conn.execute(query)]
+
+
+async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
+    """Move SCHEDULED and RETRYING tasks whose time has come to PENDING."""
+    waiting = sorted(sources_of(_S.PENDING) & WAITING)
+    due = await _select_moving(
+        conn,
+        sa.and_(state_is(*waiting, column=task.c.state), task.c.run_at <= now),
+        task.c.run_at,
+        limit,
     )
-    return [(r.id, r.queue) for r in rows]
+    if due:
+        await conn.execute(
+            sa.update(task)
+            .where(task.c.id.in_([m.task_id for m in due]), state_is(*waiting, column=task.c.state))
+            .values(state=int(_S.PENDING), updated_at=now)
+        )
+    return due
 
 
 async def next_due(conn: AsyncConnection) -> int | None:
@@ -54,19 +70,22 @@ async def next_due(conn: AsyncConnection) -> int | None:
     return None if value is None else int(value)
 
 
-async def expire_tasks(conn: AsyncConnection, *, now: int, limit: int) -> list[str]:
-    """Waiting tasks not started by their expiry become EXPIRED; return their ids."""
-    due = (
-        sa.select(task.c.id)
-        .where(sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"), task.c.expire_at <= now)
-        .order_by(task.c.expire_at)
-        .limit(limit)
+async def expire_tasks(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
+    """Waiting tasks not started by their expiry become EXPIRED."""
+    due = await _select_moving(
+        conn,
+        sa.and_(sa.text("state IN (1, 2, 4) AND expire_at IS NOT NULL"), task.c.expire_at <= now),
+        task.c.expire_at,
+        limit,
     )
-    if is_pg(conn):
-        due = due.with_for_update(skip_locked=True)
-    rows = await conn.execute(
+    if not due:
+        return []
+    await conn.execute(
         sa.update(task)
-        .where(task.c.id.in_(due.scalar_subquery()), task.c.state.in_([int(s) for s in WAITING]))
+        .where(
+            task.c.id.in_([m.task_id for m in due]),
+            task.c.state.in_([int(s) for s in WAITING]),
+        )
         .values(
             state=int(_S.EXPIRED),
             finished_at=now,
@@ -77,9 +96,8 @@ async def expire_tasks(conn: AsyncConnection, *, now: int, limit: int) -> list[s
             error_non_retryable=True,
             error_attempt=task.c.attempt,
         )
-        .returning(task.c.id)
     )
-    return [r.id for r in rows]
+    return due
 
 
 RETRYABLE = frozenset({_S.FAILED, _S.DEAD, _S.CANCELLED, _S.EXPIRED})
@@ -89,6 +107,7 @@ RETRYABLE = frozenset({_S.FAILED, _S.DEAD, _S.CANCELLED, _S.EXPIRED})
 class Retried:
     task_id: str
     queue: str
+    source: TaskState
 
 
 async def retry_tasks(
@@ -126,7 +145,7 @@ async def retry_tasks(
             )
         )
         if result.rowcount:
-            out.append(Retried(r.id, r.queue))
+            out.append(Retried(r.id, r.queue, r.state))
     return out
 
 
@@ -166,10 +185,13 @@ async def purge(
     queue: str | None = None,
     exclude_queues: Collection[str] = (),
     limit: int,
-) -> int:
-    """Delete up to `limit` finished tasks and everything stored with them."""
+) -> Counter[tuple[str, TaskState]]:
+    """Delete up to `limit` finished tasks and everything stored with them.
+
+    Returns how many were deleted per (queue, state).
+    """
     query = (
-        sa.select(task.c.id)
+        sa.select(task.c.id, task.c.queue, task.c.state)
         .where(
             sa.text("finished_at IS NOT NULL"),
             task.c.finished_at < finished_before,
@@ -182,9 +204,11 @@ async def purge(
         query = query.where(task.c.queue == queue)
     if exclude_queues:
         query = query.where(task.c.queue.not_in(list(exclude_queues)))
-    ids = [r.id for r in await conn.execute(query)]
+    rows = list(await conn.execute(query))
+    deleted: Counter[tuple[str, TaskState]] = Counter((r.queue, _S(r.state)) for r in rows)
+    ids = [r.id for r in rows]
     if not ids:
-        return 0
+        return deleted
     for table, column in (
         (task_payload, task_payload.c.task_id),
         (task_result, task_result.c.task_id),
@@ -192,7 +216,7 @@ async def purge(
     ):
         await conn.execute(sa.delete(table).where(column.in_(ids)))
     await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))
-    return len(ids)
+    return deleted
 
 
 async def forget_request_ids(conn: AsyncConnection, *, created_before: int, limit: int) -> int:

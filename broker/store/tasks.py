@@ -56,6 +56,8 @@ def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
         "request_id": t.request_id,
         "labels": t.labels,
         "retry_policy": t.retry_policy,
+        "concurrency_key": t.concurrency_key,
+        "trace_context": t.trace_context,
         "execution_timeout_us": t.timeouts.execution_us,
         "heartbeat_timeout_us": t.timeouts.heartbeat_us,
         "soft_timeout_us": t.timeouts.soft_us,
@@ -120,16 +122,20 @@ async def insert_tasks(
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
     found: bool
-    state: TaskState | None
+    state: TaskState | None  # after the cancel
     lease: LeaseRef | None = None  # set when a running worker must be told
+    queue: str = ""
+    type: str = ""
+    source: TaskState | None = None  # before the cancel
 
 
 async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) -> CancelOutcome:
-    row = (
-        await conn.execute(
-            sa.select(task.c.state, task.c.lease_id, task.c.attempt).where(task.c.id == task_id)
-        )
-    ).first()
+    query = sa.select(
+        task.c.state, task.c.lease_id, task.c.attempt, task.c.queue, task.c.type
+    ).where(task.c.id == task_id)
+    if is_pg(conn):
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         return CancelOutcome(False, None)
     state = _S(row.state)
@@ -148,15 +154,15 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
                 error_attempt=row.attempt,
             )
         )
-        return CancelOutcome(True, _S.CANCELLED)
+        return CancelOutcome(True, _S.CANCELLED, None, row.queue, row.type, state)
     if state is _S.RUNNING:
         await conn.execute(
             sa.update(task)
             .where(task.c.id == task_id, task.c.lease_id == row.lease_id)
             .values(cancel_requested=True, updated_at=now)
         )
-        return CancelOutcome(True, _S.RUNNING, LeaseRef(task_id, row.lease_id))
-    return CancelOutcome(True, state)
+        return CancelOutcome(True, _S.RUNNING, LeaseRef(task_id, row.lease_id), row.queue, row.type)
+    return CancelOutcome(True, state, None, row.queue, row.type, state)
 
 
 # --- Reads ----------------------------------------------------------------------------------
@@ -222,6 +228,8 @@ def _record(
         ),
         expire_at=m["expire_at"],
         deadline_at=m["deadline_at"],
+        concurrency_key=m["concurrency_key"],
+        trace_context=m["trace_context"],
         payload=payload,
         result=result,
     )

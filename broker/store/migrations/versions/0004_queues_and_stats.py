@@ -62,7 +62,7 @@ def upgrade() -> None:
                 "wait_count",
                 "wait_sum_us",
             )
-        ],  # fmt: skip
+        ],
     )
     op.create_table(
         "task_stat_hist",

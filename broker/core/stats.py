@@ -1,0 +1,106 @@
+"""Statistics arithmetic: summing rollups, percentiles from log histograms, time series."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from broker.loops.ledger import MINUTE_US, slot_bounds
+
+FINISHED = ("succeeded", "failed", "cancelled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    count: int
+    mean_us: float
+    p50_us: float
+    p95_us: float
+    p99_us: float
+
+
+def distribution(total_us: int, histogram: Mapping[int, int]) -> Distribution:
+    count = sum(histogram.values())
+    if count == 0:
+        return Distribution(0, 0.0, 0.0, 0.0, 0.0)
+    return Distribution(
+        count,
+        total_us / count,
+        percentile(histogram, 0.50),
+        percentile(histogram, 0.95),
+        percentile(histogram, 0.99),
+    )
+
+
+def percentile(histogram: Mapping[int, int], q: float) -> float:
+    """The q-th quantile, interpolated geometrically within its slot."""
+    total = sum(histogram.values())
+    rank = q * total
+    seen = 0
+    for slot in sorted(histogram):
+        n = histogram[slot]
+        if seen + n >= rank:
+            low, high = slot_bounds(slot)
+            within = (rank - seen) / n if n else 0.0
+            if low <= 0:
+                return high * within
+            return float(low * (high / low) ** within)
+        seen += n
+    return slot_bounds(max(histogram))[1]
+
+
+@dataclass
+class Group:
+    """Rollups summed for one (queue, type), or for everything."""
+
+    queue: str = ""
+    type: str = ""
+    counters: Counter[str] = field(default_factory=Counter)
+    run: Counter[int] = field(default_factory=Counter)
+    wait: Counter[int] = field(default_factory=Counter)
+    per_minute: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def success_rate(self) -> float:
+        done = self.counters["succeeded"] + self.counters["failed"]
+        return self.counters["succeeded"] / done if done else 0.0
+
+    def add(self, bucket: int, counters: Mapping[str, int]) -> None:
+        self.counters.update(counters)
+        self.per_minute[bucket] += sum(counters.get(name, 0) for name in FINISHED)
+
+
+def series(per_minute: Mapping[int, int], start: int, end: int, step_us: int) -> list[int]:
+    """Counts per step from start to end (µs), oldest first, empty steps as zero."""
+    first = start - start % step_us
+    steps = max(1, -(-(end - first) // step_us))
+    out = [0] * steps
+    for bucket, n in per_minute.items():
+        index = (bucket - first) // step_us
+        if 0 <= index < steps:
+            out[index] += n
+    return out
+
+
+def recent(per_minute: Mapping[int, int], now: int, window_us: int) -> int:
+    """Finished in the last `window_us`, counting the oldest minute by its overlap."""
+    since = now - window_us
+    total = 0.0
+    for bucket, n in per_minute.items():
+        end = bucket + MINUTE_US
+        if end <= since or bucket > now:
+            continue
+        overlap = (min(end, now) - max(bucket, since)) / max(min(end, now) - bucket, 1)
+        total += n * overlap
+    return round(total)
+
+
+def merge(groups: Iterable[Group]) -> Group:
+    total = Group()
+    for g in groups:
+        total.counters.update(g.counters)
+        total.run.update(g.run)
+        total.wait.update(g.wait)
+        total.per_minute.update(g.per_minute)
+    return total

@@ -1,0 +1,200 @@
+"""Bookkeeping that rides in every transaction: state counters, statistics rollups, metrics.
+
+Ops report what they did — tasks moved between states, submitted, started,
+ended — and the committer writes the sums at the end of the same transaction:
+one upsert per (queue, state) counter and per (minute, queue, type) rollup,
+however many tasks the commit moved. Statistics therefore never scan the task
+table and stay exact across restarts. After the commit the same events go to
+the metrics exporter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.core.task_state import TaskState
+from broker.store.schema import queue_count, task_stat, task_stat_hist
+
+MINUTE_US = 60_000_000
+RUN, WAIT = 1, 2
+
+EventName = Literal[
+    "submitted", "started", "succeeded", "failed", "retried", "expired", "cancelled", "lost"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricEvent:
+    """One thing that happened to tasks, for metrics: `count` of them, or one duration."""
+
+    name: EventName
+    queue: str
+    type: str
+    count: int = 1
+    seconds: float | None = None  # run time (ended) or queue wait (started)
+
+
+class MetricsSink(Protocol):
+    def record(self, events: Sequence[MetricEvent]) -> None: ...
+
+
+class NoMetrics:
+    def record(self, events: Sequence[MetricEvent]) -> None:
+        return None
+
+
+def slot(us: int) -> int:
+    """The histogram slot of a duration: 4 slots per doubling from 1 ms (about ±9%)."""
+    if us < 1000:
+        return 0
+    return min(1 + int(4 * math.log2(us / 1000)), 127)
+
+
+def slot_bounds(index: int) -> tuple[float, float]:
+    """The range of durations (µs) a slot holds."""
+    if index == 0:
+        return 0.0, 1000.0
+    return 1000 * 2 ** ((index - 1) / 4), 1000 * 2 ** (index / 4)
+
+
+_FINAL = {
+    TaskState.SUCCEEDED: "succeeded",
+    TaskState.FAILED: "failed",
+    TaskState.DEAD: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.EXPIRED: "expired",
+}
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, int]] = Counter()
+        self._stats: defaultdict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
+        self._hist: Counter[tuple[int, str, str, int, int]] = Counter()
+        self._events: list[MetricEvent] = []
+
+    # --- What ops report ---------------------------------------------------------------------
+
+    def moved(
+        self, queue: str, source: TaskState | None, target: TaskState | None, n: int = 1
+    ) -> None:
+        """`n` tasks of `queue` left `source` (None: inserted) for `target` (None: deleted)."""
+        if source is not None:
+            self._counts[(queue, int(source))] -= n
+        if target is not None:
+            self._counts[(queue, int(target))] += n
+
+    def submitted(self, queue: str, type_: str, now: int, n: int = 1) -> None:
+        self._stats[(_minute(now), queue, type_)]["submitted"] += n
+        self._events.append(MetricEvent("submitted", queue, type_, n))
+
+    def started(self, queue: str, type_: str, now: int, wait_us: int) -> None:
+        key = (_minute(now), queue, type_)
+        stats = self._stats[key]
+        stats["started"] += 1
+        stats["wait_count"] += 1
+        stats["wait_sum_us"] += max(wait_us, 0)
+        self._hist[(*key, WAIT, slot(wait_us))] += 1
+        self._events.append(MetricEvent("started", queue, type_, seconds=max(wait_us, 0) / 1e6))
+
+    def ended(
+        self, queue: str, type_: str, now: int, state: TaskState, run_us: int | None, lost: bool
+    ) -> None:
+        """An attempt ended and its task moved to `state` (final, or back to wait)."""
+        key = (_minute(now), queue, type_)
+        stats = self._stats[key]
+        name: EventName
+        if lost:
+            name = "lost"
+        elif state in _FINAL:
+            name = _FINAL[state]  # type: ignore[assignment]
+        else:
+            name = "retried"
+        stats[name] += 1
+        seconds = None
+        if run_us is not None and not lost:
+            stats["run_count"] += 1
+            stats["run_sum_us"] += max(run_us, 0)
+            self._hist[(*key, RUN, slot(run_us))] += 1
+            seconds = max(run_us, 0) / 1e6
+        self._events.append(MetricEvent(name, queue, type_, seconds=seconds))
+
+    def finished_waiting(self, queue: str, type_: str, now: int, state: TaskState) -> None:
+        """A task ended without running (cancelled or expired while waiting)."""
+        name = _FINAL.get(state)
+        if name is not None:
+            self._stats[(_minute(now), queue, type_)][name] += 1
+            self._events.append(MetricEvent(name, queue, type_))  # type: ignore[arg-type]
+
+    # --- Writing it down ---------------------------------------------------------------------
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        """Write the sums so far into this transaction (may run more than once per commit)."""
+        pg = conn.dialect.name == "postgresql"
+        insert = postgresql.insert if pg else sqlite.insert
+        counts = [{"queue": q, "state": s, "count": n} for (q, s), n in self._counts.items() if n]
+        if counts:
+            stmt = insert(queue_count)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["queue", "state"],
+                    set_={"count": queue_count.c.count + stmt.excluded.count},
+                ),
+                counts,
+            )
+        if self._stats:
+            await self._flush_stats(conn, insert)
+        if self._hist:
+            stmt = insert(task_stat_hist)
+            rows = [
+                {"bucket": b, "queue": q, "type": t, "kind": k, "slot": s, "count": n}
+                for (b, q, t, k, s), n in self._hist.items()
+            ]
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["bucket", "queue", "type", "kind", "slot"],
+                    set_={"count": task_stat_hist.c.count + stmt.excluded.count},
+                ),
+                rows,
+            )
+        self._counts.clear()
+        self._stats.clear()
+        self._hist.clear()
+
+    async def _flush_stats(self, conn: AsyncConnection, insert: object) -> None:
+        from broker.store.schema import STAT_COUNTERS
+
+        stmt = insert(task_stat)  # type: ignore[operator]
+        rows = [
+            {"bucket": b, "queue": q, "type": t, **{c: counter[c] for c in STAT_COUNTERS}}
+            for (b, q, t), counter in self._stats.items()
+        ]
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["bucket", "queue", "type"],
+                set_={c: task_stat.c[c] + stmt.excluded[c] for c in STAT_COUNTERS},
+            ),
+            rows,
+        )
+
+    def commit(self) -> list[MetricEvent]:
+        """The transaction committed: hand over the metric events."""
+        events, self._events = self._events, []
+        return events
+
+    def discard(self) -> None:
+        self._counts.clear()
+        self._stats.clear()
+        self._hist.clear()
+        self._events.clear()
+
+
+def _minute(us: int) -> int:
+    return us - us % MINUTE_US
