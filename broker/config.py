@@ -40,6 +40,9 @@ class Settings:
     port_file: str | None = None
     log_level: str = "INFO"
     log_json: bool = False
+    # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.
+    metrics_listen: str | None = None
+    otlp_endpoint: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -99,6 +99,16 @@ def _logging(level: str) -> None:
     type=click.Path(dir_okay=False),
     help="Write the bound port here once serving (for --listen host:0).",
 )
+@click.option(
+    "--metrics-listen",
+    envvar="TASKYARD_METRICS_LISTEN",
+    help="host:port for a Prometheus scrape endpoint (/metrics); port 0 picks a free port.",
+)
+@click.option(
+    "--otlp-endpoint",
+    envvar="TASKYARD_OTLP_ENDPOINT",
+    help="Send metrics and dispatch spans over OTLP to this URL (OTEL_EXPORTER_OTLP_* also work).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def broker_command(
     listen: str,
@@ -113,6 +123,8 @@ def broker_command(
     auto_migrate: bool,
     sqlite_synchronous: str,
     port_file: str | None,
+    metrics_listen: str | None,
+    otlp_endpoint: str | None,
     log_level: str,
 ) -> None:
     """Run the broker (SQLite file by default)."""
@@ -140,6 +152,8 @@ def broker_command(
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,
         log_level=log_level,
+        metrics_listen=metrics_listen,
+        otlp_endpoint=otlp_endpoint,
         limits=replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes),
     )
     _logging(log_level)

@@ -1,0 +1,202 @@
+"""Wiring: the exporters the settings and OTEL_* environment ask for, and their shutdown.
+
+Nothing is built unless asked for: without `--metrics-listen`, `--otlp-endpoint`
+or an OTLP endpoint in the environment the broker keeps `NoMetrics` and records
+no spans. Metrics go to a Prometheus scrape endpoint and/or OTLP; dispatch
+spans go to OTLP only (a scrape endpoint has no place for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from broker import telemetry
+from broker.errors import ConfigError
+from broker.loops.dispatcher import Dispatcher
+from broker.loops.ledger import MetricsSink, NoMetrics
+from broker.store.database import Database
+from broker.store.schema import queue_count
+from broker.telemetry.metrics import BrokerMetrics, QueueCounts
+from broker.telemetry.tracing import Dispatched
+
+log = logging.getLogger("taskyard.broker")
+
+SCOPE = "taskyard.broker"
+QUEUE_COUNTS_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Telemetry:
+    """What `start` built; `metrics` is None when no metrics exporter is configured."""
+
+    metrics: BrokerMetrics | None = None
+    metrics_port: int | None = None
+    _meter_provider: MeterProvider | None = None
+    _tracer_provider: TracerProvider | None = None
+    _http: Any = None
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def sink(self) -> MetricsSink:
+        return self.metrics if self.metrics is not None else NoMetrics()
+
+    async def shutdown(self) -> None:
+        """Stop serving scrapes and flush OTLP (off the loop: a final collection reads the db)."""
+        telemetry.activate(None)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for provider in (self._tracer_provider, self._meter_provider):
+            if provider is not None:
+                await asyncio.to_thread(provider.shutdown)
+
+
+def start(
+    *,
+    metrics_listen: str | None,
+    otlp_endpoint: str | None,
+    db: Database,
+    dispatcher: Dispatcher,
+    env: Mapping[str, str] | None = None,
+) -> Telemetry:
+    """Build the exporters; the caller hands `result.metrics` to the committer's Env."""
+    env = os.environ if env is None else env
+    out = Telemetry()
+    resource = _resource(env)
+    readers: list[MetricReader] = []
+    if metrics_listen:
+        reader, out._http, out.metrics_port = _prometheus(metrics_listen)
+        readers.append(reader)
+    if _otlp_wanted("metrics", otlp_endpoint, env):
+        exporter = _otlp_exporter("metrics", otlp_endpoint, env)
+        readers.append(PeriodicExportingMetricReader(exporter))
+    tracer = None
+    if _otlp_wanted("traces", otlp_endpoint, env):
+        out._tracer_provider = TracerProvider(resource=resource)
+        out._tracer_provider.add_span_processor(
+            BatchSpanProcessor(_otlp_exporter("traces", otlp_endpoint, env))
+        )
+        tracer = out._tracer_provider.get_tracer(SCOPE)
+    dispatched = Dispatched(tracer)
+    if dispatched.wanted:
+        dispatcher.on_deliver = dispatched.delivered
+    if readers:
+        out._meter_provider = MeterProvider(
+            metric_readers=readers, resource=resource, exemplar_filter=AlwaysOffExemplarFilter()
+        )
+        out.metrics = BrokerMetrics(
+            out._meter_provider.get_meter(SCOPE),
+            queue_counts=_queue_counts_reader(db, asyncio.get_running_loop()),
+            leases_in_flight=lambda: dispatcher.leases_in_flight,
+            sessions=lambda: dispatcher.sessions,
+        )
+        telemetry.activate(out.metrics)
+    return out
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    return Resource.create({} if named else {"service.name": "taskyard-broker"})
+
+
+def _prometheus(listen: str) -> tuple[MetricReader, Any, int]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--metrics-listen takes HOST:PORT, got {listen!r}")
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    try:
+        http, _thread = start_http_server(int(port), host.strip("[]"), registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {listen}: {exc}") from None
+    bound = int(http.server_port)
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return reader, http, bound
+
+
+def _otlp_wanted(signal: str, endpoint: str | None, env: Mapping[str, str]) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    if env.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").lower() == "none":
+        return False
+    return bool(
+        endpoint
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    )
+
+
+def _otlp_exporter(signal: str, endpoint: str | None, env: Mapping[str, str]) -> Any:
+    """An OTLP exporter; with no --otlp-endpoint it reads its endpoint from OTEL_* itself."""
+    protocol = (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    )
+    if protocol == "grpc":
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            return OTLPMetricExporter(endpoint=endpoint)
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=endpoint)
+    if protocol == "http/protobuf":
+        # Given explicitly, the HTTP exporters take the full URL of the signal.
+        url = f"{endpoint.rstrip('/')}/v1/{signal}" if endpoint else None
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HttpMetricExporter,
+            )
+
+            return HttpMetricExporter(endpoint=url)
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        return HttpSpanExporter(endpoint=url)
+    raise ConfigError(f"OTLP protocol {protocol!r} is not supported (grpc or http/protobuf)")
+
+
+def _queue_counts_reader(db: Database, loop: asyncio.AbstractEventLoop) -> QueueCounts:
+    """Reads the counts from a collector's thread, on the broker's loop."""
+
+    async def read() -> dict[tuple[str, int], int]:
+        # The ledger keeps queue_count exact in every transaction; the table is tiny.
+        query = sa.select(queue_count.c.queue, queue_count.c.state, queue_count.c.count)
+        async with db.reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(q, int(s)): int(n) for q, s, n in rows}
+
+    def get() -> dict[tuple[str, int], int]:
+        if _on(loop) or loop.is_closed():
+            # A collection on the loop itself (none is planned) must not block it.
+            raise RuntimeError("queue depths cannot be read on the event loop thread")
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(QUEUE_COUNTS_TIMEOUT_S)
+
+    return get
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
