@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from taskyard.v1 import task_service_pb2, task_service_pb2_grpc
+from worker_sdk import _tracing
 from worker_sdk._errors import TaskFailed, TaskyardError
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
@@ -96,7 +97,9 @@ class Client:
             retry_policy=retry_policy,
             timeouts=timeouts,
         )
-        response = await self._call(self._stub.CreateTask, create_request(spec))
+        with _tracing.submit_span(type, queue) as span:
+            response = await self._call(self._stub.CreateTask, create_request(spec))
+            _tracing.submitted(span, response.task.id)
         return Task.from_proto(response.task)
 
     async def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
@@ -105,10 +108,12 @@ class Client:
         Raises:
             BatchSubmitError: some items were rejected (the rest were created).
         """
-        responses = [
-            await self._call(self._stub.BatchCreateTasks, request)
-            for request in batch_requests(specs)
-        ]
+        items = list(specs)
+        with _tracing.submit_span(items[0].type if items else "", None, len(items)):
+            responses = [
+                await self._call(self._stub.BatchCreateTasks, request)
+                for request in batch_requests(items)
+            ]
         return batch_results(responses)
 
     async def get(self, task_id: str, *, full: bool = True) -> Task:
@@ -233,16 +238,19 @@ class SyncClient:
 
     def submit(self, type: str, payload: Any = None, **options: Any) -> Task:
         """See `Client.submit`."""
-        response = self._call(
-            self._stub.CreateTask, create_request(spec_of(type, payload, **options))
-        )
+        with _tracing.submit_span(type, options.get("queue")) as span:
+            response = self._call(
+                self._stub.CreateTask, create_request(spec_of(type, payload, **options))
+            )
+            _tracing.submitted(span, response.task.id)
         return Task.from_proto(response.task)
 
     def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
         """See `Client.submit_many`."""
-        return batch_results(
-            [self._call(self._stub.BatchCreateTasks, r) for r in batch_requests(specs)]
-        )
+        items = list(specs)
+        with _tracing.submit_span(items[0].type if items else "", None, len(items)):
+            responses = [self._call(self._stub.BatchCreateTasks, r) for r in batch_requests(items)]
+        return batch_results(responses)
 
     def get(self, task_id: str, *, full: bool = True) -> Task:
         request = task_service_pb2.GetTaskRequest(id=task_id, view=_FULL if full else _BASIC)

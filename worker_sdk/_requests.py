@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from taskyard.v1 import task_pb2, task_service_pb2
+from worker_sdk import _tracing
 from worker_sdk._errors import BatchSubmitError, TaskyardError
 from worker_sdk._payload import to_payload
 from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
@@ -80,6 +81,7 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
         task.retry_policy.CopyFrom(spec.retry_policy.to_proto())
     if spec.timeouts is not None:
         task.timeouts.CopyFrom(spec.timeouts.to_proto())
+    _tracing.inject(task.trace_context)
     return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
 
 

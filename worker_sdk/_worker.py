@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -31,6 +32,7 @@ from worker_sdk._context import TaskContext
 from worker_sdk._errors import NonRetryableError
 from worker_sdk._payload import to_payload
 from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
+from worker_sdk._tracing import task_fields, task_scope
 from worker_sdk._version import __version__
 
 log = logging.getLogger("taskyard.worker")
@@ -248,7 +250,11 @@ class Worker:
 
     def _give_up_remaining(self) -> None:
         for job in list(self._running.values()):
-            log.warning("task %s did not finish within the grace period; releasing it", job.task_id)
+            log.warning(
+                "task %s did not finish within the grace period; releasing it",
+                job.task_id,
+                extra=task_fields(job.ctx, self.worker_id),
+            )
             self._outbox.releases.append(pb.LeaseRef(task_id=job.task_id, lease_id=job.lease_id))
             self._abandon(job)
             # A thread cannot be interrupted; stop waiting for it.
@@ -339,7 +345,11 @@ class Worker:
         for ref in welcome.lost_leases:
             job = self._running.get(ref.task_id)
             if job is not None and job.lease_id == ref.lease_id:
-                log.warning("lease on task %s was lost while disconnected; abandoning", ref.task_id)
+                log.warning(
+                    "lease on task %s was lost while disconnected; abandoning",
+                    ref.task_id,
+                    extra=task_fields(job.ctx, self.worker_id),
+                )
                 self._abandon(job)
             completion = self._unacked.get(ref.task_id)
             if completion is not None and completion.lease_id == ref.lease_id:
@@ -427,7 +437,10 @@ class Worker:
                 continue
             if ack.HasField("error"):
                 log.warning(
-                    "lost the lease on task %s (%s); abandoning it", job.task_id, ack.error.reason
+                    "lost the lease on task %s (%s); abandoning it",
+                    job.task_id,
+                    ack.error.reason,
+                    extra=task_fields(job.ctx, self.worker_id),
                 )
                 self._abandon(job)
             else:
@@ -442,10 +455,18 @@ class Worker:
             if job is None or job.lease_id != item.lease_id:
                 continue
             if item.reason == pb.CANCEL_REASON_TIMED_OUT:
-                log.warning("task %s ran past its execution timeout; stopping it", job.task_id)
+                log.warning(
+                    "task %s ran past its execution timeout; stopping it",
+                    job.task_id,
+                    extra=task_fields(job.ctx, self.worker_id),
+                )
                 self._abandon(job)
             elif item.reason == pb.CANCEL_REASON_LEASE_LOST:
-                log.warning("broker revoked the lease on task %s; abandoning it", job.task_id)
+                log.warning(
+                    "broker revoked the lease on task %s; abandoning it",
+                    job.task_id,
+                    extra=task_fields(job.ctx, self.worker_id),
+                )
                 self._abandon(job)
             else:
                 self._cancel(job)
@@ -486,7 +507,11 @@ class Worker:
         if stale is not None:
             # Leased to us again: the broker took the old lease back while the
             # old attempt still runs here. Only the new lease counts now.
-            log.warning("task %s leased again; abandoning its earlier attempt", job.task_id)
+            log.warning(
+                "task %s leased again; abandoning its earlier attempt",
+                job.task_id,
+                extra=task_fields(stale.ctx, self.worker_id),
+            )
             self._abandon(stale)
         self._running[job.task_id] = job
         if job.heartbeat_interval and job.heartbeat_interval < self._tick_period:
@@ -521,13 +546,21 @@ class Worker:
         self._finish(job, completion)
 
     async def _invoke(self, job: _Job) -> Any:
+        headers = dict(job.ctx._assignment.trace_context)
+        with task_scope(job.ctx, self.worker_id, headers):
+            return await self._run_handler(job)
+
+    async def _run_handler(self, job: _Job) -> Any:
         handler = job.handler
         if handler is None:
             raise LookupError(f"this worker has no handler for task type {job.ctx.type!r}")
         if handler.is_async:
             return await handler.fn(job.ctx)
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._executor, handler.fn, job.ctx)
+        # The thread runs in a copy of this context: the handler's logs and spans
+        # belong to its task.
+        run = contextvars.copy_context().run
+        return await self._loop.run_in_executor(self._executor, run, handler.fn, job.ctx)
 
     def _at(self, when: Any, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Call `callback` at a wall-clock Timestamp, on the loop's own clock."""

@@ -1,0 +1,162 @@
+"""Trace context and log fields for tasks; OpenTelemetry is optional.
+
+Submitting injects the caller's W3C trace context into the task; running a
+task continues it, so a handler's span is a child of the submitter's span
+whichever language either side is written in (docs/observability.md).
+
+Only `opentelemetry-api` is used, and only when it is importable. Spans are
+started only when an application has installed a tracer provider; without
+one, a context that arrived with a task is still made current (so tasks a
+handler submits stay in the same trace), and a task without one costs a
+dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker_sdk._context import TaskContext
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover - exercised only without opentelemetry-api
+    otel_context = propagate = trace = None  # type: ignore[assignment]
+
+log = logging.getLogger("taskyard.worker")
+
+TRACER = "taskyard.worker_sdk"
+
+_fields: ContextVar[dict[str, Any] | None] = ContextVar("taskyard_task_fields", default=None)
+
+
+def task_log_fields() -> dict[str, Any] | None:
+    """The fields of the task running in this context (task_id, queue, ...), if any."""
+    return _fields.get()
+
+
+def task_fields(ctx: TaskContext, worker_id: str) -> dict[str, Any]:
+    """The structured log fields of a task's attempt on this worker."""
+    return {
+        "task_id": ctx.task_id,
+        "task_type": ctx.type,
+        "queue": ctx.queue,
+        "attempt": ctx.attempt,
+        "worker": worker_id,
+    }
+
+
+def _tracing() -> bool:
+    """Whether an application installed a real tracer provider."""
+    if trace is None:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def inject(carrier: MutableMapping[str, str]) -> None:
+    """Write the current trace context into a task's `trace_context` map."""
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return
+    propagate.inject(carrier)
+
+
+@contextlib.contextmanager
+def submit_span(type_: str, queue: str | None, count: int = 1) -> Iterator[Any]:
+    """The producer span around CreateTask/BatchCreateTasks; yields it (or None)."""
+    if not _tracing():
+        yield None
+        return
+    name = f"submit {type_}" if count == 1 else "submit batch"
+    attributes: dict[str, Any] = {
+        "messaging.system": "taskyard",
+        "messaging.operation.name": "submit",
+        "messaging.operation.type": "send",
+    }
+    if count == 1:
+        attributes["messaging.destination.name"] = queue or "default"
+        attributes["taskyard.task.type"] = type_
+    else:
+        attributes["messaging.batch.message_count"] = count
+    tracer = trace.get_tracer(TRACER)
+    with tracer.start_as_current_span(
+        name, kind=trace.SpanKind.PRODUCER, attributes=attributes
+    ) as span:
+        yield span
+
+
+def submitted(span: Any, task_id: str) -> None:
+    if span is not None:
+        span.set_attribute("messaging.message.id", task_id)
+
+
+@contextlib.contextmanager
+def task_scope(ctx: TaskContext, worker_id: str, headers: dict[str, str]) -> Iterator[None]:
+    """Run a handler inside its task's log fields and trace (an `execute {type}` span).
+
+    Args:
+        ctx: The handler's context.
+        worker_id: This worker, for the logs and the span.
+        headers: The task's `trace_context` (W3C traceparent, tracestate, baggage).
+    """
+    token = _fields.set(task_fields(ctx, worker_id))
+    started = time.monotonic()
+    log.debug("task %s started (attempt %d)", ctx.task_id, ctx.attempt)
+    try:
+        with _span(ctx, worker_id, headers):
+            yield
+    except Exception as exc:
+        log.warning(
+            "task %s failed on attempt %d/%d: %s: %s",
+            ctx.task_id,
+            ctx.attempt,
+            ctx.max_attempts,
+            type(exc).__name__,
+            exc,
+            extra={"error_type": type(exc).__name__},
+        )
+        raise
+    else:
+        log.debug("task %s returned after %.3fs", ctx.task_id, time.monotonic() - started)
+    finally:
+        _fields.reset(token)
+
+
+@contextlib.contextmanager
+def _span(ctx: TaskContext, worker_id: str, headers: dict[str, str]) -> Iterator[None]:
+    if trace is None or (not headers and not _tracing()):
+        yield
+        return
+    parent = propagate.extract(headers) if headers else None
+    if not _tracing():
+        # No spans of ours, but tasks this handler submits continue the trace.
+        assert parent is not None
+        token = otel_context.attach(parent)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+        return
+    tracer = trace.get_tracer(TRACER)
+    with tracer.start_as_current_span(
+        f"execute {ctx.type}",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "taskyard",
+            "messaging.operation.name": "execute",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": ctx.queue,
+            "messaging.message.id": ctx.task_id,
+            "taskyard.task.type": ctx.type,
+            "taskyard.task.attempt": ctx.attempt,
+            "taskyard.worker.id": worker_id,
+        },
+    ):
+        yield
