@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 
 import click
 
@@ -14,12 +12,10 @@ from broker.errors import ConfigError
 DEFAULTS = Settings()
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _logging(level: str, json_lines: bool = False) -> None:
+    from broker import logs
+
+    logs.configure(level, json_lines=json_lines)
 
 
 @click.command("broker")
@@ -110,6 +106,7 @@ def _logging(level: str) -> None:
     help="Send metrics and dispatch spans over OTLP to this URL (OTEL_EXPORTER_OTLP_* also work).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 def broker_command(
     listen: str,
     db: str,
@@ -126,6 +123,7 @@ def broker_command(
     metrics_listen: str | None,
     otlp_endpoint: str | None,
     log_level: str,
+    log_json: bool,
 ) -> None:
     """Run the broker (SQLite file by default)."""
     from dataclasses import replace
@@ -152,11 +150,12 @@ def broker_command(
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,
         log_level=log_level,
+        log_json=log_json,
         metrics_listen=metrics_listen,
         otlp_endpoint=otlp_endpoint,
         limits=replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes),
     )
-    _logging(log_level)
+    _logging(log_level, log_json)
     try:
         asyncio.run(app.run(settings))
     except ConfigError as exc:

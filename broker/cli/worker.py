@@ -12,6 +12,7 @@ import click
 @click.option("--target", envvar="TASKYARD_TARGET", help="Broker address(es), comma-separated.")
 @click.option("--worker-id", help="Identifier shown in the broker (default host-pid).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 def worker_command(
     app: str,
     concurrency: int | None,
@@ -19,18 +20,13 @@ def worker_command(
     target: str | None,
     worker_id: str | None,
     log_level: str,
+    log_json: bool,
 ) -> None:
     """Run a worker: APP is module:attribute naming a worker_sdk.Worker."""
-    import logging
-    import sys
-
+    from broker import logs
     from worker_sdk._loader import load_worker
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(log_level, json_lines=log_json)
     try:
         worker = load_worker(app)
     except (ImportError, AttributeError, TypeError) as exc:
