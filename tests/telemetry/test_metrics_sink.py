@@ -1,0 +1,165 @@
+"""BrokerMetrics in process: ledger events and reporter calls become the right data points."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from broker import telemetry
+from broker.core.task_state import TaskState
+from broker.errors import ConfigError
+from broker.loops.ledger import MetricEvent
+from broker.telemetry import setup
+from broker.telemetry.metrics import BrokerMetrics
+
+Points = dict[tuple[str, frozenset[tuple[str, str]]], Any]
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def sink(reader: InMemoryMetricReader) -> Iterator[BrokerMetrics]:
+    counts = {
+        ("default", int(TaskState.PENDING)): 4,
+        ("default", int(TaskState.RUNNING)): 2,
+        ("default", int(TaskState.SUCCEEDED)): 9,
+        ("mail", int(TaskState.RETRYING)): 1,
+    }
+    provider = MeterProvider(metric_readers=[reader])
+    sink = BrokerMetrics(
+        provider.get_meter("test"),
+        queue_counts=lambda: counts,
+        leases_in_flight=lambda: 2,
+        sessions=lambda: 1,
+    )
+    telemetry.activate(sink)
+    yield sink
+    telemetry.activate(None)
+    provider.shutdown()
+
+
+def points(reader: InMemoryMetricReader) -> Points:
+    data = reader.get_metrics_data()
+    assert data is not None
+    out: Points = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for p in metric.data.data_points:
+                    labels = frozenset((k, str(v)) for k, v in (p.attributes or {}).items())
+                    out[(metric.name, labels)] = p
+    return out
+
+
+def labels(**kv: str) -> frozenset[tuple[str, str]]:
+    return frozenset(kv.items())
+
+
+def test_events_are_summed_per_queue_and_type(
+    sink: BrokerMetrics, reader: InMemoryMetricReader
+) -> None:
+    sink.record([MetricEvent("submitted", "default", "a", count=3), MetricEvent("lost", "q", "b")])
+    sink.record([MetricEvent("submitted", "default", "a"), MetricEvent("succeeded", "q", "b")])
+    p = points(reader)
+    assert p[("taskyard.tasks.submitted", labels(queue="default", type="a"))].value == 4
+    assert p[("taskyard.leases.lost", labels(queue="q", type="b"))].value == 1
+    assert p[("taskyard.tasks.succeeded", labels(queue="q", type="b"))].value == 1
+    assert ("taskyard.tasks.failed", labels(queue="q", type="b")) not in p
+
+
+def test_durations_go_to_the_wait_or_the_run_histogram(
+    sink: BrokerMetrics, reader: InMemoryMetricReader
+) -> None:
+    sink.record(
+        [
+            MetricEvent("started", "default", "a", seconds=0.002),
+            MetricEvent("succeeded", "default", "a", seconds=0.5),
+            MetricEvent("retried", "default", "a", seconds=1.5),
+            MetricEvent("lost", "default", "a"),  # no run time for a lost lease
+        ]
+    )
+    p = points(reader)
+    key = labels(queue="default", type="a")
+    wait, run = p[("taskyard.task.queue_wait", key)], p[("taskyard.task.run_time", key)]
+    assert (wait.count, wait.sum) == (1, 0.002)
+    assert (run.count, run.sum) == (2, 2.0)
+    # Buckets are in seconds: 0.5 falls in (0.25, 0.5], 1.5 in (1, 2.5].
+    bounds = list(run.explicit_bounds)
+    counts = list(run.bucket_counts)
+    assert counts[bounds.index(0.5)] == 1 and counts[bounds.index(2.5)] == 1
+
+
+def test_gauges_read_depths_leases_and_sessions(
+    sink: BrokerMetrics, reader: InMemoryMetricReader
+) -> None:
+    p = points(reader)
+    assert p[("taskyard.queue.depth", labels(queue="default", state="pending"))].value == 4
+    assert p[("taskyard.queue.depth", labels(queue="mail", state="retrying"))].value == 1
+    assert ("taskyard.queue.depth", labels(queue="default", state="succeeded")) not in p
+    assert p[("taskyard.queue.running", labels(queue="default"))].value == 2
+    assert p[("taskyard.leases.in_flight", labels())].value == 2
+    assert p[("taskyard.workers.connected", labels())].value == 1
+
+
+def test_schedule_and_expiry_reports_reach_the_active_sink(
+    sink: BrokerMetrics, reader: InMemoryMetricReader
+) -> None:
+    telemetry.schedule_fired("nightly", 0.2)
+    telemetry.schedule_fired("nightly", -1.0)  # early counts as on time
+    telemetry.schedule_missed("nightly", 3)
+    telemetry.schedule_missed("nightly", 0)  # nothing missed: no-op
+    telemetry.leases_expired(2)
+    p = points(reader)
+    nightly = labels(schedule="nightly")
+    assert p[("taskyard.schedule.fires", nightly)].value == 2
+    assert p[("taskyard.schedule.misses", nightly)].value == 3
+    lag = p[("taskyard.schedule.lag", nightly)]
+    assert (lag.count, lag.sum) == (2, 0.2)
+    assert p[("taskyard.leases.expired", labels())].value == 2
+
+
+def test_reports_without_an_active_sink_do_nothing() -> None:
+    telemetry.activate(None)
+    telemetry.schedule_fired("s", 1.0)
+    telemetry.schedule_missed("s", 1)
+    telemetry.leases_expired(1)
+
+
+@pytest.mark.parametrize(
+    ("env", "endpoint", "wanted"),
+    [
+        ({}, None, False),
+        ({}, "http://collector:4317", True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, None, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317/t"}, None, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, "http://collector:4317", False),
+        ({"OTEL_SDK_DISABLED": "true"}, "http://collector:4317", False),
+    ],
+)
+def test_otlp_traces_are_wanted_only_when_configured(
+    env: dict[str, str], endpoint: str | None, wanted: bool
+) -> None:
+    assert setup._otlp_wanted("traces", endpoint, env) is wanted
+
+
+def test_otlp_protocol_picks_the_exporter_and_the_http_paths() -> None:
+    grpc_exporter = setup._otlp_exporter("metrics", "http://c:4317", {})
+    assert type(grpc_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    http_exporter = setup._otlp_exporter("traces", "http://c:4318/", env)
+    assert type(http_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    assert http_exporter._endpoint == "http://c:4318/v1/traces"
+    with pytest.raises(ConfigError, match="http/json"):
+        setup._otlp_exporter("traces", None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+def test_metrics_listen_must_be_host_and_port() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        setup._prometheus("9464")
