@@ -60,11 +60,23 @@ def _tracing() -> bool:
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
+# What the broker stores (W3C Trace Context and Baggage), and how long each may be.
+HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
+MAX_HEADER = 1024
+
+
 def inject(carrier: MutableMapping[str, str]) -> None:
-    """Write the current trace context into a task's `trace_context` map."""
+    """Write the current trace context into a task's `trace_context` map.
+
+    Only the W3C headers the broker accepts are kept, and none longer than it
+    accepts: another propagator's headers or oversized baggage must cost the
+    trace a field, never the submission its task.
+    """
     if trace is None or not trace.get_current_span().get_span_context().is_valid:
         return
-    propagate.inject(carrier)
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    carrier.update((k, v) for k, v in headers.items() if k in HEADERS and len(v) <= MAX_HEADER)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -141,3 +142,22 @@ async def test_a_failing_handler_marks_its_span_as_an_error(
     assert execute.status.status_code is StatusCode.ERROR
     assert [e.name for e in execute.events] == ["exception"]
     assert_child(execute, one(spans, "submit traced.fail"))
+
+
+async def test_baggage_too_large_for_the_broker_is_dropped_not_the_task(
+    broker: Broker, client: Client, spans: InMemorySpanExporter
+) -> None:
+    # The broker refuses headers over 1024 characters; the SDK must not send them.
+    small = baggage.set_baggage("tenant", "acme")
+    for name, ctx, expected in (
+        ("small", small, {"traceparent", "baggage"}),
+        ("big", baggage.set_baggage("blob", "x" * 2000, small), {"traceparent"}),
+    ):
+        token = otel_context.attach(ctx)
+        try:
+            task = await client.submit("echo", {"case": name})
+        finally:
+            otel_context.detach(token)
+        async with stubs(broker) as stub:
+            stored = (await stub.tasks.GetTask(task_service_pb2.GetTaskRequest(id=task.id))).task
+        assert set(stored.trace_context) == expected, name
