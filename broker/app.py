@@ -32,6 +32,7 @@ from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
 from broker.queue_registry import QueueRegistry
 from broker.runtime import Runtime
+from broker.security.interceptor import Guard
 from broker.server import build_server, set_serving
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
@@ -110,12 +111,15 @@ async def _serve(
         queues,
         replica_id=replica_id,
     )
-    server, health, port = build_server(runtime)
+    guard = Guard(settings=settings, db=db)
+    server, health, port = build_server(runtime, guard=guard)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP re-reads the tokens file; streams of revoked identities end.
+    loop.add_signal_handler(signal.SIGHUP, guard.reload)
 
     committer_task = asyncio.create_task(committer.run(), name="committer")
     loops = {
@@ -143,6 +147,7 @@ async def _serve(
     await server.start()
     await set_serving(health, True)
     _announce(settings, port, db.backend)
+    guard.announce(settings.listen)
 
     stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     done, _ = await asyncio.wait(

@@ -19,6 +19,23 @@ class Limits:
     max_attempts: int = 1000
     max_credits: int = 10_000
     max_message_bytes: int = 32 * 1024 * 1024
+    # Per identity (docs/security.md): open Lease/WatchTask streams, and tasks
+    # submitted per second with bursts up to submit_burst (0 = unlimited).
+    max_streams_per_identity: int = 1000
+    submit_rate: float = 10_000.0
+    submit_burst: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """TLS, tokens and which services stay open without a token (docs/security.md)."""
+
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # set: clients must present a certificate it signed
+    tokens_path: str | None = None  # unset: no authentication (development)
+    open_health: bool = True
+    open_reflection: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +61,7 @@ class Settings:
     metrics_listen: str | None = None
     otlp_endpoint: str | None = None
     limits: Limits = field(default_factory=Limits)
+    security: Security = field(default_factory=Security)
 
     @property
     def heartbeat_interval_s(self) -> float:

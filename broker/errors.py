@@ -15,6 +15,8 @@ DOMAIN = "taskyard"
 class TaskyardError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    # Sent as google.rpc.RetryInfo: when the call may succeed if repeated.
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -30,6 +32,16 @@ class ConfigError(Exception):
 class InvalidArgument(TaskyardError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(TaskyardError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(TaskyardError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class NotFound(TaskyardError):

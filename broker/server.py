@@ -13,6 +13,8 @@ from broker.api.task_service import TaskService
 from broker.api.worker_service import WorkerService
 from broker.errors import ConfigError
 from broker.runtime import Runtime
+from broker.security.interceptor import Guard
+from broker.security.tls import add_port
 from taskyard.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
@@ -35,9 +37,14 @@ SERVICE_NAMES = (
 )
 
 
-def build_server(runtime: Runtime) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+def build_server(
+    runtime: Runtime, *, guard: Guard | None = None
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     limit = runtime.settings.limits.max_message_bytes
+    # Authentication, authorization and per-identity limits (broker/security).
+    guard = guard or Guard(settings=runtime.settings, db=runtime.db)
     server = grpc.aio.server(
+        interceptors=[guard],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -47,7 +54,7 @@ def build_server(runtime: Runtime) -> tuple[grpc.aio.Server, health.aio.HealthSe
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
@@ -65,7 +72,7 @@ def build_server(runtime: Runtime) -> tuple[grpc.aio.Server, health.aio.HealthSe
         server,
     )
     try:
-        port = server.add_insecure_port(runtime.settings.listen)
+        port = add_port(server, runtime.settings.listen, runtime.settings.security)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {runtime.settings.listen}: {exc}") from None
     if port == 0:

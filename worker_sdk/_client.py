@@ -11,6 +11,7 @@ import grpc
 
 from taskyard.v1 import task_service_pb2, task_service_pb2_grpc
 from worker_sdk import _tracing
+from worker_sdk._credentials import ChannelSecurity, aio_channel, sync_channel
 from worker_sdk._errors import TaskFailed, TaskyardError
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
@@ -34,15 +35,33 @@ class Client:
     Args:
         target: The broker's ``host:port``.
         timeout: Seconds each unary call may take; None for no limit.
+        token: Bearer token for a broker that requires one (docs/security.md).
+        ca_file: PEM CA to verify the broker's certificate; implies TLS.
+        cert_file: PEM client certificate for mutual TLS (with ``key_file``).
+        key_file: PEM private key of ``cert_file``.
+        tls: Use TLS with the system's CAs even without ``ca_file``.
 
     Every method raises `TaskyardError` (with ``.code`` and ``.reason``) when
     the broker refuses or cannot be reached.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool = False,
+    ) -> None:
         self.target = target
         self._timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        security = ChannelSecurity(
+            token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls=tls
+        )
+        self._channel = aio_channel(target, security, CHANNEL_OPTIONS)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
 
     async def __aenter__(self) -> Client:
@@ -221,10 +240,23 @@ class Client:
 class SyncClient:
     """A blocking client for scripts and shells; the same methods as `Client`."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool = False,
+    ) -> None:
         self.target = target
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        security = ChannelSecurity(
+            token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls=tls
+        )
+        self._channel = sync_channel(target, security, CHANNEL_OPTIONS)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
 
     def __enter__(self) -> SyncClient:

@@ -22,13 +22,14 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
 
 from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from worker_sdk._context import TaskContext
+from worker_sdk._credentials import ChannelSecurity, aio_channel
 from worker_sdk._errors import NonRetryableError
 from worker_sdk._payload import to_payload
 from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
@@ -114,6 +115,11 @@ class Worker:
         worker_id: Shown in the broker; defaults to ``hostname-pid``.
         shutdown_grace: Seconds in-flight tasks get to finish on stop/SIGTERM
             before they are cancelled and handed back.
+        token: Bearer token of a ``worker`` identity (docs/security.md).
+        ca_file: PEM CA to verify the broker's certificate; implies TLS.
+        cert_file: PEM client certificate for mutual TLS (with ``key_file``).
+        key_file: PEM private key of ``cert_file``.
+        tls: Use TLS with the system's CAs even without ``ca_file``.
 
     Example::
 
@@ -135,6 +141,11 @@ class Worker:
         concurrency: int = 10,
         worker_id: str | None = None,
         shutdown_grace: float = 30.0,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool = False,
     ) -> None:
         self._handlers: dict[str, _Handler] = {}
         self._targets = [target] if isinstance(target, str) else list(target)
@@ -142,6 +153,9 @@ class Worker:
         self._concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self._grace = shutdown_grace
+        self._security = ChannelSecurity(
+            token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls=tls
+        )
         self._running: dict[str, _Job] = {}
         self._unacked: dict[str, worker_service_pb2.Completion] = {}
         self._draining = False
@@ -177,8 +191,13 @@ class Worker:
         queues: Sequence[str] | None = None,
         targets: Sequence[str] | None = None,
         worker_id: str | None = None,
+        **security: Any,
     ) -> None:
-        """Override settings (used by the ``taskyard worker`` command line)."""
+        """Override settings (used by the ``taskyard worker`` command line).
+
+        ``security`` takes the constructor's token, ca_file, cert_file, key_file
+        and tls; None values leave the setting as it is.
+        """
         if concurrency is not None:
             self._concurrency = concurrency
         if queues:
@@ -187,6 +206,9 @@ class Worker:
             self._targets = list(targets)
         if worker_id:
             self.worker_id = worker_id
+        given = {k: v for k, v in security.items() if v is not None}
+        if given:
+            self._security = replace(self._security, **given)
 
     @property
     def task_types(self) -> list[str]:
@@ -218,7 +240,7 @@ class Worker:
         self._outbox = _Outbox()
         self._drained = asyncio.Event()
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="taskyard")
-        channels = {t: grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for t in self._targets}
+        channels = {t: aio_channel(t, self._security, CHANNEL_OPTIONS) for t in self._targets}
         try:
             await self._connect_loop(channels)
         finally:

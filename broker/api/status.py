@@ -24,10 +24,16 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def status_details(code: grpc.StatusCode, reason: str, message: str) -> bytes:
+def status_details(
+    code: grpc.StatusCode, reason: str, message: str, retry_after_s: float | None = None
+) -> bytes:
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    if retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMicroseconds(max(1, round(retry_after_s * 1_000_000)))
+        status.details.add().Pack(retry)
     return bytes(status.SerializeToString())
 
 
@@ -36,7 +42,10 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: TaskyardErro
         error.code,
         error.message,
         trailing_metadata=(
-            ("grpc-status-details-bin", status_details(error.code, error.reason, error.message)),
+            (
+                "grpc-status-details-bin",
+                status_details(error.code, error.reason, error.message, error.retry_after_s),
+            ),
         ),
     )
     raise AssertionError("unreachable: abort raises")

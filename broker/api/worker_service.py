@@ -40,6 +40,7 @@ from broker.loops.dispatcher import StopReason
 from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.loops.registry import WriteSessions
 from broker.runtime import Runtime
+from broker.security import access
 from broker.store.leases import Ended, ExtendResult, Extension
 from broker.store.workers import SessionRow
 from taskyard.v1 import (
@@ -100,6 +101,8 @@ class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceService
                 "the first message on a Lease stream must be hello", reason="HANDSHAKE_REQUIRED"
             )
         _check_hello(first.hello, self._rt.settings.limits)
+        # A worker identity leases only from its queues, for its task types.
+        access.check_hello(first.hello, convert.DEFAULT_QUEUE)
         return first.hello
 
 

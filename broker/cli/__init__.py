@@ -7,6 +7,7 @@ import click
 from broker.cli.operations import attempts, purge, retry
 from broker.cli.serve import broker_command, db_group
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
+from broker.cli.token import token_group
 from broker.cli.worker import worker_command
 
 
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(db_group)
 cli.add_command(worker_command)
+cli.add_command(token_group)
 for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge):
     cli.add_command(command)
 

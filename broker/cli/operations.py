@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from broker.cli.credentials import connect
 from broker.cli.tasks import json_option, print_task, reports_errors, seconds, target_option
-from worker_sdk import SyncClient, TaskState
+from worker_sdk import TaskState
 
 FINISHED = [s.value for s in TaskState if s.is_terminal]
 
@@ -33,7 +34,7 @@ def retry(
     """Run a failed, dead, cancelled or expired task again (or all of a queue's)."""
     if (task_id is None) == (queue is None):
         raise click.UsageError("give a TASK_ID or --queue, not both")
-    with SyncClient(target) as client:
+    with connect(target) as client:
         if task_id is not None:
             print_task(client.retry(task_id), as_json)
             return
@@ -49,7 +50,7 @@ def retry(
 @reports_errors
 def attempts(task_id: str, target: str, as_json: bool) -> None:
     """List every attempt of a task."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         history = client.attempts(task_id)
     if as_json:
         rows = [
@@ -94,6 +95,6 @@ def purge(
     if older_than is not None:
         age = seconds(older_than, "--older-than") or 0.0
         before = datetime.now(UTC) - timedelta(seconds=age)
-    with SyncClient(target) as client:
+    with connect(target) as client:
         count = client.purge(queue=queue, states=states, finished_before=before)
     click.echo(json.dumps({"purged": count}) if as_json else f"purged {count} tasks")

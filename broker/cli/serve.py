@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 
+from broker.cli.security_options import security_options, security_settings
 from broker.config import Settings
 from broker.errors import ConfigError
 
@@ -107,6 +109,7 @@ def _logging(level: str, json_lines: bool = False) -> None:
 )
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@security_options
 def broker_command(
     listen: str,
     db: str,
@@ -124,6 +127,7 @@ def broker_command(
     otlp_endpoint: str | None,
     log_level: str,
     log_json: bool,
+    **security: Any,
 ) -> None:
     """Run the broker (SQLite file by default)."""
     from dataclasses import replace
@@ -153,7 +157,9 @@ def broker_command(
         log_json=log_json,
         metrics_listen=metrics_listen,
         otlp_endpoint=otlp_endpoint,
-        limits=replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes),
+        **security_settings(
+            security, replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes)
+        ),
     )
     _logging(log_level, log_json)
     try:

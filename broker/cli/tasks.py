@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
+from broker.cli.credentials import connect, credential_options
 from worker_sdk import (
     RetryPolicy,
-    SyncClient,
     Task,
     TaskFailed,
     TaskState,
@@ -24,13 +24,20 @@ from worker_sdk import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-target_option = click.option(
+_target_flag = click.option(
     "--target",
     envvar="TASKYARD_TARGET",
     default="127.0.0.1:50051",
     show_default=True,
     help="The broker's host:port.",
 )
+
+
+def target_option(command: F) -> F:
+    """--target plus --token, --ca, --cert, --key (broker/cli/credentials.py)."""
+    return _target_flag(credential_options(command))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -208,7 +215,7 @@ def submit(
         if not sep:
             raise click.BadParameter(f"{item!r} is not key=value", param_hint="--label")
         label_map[key] = value
-    with SyncClient(target) as client:
+    with connect(target) as client:
         task = client.submit(
             type,
             parse_payload(payload),
@@ -247,7 +254,7 @@ def submit(
 @reports_errors
 def get(task_id: str, target: str, as_json: bool) -> None:
     """Show one task."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         print_task(client.get(task_id), as_json)
 
 
@@ -268,7 +275,7 @@ def list_tasks(
     as_json: bool,
 ) -> None:
     """List tasks, newest first."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         tasks = []
         for task in client.list(
             queue=queue, state=state, type=type_, page_size=min(max(limit, 1), 1000)
@@ -298,7 +305,7 @@ def list_tasks(
 @reports_errors
 def cancel(task_id: str, reason: str, target: str, as_json: bool) -> None:
     """Cancel a task (a running one is asked to stop)."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         print_task(client.cancel(task_id, reason), as_json)
 
 
@@ -309,7 +316,7 @@ def cancel(task_id: str, reason: str, target: str, as_json: bool) -> None:
 @reports_errors
 def watch(task_id: str, target: str, as_json: bool) -> None:
     """Follow a task's state and progress until it finishes."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         for task in client.watch(task_id):
             if as_json:
                 click.echo(json.dumps(task_dict(task)))

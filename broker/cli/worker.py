@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from broker.cli.credentials import credential_options, credentials
+
 
 @click.command("worker")
 @click.argument("app")
@@ -13,6 +15,7 @@ import click
 @click.option("--worker-id", help="Identifier shown in the broker (default host-pid).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@credential_options
 def worker_command(
     app: str,
     concurrency: int | None,
@@ -36,5 +39,6 @@ def worker_command(
         queues=queues.split(",") if queues else None,
         targets=target.split(",") if target else None,
         worker_id=worker_id,
+        **credentials(),
     )
     worker.run_forever()

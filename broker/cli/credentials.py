@@ -1,0 +1,98 @@
+"""`--token`, `--ca`, `--cert`, `--key` for every client command (TASKYARD_TOKEN, TASKYARD_CA, …).
+
+The flags are read into the click context, so commands keep their signatures
+and open their client with `connect(target)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from worker_sdk import SyncClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+_KEY = "taskyard.credentials"
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if param.name is not None:
+        ctx.meta.setdefault(_KEY, {})[param.name] = value
+    return value
+
+
+def credential_options(command: F) -> F:
+    """Add the connection-security flags (not passed to the command)."""
+    options = [
+        click.option(
+            "--token",
+            expose_value=False,
+            callback=_store,
+            envvar="TASKYARD_TOKEN",
+            help="Bearer token for a broker that requires one.",
+        ),
+        click.option(
+            "--ca",
+            "ca_file",
+            expose_value=False,
+            callback=_store,
+            type=_FILE,
+            envvar="TASKYARD_CA",
+            help="PEM CA that signed the broker's certificate; connect with TLS.",
+        ),
+        click.option(
+            "--cert",
+            "cert_file",
+            expose_value=False,
+            callback=_store,
+            type=_FILE,
+            envvar="TASKYARD_CERT",
+            help="PEM client certificate for mutual TLS (with --key).",
+        ),
+        click.option(
+            "--key",
+            "key_file",
+            expose_value=False,
+            callback=_store,
+            type=_FILE,
+            envvar="TASKYARD_KEY",
+            help="PEM private key of --cert.",
+        ),
+        click.option(
+            "--tls",
+            expose_value=False,
+            callback=_store,
+            is_flag=True,
+            envvar="TASKYARD_TLS",
+            help="Connect with TLS using the system's CAs (implied by --ca).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def credentials() -> dict[str, Any]:
+    """The flags' values as keyword arguments of SyncClient, Client and Worker."""
+    ctx = click.get_current_context()
+    values = ctx.meta.get(_KEY, {})
+    if (values.get("cert_file") is None) != (values.get("key_file") is None):
+        raise click.UsageError("--cert and --key go together")
+    return {
+        "token": values.get("token"),
+        "ca_file": values.get("ca_file"),
+        "cert_file": values.get("cert_file"),
+        "key_file": values.get("key_file"),
+        "tls": bool(values.get("tls")),
+    }
+
+
+def connect(target: str) -> SyncClient:
+    """A SyncClient for `target` with the command's credentials."""
+    try:
+        return SyncClient(target, **credentials())
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None

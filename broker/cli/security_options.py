@@ -1,0 +1,122 @@
+"""`taskyard broker` flags for TLS, tokens, open services and input limits (docs/security.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import click
+
+from broker.config import Limits, Security
+
+F = TypeVar("F", bound=Callable[..., Any])
+_DEFAULT = Limits()
+_FILE = click.Path(exists=True, dir_okay=False)
+
+# (flag, Limits field, type, help); every one is also TASKYARD_<FLAG> in the environment.
+LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--max-batch", "max_batch", click.IntRange(1), "Most tasks in one BatchCreateTasks."),
+    (
+        "--max-string",
+        "max_string",
+        click.IntRange(1, 200),
+        "Longest type, queue, id or label key (the columns hold 200).",
+    ),
+    ("--max-labels", "max_labels", click.IntRange(0), "Most labels on one task."),
+    ("--max-label-value", "max_label_value", click.IntRange(0), "Longest label value."),
+    ("--max-page-size", "max_page_size", click.IntRange(1), "Largest page a list returns."),
+    ("--max-credits", "max_credits", click.IntRange(1), "Most credits one Lease message grants."),
+    (
+        "--max-message-bytes",
+        "max_message_bytes",
+        click.IntRange(1024),
+        "Largest gRPC message received or sent.",
+    ),
+    (
+        "--max-streams-per-identity",
+        "max_streams_per_identity",
+        click.IntRange(0),
+        "Open Lease/WatchTask streams one identity may hold (0 = unlimited).",
+    ),
+    (
+        "--submit-rate",
+        "submit_rate",
+        click.FloatRange(0),
+        "Tasks per second one identity may submit, sustained (0 = unlimited).",
+    ),
+    (
+        "--submit-burst",
+        "submit_burst",
+        click.IntRange(1),
+        "Tasks one identity may submit at once above the rate.",
+    ),
+]
+
+
+def security_options(command: F) -> F:
+    """Add the TLS, token, open-service and limit flags; they arrive as **kwargs."""
+    options = [
+        click.option(
+            "--tls-cert",
+            type=_FILE,
+            envvar="TASKYARD_TLS_CERT",
+            help="PEM certificate (chain) to serve TLS with; needs --tls-key.",
+        ),
+        click.option("--tls-key", type=_FILE, envvar="TASKYARD_TLS_KEY", help="PEM private key."),
+        click.option(
+            "--tls-client-ca",
+            type=_FILE,
+            envvar="TASKYARD_TLS_CLIENT_CA",
+            help="Require client certificates signed by this CA (mutual TLS).",
+        ),
+        click.option(
+            "--tokens",
+            "tokens_path",
+            type=_FILE,
+            envvar="TASKYARD_TOKENS",
+            help="Tokens file: identities, roles, hashed tokens; reloaded on SIGHUP. "
+            "Without it there is no authentication.",
+        ),
+        click.option(
+            "--open-health/--no-open-health",
+            default=True,
+            show_default=True,
+            help="Serve grpc.health.v1 to callers without a token.",
+        ),
+        click.option(
+            "--open-reflection/--no-open-reflection",
+            default=True,
+            show_default=True,
+            help="Serve server reflection to callers without a token.",
+        ),
+    ]
+    for flag, name, kind, text in LIMIT_FLAGS:
+        options.append(
+            click.option(
+                flag,
+                name,
+                type=kind,
+                default=getattr(_DEFAULT, name),
+                show_default=True,
+                envvar="TASKYARD_" + flag[2:].upper().replace("-", "_"),
+                help=text,
+            )
+        )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def security_settings(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """The `limits` and `security` arguments of Settings from the flags' values."""
+    limit_values = {name: values[name] for _, name, _, _ in LIMIT_FLAGS}
+    security = Security(
+        tls_cert=values["tls_cert"],
+        tls_key=values["tls_key"],
+        tls_client_ca=values["tls_client_ca"],
+        tokens_path=values["tokens_path"],
+        open_health=values["open_health"],
+        open_reflection=values["open_reflection"],
+    )
+    return {"limits": replace(limits, **limit_values), "security": security}

@@ -1,0 +1,377 @@
+"""The gate in front of every servicer: who is calling, may they, and may they now.
+
+For each call: authenticate (bearer token, else the mTLS client certificate;
+everyone is an anonymous admin when no tokens file is configured), decode the
+request (malformed bytes are INVALID_ARGUMENT, not a crash), decide by role
+and queue (`roles`), check task ownership (`access`), apply the per-identity
+submission rate and stream count (`limits`), then run the servicer with the
+caller's grant in a context variable. Health and reflection pass untouched
+unless configured closed. Tokens never reach a log line; refusals are logged
+with the method, the peer, the identity or token id, and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from broker.api.status import abort
+from broker.config import Settings
+from broker.errors import (
+    ConfigError,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    TaskyardError,
+    Unauthenticated,
+)
+from broker.security import access, roles, tls, tokens
+from broker.security.limits import OpenStream, Streams, SubmitRate
+from broker.security.roles import Principal, Role
+from broker.store.database import Database
+
+log = logging.getLogger("taskyard.security")
+
+Context = Any  # grpc.aio.ServicerContext
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+HEALTH = ("/grpc.health.v1.Health/",)
+REFLECTION = (
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+_SUBMIT_COST: dict[str, Callable[[Any], int]] = {
+    "/taskyard.v1.TaskService/CreateTask": lambda request: 1,
+    "/taskyard.v1.TaskService/BatchCreateTasks": lambda request: len(request.requests),
+}
+_ANONYMOUS = Principal(name=roles.ANONYMOUS, roles=frozenset({Role.ADMIN}), identified=False)
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+
+class TooManyStreams(ResourceExhausted):
+    reason = "TOO_MANY_STREAMS"
+
+
+class Unimplemented(TaskyardError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+class Guard(grpc.aio.ServerInterceptor):
+    def __init__(
+        self, *, settings: Settings, db: Database, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        security, limits = settings.security, settings.limits
+        self._security = security
+        self._tokens_path = security.tokens_path
+        self._credentials = tokens.load(self._tokens_path) if self._tokens_path else None
+        self._mtls = security.tls_client_ca is not None
+        self._db = db
+        self._open = (HEALTH if security.open_health else ()) + (
+            REFLECTION if security.open_reflection else ()
+        )
+        if 0 < limits.submit_burst < limits.max_batch and limits.submit_rate > 0:
+            raise ConfigError(
+                f"--submit-burst {limits.submit_burst} is below --max-batch {limits.max_batch}: "
+                "a full batch could never be accepted"
+            )
+        self._rate = SubmitRate(rate=limits.submit_rate, burst=limits.submit_burst, clock=clock)
+        self.streams = Streams(limits.max_streams_per_identity)
+
+    @property
+    def identities(self) -> int:
+        return self._credentials.size if self._credentials is not None else 0
+
+    def announce(self, listen: str) -> None:
+        """At start: how callers are authenticated, and a loud warning when that is unsafe."""
+        if self._credentials is not None:
+            log.info(
+                "authentication: tokens file %s (%d tokens, %d certificates); SIGHUP reloads it",
+                self._tokens_path,
+                len(self._credentials.tokens),
+                len(self._credentials.certificates),
+            )
+        elif self._mtls:
+            log.info("authentication: client certificates only; every client is an admin")
+        else:
+            log.info("authentication: OFF, every caller is an anonymous admin (development)")
+        tls.warn_if_exposed(listen, self._security)
+
+    def reload(self) -> None:
+        """SIGHUP: read the tokens file again; a broken file keeps the previous reading."""
+        if self._tokens_path is None:
+            log.info("SIGHUP: no tokens file configured (--tokens); nothing to reload")
+            return
+        try:
+            fresh = tokens.load(self._tokens_path)
+        except ConfigError as exc:
+            log.error("tokens file NOT reloaded; the previous identities stay in force: %s", exc)
+            return
+        self._credentials = fresh
+        ended = self.streams.revoke(fresh.still_valid)
+        log.info(
+            "tokens file reloaded: %d tokens, %d certificates; %d streams of revoked or changed "
+            "identities ended",
+            len(fresh.tokens),
+            len(fresh.certificates),
+            ended,
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if method.startswith(self._open):
+            return handler
+        if handler is None:
+            # Unknown to this broker: still authenticate and authorize first, so
+            # that callers without a right learn nothing about what exists.
+            return grpc.unary_unary_rpc_method_handler(self._unimplemented(method))
+        if handler.unary_unary is not None:
+            return self._unary_unary(handler, method)
+        if handler.unary_stream is not None:
+            return self._unary_stream(handler, method)
+        return self._stream_request(handler, method)
+
+    # --- Handlers ---------------------------------------------------------------------------
+
+    def _unary_unary(self, handler: Handler, method: str) -> Handler:
+        inner: Any = handler.unary_unary
+        decode = handler.request_deserializer
+
+        async def behavior(raw: bytes, context: Context) -> Any:
+            grant, request = await self._admit(method, context, raw, decode)
+            with access.acting_as(grant):
+                return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior, response_serializer=handler.response_serializer
+        )
+
+    def _unary_stream(self, handler: Handler, method: str) -> Handler:
+        inner: Any = handler.unary_stream
+        decode = handler.request_deserializer
+        if inspect.isasyncgenfunction(inner):
+
+            async def generator(raw: bytes, context: Context) -> AsyncIterator[Any]:
+                grant, request = await self._admit(method, context, raw, decode)
+                stream = await self._open_stream(grant, method, context)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    if not stream.revoked:
+                        raise
+                    await _abort_revoked(context)
+                finally:
+                    self.streams.close(stream)
+
+            return grpc.unary_stream_rpc_method_handler(
+                generator, response_serializer=handler.response_serializer
+            )
+
+        async def writer(raw: bytes, context: Context) -> None:
+            grant, request = await self._admit(method, context, raw, decode)
+            await self._run_stream(grant, method, context, inner, request)
+
+        return grpc.unary_stream_rpc_method_handler(
+            writer, response_serializer=handler.response_serializer
+        )
+
+    def _stream_request(self, handler: Handler, method: str) -> Handler:
+        streaming = handler.response_streaming
+        inner: Any = handler.stream_stream if streaming else handler.stream_unary
+        if inspect.isasyncgenfunction(inner):
+
+            async def generator(requests: Any, context: Context) -> AsyncIterator[Any]:
+                grant, _ = await self._admit(method, context, None, None)
+                stream = await self._open_stream(grant, method, context)
+                try:
+                    async for item in inner(requests, context):
+                        yield item
+                except DecodeError as exc:
+                    await abort(context, _malformed(method, exc))
+                except asyncio.CancelledError:
+                    if not stream.revoked:
+                        raise
+                    await _abort_revoked(context)
+                finally:
+                    self.streams.close(stream)
+
+            behavior: Any = generator
+        else:
+
+            async def coroutine(requests: Any, context: Context) -> Any:
+                grant, _ = await self._admit(method, context, None, None)
+                return await self._run_stream(grant, method, context, inner, requests)
+
+            behavior = coroutine
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if streaming
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return make(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _run_stream(
+        self, grant: access.Grant, method: str, context: Context, inner: Any, request: Any
+    ) -> Any:
+        stream = await self._open_stream(grant, method, context)
+        try:
+            return await inner(request, context)
+        except DecodeError as exc:
+            await abort(context, _malformed(method, exc))
+        except asyncio.CancelledError:
+            if not stream.revoked:
+                raise
+            await _abort_revoked(context)
+        finally:
+            self.streams.close(stream)
+
+    def _unimplemented(self, method: str) -> Callable[[bytes, Context], Awaitable[None]]:
+        async def behavior(raw: bytes, context: Context) -> None:
+            await self._admit(method, context, None, None)
+            await abort(context, Unimplemented(f"{method} is not a method of this broker"))
+
+        return behavior
+
+    # --- Checks -----------------------------------------------------------------------------
+
+    async def _admit(
+        self, method: str, context: Context, raw: bytes | None, decode: Any
+    ) -> tuple[access.Grant, Any]:
+        """Authenticate, decode, authorize and rate-limit one call, or abort it."""
+        try:
+            principal = self._authenticate(context)
+            request = _decode(method, raw, decode) if raw is not None else None
+            grant = await self._authorize(principal, method, request)
+        except TaskyardError as error:
+            log.info("refused %s from %s: %s (%s)", method, context.peer(), error.reason, error)
+            await abort(context, error)
+        return grant, request
+
+    async def _authorize(self, principal: Principal, method: str, request: Any) -> access.Grant:
+        decision = roles.decide(principal, method, request)
+        if not decision.allowed:
+            raise PermissionDenied(decision.why, reason=decision.reason)
+        if decision.task_id is not None:
+            await access.check_task(
+                self._db,
+                principal,
+                decision.task_id,
+                own_only=decision.own_only,
+                check_queue=decision.check_queue,
+            )
+        cost = _SUBMIT_COST.get(method)
+        if cost is not None and request is not None:
+            wait = self._rate.take(principal.name, cost(request))
+            if wait is not None:
+                error = RateLimited(
+                    f"{principal.name} may submit {self._rate.rate:g} tasks per second (bursts "
+                    f"of {self._rate.burst}); retry in {wait:.3f}s"
+                )
+                error.retry_after_s = wait
+                raise error
+        return access.Grant(principal, own_only=decision.own_only)
+
+    def _authenticate(self, context: Context) -> Principal:
+        subjects = _peer_subjects(context) if self._mtls else []
+        credentials = self._credentials
+        if credentials is None:
+            if subjects:
+                return Principal(name=subjects[0], roles=frozenset({Role.ADMIN}))
+            return _ANONYMOUS
+        headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        if len(headers) > 1:
+            raise Unauthenticated("send one authorization header", reason="INVALID_TOKEN")
+        if headers:
+            scheme, _, token = str(headers[0]).strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(
+                    "the authorization header must be 'Bearer <token>'", reason="INVALID_TOKEN"
+                )
+            principal = credentials.by_token(token.strip())
+            if principal is None:
+                parts = tokens.split(token.strip())
+                which = f"token id {parts[0]}" if parts else "a malformed token"
+                raise Unauthenticated(
+                    f"{which} is not valid: unknown, revoked or mistyped", reason="INVALID_TOKEN"
+                )
+            return principal
+        if subjects:
+            principal = credentials.by_certificate(subjects)
+            if principal is not None:
+                return principal
+            raise Unauthenticated(
+                f"the client certificate {subjects[0]!r} has no entry in the tokens file and "
+                "no token was sent",
+                reason="UNKNOWN_CERTIFICATE",
+            )
+        raise Unauthenticated(
+            "this broker requires a token: send the metadata 'authorization: Bearer <token>' "
+            "(TASKYARD_TOKEN for the CLI)",
+            reason="TOKEN_REQUIRED",
+        )
+
+    async def _open_stream(self, grant: access.Grant, method: str, context: Context) -> OpenStream:
+        stream = self.streams.open(grant.principal)
+        if stream is None:
+            error = TooManyStreams(
+                f"{grant.principal.name} holds {self.streams.limit} open streams, the limit; "
+                "close one first"
+            )
+            log.info("refused %s from %s: %s", method, context.peer(), error.reason)
+            await abort(context, error)
+        # The handler task is this call's own: the grant stays for its whole life.
+        access.enter(grant)
+        return stream
+
+
+async def _abort_revoked(context: Context) -> None:
+    """A stream that `reload` cancelled ends UNAUTHENTICATED rather than CANCELLED."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    await abort(
+        context,
+        Unauthenticated("the credentials of this stream were revoked or changed", reason="REVOKED"),
+    )
+
+
+def _decode(method: str, raw: bytes, decode: Any) -> Any:
+    if decode is None:
+        return raw
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        raise _malformed(method, exc) from None
+
+
+def _malformed(method: str, exc: Exception) -> InvalidArgument:
+    return InvalidArgument(
+        f"the request to {method.rsplit('/', 1)[-1]} is not a valid protobuf message: {exc}",
+        reason="MALFORMED_REQUEST",
+    )
+
+
+def _peer_subjects(context: Context) -> list[str]:
+    """The client certificate's common name, then its subject alternative names."""
+    auth = context.auth_context()
+    names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
+    return list(dict.fromkeys(n.decode(errors="replace") for n in names))
