@@ -35,6 +35,7 @@ log = logging.getLogger("taskyard.broker")
 
 SCOPE = "taskyard.broker"
 QUEUE_COUNTS_TIMEOUT_S = 5.0
+SHUTDOWN_TIMEOUT_MS = 2000
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Telemetry:
     metrics_port: int | None = None
     _meter_provider: MeterProvider | None = None
     _tracer_provider: TracerProvider | None = None
+    _span_exporter: Any = None
     _http: Any = None
     _closers: list[Any] = field(default_factory=list)
 
@@ -56,11 +58,26 @@ class Telemetry:
         """Stop serving scrapes and flush OTLP (off the loop: a final collection reads the db)."""
         telemetry.activate(None)
         if self._http is not None:
-            self._http.shutdown()
+            await asyncio.to_thread(self._http.shutdown)  # waits out a poll interval
             self._http.server_close()
-        for provider in (self._tracer_provider, self._meter_provider):
-            if provider is not None:
-                await asyncio.to_thread(provider.shutdown)
+        # Both at once, each bounded: an unreachable collector must not hold up the exit.
+        await asyncio.gather(self._stop_traces(), self._stop_metrics())
+
+    async def _stop_traces(self) -> None:
+        if self._tracer_provider is None:
+            return
+        flush = asyncio.to_thread(self._tracer_provider.force_flush, SHUTDOWN_TIMEOUT_MS)
+        try:
+            await asyncio.wait_for(flush, SHUTDOWN_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            # An export is still retrying: stop it, or shutting down would wait on it.
+            self._span_exporter.shutdown()
+        await asyncio.to_thread(self._tracer_provider.shutdown)
+
+    async def _stop_metrics(self) -> None:
+        if self._meter_provider is not None:
+            shutdown = self._meter_provider.shutdown
+            await asyncio.to_thread(shutdown, timeout_millis=SHUTDOWN_TIMEOUT_MS)
 
 
 def start(
@@ -84,10 +101,9 @@ def start(
         readers.append(PeriodicExportingMetricReader(exporter))
     tracer = None
     if _otlp_wanted("traces", otlp_endpoint, env):
+        out._span_exporter = _otlp_exporter("traces", otlp_endpoint, env)
         out._tracer_provider = TracerProvider(resource=resource)
-        out._tracer_provider.add_span_processor(
-            BatchSpanProcessor(_otlp_exporter("traces", otlp_endpoint, env))
-        )
+        out._tracer_provider.add_span_processor(BatchSpanProcessor(out._span_exporter))
         tracer = out._tracer_provider.get_tracer(SCOPE)
     dispatched = Dispatched(tracer)
     if dispatched.wanted:
