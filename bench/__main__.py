@@ -46,6 +46,7 @@ class Args:
     json_out: str | None
     scenario: str
     replicas: int
+    stats_tasks: int = 1_000_000
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -194,6 +195,28 @@ async def latency(args: Args, workdir: Path, index: int) -> dict[str, float]:
     }
 
 
+async def stats_cost(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    """How long the statistics RPCs take on a database holding many tasks."""
+    async with Setup(args, workdir, index + 300) as setup:
+        clients = setup.clients()
+        await _submit(clients, args.stats_tasks)
+        await _close(clients)
+        async with Client(setup.broker.target, timeout=60) as client:
+            queue_ms, task_ms = [], []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                await client.queue_stats()
+                t1 = time.perf_counter()
+                await client.task_stats()
+                t2 = time.perf_counter()
+                queue_ms.append((t1 - t0) * 1000)
+                task_ms.append((t2 - t1) * 1000)
+    return {
+        "queue_stats_ms": statistics.median(queue_ms),
+        "task_stats_ms": statistics.median(task_ms),
+    }
+
+
 async def _median_of(
     runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
 ) -> dict[str, Any]:
@@ -218,6 +241,9 @@ async def main(args: Args) -> dict[str, Any]:
         }
         if args.scenario in ("all", "throughput"):
             report |= await _median_of(args.runs, lambda i: throughput(args, workdir, i))
+        if args.scenario == "stats":
+            report["stats_tasks"] = args.stats_tasks
+            report |= await _median_of(args.runs, lambda i: stats_cost(args, workdir, i))
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -237,7 +263,12 @@ def _parse() -> Args:
     parser.add_argument("--rate", type=float, default=100.0, help="Latency: tasks per second.")
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
-    parser.add_argument("--scenario", choices=["all", "throughput", "latency"], default="all")
+    parser.add_argument(
+        "--scenario", choices=["all", "throughput", "latency", "stats"], default="all"
+    )
+    parser.add_argument(
+        "--stats-tasks", type=int, default=1_000_000, help="Stats: tasks in the database."
+    )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
     )
@@ -255,6 +286,7 @@ def _parse() -> Args:
         ns.json_out,
         ns.scenario,
         ns.replicas,
+        ns.stats_tasks,
     )
 
 

@@ -155,3 +155,12 @@ async def counted(ctx: TaskContext) -> Any:
     finally:
         _in_flight -= 1
     return ctx.payload
+
+
+@worker.task("span")
+async def span(ctx: TaskContext) -> None:
+    """Record when the handler ran: `span <task> <attempt> <pid> <start> <end> <key>`."""
+    payload = ctx.payload or {}
+    started = time.time()
+    await asyncio.sleep(float(payload.get("seconds", 0.02)))
+    _record("span", ctx, started, time.time(), payload.get("key", "-"))

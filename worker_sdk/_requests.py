@@ -43,6 +43,7 @@ def spec_of(
     request_id: str | None = None,
     retry_policy: RetryPolicy | None = None,
     timeouts: Timeouts | None = None,
+    concurrency_key: str | None = None,
 ) -> TaskSpec:
     if run_at is not None and delay is not None:
         raise ValueError("pass run_at or delay, not both")
@@ -62,6 +63,7 @@ def spec_of(
         request_id=request_id,
         retry_policy=retry_policy,
         timeouts=timeouts,
+        concurrency_key=concurrency_key,
     )
 
 
@@ -81,6 +83,8 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
         task.retry_policy.CopyFrom(spec.retry_policy.to_proto())
     if spec.timeouts is not None:
         task.timeouts.CopyFrom(spec.timeouts.to_proto())
+    if spec.concurrency_key:
+        task.concurrency_key = spec.concurrency_key
     _tracing.inject(task.trace_context)
     return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
 

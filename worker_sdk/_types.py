@@ -210,6 +210,7 @@ class TaskSpec:
     request_id: str | None = None
     retry_policy: RetryPolicy | None = None
     timeouts: Timeouts | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,7 @@ class Task:
     timeouts: Timeouts | None = None
     expire_time: datetime | None = None
     lease_losses: int = 0
+    concurrency_key: str = ""
 
     @property
     def done(self) -> bool:
@@ -270,6 +272,7 @@ class Task:
             timeouts=Timeouts.from_proto(t.timeouts) if t.HasField("timeouts") else None,
             expire_time=_time(t, "expire_time"),
             lease_losses=t.lease_losses,
+            concurrency_key=t.concurrency_key,
         )
 
 

@@ -159,6 +159,7 @@ class Worker:
         self._running: dict[str, _Job] = {}
         self._unacked: dict[str, worker_service_pb2.Completion] = {}
         self._draining = False
+        self._broker_drained = False
         self._heartbeat_interval = 3.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0
@@ -351,6 +352,7 @@ class Worker:
             pb.LeaseRef(task_id=c.task_id, lease_id=c.lease_id) for c in self._unacked.values()
         ]
         self._outbox = _Outbox()
+        self._broker_drained = False  # a drain lasts for the stream it came on
         return pb.Hello(
             worker_id=self.worker_id,
             task_types=self.task_types,
@@ -398,6 +400,14 @@ class Worker:
                 self._cancellations(message.cancellations.cancellations)
             elif kind == "shutdown":
                 log.info("broker is shutting down: %s", message.shutdown.message)
+            elif kind == "drain":
+                # An operator drained this worker: no more tasks will come on
+                # this stream, so stop offering room for them.
+                log.warning(
+                    "drained by the broker (%s); finishing held tasks", message.drain.message
+                )
+                self._broker_drained = True
+                self._outbox.credits = 0
 
     async def _write(self, call: Any) -> None:
         while True:
@@ -608,7 +618,7 @@ class Worker:
             self._unacked[job.task_id] = completion
             self._outbox.completions.append(completion)
             self.completed += 1
-        if not self._draining:
+        if not self._draining and not self._broker_drained:
             self._outbox.credits += 1
         self._wake.set()
         self._check_drained()

@@ -32,6 +32,9 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
+    def _unwritten(self) -> store.Unwritten:
+        return self._rt.committer.ledger.unwritten()
+
     @maps_errors
     async def GetQueueStats(
         self, request: ss.GetQueueStatsRequest, context: Context
@@ -45,7 +48,7 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
         else:
             names = [q.name for q in self._rt.queues.all()]
         async with self._rt.db.reader.connect() as conn:
-            live = await store.live(conn, names, now=now)
+            live = await store.live(conn, names, now=now, unwritten=self._unwritten())
         response = ss.GetQueueStatsResponse()
         for item in live:
             out = response.queues.add(
@@ -79,7 +82,12 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
             )
         async with self._rt.db.reader.connect() as conn:
             groups = await store.ranged(
-                conn, start=start, end=end, queue=request.queue or None, type_=request.type or None
+                conn,
+                start=start,
+                end=end,
+                queue=request.queue or None,
+                type_=request.type or None,
+                unwritten=self._unwritten(),
             )
         response = ss.GetTaskStatsResponse(
             groups=[_task_stats(g, start, end) for g in groups],

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
+from broker.loops.ledger import Ledger
 from broker.loops.ops import EndLeases, Env, Op, released
 from broker.store.database import Database
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 MAX_OPS_PER_COMMIT = 512
+STATS_EVERY_US = 1_000_000  # rollups ride along with a commit about this often
 FAILURE_BACKOFF_S = 0.5
 
 
@@ -38,8 +40,13 @@ class Committer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._conn: AsyncConnection | None = None
+        self._stats_at = 0
         self.commits = 0
         env.dispatcher.set_wake(self._wake.set)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._env.ledger
 
     def submit(self, op: Op[R]) -> asyncio.Future[R]:
         self._queue.append(op)
@@ -51,10 +58,19 @@ class Committer:
         while True:
             if not self._queue and not self._env.dispatcher.wants_claim():
                 if self._stopping:
+                    if self._env.ledger.holding:
+                        await self._commit([], claims=False)  # write the last rollups
                     await self._drop_connection()
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                if not self._env.ledger.holding:
+                    await self._wake.wait()
+                    continue
+                # Idle with rollups in hand: write them within a second anyway.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), STATS_EVERY_US / 1_000_000)
+                except TimeoutError:
+                    await self._commit([], claims=False)
                 continue
             ops = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_OPS_PER_COMMIT))]
             if not await self._commit(ops) and not ops:
@@ -72,13 +88,16 @@ class Committer:
             # The connection begins a transaction on its first statement.
             conn = await self._connection()
             results = await _apply(conn, ops, env, now)
-            # Counters first: flow control reads them when it claims.
-            await env.ledger.flush(conn)
             plans = env.dispatcher.plan() if claims else []
             if plans:
-                await env.dispatcher.claim(conn, plans, now)
+                # Flow control reads the counters as of the last commit, plus
+                # what this transaction changed so far.
+                await env.dispatcher.claim(
+                    conn, plans, now, lambda q: env.ledger.pending(q, TaskState.RUNNING)
+                )
                 _account_claims(env, plans, now)
-                await env.ledger.flush(conn)
+            with_stats = now - self._stats_at >= STATS_EVERY_US or self._stopping
+            await env.ledger.flush(conn, with_stats=with_stats)
             await env.notices.flush(conn)
             await conn.commit()
         except Exception as exc:
@@ -92,6 +111,8 @@ class Committer:
                 return await self._commit(ops, claims=False)
             return await self._recover(ops, exc)
         self.commits += 1
+        if with_stats:
+            self._stats_at = now
         env.metrics.record(env.ledger.commit())
         for op, result in zip(ops, results, strict=True):
             if not op.future.done():

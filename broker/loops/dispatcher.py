@@ -156,7 +156,11 @@ class Dispatcher:
     def _wants(self, slot: _Slot) -> bool:
         if slot.credits <= 0 or slot.draining or self._frozen:
             return False
-        return any(self._generation.get(q, 1) > slot.seen.get(q, 0) for q in slot.holder.queues)
+        # A paused queue is never worth a claim; its resume marks it ready.
+        return any(
+            self._generation.get(q, 1) > slot.seen.get(q, 0) and not self._queues.paused(q)
+            for q in slot.holder.queues
+        )
 
     # --- Claims, inside the committer's transaction ----------------------------------------
 
@@ -236,7 +240,15 @@ class Dispatcher:
                 plans.append(_Plan(slot, queue, limit, generation, lease_id))
         return handed + plans
 
-    async def claim(self, conn: AsyncConnection, plans: list[_Plan], now: int) -> None:
+    async def claim(
+        self,
+        conn: AsyncConnection,
+        plans: list[_Plan],
+        now: int,
+        unwritten: Callable[[str], int] = lambda queue: 0,
+    ) -> None:
+        """Run the plans' claims; `unwritten` gives a queue's change in running tasks made
+        earlier in this transaction (not yet in the counters flow control reads)."""
         leased_here: dict[str, int] = {}
         for p in plans:
             if p.generation == 0:
@@ -259,7 +271,7 @@ class Dispatcher:
                 settings=settings,
                 types=holder.types,
                 limit=p.limit,
-                already=leased_here.get(p.queue, 0),
+                already=leased_here.get(p.queue, 0) + unwritten(p.queue),
                 worker_id=holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,

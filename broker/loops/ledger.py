@@ -10,17 +10,18 @@ the metrics exporter.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
-from broker.store.schema import queue_count, task_stat, task_stat_hist
+from broker.store.schema import STAT_COUNTERS, queue_count, task_stat, task_stat_hist
 
 MINUTE_US = 60_000_000
 RUN, WAIT = 1, 2
@@ -79,6 +80,10 @@ class Ledger:
         self._stats: defaultdict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
         self._hist: Counter[tuple[int, str, str, int, int]] = Counter()
         self._events: list[MetricEvent] = []
+        self._wrote_stats = False
+        # Rollups of committed transactions, written with a later commit.
+        self._carry_stats: defaultdict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
+        self._carry_hist: Counter[tuple[int, str, str, int, int]] = Counter()
 
     # --- What ops report ---------------------------------------------------------------------
 
@@ -133,68 +138,112 @@ class Ledger:
             self._stats[(_minute(now), queue, type_)][name] += 1
             self._events.append(MetricEvent(name, queue, type_))  # type: ignore[arg-type]
 
+    def pending(self, queue: str, state: TaskState) -> int:
+        """This transaction's change to a counter, not yet written."""
+        return self._counts.get((queue, int(state)), 0)
+
     # --- Writing it down ---------------------------------------------------------------------
 
-    async def flush(self, conn: AsyncConnection) -> None:
-        """Write the sums so far into this transaction (may run more than once per commit)."""
-        pg = conn.dialect.name == "postgresql"
-        insert = postgresql.insert if pg else sqlite.insert
-        counts = [{"queue": q, "state": s, "count": n} for (q, s), n in self._counts.items() if n]
-        if counts:
-            stmt = insert(queue_count)
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["queue", "state"],
-                    set_={"count": queue_count.c.count + stmt.excluded.count},
-                ),
-                counts,
-            )
-        if self._stats:
-            await self._flush_stats(conn, insert)
-        if self._hist:
-            stmt = insert(task_stat_hist)
-            rows = [
-                {"bucket": b, "queue": q, "type": t, "kind": k, "slot": s, "count": n}
-                for (b, q, t, k, s), n in self._hist.items()
-            ]
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["bucket", "queue", "type", "kind", "slot"],
-                    set_={"count": task_stat_hist.c.count + stmt.excluded.count},
-                ),
-                rows,
-            )
-        self._counts.clear()
-        self._stats.clear()
-        self._hist.clear()
+    async def flush(self, conn: AsyncConnection, *, with_stats: bool) -> None:
+        """Write this transaction's counters; with_stats, also every rollup held so far.
 
-    async def _flush_stats(self, conn: AsyncConnection, insert: object) -> None:
-        from broker.store.schema import STAT_COUNTERS
+        Counters must be exact at every commit (flow control and live figures
+        read them). Rollups are history: they ride along with a commit about
+        once a second, so that the hot path pays one upsert, not three. A crash
+        can lose at most that second of history; a clean stop writes it all.
+        """
+        counts, stats, hist = _upserts(conn.dialect.name == "postgresql")
+        rows = [{"queue": q, "state": s, "count": n} for (q, s), n in self._counts.items() if n]
+        if rows:
+            await conn.execute(counts, rows)
+        if not with_stats:
+            return
+        all_stats = _add(self._carry_stats, self._stats)
+        all_hist = self._carry_hist + self._hist
+        if all_stats:
+            await conn.execute(
+                stats,
+                [
+                    {"bucket": b, "queue": q, "type": t, **{c: n[c] for c in STAT_COUNTERS}}
+                    for (b, q, t), n in all_stats.items()
+                ],
+            )
+        if all_hist:
+            await conn.execute(
+                hist,
+                [
+                    {"bucket": b, "queue": q, "type": t, "kind": k, "slot": s, "count": n}
+                    for (b, q, t, k, s), n in all_hist.items()
+                ],
+            )
+        self._wrote_stats = True
 
-        stmt = insert(task_stat)  # type: ignore[operator]
-        rows = [
-            {"bucket": b, "queue": q, "type": t, **{c: counter[c] for c in STAT_COUNTERS}}
-            for (b, q, t), counter in self._stats.items()
-        ]
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["bucket", "queue", "type"],
-                set_={c: task_stat.c[c] + stmt.excluded[c] for c in STAT_COUNTERS},
-            ),
-            rows,
-        )
+    def unwritten(
+        self,
+    ) -> tuple[dict[tuple[int, str, str], Counter[str]], Counter[tuple[int, str, str, int, int]]]:
+        """Committed rollups not yet in the database, for readers who want them now."""
+        return {k: Counter(v) for k, v in self._carry_stats.items()}, Counter(self._carry_hist)
+
+    @property
+    def holding(self) -> bool:
+        """Committed rollups not yet written."""
+        return bool(self._carry_stats or self._carry_hist)
 
     def commit(self) -> list[MetricEvent]:
-        """The transaction committed: hand over the metric events."""
-        events, self._events = self._events, []
+        """The transaction committed: settle the rollups, hand over the metric events."""
+        if self._wrote_stats:
+            self._carry_stats, self._carry_hist = defaultdict(Counter), Counter()
+        else:
+            self._carry_stats = _add(self._carry_stats, self._stats)
+            self._carry_hist += self._hist
+        events = self._events
+        self._clear_transaction()
         return events
 
     def discard(self) -> None:
-        self._counts.clear()
-        self._stats.clear()
-        self._hist.clear()
-        self._events.clear()
+        """The transaction failed: forget what it added; earlier rollups wait for the next."""
+        self._clear_transaction()
+
+    def _clear_transaction(self) -> None:
+        self._counts = Counter()
+        self._stats = defaultdict(Counter)
+        self._hist = Counter()
+        self._events = []
+        self._wrote_stats = False
+
+
+def _add(
+    a: defaultdict[tuple[int, str, str], Counter[str]],
+    b: defaultdict[tuple[int, str, str], Counter[str]],
+) -> defaultdict[tuple[int, str, str], Counter[str]]:
+    out: defaultdict[tuple[int, str, str], Counter[str]] = defaultdict(Counter)
+    for source in (a, b):
+        for key, counter in source.items():
+            out[key].update(counter)
+    return out
 
 
 def _minute(us: int) -> int:
     return us - us % MINUTE_US
+
+
+@functools.cache
+def _upserts(pg: bool) -> tuple[Any, Any, Any]:
+    """The three upserts, built once per dialect (building them costs more than running them)."""
+    insert = postgresql.insert if pg else sqlite.insert
+    counts = insert(queue_count)
+    counts = counts.on_conflict_do_update(
+        index_elements=["queue", "state"],
+        set_={"count": queue_count.c.count + counts.excluded["count"]},
+    )
+    stats = insert(task_stat)
+    stats = stats.on_conflict_do_update(
+        index_elements=["bucket", "queue", "type"],
+        set_={c: task_stat.c[c] + stats.excluded[c] for c in STAT_COUNTERS},
+    )
+    hist = insert(task_stat_hist)
+    hist = hist.on_conflict_do_update(
+        index_elements=["bucket", "queue", "type", "kind", "slot"],
+        set_={"count": task_stat_hist.c["count"] + hist.excluded["count"]},
+    )
+    return counts, stats, hist

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -25,11 +25,19 @@ class LiveQueue:
     per_minute: dict[int, int] = field(default_factory=dict)
 
 
-async def live(conn: AsyncConnection, names: Sequence[str], *, now: int) -> list[LiveQueue]:
+Unwritten = tuple[
+    Mapping[tuple[int, str, str], Mapping[str, int]], Mapping[tuple[int, str, str, int, int], int]
+]
+
+
+async def live(
+    conn: AsyncConnection, names: Sequence[str], *, now: int, unwritten: Unwritten | None = None
+) -> list[LiveQueue]:
     counts = await queues.counts(conn, names)
     out = []
     since = now - 61 * MINUTE_US
     recent = await _rollups(conn, since, now + MINUTE_US, queue=None, type_=None)
+    _add_unwritten(recent, unwritten, since, now + MINUTE_US, None, None)
     for name in names:
         item = LiveQueue(name, counts.get(name, {}))
         if item.counts.get(_S.PENDING):
@@ -48,10 +56,17 @@ async def live(conn: AsyncConnection, names: Sequence[str], *, now: int) -> list
 
 
 async def ranged(
-    conn: AsyncConnection, *, start: int, end: int, queue: str | None, type_: str | None
+    conn: AsyncConnection,
+    *,
+    start: int,
+    end: int,
+    queue: str | None,
+    type_: str | None,
+    unwritten: Unwritten | None = None,
 ) -> list[Group]:
     """Rollups of [start, end) summed per (queue, type)."""
     per_bucket = await _rollups(conn, start, end, queue=queue, type_=type_)
+    _add_unwritten(per_bucket, unwritten, start, end, queue, type_)
     groups: dict[tuple[str, str], Group] = {}
     for (_, q, t), g in per_bucket.items():
         group = groups.setdefault((q, t), Group(q, t))
@@ -84,3 +99,29 @@ async def _rollups(
         (group.run if r.kind == RUN else group.wait)[r.slot] += int(r._mapping["count"])
     assert WAIT != RUN
     return out
+
+
+def _add_unwritten(
+    into: dict[tuple[int, str, str], Group],
+    unwritten: Unwritten | None,
+    start: int,
+    end: int,
+    queue: str | None,
+    type_: str | None,
+) -> None:
+    """Fold in this replica's committed rollups that still wait to be written."""
+    if unwritten is None:
+        return
+    first = start - start % MINUTE_US
+
+    def wanted(bucket: int, q: str, t: str) -> bool:
+        return first <= bucket < end and queue in (None, q) and type_ in (None, t)
+
+    stats, hist = unwritten
+    for (bucket, q, t), counters in stats.items():
+        if wanted(bucket, q, t):
+            into.setdefault((bucket, q, t), Group(q, t)).add(bucket, counters)
+    for (bucket, q, t, kind, slot), n in hist.items():
+        if wanted(bucket, q, t):
+            group = into.setdefault((bucket, q, t), Group(q, t))
+            (group.run if kind == RUN else group.wait)[slot] += n

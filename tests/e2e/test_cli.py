@@ -85,3 +85,26 @@ async def test_bad_options_are_refused_before_calling_the_broker() -> None:
     assert code == 2 and "not fixed, linear or exponential" in err
     code, _, err = await taskyard("submit", "x", "--payload", "{bad", target="127.0.0.1:1")
     assert code == 2 and "not valid JSON" in err
+
+
+async def test_queue_workers_and_stats_commands(broker: Broker, tmp_path: Path) -> None:
+    t = broker.target
+    code, out, err = await taskyard(
+        "queue", "create", "mail", "--max-concurrency", "2", "--rate", "50/1s", target=t
+    )
+    assert code == 0, err
+    code, out, _ = await taskyard("queue", "list", target=t)
+    assert "mail" in out and "50/1s" in out
+    code, out, _ = await taskyard("queue", "pause", "mail", "--note", "later", "--json", target=t)
+    assert json.loads(out)["paused"] is True
+    worker = await start_worker(broker, tmp_path, name="cli-w", queues="mail")
+    code, out, _ = await taskyard("workers", "--json", target=t)
+    assert [w["worker_id"] for w in json.loads(out)] == ["cli-w"]
+    code, out, _ = await taskyard("submit", "echo", "-q", "mail", target=t)
+    code, out, _ = await taskyard("stats", "--json", target=t)
+    stats = json.loads(out)
+    assert stats["total"]["submitted"] == 1
+    assert [q["queue"] for q in stats["queues"]] == ["mail"]
+    code, out, _ = await taskyard("workers", "drain", "cli-w", target=t)
+    assert code == 0 and "draining cli-w" in out
+    await worker.stop()

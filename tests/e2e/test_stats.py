@@ -1,0 +1,76 @@
+"""Statistics agree with the tasks themselves, also after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers import Broker, start_worker
+from worker_sdk import Client, TaskFailed, TaskSpec, TaskState, TaskyardError
+
+
+async def counted_from_the_record(client: Client) -> dict[str, Counter[TaskState]]:
+    """Counts by queue and state, computed by listing every task."""
+    out: dict[str, Counter[TaskState]] = {}
+    async for task in client.list(page_size=1000):
+        out.setdefault(task.queue, Counter())[task.state] += 1
+    return out
+
+
+async def test_statistics_equal_counts_computed_from_the_record(
+    broker: Broker, client: Client, tmp_path: Path
+) -> None:
+    worker = await start_worker(broker, tmp_path, name="w1", concurrency=8, queues="work")
+    ok = await client.submit_many(TaskSpec("echo", i, queue="work") for i in range(30))
+    bad = await client.submit_many(
+        TaskSpec("fail", queue="work", max_attempts=2) for _ in range(10)
+    )
+    idle = await client.submit_many(TaskSpec("echo", queue="idle") for _ in range(7))
+    for t in idle[:5]:
+        await client.cancel(t.id)
+    await asyncio.gather(*(client.wait(t.id, timeout=60) for t in ok))
+    for t in bad:
+        with pytest.raises(TaskFailed):
+            await client.wait(t.id, timeout=60)
+    await worker.stop()
+
+    async def check() -> None:
+        record = await counted_from_the_record(client)
+        live = {s.queue: s for s in await client.queue_stats()}
+        for queue in ("work", "idle"):
+            assert live[queue].counts == dict(record[queue]), queue
+        assert live["idle"].oldest_pending_age is not None
+        assert live["work"].finished_last_minute == 40
+        total, groups = await client.task_stats(start=datetime.now(UTC) - timedelta(hours=1))
+        # 30 succeed; 10 fail twice (retried once, then dead); 5 cancelled while waiting.
+        assert (total.submitted, total.succeeded, total.failed) == (47, 30, 10)
+        assert (total.retried, total.cancelled, total.started) == (10, 5, 50)
+        assert total.success_rate == pytest.approx(30 / 40)
+        assert total.run_time.count == 50 and total.wait_time.count == 50
+        assert 0 < total.run_time.p50 <= total.run_time.p95 <= total.run_time.p99
+        assert sum(total.finished_per_minute) == 45
+        assert {(g.queue, g.type) for g in groups} == {
+            ("work", "echo"), ("work", "fail"), ("idle", "echo")
+        }
+
+    await check()
+    await broker.stop()
+    await broker.start()
+    async with Client(broker.target) as fresh:
+        client = fresh
+        await check()
+
+
+async def test_a_range_longer_than_31_days_is_invalid(client: Client) -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(TaskyardError) as info:
+        await client.task_stats(start=now - timedelta(days=40), end=now)
+    assert (info.value.code, info.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_RANGE",
+    )
