@@ -142,8 +142,8 @@ class BrokerMetrics:
         self._schedule_fires.add(1, attributes)
         self._schedule_lag.record(max(lag_seconds, 0.0), attributes)
 
-    def schedule_missed(self, schedule: str, count: int) -> None:
-        self._schedule_misses.add(count, {"schedule": schedule})
+    def schedule_missed(self, schedule: str, count: int, reason: str) -> None:
+        self._schedule_misses.add(count, {"schedule": schedule, "reason": reason})
 
     def leases_expired(self, count: int) -> None:
         self._expired_leases += count

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -119,7 +121,7 @@ def test_schedule_and_expiry_reports_reach_the_active_sink(
     p = points(reader)
     nightly = labels(schedule="nightly")
     assert p[("taskyard.schedule.fires", nightly)].value == 2
-    assert p[("taskyard.schedule.misses", nightly)].value == 3
+    assert p[("taskyard.schedule.misses", labels(schedule="nightly", reason="missed"))].value == 3
     lag = p[("taskyard.schedule.lag", nightly)]
     assert (lag.count, lag.sum) == (2, 0.2)
     assert p[("taskyard.leases.expired", labels())].value == 2
@@ -163,3 +165,40 @@ def test_otlp_protocol_picks_the_exporter_and_the_http_paths() -> None:
 def test_metrics_listen_must_be_host_and_port() -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         setup._prometheus("9464")
+
+
+class Result(Enum):  # the names of broker.core.schedules.FireResult
+    STARTED = 1
+    SKIPPED = 2
+    MISSED = 3
+    BUFFERED = 4
+    FAILED = 5
+
+
+@dataclass(frozen=True)
+class Fire:
+    fire_time: int
+    recorded_at: int
+    result: Result
+    count: int = 1
+
+
+def test_committed_fire_records_count_as_fires_with_lag_or_misses_by_reason(
+    sink: BrokerMetrics, reader: InMemoryMetricReader
+) -> None:
+    telemetry.fires_committed(
+        "hourly",
+        [
+            Fire(fire_time=10_000_000, recorded_at=10_500_000, result=Result.STARTED),  # 0.5 s late
+            Fire(fire_time=0, recorded_at=10_500_000, result=Result.MISSED, count=4),
+            Fire(fire_time=0, recorded_at=10_500_000, result=Result.SKIPPED),
+            Fire(fire_time=0, recorded_at=10_500_000, result=Result.FAILED),
+            Fire(fire_time=0, recorded_at=10_500_000, result=Result.BUFFERED),  # not yet either
+        ],
+    )
+    p = points(reader)
+    lag = p[("taskyard.schedule.lag", labels(schedule="hourly"))]
+    assert (lag.count, lag.sum) == (1, 0.5)
+    assert p[("taskyard.schedule.fires", labels(schedule="hourly"))].value == 1
+    for reason, n in (("missed", 4), ("skipped", 1), ("failed", 1)):
+        assert p[("taskyard.schedule.misses", labels(schedule="hourly", reason=reason))].value == n
