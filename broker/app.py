@@ -18,7 +18,7 @@ from pathlib import Path
 
 from broker import config_file
 from broker.api.worker_registry import drain_local
-from broker.clock import MICROS, Clock, SystemClock
+from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
 from broker.events import TaskEvents
 from broker.loops.committer import Committer
@@ -32,6 +32,7 @@ from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
 from broker.queue_registry import QueueRegistry
 from broker.runtime import Runtime
+from broker.scheduling import build_ticker
 from broker.security.interceptor import Guard
 from broker.server import build_server, set_serving
 from broker.store import maintenance
@@ -47,7 +48,7 @@ class _NoDue:
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
-    clock = clock or SystemClock()
+    clock = clock or system_clock()
     files = config_file.load(
         settings.config_path,
         heartbeat_us=int(settings.lease_duration_s * MICROS),
@@ -88,6 +89,14 @@ async def _serve(
         metrics=observe.sink,
     )
     committer = Committer(db=db, env=env)
+    ticker = build_ticker(
+        settings=settings,
+        defaults=files.defaults,
+        clock=clock,
+        db=db,
+        committer=committer,
+        queue_options=queues.options,
+    )
     promoter = Promoter(
         db=db, committer=committer, clock=clock, poll_interval_s=settings.promote_poll_s
     )
@@ -111,6 +120,7 @@ async def _serve(
         queues,
         replica_id=replica_id,
     )
+    runtime.schedule_hint = ticker.hint
     guard = Guard(settings=settings, db=db)
     server, health, port = build_server(runtime, guard=guard)
 
@@ -126,6 +136,7 @@ async def _serve(
         "promoter": promoter.run(),
         "reaper": reaper.run(),
         "retention": retention.run(),
+        "ticker": ticker.run(),
         "poll": _poll_ready(dispatcher, settings.promote_poll_s),
         "queues": queues.run(),
         "registry": RegistryLoop(

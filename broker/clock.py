@@ -7,6 +7,7 @@ compare, and free of time-zone surprises.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -49,3 +50,25 @@ def from_datetime(dt: datetime) -> int:
     if dt.tzinfo is None:
         raise ValueError("naive datetime: pass a time-zone-aware datetime")
     return round(dt.timestamp() * MICROS)
+
+
+class OffsetClock:
+    """The system clock shifted by a fixed span: a broker started "later" than it is.
+
+    Tests set TASKYARD_CLOCK_OFFSET (seconds) to restart a real broker as if
+    hours had passed while it was down, without waiting for them.
+    """
+
+    def __init__(self, offset_us: int) -> None:
+        self._offset = offset_us
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000 + self._offset
+
+
+def system_clock() -> Clock:
+    """The broker's clock: the system's, unless TASKYARD_CLOCK_OFFSET shifts it (for tests)."""
+    offset = os.environ.get("TASKYARD_CLOCK_OFFSET")
+    if not offset:
+        return SystemClock()
+    return OffsetClock(round(float(offset) * MICROS))

@@ -95,3 +95,10 @@ class ShuttingDown(Unavailable):
 
     def __init__(self) -> None:
         super().__init__("the broker is shutting down; retry against another replica or later")
+
+
+class ScheduleNotFound(NotFound):
+    reason = "SCHEDULE_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}; list them with ListSchedules")

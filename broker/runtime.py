@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.clock import Clock
@@ -28,3 +29,5 @@ class Runtime:
     replica_id: str = ""
     shutting_down: bool = False
     sessions: dict[str, object] = field(default_factory=dict)
+    # The ticker's hint (loops/ticker.py): a schedule changed here may fire sooner.
+    schedule_hint: Callable[[int | None], None] | None = None

@@ -7,6 +7,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker.api.queue_service import QueueService
+from broker.api.schedule_service import ScheduleService
 from broker.api.stats_service import StatsService
 from broker.api.system_service import SystemService
 from broker.api.task_service import TaskService
@@ -18,6 +19,8 @@ from broker.security.tls import add_port
 from taskyard.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     stats_service_pb2,
     stats_service_pb2_grpc,
     system_service_pb2,
@@ -34,6 +37,7 @@ SERVICE_NAMES = (
     system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
+    schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 
 
@@ -61,6 +65,9 @@ def build_server(
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(runtime), server)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(runtime), server)
     stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsService(runtime), server)
+    schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+        ScheduleService(runtime), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
 from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
+from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
     Attempt,
     Progress,
@@ -25,6 +26,8 @@ __all__ = [
     "NonRetryableError",
     "Progress",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleFire",
     "SyncClient",
     "Task",
     "TaskContext",

@@ -23,13 +23,14 @@ from worker_sdk._requests import (
     purge_request,
     spec_of,
 )
+from worker_sdk._schedules import AsyncScheduleMethods, SyncScheduleMethods
 from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
 _BASIC = task_service_pb2.TASK_VIEW_BASIC
 
 
-class Client:
+class Client(AsyncScheduleMethods):
     """An asyncio client for TaskService.
 
     Args:
@@ -237,7 +238,7 @@ class Client:
             raise TaskyardError.from_rpc_error(error, self.target) from None
 
 
-class SyncClient:
+class SyncClient(SyncScheduleMethods):
     """A blocking client for scripts and shells; the same methods as `Client`."""
 
     def __init__(

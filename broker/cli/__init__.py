@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from broker.cli.operations import attempts, purge, retry
+from broker.cli.schedules import schedule_group
 from broker.cli.serve import broker_command, db_group
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.token import token_group
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(broker_command)
 cli.add_command(db_group)
 cli.add_command(worker_command)
+cli.add_command(schedule_group)
 cli.add_command(token_group)
 for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge):
     cli.add_command(command)

@@ -98,6 +98,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="Write the bound port here once serving (for --listen host:0).",
 )
 @click.option(
+    "--schedules",
+    "schedules_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_SCHEDULES",
+    help="YAML or TOML file of schedules, reconciled at start (docs/schedules.md).",
+)
+@click.option(
     "--metrics-listen",
     envvar="TASKYARD_METRICS_LISTEN",
     help="host:port for a Prometheus scrape endpoint (/metrics); port 0 picks a free port.",
@@ -123,6 +130,7 @@ def broker_command(
     auto_migrate: bool,
     sqlite_synchronous: str,
     port_file: str | None,
+    schedules_path: str | None,
     metrics_listen: str | None,
     otlp_endpoint: str | None,
     log_level: str,
@@ -153,6 +161,7 @@ def broker_command(
         auto_migrate=auto_migrate,
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,
+        schedules_path=schedules_path,
         log_level=log_level,
         log_json=log_json,
         metrics_listen=metrics_listen,

@@ -264,3 +264,51 @@ worker_session = sa.Table(
     sa.Column("draining", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_worker_session_worker", "worker_id"),
 )
+
+# Schedules (revision 0005). `spec` and `policies` are JSON, `template` the
+# serialized Task the broker submits at each fire. `next_fire_at` is the
+# high-water mark every fire advances with a compare-and-set on it and on
+# `revision`, which every change of settings bumps.
+schedule = sa.Table(
+    "schedule",
+    metadata,
+    sa.Column("id", sa.String(26), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("policies", sa.Text, nullable=False),
+    sa.Column("template", sa.LargeBinary, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pause_note", sa.Text),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("next_fire_at", sa.BigInteger),
+    sa.Column("buffered_at", sa.BigInteger),
+    sa.Column("fired_through", sa.BigInteger),
+    sa.Column("last_task_id", sa.String(26)),
+    *[
+        sa.Column(f"{name}_count", sa.BigInteger, nullable=False, server_default="0")
+        for name in ("started", "skipped", "missed", "failed")
+    ],
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ux_schedule_name", "name", unique=True),
+    sa.Index("ix_schedule_next", "next_fire_at"),
+)
+
+# One row per fire time a schedule processed (a MISSED row may stand for a
+# range). The primary key is the exactly-once guarantee's backstop: a fire
+# time is inserted in the same transaction as its task, and task retention
+# never touches this table (the ticker keeps the newest rows per schedule).
+schedule_fire = sa.Table(
+    "schedule_fire",
+    metadata,
+    sa.Column("schedule_id", sa.String(26), primary_key=True),
+    sa.Column("fire_time", sa.BigInteger, primary_key=True),
+    sa.Column("manual", sa.Boolean, primary_key=True),
+    sa.Column("result", sa.SmallInteger, nullable=False),
+    sa.Column("task_id", sa.String(26)),
+    sa.Column("count", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("last_missed_at", sa.BigInteger),
+    sa.Column("message", sa.Text),
+    sa.Column("recorded_at", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,277 @@
+"""Protobuf ↔ domain conversion for schedules, and the factory that turns a template into a task.
+
+A schedule's template is stored as a serialized `Task` (input fields only).
+Each fire goes through `convert.new_task`, the very function CreateTask
+uses, so a fired task gets exactly CreateTask's validation and defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from broker.api import convert
+from broker.config import Settings
+from broker.core import schedules as core
+from broker.core.models import NewTask
+from broker.core.options import Defaults, TaskOptions
+from broker.core.validation import name as check_name
+from broker.errors import InvalidArgument
+from broker.ids import new_ulid
+from taskyard.v1 import schedule_pb2, task_pb2, task_service_pb2
+
+LABEL_SCHEDULE = "taskyard.schedule"
+LABEL_FIRE_TIME = "taskyard.fire_time"
+NEXT_SHOWN = 5
+MAX_DESCRIPTION = 1000
+# The input fields of a Task that a template keeps (the rest are output only).
+TEMPLATE_FIELDS = (
+    "type",
+    "queue",
+    "priority",
+    "payload",
+    "labels",
+    "max_attempts",
+    "retry_policy",
+    "timeouts",
+    "concurrency_key",
+)
+
+
+def _us(ts: timestamp_pb2.Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def _dur(d: duration_pb2.Duration) -> int:
+    return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+def _ts(us: int) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    convert.set_timestamp(out, us)
+    return out
+
+
+def rfc3339(us: int) -> str:
+    return core.to_dt(us).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- Input ----------------------------------------------------------------------------------
+
+
+def schedule_name(value: str, settings: Settings) -> str:
+    return check_name("name", value, settings.limits, reason="INVALID_SCHEDULE_NAME")
+
+
+def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
+    which = spec.WhichOneof("trigger")
+    if which is None:
+        raise InvalidArgument(
+            "spec needs a trigger: spec.cron, spec.interval or spec.once", reason=core.REASON
+        )
+    out = core.Spec(
+        kind={
+            "cron": core.TriggerKind.CRON,
+            "interval": core.TriggerKind.INTERVAL,
+            "once": core.TriggerKind.ONCE,
+        }[which],
+        cron=spec.cron.expression.strip() if which == "cron" else None,
+        every_us=_dur(spec.interval.every) if which == "interval" else None,
+        once_at=_us(spec.once.fire_time)
+        if which == "once" and spec.once.HasField("fire_time")
+        else None,
+        time_zone=spec.time_zone,
+        start_at=_us(spec.start_time) if spec.HasField("start_time") else None,
+        end_at=_us(spec.end_time) if spec.HasField("end_time") else None,
+        jitter_us=_dur(spec.jitter),
+    )
+    core.check_spec(out, now=now)
+    return out
+
+
+def policies_in(p: schedule_pb2.SchedulePolicies) -> core.Policies:
+    out = core.Policies(
+        misfire_grace_us=_dur(p.misfire_grace)
+        if p.HasField("misfire_grace")
+        else core.DEFAULT_GRACE,
+        catchup=core.Catchup(p.catchup) if p.catchup else core.Catchup.ONE,
+        catchup_limit=p.catchup_limit or core.DEFAULT_CATCHUP_LIMIT,
+        overlap=core.Overlap(p.overlap) if p.overlap else core.Overlap.SKIP,
+    )
+    problems = out.problems()
+    if problems:
+        raise InvalidArgument("; ".join(problems), reason="INVALID_SCHEDULE_POLICY")
+    return out
+
+
+def template_in(task: task_pb2.Task, settings: Settings) -> bytes:
+    """The template's input fields, serialized; checked again by the factory before storing."""
+    if task.HasField("run_time"):
+        raise InvalidArgument(
+            "task.run_time must be unset in a schedule's template: each fire time decides it",
+            reason="INVALID_SCHEDULE_TASK",
+        )
+    kept = task_pb2.Task()
+    for field in TEMPLATE_FIELDS:
+        if field == "labels":
+            kept.labels.update(task.labels)
+        elif field in ("payload", "retry_policy", "timeouts"):
+            if task.HasField(field):  # type: ignore[arg-type]
+                getattr(kept, field).CopyFrom(getattr(task, field))
+        else:
+            setattr(kept, field, getattr(task, field))
+    for key in (LABEL_SCHEDULE, LABEL_FIRE_TIME):
+        kept.labels.pop(key, None)
+    return kept.SerializeToString(deterministic=True)
+
+
+def description_in(text: str) -> str:
+    if len(text) > MAX_DESCRIPTION:
+        raise InvalidArgument(
+            f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION}",
+            reason="INVALID_ARGUMENT",
+        )
+    return text
+
+
+def new_record(
+    name: str,
+    description: str,
+    spec: core.Spec,
+    policies: core.Policies,
+    template: bytes,
+    *,
+    now: int,
+) -> core.ScheduleRecord:
+    return core.ScheduleRecord(
+        id=new_ulid(),
+        name=name,
+        description=description,
+        spec=spec,
+        policies=policies,
+        template=template,
+        paused=False,
+        pause_note=None,
+        revision=1,
+        next_fire_at=core.first_fire(spec, base=now, fired_through=None),
+        buffered_at=None,
+        fired_through=None,
+        last_task_id=None,
+        counts=core.Counts(),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+# --- The task a fire submits ----------------------------------------------------------------
+
+
+class Factory:
+    """Builds a fire's task with CreateTask's own `new_task` (see loops.ticker.TaskFactory)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        defaults: Defaults,
+        queue_options: Callable[[str], TaskOptions] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._defaults = defaults
+        self._queue_options = queue_options
+
+    def __call__(
+        self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
+    ) -> NewTask:
+        spec = task_pb2.Task.FromString(record.template)
+        spec.labels[LABEL_SCHEDULE] = record.name
+        spec.labels[LABEL_FIRE_TIME] = rfc3339(fire_time)
+        delay = 0 if manual else core.jitter_offset(record.id, fire_time, record.spec.jitter_us)
+        if delay:
+            spec.run_time.CopyFrom(_ts(max(now, fire_time) + delay))
+        return convert.new_task(
+            task_service_pb2.CreateTaskRequest(task=spec),
+            now=now,
+            settings=self._settings,
+            defaults=self._defaults,
+            queue_options=self._queue_options,
+        )
+
+    def check(self, record: core.ScheduleRecord, now: int) -> None:
+        """INVALID_ARGUMENT now, rather than a FAILED fire later, for a bad template."""
+        self(record, fire_time=now, now=now, manual=True)
+
+
+# --- Output ---------------------------------------------------------------------------------
+
+
+def spec_out(spec: core.Spec) -> schedule_pb2.ScheduleSpec:
+    out = schedule_pb2.ScheduleSpec(time_zone=spec.time_zone)
+    if spec.kind is core.TriggerKind.CRON:
+        out.cron.expression = spec.cron or ""
+    elif spec.kind is core.TriggerKind.INTERVAL:
+        out.interval.every.FromMicroseconds(spec.every_us or 0)
+    elif spec.once_at is not None:
+        out.once.fire_time.CopyFrom(_ts(spec.once_at))
+    if spec.start_at is not None:
+        out.start_time.CopyFrom(_ts(spec.start_at))
+    if spec.end_at is not None:
+        out.end_time.CopyFrom(_ts(spec.end_at))
+    if spec.jitter_us:
+        out.jitter.FromMicroseconds(spec.jitter_us)
+    return out
+
+
+def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
+    out = schedule_pb2.SchedulePolicies(
+        catchup=int(p.catchup),  # type: ignore[arg-type]
+        catchup_limit=p.catchup_limit,
+        overlap=int(p.overlap),  # type: ignore[arg-type]
+    )
+    out.misfire_grace.FromMicroseconds(p.misfire_grace_us)
+    return out
+
+
+def fire_out(f: core.FireRecord) -> schedule_pb2.ScheduleFire:
+    out = schedule_pb2.ScheduleFire(
+        result=int(f.result),  # type: ignore[arg-type]
+        task_id=f.task_id or "",
+        task_state=f.task_state or 0,  # type: ignore[arg-type]
+        manual=f.manual,
+        missed_count=f.count,
+        message=f.message or "",
+    )
+    out.fire_time.CopyFrom(_ts(f.fire_time))
+    out.record_time.CopyFrom(_ts(f.recorded_at))
+    if f.last_missed_at is not None:
+        out.last_missed_time.CopyFrom(_ts(f.last_missed_at))
+    return out
+
+
+def schedule_out(
+    record: core.ScheduleRecord, last: core.FireRecord | None, *, now: int
+) -> schedule_pb2.Schedule:
+    out = schedule_pb2.Schedule(
+        name=record.name,
+        description=record.description,
+        spec=spec_out(record.spec),
+        task=task_pb2.Task.FromString(record.template),
+        policies=policies_out(record.policies),
+        state=int(record.state),  # type: ignore[arg-type]
+        pause_note=record.pause_note or "",
+    )
+    info = out.info
+    if record.state is core.ScheduleState.ACTIVE and record.next_fire_at is not None:
+        upcoming = [record.next_fire_at, *record.spec.upcoming(record.next_fire_at, NEXT_SHOWN - 1)]
+        info.next_fire_times.extend(_ts(t) for t in upcoming)
+    if last is not None:
+        info.last_fire.CopyFrom(fire_out(last))
+    c = record.counts
+    info.started_count, info.skipped_count = c.started, c.skipped
+    info.missed_count, info.failed_count = c.missed, c.failed
+    if record.buffered_at is not None:
+        info.buffered_fire_time.CopyFrom(_ts(record.buffered_at))
+    out.create_time.CopyFrom(_ts(record.created_at))
+    out.update_time.CopyFrom(_ts(record.updated_at))
+    return out

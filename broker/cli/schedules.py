@@ -1,0 +1,389 @@
+"""`taskyard schedule …`: create, list, get, update, pause, resume, run, delete and preview."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from broker.cli.tasks import (
+    json_option,
+    parse_payload,
+    parse_when,
+    print_task,
+    reports_errors,
+    seconds,
+    target_option,
+)
+from worker_sdk import Schedule, ScheduleFire, SyncClient, TaskSpec, Timeouts
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group("schedule")
+def schedule_group() -> None:
+    """Schedules: tasks the broker submits on cron, interval and one-shot triggers."""
+
+
+def _spec_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option("--cron", help="Cron expression, e.g. '30 2 * * *' or '@hourly'."),
+            click.option("--every", help="Fixed interval, e.g. 30s, 15m, 1d."),
+            click.option("--at", "at", help="One-shot: ISO 8601 time or a delay such as +10m."),
+            click.option("--tz", "time_zone", help="IANA time zone for --cron (default UTC)."),
+            click.option("--start", help="No fire before this (ISO 8601); anchors --every."),
+            click.option("--end", help="No fire after this (ISO 8601)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _settings_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option("--jitter", help="Delay each task by up to this, e.g. 30s."),
+            click.option("--misfire-grace", help="How late a fire may still run, e.g. 5m."),
+            click.option(
+                "--catchup",
+                type=click.Choice(["skip", "one", "all"]),
+                help="Missed fire times: run none, one, or each (up to --catchup-limit).",
+            ),
+            click.option("--catchup-limit", type=int, help="With --catchup all: at most this."),
+            click.option(
+                "--overlap",
+                type=click.Choice(["skip", "buffer_one", "allow_all"]),
+                help="While the previous run is unfinished.",
+            ),
+            click.option("--description", help="Free text."),
+            click.option("--payload", help="JSON payload of the task, or @file.json."),
+            click.option("-q", "--queue", help="The task's queue."),
+            click.option("-p", "--priority", type=int, help="The task's priority."),
+            click.option("-l", "--label", "labels", multiple=True, help="key=value, repeatable."),
+            click.option("--max-attempts", type=int, help="Attempts per fired task."),
+            click.option("--execution-timeout", help="Limit of one attempt, e.g. 5m."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _spec(
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    time_zone: str | None,
+    start: str | None,
+    end: str | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if cron is not None:
+        out["cron"] = cron
+    if every is not None:
+        out["every"] = seconds(every, "--every")
+    if at is not None:
+        out["at"] = parse_when(at)
+    if time_zone is not None:
+        out["time_zone"] = time_zone
+    if start is not None:
+        out["start_time"] = parse_when(start)
+    if end is not None:
+        out["end_time"] = parse_when(end)
+    return out
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("jitter", "misfire_grace"):
+        if options.get(key) is not None:
+            out[key] = seconds(options[key], f"--{key.replace('_', '-')}")
+    for key in ("catchup", "catchup_limit", "overlap", "description"):
+        if options.get(key) is not None:
+            out[key] = options[key]
+    return out
+
+
+def _task_changes(options: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if options.get("payload") is not None:
+        changes["payload"] = parse_payload(options["payload"])
+    for key in ("queue", "priority", "max_attempts"):
+        if options.get(key) is not None:
+            changes[key] = options[key]
+    if options.get("labels"):
+        changes["labels"] = dict(_label(item) for item in options["labels"])
+    if options.get("execution_timeout") is not None:
+        execution = seconds(options["execution_timeout"], "--execution-timeout")
+        changes["timeouts"] = Timeouts(execution=execution)
+    return changes
+
+
+def _label(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise click.BadParameter(f"{item!r} is not key=value", param_hint="--label")
+    return key, value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _trigger(s: Schedule) -> str:
+    if s.cron is not None:
+        return f"cron {s.cron!r} ({s.time_zone})"
+    if s.every is not None:
+        return f"every {s.every:g}s"
+    return f"once at {_iso(s.at)}"
+
+
+def _fire_dict(f: ScheduleFire) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "fire_time": _iso(f.fire_time),
+        "result": f.result,
+        "task_id": f.task_id or None,
+        "task_state": f.task_state.value if f.task_state else None,
+        "manual": f.manual,
+    }
+    if f.result == "missed":
+        out["missed_count"] = f.missed_count
+        out["last_missed_time"] = _iso(f.last_missed_time)
+    if f.message:
+        out["message"] = f.message
+    return out
+
+
+def schedule_dict(s: Schedule) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "state": s.state,
+        "trigger": _trigger(s),
+        "description": s.description,
+        "next_fire_times": [t.isoformat() for t in s.next_fire_times],
+        "last_fire": _fire_dict(s.last_fire) if s.last_fire else None,
+        "task": {"type": s.task.type, "queue": s.task.queue or "default"},
+        "policies": {
+            "misfire_grace_s": s.misfire_grace,
+            "catchup": s.catchup,
+            "catchup_limit": s.catchup_limit,
+            "overlap": s.overlap,
+            "jitter_s": s.jitter,
+        },
+        "counts": {
+            "started": s.started_count,
+            "skipped": s.skipped_count,
+            "missed": s.missed_count,
+            "failed": s.failed_count,
+        },
+        "pause_note": s.pause_note or None,
+    }
+
+
+def _print_schedule(s: Schedule, as_json: bool) -> None:
+    data = schedule_dict(s)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        if value not in (None, "", [], {}):
+            shown = json.dumps(value) if isinstance(value, dict | list) else value
+            click.echo(f"{key:>15}: {shown}")
+
+
+@schedule_group.command("create")
+@click.argument("name")
+@click.argument("type")
+@_spec_options
+@_settings_options
+@target_option
+@json_option
+@reports_errors
+def create(
+    name: str,
+    type: str,
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    time_zone: str | None,
+    start: str | None,
+    end: str | None,
+    target: str,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Create schedule NAME submitting tasks of TYPE (give --cron, --every or --at)."""
+    spec = _spec(cron, every, at, time_zone, start, end)
+    if sum(k in spec for k in ("cron", "every", "at")) != 1:
+        raise click.UsageError("give exactly one of --cron, --every and --at")
+    task = TaskSpec(type=type, **_task_changes(options))
+    with SyncClient(target) as client:
+        schedule = client.create_schedule(name, task, **spec, **_settings(options))
+    _print_schedule(schedule, as_json)
+
+
+@schedule_group.command("update")
+@click.argument("name")
+@click.option("--type", "task_type", help="The task type.")
+@_spec_options
+@_settings_options
+@target_option
+@json_option
+@reports_errors
+def update(
+    name: str,
+    task_type: str | None,
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    time_zone: str | None,
+    start: str | None,
+    end: str | None,
+    target: str,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Change only the given settings of schedule NAME."""
+    changes = {**_spec(cron, every, at, time_zone, start, end), **_settings(options)}
+    task_changes = _task_changes(options)
+    if task_type is not None:
+        task_changes["type"] = task_type
+    with SyncClient(target) as client:
+        if task_changes:
+            current = client.get_schedule(name).task
+            changes["task"] = dataclasses.replace(current, **task_changes)
+        if not changes:
+            raise click.UsageError("nothing to change: give at least one option")
+        schedule = client.update_schedule(name, **changes)
+    _print_schedule(schedule, as_json)
+
+
+@schedule_group.command("list")
+@target_option
+@json_option
+@reports_errors
+def list_schedules(target: str, as_json: bool) -> None:
+    """List schedules with their state and next run."""
+    with SyncClient(target) as client:
+        schedules = list(client.list_schedules())
+    if as_json:
+        click.echo(json.dumps([schedule_dict(s) for s in schedules], indent=2))
+        return
+    click.echo(f"{'NAME':<24} {'STATE':<10} {'NEXT RUN':<26} {'LAST':<30} TRIGGER")
+    for s in schedules:
+        next_run = s.next_fire_times[0].isoformat() if s.next_fire_times else "-"
+        last = "-"
+        if s.last_fire is not None:
+            state = s.last_fire.task_state.value if s.last_fire.task_state else ""
+            last = f"{s.last_fire.result} {state}".strip()
+        click.echo(f"{s.name:<24} {s.state:<10} {next_run:<26} {last:<30} {_trigger(s)}")
+
+
+@schedule_group.command("get")
+@click.argument("name")
+@click.option("--history", type=int, default=10, show_default=True, help="Fire records shown.")
+@target_option
+@json_option
+@reports_errors
+def get(name: str, history: int, target: str, as_json: bool) -> None:
+    """Show schedule NAME and its latest fire records."""
+    with SyncClient(target) as client:
+        schedule = client.get_schedule(name)
+        fires: list[ScheduleFire] = []
+        for fire in client.schedule_fires(name, page_size=max(history, 1)):
+            if len(fires) >= history:
+                break
+            fires.append(fire)
+    if as_json:
+        data = schedule_dict(schedule) | {"history": [_fire_dict(f) for f in fires]}
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_schedule(schedule, False)
+    if fires:
+        click.echo("        history:")
+        for f in fires:
+            click.echo("          " + json.dumps(_fire_dict(f)))
+
+
+@schedule_group.command("pause")
+@click.argument("name")
+@click.option("--note", default="", help="Why, for whoever finds it paused.")
+@target_option
+@json_option
+@reports_errors
+def pause(name: str, note: str, target: str, as_json: bool) -> None:
+    """Stop firing schedule NAME until it is resumed."""
+    with SyncClient(target) as client:
+        _print_schedule(client.pause_schedule(name, note), as_json)
+
+
+@schedule_group.command("resume")
+@click.argument("name")
+@target_option
+@json_option
+@reports_errors
+def resume(name: str, target: str, as_json: bool) -> None:
+    """Fire schedule NAME again, from its next fire time after now."""
+    with SyncClient(target) as client:
+        _print_schedule(client.resume_schedule(name), as_json)
+
+
+@schedule_group.command("run")
+@click.argument("name")
+@target_option
+@json_option
+@reports_errors
+def run(name: str, target: str, as_json: bool) -> None:
+    """Submit schedule NAME's task once, now; the timetable is unchanged."""
+    with SyncClient(target) as client:
+        print_task(client.run_schedule(name), as_json)
+
+
+@schedule_group.command("delete")
+@click.argument("name")
+@target_option
+@reports_errors
+def delete(name: str, target: str) -> None:
+    """Delete schedule NAME and its history (tasks it submitted stay)."""
+    with SyncClient(target) as client:
+        client.delete_schedule(name)
+    click.echo(f"deleted schedule {name}")
+
+
+@schedule_group.command("preview")
+@click.argument("name", required=False)
+@_spec_options
+@click.option("-n", "--count", type=int, default=10, show_default=True)
+@click.option("--after", help="List fire times after this (ISO 8601); default now.")
+@target_option
+@json_option
+@reports_errors
+def preview(
+    name: str | None,
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    time_zone: str | None,
+    start: str | None,
+    end: str | None,
+    count: int,
+    after: str | None,
+    target: str,
+    as_json: bool,
+) -> None:
+    """The next fire times of schedule NAME, or of --cron/--every/--at before saving it."""
+    spec = _spec(cron, every, at, time_zone, start, end)
+    if (name is None) == (not spec):
+        raise click.UsageError("give a schedule NAME or a spec (--cron, --every or --at)")
+    with SyncClient(target) as client:
+        since = parse_when(after) if after else None
+        times = client.preview_schedule(name, count=count, after=since, **spec)
+    if as_json:
+        click.echo(json.dumps([t.isoformat() for t in times]))
+        return
+    for t in times:
+        click.echo(t.isoformat())

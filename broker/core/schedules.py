@@ -1,0 +1,689 @@
+"""When schedules fire, and what each fire time becomes: pure functions of the spec, state and now.
+
+Nothing here reads a clock or the database. The ticker passes `now`, so a
+year of an hourly cron is simulated in a unit test by calling `plan_fires`
+8,760 times. Instants are integer microseconds since the epoch (UTC), like
+everywhere in the broker.
+
+Cron expressions are matched by croniter on *wall-clock* times in the
+schedule's zone; the mapping from wall-clock times to instants (daylight
+saving gaps and repeats) is ours, because croniter fires a repeated 02:30
+twice and snaps a skipped one to the transition (see `_instants`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from enum import IntEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, croniter
+
+from broker.errors import InvalidArgument
+
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+MAX_SPAN = 366 * DAY
+MAX_JITTER = HOUR
+DEFAULT_GRACE = MINUTE
+DEFAULT_CATCHUP_LIMIT = 100
+MAX_CATCHUP_LIMIT = 1000
+# Fire times one plan looks at, at most: a long outage of a frequent
+# schedule is worked off in several commits instead of one long stall.
+PLAN_BUDGET = 2000
+# Daylight-saving shifts are at most this large anywhere (Lord Howe's is 30 min,
+# the usual 1 h; 2 h historically). Only used to find transitions nearby.
+_PROBE = timedelta(hours=3)
+_MAX_ITER = 200_000
+
+REASON = "INVALID_SCHEDULE_SPEC"
+
+
+class TriggerKind(IntEnum):
+    CRON = 1
+    INTERVAL = 2
+    ONCE = 3
+
+
+class Catchup(IntEnum):
+    """Values equal the protobuf CatchupPolicy numbers."""
+
+    SKIP = 1
+    ONE = 2
+    ALL = 3
+
+
+class Overlap(IntEnum):
+    """Values equal the protobuf OverlapPolicy numbers."""
+
+    SKIP = 1
+    BUFFER_ONE = 2
+    ALLOW_ALL = 3
+
+
+class FireResult(IntEnum):
+    """Values equal the protobuf ScheduleFireResult numbers."""
+
+    STARTED = 1
+    SKIPPED = 2
+    MISSED = 3
+    BUFFERED = 4
+    FAILED = 5
+
+
+def to_dt(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def to_us(dt: datetime) -> int:
+    return (dt - EPOCH) // _US
+
+
+# --- Cron -----------------------------------------------------------------------------------
+
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_NAMES5 = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_NAMES6 = ("second", *_NAMES5)
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A parsed expression: 5 fields, or 6 with the seconds first."""
+
+    fields: tuple[str, ...]
+
+    @property
+    def hour_wildcard(self) -> bool:
+        """`0 * * * *` follows elapsed time across a repeated hour; `30 2 * * *` does not."""
+        return self.fields[-4].startswith("*")
+
+    @property
+    def for_croniter(self) -> str:
+        # croniter reads a sixth field as seconds *last*.
+        fields = self.fields[1:] + self.fields[:1] if len(self.fields) == 6 else self.fields
+        return " ".join(fields)
+
+
+def parse_cron(expression: str, where: str = "spec.cron.expression") -> Cron:
+    """Parse and check an expression; INVALID_ARGUMENT names the bad cron field."""
+    text = expression.strip()
+    text = _MACROS.get(text.lower(), text)
+    fields = tuple(text.split())
+    if len(fields) not in (5, 6):
+        raise InvalidArgument(
+            f"{where} {expression!r} has {len(fields)} fields; give 5 (minute hour "
+            "day-of-month month day-of-week), 6 with a leading seconds field, or a macro "
+            "such as @daily",
+            reason=REASON,
+        )
+    names = _NAMES6 if len(fields) == 6 else _NAMES5
+    for index, value in enumerate(fields):
+        probe = ["*"] * len(fields)
+        probe[index] = value
+        if not croniter.is_valid(Cron(tuple(probe)).for_croniter):
+            raise InvalidArgument(
+                f"{where} {expression!r}: the {names[index]} field {value!r} is not valid",
+                reason=REASON,
+            )
+    cron = Cron(fields)
+    if not croniter.is_valid(cron.for_croniter):
+        raise InvalidArgument(f"{where} {expression!r} is not a valid expression", reason=REASON)
+    return cron
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(expression: str) -> Cron:
+    return parse_cron(expression)
+
+
+def _local(us: int, zone: tzinfo) -> datetime:
+    return to_dt(us).astimezone(zone)
+
+
+def _offset(us: int, zone: tzinfo) -> timedelta:
+    offset = _local(us, zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _instants(wall: datetime, zone: tzinfo, both: bool) -> list[int]:
+    """The instants at which a wall-clock time fires.
+
+    PEP 495: for a time in a gap, fold=0 applies the offset from before the
+    transition, which extrapolates forward (02:30 → 03:30); for a repeated
+    time fold=0 is the first occurrence and fold=1 the second.
+    """
+    first = to_us(wall.replace(tzinfo=zone, fold=0))
+    second = to_us(wall.replace(tzinfo=zone, fold=1))
+    if first < second:  # repeated
+        return [first, second] if both else [first]
+    return [first]  # normal, or a gap (extrapolated forward)
+
+
+def _naive(us: int, offset: timedelta) -> datetime:
+    """The wall-clock time of an instant under a given UTC offset."""
+    return (to_dt(us) + offset).replace(tzinfo=None)
+
+
+def _transition(
+    zone: tzinfo, after: int, direction: int
+) -> tuple[int, timedelta, timedelta] | None:
+    """A transition within its own size ahead of (+1) or behind (-1) `after`.
+
+    Returns (instant, offset before, offset after) for a clock that goes back
+    ahead of `after`, or forward behind it: the two cases in which wall-clock
+    order and instant order disagree near `after`.
+    """
+    here = _offset(after, zone)
+    # Either way the offset at `after` is the larger one.
+    shift = here - _offset(after + direction * (_PROBE // _US), zone)
+    if shift <= timedelta(0):
+        return None
+    reach = after + direction * (shift // _US)
+    if _offset(reach, zone) == here:
+        return None
+    lo, hi = sorted((after, reach))
+    while hi - lo > 1:  # the first instant with the later offset
+        mid = (lo + hi) // 2
+        if _offset(mid, zone) == _offset(lo, zone):
+            lo = mid
+        else:
+            hi = mid
+    return hi, _offset(lo, zone), _offset(hi, zone)
+
+
+def _first_match(cron: Cron, start: datetime) -> datetime | None:
+    try:
+        wall: datetime = croniter(cron.for_croniter, start).get_next(datetime)
+    except CroniterBadDateError:
+        return None
+    return wall
+
+
+def _forward(cron: Cron, zone: tzinfo, after: int) -> int | None:
+    """Walk wall-clock times after `after`'s own, mapping each to its instants.
+
+    Instants come out of order in two places, and the walk goes on past the
+    first find to catch them: after a gap time extrapolated forward (a later
+    wall time may map earlier), and after a second occurrence of a repeated
+    time (a later wall time's first occurrence may come earlier).
+    """
+    it = croniter(cron.for_croniter, _local(after, zone).replace(tzinfo=None))
+    best: int | None = None
+    bound: datetime | None = None
+    for _ in range(_MAX_ITER):
+        try:
+            wall = it.get_next(datetime)
+        except CroniterBadDateError:
+            break
+        if bound is not None and wall > bound:
+            break
+        for instant in _instants(wall, zone, cron.hour_wildcard):
+            if instant > after and (best is None or instant < best):
+                best = instant
+                bound = _local(best, zone).replace(tzinfo=None)
+                first = wall.replace(tzinfo=zone, fold=0)
+                if to_us(first) < best:  # a second occurrence
+                    offset = first.utcoffset()
+                    assert offset is not None
+                    bound = _naive(best, offset)
+                    skip = _naive(after, offset)
+                    if skip > wall:  # earlier first occurrences are all past
+                        it = croniter(cron.for_croniter, skip)
+    return best
+
+
+def cron_next(cron: Cron, zone: tzinfo, after: int) -> int | None:
+    """The first instant strictly after `after` at which the expression fires."""
+    best = _forward(cron, zone, after)
+    back = _transition(zone, after, +1)
+    if back is not None and cron.hour_wildcard and (best is None or best > back[0]):
+        # Clocks go back soon: wall times up to now's repeat after the transition.
+        at, _, later = back
+        wall = _first_match(cron, _naive(at - 1, later))
+        if wall is not None:
+            instant = to_us(wall.replace(tzinfo=zone, fold=1))
+            if instant > after and (best is None or instant < best):
+                best = instant
+    gap = _transition(zone, after, -1)
+    if gap is not None:
+        # Clocks just went forward: skipped wall times fire late, extrapolated.
+        at, earlier, later = gap
+        wall = _first_match(cron, _naive(after, earlier))
+        if wall is not None and wall < _naive(at, later):
+            instant = to_us(wall.replace(tzinfo=zone, fold=0))
+            if instant > after and (best is None or instant < best):
+                best = instant
+    return best
+
+
+# --- Specs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    kind: TriggerKind
+    cron: str | None = None
+    every_us: int | None = None
+    once_at: int | None = None
+    time_zone: str = ""
+    start_at: int | None = None
+    end_at: int | None = None
+    jitter_us: int = 0
+
+    @property
+    def zone(self) -> tzinfo:
+        return load_zone(self.time_zone)
+
+    def next_after(self, after: int) -> int | None:
+        """The first fire time strictly after `after`, within start and end."""
+        if self.start_at is not None:
+            after = max(after, self.start_at - 1)
+        found = self._next(after)
+        if found is None or (self.end_at is not None and found > self.end_at):
+            return None
+        return found
+
+    def _next(self, after: int) -> int | None:
+        if self.kind is TriggerKind.CRON:
+            assert self.cron is not None
+            return cron_next(_parsed(self.cron), self.zone, after)
+        if self.kind is TriggerKind.INTERVAL:
+            assert self.every_us is not None
+            anchor = self.start_at or 0
+            if after < anchor:
+                return anchor
+            return anchor + ((after - anchor) // self.every_us + 1) * self.every_us
+        assert self.once_at is not None
+        return self.once_at if self.once_at > after else None
+
+    def upcoming(self, after: int, count: int) -> list[int]:
+        out: list[int] = []
+        at: int | None = after
+        while len(out) < count and at is not None:
+            at = self.next_after(at)
+            if at is not None:
+                out.append(at)
+        return out
+
+
+def load_zone(name: str, where: str = "spec.time_zone") -> tzinfo:
+    if not name or name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument(
+            f"{where} {name!r} is not an IANA time zone such as Europe/Berlin or UTC",
+            reason=REASON,
+        ) from None
+
+
+def check_spec(spec: Spec, *, now: int) -> None:
+    """INVALID_ARGUMENT, naming the field, unless the spec can fire."""
+    load_zone(spec.time_zone)
+    if spec.kind is TriggerKind.CRON:
+        parse_cron(spec.cron or "")
+    elif spec.kind is TriggerKind.INTERVAL:
+        every = spec.every_us or 0
+        if not SECOND <= every <= MAX_SPAN:
+            raise InvalidArgument(
+                f"spec.interval.every must be from 1s to 366 days, got {every}µs", reason=REASON
+            )
+    if not 0 <= spec.jitter_us <= MAX_JITTER:
+        raise InvalidArgument(
+            f"spec.jitter must be from 0 to 1 hour, got {spec.jitter_us}µs", reason=REASON
+        )
+    if spec.start_at is not None and spec.end_at is not None and spec.end_at < spec.start_at:
+        raise InvalidArgument("spec.end_time is before spec.start_time", reason=REASON)
+    if spec.kind is TriggerKind.ONCE:
+        _check_once(spec)
+    elif spec.next_after((spec.start_at or now) - 1) is None and spec.end_at is None:
+        raise InvalidArgument(
+            f"spec.cron.expression {spec.cron!r} never matches a date", reason=REASON
+        )
+
+
+def _check_once(spec: Spec) -> None:
+    at = spec.once_at
+    if at is None:
+        raise InvalidArgument("spec.once.fire_time is required", reason=REASON)
+    if (spec.start_at is not None and at < spec.start_at) or (
+        spec.end_at is not None and at > spec.end_at
+    ):
+        raise InvalidArgument(
+            "spec.once.fire_time lies outside spec.start_time … spec.end_time", reason=REASON
+        )
+
+
+def first_fire(spec: Spec, *, base: int, fired_through: int | None) -> int | None:
+    """The first fire time at or after `base` that has not been processed yet.
+
+    A one-shot whose instant has passed still fires (late) unless it already
+    fired; that is how a one-shot created a moment too late still runs.
+    """
+    floor = base - 1 if fired_through is None else max(base - 1, fired_through)
+    if spec.kind is TriggerKind.ONCE and spec.once_at is not None:
+        if fired_through is None or spec.once_at > fired_through:
+            return spec.once_at
+        return None
+    return spec.next_after(floor)
+
+
+def resume_fire(spec: Spec, *, now: int, fired_through: int | None) -> int | None:
+    """After a pause, fire times that passed are not run: the next one at or after now."""
+    floor = now - 1 if fired_through is None else max(now - 1, fired_through)
+    return spec.next_after(floor)
+
+
+def jitter_offset(key: str, fire_time: int, jitter_us: int) -> int:
+    """A delay in [0, jitter) that is the same each time a fire time is planned."""
+    if jitter_us <= 0:
+        return 0
+    digest = hashlib.sha256(f"{key}/{fire_time}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % jitter_us
+
+
+# --- Policies and plans ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    misfire_grace_us: int = DEFAULT_GRACE
+    catchup: Catchup = Catchup.ONE
+    catchup_limit: int = DEFAULT_CATCHUP_LIMIT
+    overlap: Overlap = Overlap.SKIP
+
+    def problems(self) -> list[str]:
+        out = []
+        if not SECOND <= self.misfire_grace_us <= MAX_SPAN:
+            out.append(
+                f"policies.misfire_grace must be from 1s to 366 days, got {self.misfire_grace_us}µs"
+            )
+        if not 1 <= self.catchup_limit <= MAX_CATCHUP_LIMIT:
+            out.append(
+                f"policies.catchup_limit must be from 1 to {MAX_CATCHUP_LIMIT}, "
+                f"got {self.catchup_limit}"
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FireState:
+    """What a plan needs to know about a schedule besides its spec and policies."""
+
+    next_fire_at: int | None
+    buffered_at: int | None = None
+    running: bool = False  # the task of the previous fire has not finished
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    result: FireResult
+    fire_time: int
+    last_missed: int | None = None  # MISSED: the range's last fire time
+    count: int = 1  # MISSED: how many fire times the record stands for
+
+
+@dataclass(frozen=True, slots=True)
+class FirePlan:
+    fires: tuple[Fire, ...]
+    next_fire_at: int | None
+    buffered_at: int | None
+    fired_through: int | None  # the latest nominal fire time this plan processed
+
+    def count(self, result: FireResult) -> int:
+        return sum(f.count for f in self.fires if f.result is result)
+
+
+class _Runner:
+    """Applies the overlap policy to fires in time order."""
+
+    def __init__(self, overlap: Overlap, state: FireState) -> None:
+        self.overlap = overlap
+        self.running = state.running
+        self.buffered = state.buffered_at
+        self.fires: list[Fire] = []
+        if self.buffered is not None and not self.running:
+            self.fires.append(Fire(FireResult.STARTED, self.buffered))
+            self.buffered, self.running = None, True
+
+    def run(self, at: int) -> None:
+        if not self.running or self.overlap is Overlap.ALLOW_ALL:
+            self.fires.append(Fire(FireResult.STARTED, at))
+            self.running = True
+        elif self.overlap is Overlap.BUFFER_ONE and self.buffered is None:
+            self.fires.append(Fire(FireResult.BUFFERED, at))
+            self.buffered = at
+        else:
+            self.fires.append(Fire(FireResult.SKIPPED, at))
+
+    def missed(self, times: list[int], count: int) -> None:
+        if count:
+            self.fires.append(Fire(FireResult.MISSED, times[0], times[1], count))
+
+
+def plan_fires(
+    spec: Spec, policies: Policies, state: FireState, now: int, *, budget: int = PLAN_BUDGET
+) -> FirePlan:
+    """Decide every fire time due by `now`: run, skip, buffer or record as missed.
+
+    Fire times later than `now - misfire_grace` are on time and run (subject
+    to the overlap policy). Older ones are missed; the catch-up policy runs
+    none of them (SKIP), the latest (ONE, unless an on-time one runs anyway)
+    or the latest `catchup_limit` (ALL). At most `budget` fire times are
+    looked at; the rest wait for the next plan, which continues where this
+    one stopped.
+    """
+    runner = _Runner(policies.overlap, state)
+    keep_n = {Catchup.SKIP: 0, Catchup.ONE: 1, Catchup.ALL: policies.catchup_limit}[
+        policies.catchup
+    ]
+    edge = now - policies.misfire_grace_us
+    kept: list[int] = []
+    missed: list[int] = []  # [first, last]
+    count = 0
+    at = state.next_fire_at
+    steps = 0
+    while at is not None and at < edge and steps < budget:
+        kept.append(at)
+        if len(kept) > keep_n:
+            dropped = kept.pop(0)
+            missed = [missed[0] if missed else dropped, dropped]
+            count += 1
+        at = spec.next_after(at)
+        steps += 1
+    if at is not None and at < edge:
+        # Out of budget inside the missed stretch: the kept ones are decided later.
+        runner.missed(missed, count)
+        resume = kept[0] if kept else at
+        return _plan(runner, resume, missed[-1] if missed else None)
+    on_time: list[int] = []
+    while at is not None and at <= now and steps < budget:
+        on_time.append(at)
+        at = spec.next_after(at)
+        steps += 1
+    if policies.catchup is Catchup.ONE and kept and on_time:
+        missed, count = [missed[0] if missed else kept[0], kept[0]], count + 1
+        kept = []
+    runner.missed(missed, count)
+    for fire_time in kept + on_time:
+        runner.run(fire_time)
+    processed = (kept + on_time)[-1:] or missed[-1:]
+    return _plan(runner, at, processed[0] if processed else None)
+
+
+def _plan(runner: _Runner, next_fire_at: int | None, through: int | None) -> FirePlan:
+    return FirePlan(tuple(runner.fires), next_fire_at, runner.buffered, through)
+
+
+# --- Records ----------------------------------------------------------------------------------
+
+
+def spec_to_json(spec: Spec) -> str:
+    data = {k: v for k, v in asdict(spec).items() if v not in (None, "", 0) or k == "kind"}
+    data["kind"] = int(spec.kind)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def spec_from_json(text: str) -> Spec:
+    data = json.loads(text)
+    data["kind"] = TriggerKind(data["kind"])
+    return Spec(**data)
+
+
+def policies_to_json(p: Policies) -> str:
+    return json.dumps(
+        {
+            "misfire_grace_us": p.misfire_grace_us,
+            "catchup": int(p.catchup),
+            "catchup_limit": p.catchup_limit,
+            "overlap": int(p.overlap),
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def policies_from_json(text: str) -> Policies:
+    data = json.loads(text)
+    return Policies(
+        misfire_grace_us=data["misfire_grace_us"],
+        catchup=Catchup(data["catchup"]),
+        catchup_limit=data["catchup_limit"],
+        overlap=Overlap(data["overlap"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    started: int = 0
+    skipped: int = 0
+    missed: int = 0
+    failed: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.started + other.started,
+            self.skipped + other.skipped,
+            self.missed + other.missed,
+            self.failed + other.failed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A stored schedule; `last_task_done` says whether its latest run has finished."""
+
+    id: str
+    name: str
+    description: str
+    spec: Spec
+    policies: Policies
+    template: bytes
+    paused: bool
+    pause_note: str | None
+    revision: int
+    next_fire_at: int | None
+    buffered_at: int | None
+    fired_through: int | None
+    last_task_id: str | None
+    counts: Counts
+    created_at: int
+    updated_at: int
+    last_task_done: bool = True
+
+    @property
+    def state(self) -> ScheduleState:
+        if self.paused:
+            return ScheduleState.PAUSED
+        if self.next_fire_at is None and self.buffered_at is None:
+            return ScheduleState.COMPLETED
+        return ScheduleState.ACTIVE
+
+    @property
+    def fire_state(self) -> FireState:
+        return FireState(self.next_fire_at, self.buffered_at, running=not self.last_task_done)
+
+
+def with_settings(
+    before: ScheduleRecord,
+    *,
+    description: str,
+    spec: Spec,
+    policies: Policies,
+    template: bytes,
+    now: int,
+) -> ScheduleRecord:
+    """The schedule after a change of settings.
+
+    A new spec fires from its first fire time at or after the earlier of now
+    and the pending fire time (so a fire time that was due is not lost), and
+    never again at a fire time already processed.
+    """
+    after = replace(
+        before,
+        description=description,
+        spec=spec,
+        policies=policies,
+        template=template,
+        revision=before.revision + 1,
+        updated_at=now,
+    )
+    if spec == before.spec:
+        return after
+    pending = before.next_fire_at
+    base = now if pending is None else min(pending, now)
+    return replace(
+        after, next_fire_at=first_fire(spec, base=base, fired_through=before.fired_through)
+    )
+
+
+def same_settings(a: ScheduleRecord, b: ScheduleRecord) -> bool:
+    return (a.description, a.spec, a.policies, a.template) == (
+        b.description,
+        b.spec,
+        b.policies,
+        b.template,
+    )
+
+
+class ScheduleState(IntEnum):
+    """Values equal the protobuf ScheduleState numbers."""
+
+    ACTIVE = 1
+    PAUSED = 2
+    COMPLETED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FireRecord:
+    """One row of a schedule's fire history."""
+
+    schedule_id: str
+    fire_time: int
+    manual: bool
+    result: FireResult
+    recorded_at: int
+    task_id: str | None = None
+    count: int = 1
+    last_missed_at: int | None = None
+    message: str | None = None
+    task_state: int | None = None  # the task's TaskState value, when it still exists
