@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import Broker, start_worker
-from worker_sdk import Client, RetryPolicy, TaskFailed, TaskState, Timeouts
+from worker_sdk import Client, RetryPolicy, TaskFailed, TaskSpec, TaskState, Timeouts
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -147,3 +147,31 @@ async def test_running_tasks_show_as_leases_in_flight_and_running(
     for t in slow:
         await client.cancel(t.id)
     await worker.stop()
+
+
+async def test_schedule_fires_and_skips_match_the_schedules_own_counts(
+    broker: Broker, client: Client
+) -> None:
+    port = await metrics_port(broker)
+    # Every second; nobody serves the queue, so the first run never finishes and
+    # overlap=skip skips every later fire.
+    await client.create_schedule(
+        "skipper", TaskSpec("echo", queue="unserved"), cron="* * * * * *", overlap="skip"
+    )
+    # Fire times pass on the broker's clock: poll the schedule (no event to await).
+    async with asyncio.timeout(30):
+        while True:
+            if (await client.get_schedule("skipper")).skipped_count >= 2:
+                break
+            await asyncio.sleep(0.2)
+    # Pausing goes through the committer after any fire planned before it, so
+    # the counts are final once it returns.
+    await client.pause_schedule("skipper")
+    final = await client.get_schedule("skipper")
+    assert final.started_count == 1 and final.skipped_count >= 2 and final.missed_count == 0
+
+    m = await scrape(port)
+    assert value(m, "taskyard_schedule_fires_total", schedule="skipper") == 1
+    skipped = value(m, "taskyard_schedule_misses_total", schedule="skipper", reason="skipped")
+    assert skipped == final.skipped_count
+    assert value(m, "taskyard_schedule_lag_seconds_count", schedule="skipper") == 1
