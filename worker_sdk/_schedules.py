@@ -264,7 +264,7 @@ def preview_request(
     name: str | None, options: dict[str, Any], count: int, after: datetime | None
 ) -> schedule_service_pb2.PreviewScheduleRequest:
     request = pb.PreviewScheduleRequest(name=name or "", count=count)
-    if name is None:
+    if name is None and options:
         message, _ = schedule_request("", **options)
         request.spec.CopyFrom(message.spec)
     elif options:
