@@ -12,13 +12,19 @@ import grpc
 import pytest
 from google.protobuf.descriptor import MethodDescriptor
 
-from taskyard.v1 import system_service_pb2, task_service_pb2, worker_service_pb2
+from taskyard.v1 import (
+    schedule_service_pb2,
+    system_service_pb2,
+    task_service_pb2,
+    worker_service_pb2,
+)
 from tests.helpers import ROOT, Broker
 
 SERVICES = [
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"],
     system_service_pb2.DESCRIPTOR.services_by_name["SystemService"],
+    schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
 ]
 
 
