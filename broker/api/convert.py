@@ -47,6 +47,7 @@ def new_task(
     settings: Settings,
     defaults: Defaults,
     queue_options: Callable[[str], TaskOptions] | None = None,
+    owner: str | None = None,
 ) -> NewTask:
     limits = settings.limits
     spec = request.task
@@ -56,7 +57,11 @@ def new_task(
     )
     payload = _payload_bytes("task.payload", spec, limits)
     labels = validation.labels(dict(spec.labels), limits)
-    run_at = _us(spec.run_time) if spec.HasField("run_time") else now
+    run_at = (
+        validation.instant("task.run_time", _us(spec.run_time))
+        if spec.HasField("run_time")
+        else now
+    )
     for name in spec.retry_policy.non_retryable_error_types:
         validation.name(
             "retry_policy.non_retryable_error_types[]", name, limits, reason="INVALID_RETRY_POLICY"
@@ -88,6 +93,7 @@ def new_task(
         timeouts=timeouts,
         concurrency_key=key or None,
         trace_context=_trace_context(dict(spec.trace_context)),
+        owner=owner,
     )
 
 
@@ -344,4 +350,4 @@ def set_timestamp(ts: timestamp_pb2.Timestamp, us: int) -> None:
 
 
 def micros(ts: timestamp_pb2.Timestamp) -> int:
-    return _us(ts)
+    return validation.instant("timestamp", _us(ts))

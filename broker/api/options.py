@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
+from broker.core import validation
 from broker.core.models import Attempt, TaskRecord
 from broker.core.options import TaskOptions, Timeouts
 from broker.core.retry import BackoffStrategy, RetryPolicy
@@ -21,7 +22,7 @@ def _us(message: object, name: str) -> int | None:
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
     value: duration_pb2.Duration = getattr(message, name)
-    return int(value.ToMicroseconds())
+    return validation.span(name, int(value.ToMicroseconds()))
 
 
 def _duration(us: int) -> duration_pb2.Duration:

@@ -23,6 +23,7 @@ from broker.events import TaskEvent
 from broker.loops.ops import CancelTask, CreateTasks
 from broker.loops.upkeep import Purge, RetryFinished
 from broker.runtime import Runtime
+from broker.security import access
 from broker.store import maintenance, tasks
 from taskyard.v1 import (
     error_details_pb2,
@@ -51,6 +52,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             settings=rt.settings,
             defaults=rt.defaults,
             queue_options=rt.queues.options,
+            owner=access.owner_of_new_task(),
         )
 
     def _proto(self, record: TaskRecord, *, full: bool) -> task_pb2.Task:
@@ -149,6 +151,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             queue=request.queue or None,
             state=convert.state_filter(request.state),
             type=request.type or None,
+            owner=access.owner_filter(),
         )
         fingerprint = convert.filter_fingerprint(filters.queue, filters.state, filters.type)
         after = convert.parse_page_token(request.page_token, fingerprint)

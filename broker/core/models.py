@@ -30,6 +30,7 @@ class NewTask:
     timeouts: Timeouts = field(default_factory=Timeouts)
     concurrency_key: str | None = None
     trace_context: str | None = None  # JSON of the W3C headers
+    owner: str | None = None  # the identity that created it (broker/security/access.py)
 
     @property
     def expire_at(self) -> int | None:

@@ -91,6 +91,26 @@ def request_id(value: str, limits: Limits) -> str | None:
     return value
 
 
+# google.protobuf.Timestamp's range, 0001-01-01 to 9999-12-31, and Duration's,
+# ±10,000 years: beyond them a value does not fit the BIGINT microsecond columns.
+_INSTANT_US = (-62_135_596_800_000_000, 253_402_300_799_999_999)
+_SPAN_US = 315_576_000_000_000_000
+
+
+def instant(field: str, us: int) -> int:
+    if not _INSTANT_US[0] <= us <= _INSTANT_US[1]:
+        raise InvalidArgument(
+            f"{field} is outside 0001-01-01 to 9999-12-31", reason="INVALID_TIMESTAMP"
+        )
+    return us
+
+
+def span(field: str, us: int) -> int:
+    if not -_SPAN_US <= us <= _SPAN_US:
+        raise InvalidArgument(f"{field} is longer than 10,000 years", reason="INVALID_DURATION")
+    return us
+
+
 def page_size(value: int, limits: Limits) -> int:
     if value < 0:
         raise InvalidArgument(f"page_size must be >= 0, got {value}", reason="INVALID_PAGE_SIZE")

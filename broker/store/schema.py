@@ -80,6 +80,8 @@ task = sa.Table(
     # Flow control and tracing (revision 0004).
     sa.Column("concurrency_key", sa.String(200)),
     sa.Column("trace_context", sa.Text),
+    # The identity that created it (revision 0006); NULL without authentication.
+    sa.Column("owner", sa.String(200)),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
@@ -138,6 +140,13 @@ task = sa.Table(
         "finished_at",
         sqlite_where=sa.text("finished_at IS NOT NULL"),
         postgresql_where=sa.text("finished_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_task_owner",
+        "owner",
+        "id",
+        sqlite_where=sa.text("owner IS NOT NULL"),
+        postgresql_where=sa.text("owner IS NOT NULL"),
     ),
     sa.Index(
         "ux_task_request_id",

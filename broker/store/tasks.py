@@ -58,6 +58,7 @@ def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
         "retry_policy": t.retry_policy,
         "concurrency_key": t.concurrency_key,
         "trace_context": t.trace_context,
+        "owner": t.owner,
         "execution_timeout_us": t.timeouts.execution_us,
         "heartbeat_timeout_us": t.timeouts.heartbeat_us,
         "soft_timeout_us": t.timeouts.soft_us,
@@ -262,6 +263,7 @@ class TaskFilter:
     queue: str | None = None
     state: TaskState | None = None
     type: str | None = None
+    owner: str | None = None  # only this identity's tasks (a submitter's listing)
 
 
 async def list_tasks(
@@ -280,6 +282,8 @@ async def list_tasks(
         query = query.where(task.c.state == int(filters.state))
     if filters.type is not None:
         query = query.where(task.c.type == filters.type)
+    if filters.owner is not None:
+        query = query.where(task.c.owner == filters.owner)
     if before_id is not None:
         query = query.where(task.c.id < before_id)
     rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))
