@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.e2e.test_cli import taskyard
 from tests.helpers import Broker, read_record, start_worker
 from worker_sdk import Client, Schedule, TaskSpec, TaskyardError
 
@@ -314,3 +316,39 @@ async def test_a_bad_schedules_entry_stops_the_start_naming_it(db_url: str, tmp_
         await broker.start()
     log = (tmp_path / "broker.log").read_text()
     assert "schedules[1] (broken)" in log and "day-of-week field" in log
+
+
+async def test_the_schedule_commands_drive_a_schedule_from_a_shell(broker: Broker) -> None:
+    code, out, err = await taskyard(
+        "schedule", "create", "nightly", "echo", "--cron", "30 2 * * *", "--tz", "Europe/Berlin",
+        "--payload", '{"v": 1}', "--overlap", "allow_all", "--json", target=broker.target,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["state"] == "active"
+    code, out, _ = await taskyard(
+        "schedule", "preview", "--cron", "30 2 * * *", "--tz", "Europe/Berlin",
+        "--after", "2026-10-24T12:00:00+00:00", "-n", "2", "--json", target=broker.target,
+    )  # fmt: skip
+    assert json.loads(out) == ["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]
+    code, out, _ = await taskyard("schedule", "run", "nightly", "--json", target=broker.target)
+    task_id = json.loads(out)["id"]
+    code, out, _ = await taskyard(
+        "schedule", "pause", "nightly", "--note", "x", target=broker.target
+    )
+    assert code == 0 and "paused" in out
+    code, out, _ = await taskyard("schedule", "list", target=broker.target)
+    assert "nightly" in out and "paused" in out
+    code, out, _ = await taskyard(
+        "schedule", "update", "nightly", "--every", "1h", "--payload", '{"v": 2}', "--json",
+        target=broker.target,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["trigger"] == "every 3600s"
+    code, out, _ = await taskyard("schedule", "resume", "nightly", target=broker.target)
+    assert "active" in out
+    code, out, _ = await taskyard("schedule", "get", "nightly", "--json", target=broker.target)
+    shown = json.loads(out)
+    assert shown["history"][0]["task_id"] == task_id and shown["history"][0]["manual"]
+    code, _, _ = await taskyard("schedule", "delete", "nightly", target=broker.target)
+    assert code == 0
+    code, _, err = await taskyard("schedule", "get", "nightly", target=broker.target)
+    assert code == 1 and "SCHEDULE_NOT_FOUND" in err
