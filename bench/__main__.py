@@ -10,6 +10,8 @@ Each scenario runs several times on a fresh database and reports the median.
   divided by the span from the first submission to the last completion.
 * latency: idle workers, one CreateTask at a time at a fixed rate; the time from
   sending CreateTask to the handler starting (the handler returns time.time()).
+* schedule: a once-per-second cron at real time; fire time to task creation and
+  to handler start, p50 and p99 (bench/schedules.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.schedules import schedule_lag
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
 from worker_sdk import Client, TaskSpec
@@ -244,6 +247,10 @@ async def main(args: Args) -> dict[str, Any]:
         if args.scenario == "stats":
             report["stats_tasks"] = args.stats_tasks
             report |= await _median_of(args.runs, lambda i: stats_cost(args, workdir, i))
+        if args.scenario == "schedule":
+            report |= await _median_of(
+                args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
+            )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -264,7 +271,9 @@ def _parse() -> Args:
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
-        "--scenario", choices=["all", "throughput", "latency", "stats"], default="all"
+        "--scenario",
+        choices=["all", "throughput", "latency", "stats", "schedule"],
+        default="all",
     )
     parser.add_argument(
         "--stats-tasks", type=int, default=1_000_000, help="Stats: tasks in the database."

@@ -132,6 +132,7 @@ class RunNow(Op[ManualRun]):
         self.make = make  # may raise InvalidArgument: the op then fails alone
         self._inner: CreateTasks | None = None
         self._ids: list[str] = []
+        self._committed: tuple[str, core.FireRecord] | None = None
 
     @classmethod
     async def apply_all(
@@ -154,11 +155,14 @@ class RunNow(Op[ManualRun]):
             record.id, at, True, core.FireResult.STARTED, recorded_at=at, task_id=new.id
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
+        self._committed = (record.name, fire)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:
         if self._inner is not None:
             self._inner.after_commit(self._ids, env)
+        if self._committed is not None:
+            telemetry.fires_committed(self._committed[0], [self._committed[1]])
 
 
 class InsertSchedule(Op[bool]):
