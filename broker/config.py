@@ -22,6 +22,7 @@ class Limits:
     # Per identity (docs/security.md): open Lease/WatchTask streams, and tasks
     # submitted per second with bursts up to submit_burst (0 = unlimited).
     max_streams_per_identity: int = 1000
+    max_lease_items: int = 5000  # heartbeats, completions or releases per Lease message
     submit_rate: float = 10_000.0
     submit_burst: int = 20_000
 

@@ -120,6 +120,17 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
 
 
+def _check_items(kind: str, batch: Any, limits: Limits) -> None:
+    """A heartbeats, completions or releases message holds at most max_lease_items."""
+    fields = batch.ListFields()
+    count = len(fields[0][1]) if fields else 0
+    if count > limits.max_lease_items:
+        raise InvalidArgument(
+            f"{kind} holds {count} items; send at most {limits.max_lease_items} per message",
+            reason="BATCH_TOO_LARGE",
+        )
+
+
 def _check_credits(field: str, credits: int, limits: Limits, *, allow_zero: bool) -> None:
     low = 0 if allow_zero else 1
     if not low <= credits <= limits.max_credits:
@@ -296,6 +307,8 @@ class Session:
 
     def _handle(self, message: worker_service_pb2.LeaseRequest) -> None:
         kind = message.WhichOneof("kind")
+        if kind in ("heartbeats", "completions", "releases"):
+            _check_items(kind, getattr(message, kind), self._rt.settings.limits)
         if kind == "credit":
             limits = self._rt.settings.limits
             _check_credits("credit.credits", message.credit.credits, limits, allow_zero=False)

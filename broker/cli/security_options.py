@@ -28,6 +28,12 @@ LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--max-page-size", "max_page_size", click.IntRange(1), "Largest page a list returns."),
     ("--max-credits", "max_credits", click.IntRange(1), "Most credits one Lease message grants."),
     (
+        "--max-lease-items",
+        "max_lease_items",
+        click.IntRange(500),
+        "Most heartbeats, completions or releases in one Lease message (SDKs send 500).",
+    ),
+    (
         "--max-message-bytes",
         "max_message_bytes",
         click.IntRange(1024),

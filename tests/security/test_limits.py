@@ -24,6 +24,7 @@ LIMITS = [
     "--max-string", "12",
     "--max-page-size", "2",
     "--max-credits", "5",
+    "--max-lease-items", "500",
     "--max-message-bytes", "65536",
     "--max-streams-per-identity", "2",
 ]  # fmt: skip
@@ -118,6 +119,23 @@ async def test_credits_over_the_limit_end_the_handshake(broker: Broker) -> None:
     async with broker.channel() as channel:
         outcome = await call(channel, "/taskyard.v1.WorkerService/Lease", hello, streaming="bidi")
     assert (outcome.code, outcome.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CREDITS")
+
+
+async def test_a_lease_message_over_the_item_limit_ends_the_stream(broker: Broker) -> None:
+    pb = worker_service_pb2
+    beats = [pb.Heartbeat(task_id="t", lease_id="1")] * 501
+    async with broker.channel() as channel:
+        bidi: Any = channel.stream_stream("/taskyard.v1.WorkerService/Lease")
+        lease = bidi()
+        hello = pb.Hello(worker_id="w", task_types=["echo"])
+        await lease.write(pb.LeaseRequest(hello=hello).SerializeToString())
+        assert pb.LeaseResponse.FromString(await lease.read()).HasField("welcome")
+        message = pb.LeaseRequest(heartbeats=pb.Heartbeats(heartbeats=beats))
+        await lease.write(message.SerializeToString())
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await lease.read()
+    outcome = outcome_of(ended.value)
+    assert (outcome.code, outcome.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE")
 
 
 async def test_a_result_over_the_limit_is_refused_and_the_lease_kept(
