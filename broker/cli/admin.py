@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from broker.cli.credentials import connect
 from broker.cli.tasks import json_option, reports_errors, retry_policy, seconds, target_option
-from worker_sdk import Queue, SyncClient, Timeouts
+from worker_sdk import Queue, Timeouts
 
 
 def _queue_settings(
@@ -91,7 +92,7 @@ def queue_group() -> None:
 @reports_errors
 def queue_create(name: str, target: str, as_json: bool, **options: Any) -> None:
     """Create queue NAME with the given limits."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _show(client.create_queue(name, **_settings(options)), as_json)
 
 
@@ -106,7 +107,7 @@ def queue_update(name: str, target: str, as_json: bool, **options: Any) -> None:
     settings = _settings(options)
     if not settings:
         raise click.UsageError("give at least one setting to change")
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _show(client.update_queue(name, **settings), as_json)
 
 
@@ -128,7 +129,7 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
 @reports_errors
 def queue_get(name: str, target: str, as_json: bool) -> None:
     """Show queue NAME."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _show(client.get_queue(name), as_json)
 
 
@@ -138,7 +139,7 @@ def queue_get(name: str, target: str, as_json: bool) -> None:
 @reports_errors
 def queue_list(target: str, as_json: bool) -> None:
     """List queues."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         queues = client.list_queues()
     if as_json:
         click.echo(json.dumps([asdict(q) for q in queues], indent=2, default=str))
@@ -159,7 +160,7 @@ def queue_list(target: str, as_json: bool) -> None:
 @reports_errors
 def queue_delete(name: str, force: bool, target: str) -> None:
     """Delete queue NAME's settings (its tasks are untouched)."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         client.delete_queue(name, force=force)
     click.echo(f"deleted queue {name}")
 
@@ -172,7 +173,7 @@ def queue_delete(name: str, force: bool, target: str) -> None:
 @reports_errors
 def queue_pause(name: str, note: str, target: str, as_json: bool) -> None:
     """Stop dispatching queue NAME (submissions are still accepted)."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _show(client.pause_queue(name, note), as_json)
 
 
@@ -183,7 +184,7 @@ def queue_pause(name: str, note: str, target: str, as_json: bool) -> None:
 @reports_errors
 def queue_resume(name: str, target: str, as_json: bool) -> None:
     """Dispatch queue NAME again."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _show(client.resume_queue(name), as_json)
 
 
@@ -197,7 +198,7 @@ def workers_group(ctx: click.Context, queue: str | None, target: str, as_json: b
     """List connected workers (or `taskyard workers drain ID`)."""
     if ctx.invoked_subcommand is not None:
         return
-    with SyncClient(target) as client:
+    with connect(target) as client:
         sessions = client.workers(queue)
     if as_json:
         click.echo(json.dumps([asdict(w) for w in sessions], indent=2, default=str))
@@ -216,7 +217,7 @@ def workers_group(ctx: click.Context, queue: str | None, target: str, as_json: b
 @reports_errors
 def workers_drain(worker_id: str, target: str) -> None:
     """Give WORKER_ID no new tasks; it finishes what it holds."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         sessions = client.drain_worker(worker_id)
     click.echo(f"draining {worker_id} ({len(sessions)} session(s))")
 
@@ -231,7 +232,7 @@ def workers_drain(worker_id: str, target: str) -> None:
 def stats(queue: str | None, type_: str | None, since: str, target: str, as_json: bool) -> None:
     """Live queue figures and the history of a window."""
     start = datetime.now(UTC) - timedelta(seconds=seconds(since, "--since") or 0)
-    with SyncClient(target) as client:
+    with connect(target) as client:
         live = client.queue_stats(queue)
         total, groups = client.task_stats(start=start, queue=queue, type=type_)
     if as_json:

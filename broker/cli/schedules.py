@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broker.cli.credentials import connect
 from broker.cli.tasks import (
     json_option,
     parse_payload,
@@ -19,7 +20,7 @@ from broker.cli.tasks import (
     seconds,
     target_option,
 )
-from worker_sdk import Schedule, ScheduleFire, SyncClient, TaskSpec, Timeouts
+from worker_sdk import Schedule, ScheduleFire, TaskSpec, Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -221,7 +222,7 @@ def create(
     if sum(k in spec for k in ("cron", "every", "at")) != 1:
         raise click.UsageError("give exactly one of --cron, --every and --at")
     task = TaskSpec(type=type, **_task_changes(options))
-    with SyncClient(target) as client:
+    with connect(target) as client:
         schedule = client.create_schedule(name, task, **spec, **_settings(options))
     _print_schedule(schedule, as_json)
 
@@ -252,7 +253,7 @@ def update(
     task_changes = _task_changes(options)
     if task_type is not None:
         task_changes["type"] = task_type
-    with SyncClient(target) as client:
+    with connect(target) as client:
         if task_changes:
             current = client.get_schedule(name).task
             changes["task"] = dataclasses.replace(current, **task_changes)
@@ -268,7 +269,7 @@ def update(
 @reports_errors
 def list_schedules(target: str, as_json: bool) -> None:
     """List schedules with their state and next run."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         schedules = list(client.list_schedules())
     if as_json:
         click.echo(json.dumps([schedule_dict(s) for s in schedules], indent=2))
@@ -291,7 +292,7 @@ def list_schedules(target: str, as_json: bool) -> None:
 @reports_errors
 def get(name: str, history: int, target: str, as_json: bool) -> None:
     """Show schedule NAME and its latest fire records."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         schedule = client.get_schedule(name)
         fires: list[ScheduleFire] = []
         for fire in client.schedule_fires(name, page_size=max(history, 1)):
@@ -317,7 +318,7 @@ def get(name: str, history: int, target: str, as_json: bool) -> None:
 @reports_errors
 def pause(name: str, note: str, target: str, as_json: bool) -> None:
     """Stop firing schedule NAME until it is resumed."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _print_schedule(client.pause_schedule(name, note), as_json)
 
 
@@ -328,7 +329,7 @@ def pause(name: str, note: str, target: str, as_json: bool) -> None:
 @reports_errors
 def resume(name: str, target: str, as_json: bool) -> None:
     """Fire schedule NAME again, from its next fire time after now."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         _print_schedule(client.resume_schedule(name), as_json)
 
 
@@ -339,7 +340,7 @@ def resume(name: str, target: str, as_json: bool) -> None:
 @reports_errors
 def run(name: str, target: str, as_json: bool) -> None:
     """Submit schedule NAME's task once, now; the timetable is unchanged."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         print_task(client.run_schedule(name), as_json)
 
 
@@ -349,7 +350,7 @@ def run(name: str, target: str, as_json: bool) -> None:
 @reports_errors
 def delete(name: str, target: str) -> None:
     """Delete schedule NAME and its history (tasks it submitted stay)."""
-    with SyncClient(target) as client:
+    with connect(target) as client:
         client.delete_schedule(name)
     click.echo(f"deleted schedule {name}")
 
@@ -379,7 +380,7 @@ def preview(
     spec = _spec(cron, every, at, time_zone, start, end)
     if (name is None) == (not spec):
         raise click.UsageError("give a schedule NAME or a spec (--cron, --every or --at)")
-    with SyncClient(target) as client:
+    with connect(target) as client:
         since = parse_when(after) if after else None
         times = client.preview_schedule(name, count=count, after=since, **spec)
     if as_json:
