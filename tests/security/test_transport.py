@@ -136,6 +136,7 @@ async def test_worker_and_cli_connect_with_tls_and_a_token(
     tokens = TokensFile(tmp_path / "tokens.toml")
     tokens.add("cli-user", "submitter")
     tokens.add("worker-1", "worker")
+    tokens.add("ops", "operator")
     args = [*tls_args(ca), "--tokens", str(tokens.path)]
     broker = Broker(db_url=db_url, workdir=tmp_path, extra_args=args)
     await broker.start()
@@ -152,6 +153,11 @@ async def test_worker_and_cli_connect_with_tls_and_a_token(
         code, out = await _cli("list", "--target", broker.target, "--ca", str(ca.cert_path), env={})
         assert code == 1
         assert "TOKEN_REQUIRED" in out
+        # The operator commands take the same flags.
+        operator = {"TASKYARD_TOKEN": tokens.tokens["ops"], "TASKYARD_CA": str(ca.cert_path)}
+        for command in (["queue", "list"], ["schedule", "list"]):
+            code, out = await _cli(*command, "--target", broker.target, env=operator)
+            assert code == 0, out
         await worker.stop()
     finally:
         await broker.stop()
