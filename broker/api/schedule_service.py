@@ -244,7 +244,8 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         run = await self._rt.committer.submit(RunNow(name, make))
         if run.refused:
             queue = self._factory(record, fire_time=0, now=0, manual=True).queue
-            raise QueueFull(queue, None)
+            settings = self._rt.queues.get(queue)
+            raise QueueFull(queue, settings.max_depth if settings else None)
         if run.task_id is None:
             raise ScheduleNotFound(name)
         async with self._rt.db.reader.connect() as conn:
