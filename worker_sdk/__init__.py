@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, WorkerInfo
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
 from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
@@ -23,8 +24,11 @@ __all__ = [
     "Attempt",
     "BatchSubmitError",
     "Client",
+    "Distribution",
     "NonRetryableError",
     "Progress",
+    "Queue",
+    "QueueStats",
     "RetryPolicy",
     "Schedule",
     "ScheduleFire",
@@ -35,8 +39,10 @@ __all__ = [
     "TaskFailed",
     "TaskSpec",
     "TaskState",
+    "TaskStats",
     "TaskyardError",
     "Timeouts",
     "Worker",
+    "WorkerInfo",
     "__version__",
 ]

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 
-from taskyard.v1 import task_service_pb2, task_service_pb2_grpc
+from taskyard.v1 import (
+    queue_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from worker_sdk import _tracing
+from worker_sdk._admin import (
+    QS,
+    Queue,
+    QueueStats,
+    TaskStats,
+    WorkerInfo,
+    queue_message,
+    task_stats_request,
+)
 from worker_sdk._credentials import ChannelSecurity, aio_channel, sync_channel
 from worker_sdk._errors import TaskFailed, TaskyardError
 from worker_sdk._requests import (
@@ -28,6 +47,8 @@ from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, T
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
 _BASIC = task_service_pb2.TASK_VIEW_BASIC
+SS = stats_service_pb2
+WS = worker_service_pb2
 
 
 class Client(AsyncScheduleMethods):
@@ -64,6 +85,7 @@ class Client(AsyncScheduleMethods):
         )
         self._channel = aio_channel(target, security, CHANNEL_OPTIONS)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._admin = _AdminStubs(self._channel)
 
     async def __aenter__(self) -> Client:
         return self
@@ -88,6 +110,7 @@ class Client(AsyncScheduleMethods):
         request_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        concurrency_key: str | None = None,
     ) -> Task:
         """Submit one task; returns it once the broker has committed it.
 
@@ -103,6 +126,8 @@ class Client(AsyncScheduleMethods):
             request_id: Idempotency key: repeating it returns the first task.
             retry_policy: How failures are retried (unset fields: defaults).
             timeouts: Execution, heartbeat, soft and expiry timeouts.
+            concurrency_key: Limits how many tasks with this key run at once
+                (with the queue's concurrency_key_limit).
         """
         spec = spec_of(
             type,
@@ -116,6 +141,7 @@ class Client(AsyncScheduleMethods):
             request_id=request_id,
             retry_policy=retry_policy,
             timeouts=timeouts,
+            concurrency_key=concurrency_key,
         )
         with _tracing.submit_span(type, queue) as span:
             response = await self._call(self._stub.CreateTask, create_request(spec))
@@ -231,6 +257,79 @@ class Client(AsyncScheduleMethods):
             if not token:
                 return
 
+    # --- Queues, statistics and workers ----------------------------------------------------
+
+    async def create_queue(self, name: str, **settings: Any) -> Queue:
+        """Create a queue. Settings: max_concurrency, rate_limit=(starts, per_seconds),
+        concurrency_key_limit, max_depth, retry_policy, timeouts, retention={state: seconds}."""
+        q, _ = queue_message(name, settings)
+        response = await self._call(self._admin.queues.CreateQueue, QS.CreateQueueRequest(queue=q))
+        return Queue.from_proto(response.queue)
+
+    async def get_queue(self, name: str) -> Queue:
+        response = await self._call(self._admin.queues.GetQueue, QS.GetQueueRequest(name=name))
+        return Queue.from_proto(response.queue)
+
+    async def list_queues(self) -> builtins.list[Queue]:
+        out: builtins.list[Queue] = []
+        token = ""
+        while True:
+            request = QS.ListQueuesRequest(page_size=1000, page_token=token)
+            response = await self._call(self._admin.queues.ListQueues, request)
+            out += [Queue.from_proto(q) for q in response.queues]
+            token = response.next_page_token
+            if not token:
+                return out
+
+    async def update_queue(self, name: str, **settings: Any) -> Queue:
+        """Change only the given settings (same names as `create_queue`; None clears a limit)."""
+        q, mask = queue_message(name, settings)
+        request = QS.UpdateQueueRequest(queue=q, update_mask=field_mask(mask))
+        return Queue.from_proto((await self._call(self._admin.queues.UpdateQueue, request)).queue)
+
+    async def delete_queue(self, name: str, *, force: bool = False) -> None:
+        await self._call(
+            self._admin.queues.DeleteQueue, QS.DeleteQueueRequest(name=name, force=force)
+        )
+
+    async def pause_queue(self, name: str, note: str = "") -> Queue:
+        request = QS.PauseQueueRequest(name=name, note=note)
+        return Queue.from_proto((await self._call(self._admin.queues.PauseQueue, request)).queue)
+
+    async def resume_queue(self, name: str) -> Queue:
+        request = QS.ResumeQueueRequest(name=name)
+        return Queue.from_proto((await self._call(self._admin.queues.ResumeQueue, request)).queue)
+
+    async def queue_stats(self, queue: str | None = None) -> builtins.list[QueueStats]:
+        request = SS.GetQueueStatsRequest(queue=queue or "")
+        response = await self._call(self._admin.stats.GetQueueStats, request)
+        return [QueueStats.from_proto(s) for s in response.queues]
+
+    async def task_stats(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+    ) -> tuple[TaskStats, builtins.list[TaskStats]]:
+        """Totals and per-(queue, type) statistics of a time range (default: the last 24 h)."""
+        request = task_stats_request(start, end, queue, type)
+        response = await self._call(self._admin.stats.GetTaskStats, request)
+        return TaskStats.from_proto(response.total), [
+            TaskStats.from_proto(g) for g in response.groups
+        ]
+
+    async def workers(self, queue: str | None = None) -> builtins.list[WorkerInfo]:
+        request = WS.ListWorkersRequest(queue=queue or "")
+        response = await self._call(self._admin.workers.ListWorkers, request)
+        return [WorkerInfo.from_proto(w) for w in response.workers]
+
+    async def drain_worker(self, worker_id: str) -> builtins.list[WorkerInfo]:
+        request = WS.DrainWorkerRequest(worker_id=worker_id)
+        response = await self._call(self._admin.workers.DrainWorker, request)
+        return [WorkerInfo.from_proto(w) for w in response.sessions]
+
     async def _call(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self._timeout)
@@ -259,6 +358,7 @@ class SyncClient(SyncScheduleMethods):
         )
         self._channel = sync_channel(target, security, CHANNEL_OPTIONS)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._admin = _AdminStubs(self._channel)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -373,8 +473,94 @@ class SyncClient(SyncScheduleMethods):
             if not token:
                 return
 
+    # --- Queues, statistics and workers (see `Client`) -----------------------------------
+
+    def create_queue(self, name: str, **settings: Any) -> Queue:
+        q, _ = queue_message(name, settings)
+        return Queue.from_proto(
+            self._call(self._admin.queues.CreateQueue, QS.CreateQueueRequest(queue=q)).queue
+        )
+
+    def get_queue(self, name: str) -> Queue:
+        return Queue.from_proto(
+            self._call(self._admin.queues.GetQueue, QS.GetQueueRequest(name=name)).queue
+        )
+
+    def list_queues(self) -> builtins.list[Queue]:
+        out: builtins.list[Queue] = []
+        token = ""
+        while True:
+            request = QS.ListQueuesRequest(page_size=1000, page_token=token)
+            response = self._call(self._admin.queues.ListQueues, request)
+            out += [Queue.from_proto(q) for q in response.queues]
+            token = response.next_page_token
+            if not token:
+                return out
+
+    def update_queue(self, name: str, **settings: Any) -> Queue:
+        q, mask = queue_message(name, settings)
+        request = QS.UpdateQueueRequest(queue=q, update_mask=field_mask(mask))
+        return Queue.from_proto(self._call(self._admin.queues.UpdateQueue, request).queue)
+
+    def delete_queue(self, name: str, *, force: bool = False) -> None:
+        self._call(self._admin.queues.DeleteQueue, QS.DeleteQueueRequest(name=name, force=force))
+
+    def pause_queue(self, name: str, note: str = "") -> Queue:
+        request = QS.PauseQueueRequest(name=name, note=note)
+        return Queue.from_proto(self._call(self._admin.queues.PauseQueue, request).queue)
+
+    def resume_queue(self, name: str) -> Queue:
+        request = QS.ResumeQueueRequest(name=name)
+        return Queue.from_proto(self._call(self._admin.queues.ResumeQueue, request).queue)
+
+    def queue_stats(self, queue: str | None = None) -> builtins.list[QueueStats]:
+        response = self._call(
+            self._admin.stats.GetQueueStats, SS.GetQueueStatsRequest(queue=queue or "")
+        )
+        return [QueueStats.from_proto(s) for s in response.queues]
+
+    def task_stats(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+    ) -> tuple[TaskStats, builtins.list[TaskStats]]:
+        request = task_stats_request(start, end, queue, type)
+        response = self._call(self._admin.stats.GetTaskStats, request)
+        return TaskStats.from_proto(response.total), [
+            TaskStats.from_proto(g) for g in response.groups
+        ]
+
+    def workers(self, queue: str | None = None) -> builtins.list[WorkerInfo]:
+        response = self._call(
+            self._admin.workers.ListWorkers, WS.ListWorkersRequest(queue=queue or "")
+        )
+        return [WorkerInfo.from_proto(w) for w in response.workers]
+
+    def drain_worker(self, worker_id: str) -> builtins.list[WorkerInfo]:
+        request = WS.DrainWorkerRequest(worker_id=worker_id)
+        return [
+            WorkerInfo.from_proto(w)
+            for w in self._call(self._admin.workers.DrainWorker, request).sessions
+        ]
+
     def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, timeout=self._timeout)
         except grpc.RpcError as error:
             raise TaskyardError.from_rpc_error(error, self.target) from None
+
+
+class _AdminStubs:
+    """Stubs for the services beside TaskService, on the same channel."""
+
+    def __init__(self, channel: Any) -> None:
+        self.queues = queue_service_pb2_grpc.QueueServiceStub(channel)
+        self.stats = stats_service_pb2_grpc.StatsServiceStub(channel)
+        self.workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+
+
+def field_mask(paths: list[str]) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=paths)

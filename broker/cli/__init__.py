@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from broker.cli.admin import queue_group, stats, workers_group
 from broker.cli.operations import attempts, purge, retry
 from broker.cli.schedules import schedule_group
 from broker.cli.serve import broker_command, db_group
@@ -23,7 +24,9 @@ cli.add_command(db_group)
 cli.add_command(worker_command)
 cli.add_command(schedule_group)
 cli.add_command(token_group)
-for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge):
+cli.add_command(queue_group)
+cli.add_command(workers_group)
+for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge, stats):
     cli.add_command(command)
 
 
