@@ -55,7 +55,9 @@ async def test_statistics_equal_counts_computed_from_the_record(
         assert 0 < total.run_time.p50 <= total.run_time.p95 <= total.run_time.p99
         assert sum(total.finished_per_minute) == 45
         assert {(g.queue, g.type) for g in groups} == {
-            ("work", "echo"), ("work", "fail"), ("idle", "echo")
+            ("work", "echo"),
+            ("work", "fail"),
+            ("idle", "echo"),
         }
 
     await check()
