@@ -106,7 +106,9 @@ class Ticker:
                 await asyncio.wait_for(self._wake.wait(), max(wait_us, 0) / MICROS)
             if self._wake.is_set():
                 self._fold_hint()
-            else:
+            elif self._next is None or self._next > self._clock.now_us():
+                # The periodic re-read (changes on other replicas). A wait that
+                # ended because the next fire time came goes straight to firing.
                 await self._refresh()
 
     async def _fire(self, now: int) -> bool:
