@@ -85,6 +85,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 "a full batch could never be accepted"
             )
         self._rate = SubmitRate(rate=limits.submit_rate, burst=limits.submit_burst, clock=clock)
+        self._wrapped: dict[tuple[str, int], Handler] = {}
         self.streams = Streams(limits.max_streams_per_identity)
 
     @property
@@ -135,6 +136,15 @@ class Guard(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         if method.startswith(self._open):
             return handler
+        # The wrappers depend only on the method and its handler, which grpc
+        # hands out again for every call: build each once, not per call.
+        key = (method, id(handler))
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(self, handler: Handler | None, method: str) -> Handler:
         if handler is None:
             # Unknown to this broker: still authenticate and authorize first, so
             # that callers without a right learn nothing about what exists.
