@@ -135,11 +135,11 @@ class Setup:
 
 
 async def _reset(db_url: str) -> None:
+    """Start each run on an empty PostgreSQL database: every table goes, whatever its revision."""
     engine = create_async_engine(normalize_url(db_url))
     async with engine.begin() as conn:
-        for table in ("task_result", "task_payload", "task_attempt", "maintenance", "task"):
-            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
-        await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await conn.execute(sa.text("CREATE SCHEMA public"))
     await engine.dispose()
 
 
