@@ -76,7 +76,11 @@ def refill(bucket: Bucket | None, *, limit: int, interval_us: int, now: int) -> 
     if bucket is None:
         return Bucket(float(limit), now)
     rate = limit / interval_us
-    return Bucket(min(float(limit), bucket.tokens + max(now - bucket.at, 0) * rate), now)
+    # A claim whose clock reading is older than the stored one (it waited for the
+    # row lock behind a later claim) must not move the bucket's time backwards,
+    # or the next refill would count the same interval twice.
+    at = max(now, bucket.at)
+    return Bucket(min(float(limit), bucket.tokens + (at - bucket.at) * rate), at)
 
 
 def next_token_at(bucket: Bucket, *, limit: int, interval_us: int) -> int:
