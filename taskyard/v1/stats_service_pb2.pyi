@@ -111,9 +111,13 @@ class QueueStats(_message.Message):
     running: _builtins.int
     """Tasks running now."""
     finished_last_minute: _builtins.int
-    """Tasks that finished (any way) in the last minute."""
+    """Tasks that finished (any way) in the last minute. Counted from per-minute
+    rollups: the oldest minute, which the window only partly covers, is counted
+    in proportion to the overlap, so the figure is an estimate that is exact
+    when finishes are spread evenly within each minute.
+    """
     finished_last_hour: _builtins.int
-    """Tasks that finished in the last hour."""
+    """Tasks that finished in the last hour, counted the same way."""
     paused: _builtins.bool
     """Whether the queue is paused."""
     @_builtins.property
