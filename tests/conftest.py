@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.databases import PostgresDatabases
-from tests.helpers import Broker
+from tests.helpers import Broker, kill_leftovers
 from worker_sdk import Client
 
 _postgres = PostgresDatabases()
@@ -34,6 +34,13 @@ def _drop_postgres_template() -> Iterator[None]:
     import asyncio
 
     asyncio.run(_postgres.close())
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """Processes a test leaves running (it failed before stopping them) die with it."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -35,6 +35,7 @@ class LoggedProcess:
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _pump: asyncio.Task[None] | None = None
     _eof: bool = False
+    outlives_test: bool = False  # set by module-scoped fixtures; kill_leftovers spares it
 
     @classmethod
     async def start(cls, args: Sequence[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
@@ -48,6 +49,7 @@ class LoggedProcess:
         )
         self = cls(proc, log_path)
         self._pump = asyncio.create_task(self._copy())
+        _started.append(self)
         return self
 
     async def _copy(self) -> None:
@@ -116,6 +118,26 @@ class LoggedProcess:
         except TimeoutError:
             await self.kill()
             raise
+
+
+_started: list[LoggedProcess] = []
+
+
+def kill_leftovers() -> int:
+    """SIGKILL every process a test started and left running (say, after a failed assert).
+
+    A leftover worker would keep reconnecting and skew later tests and benchmarks.
+    """
+    killed = 0
+    for process in list(_started):
+        if process.outlives_test and process.proc.returncode is None:
+            continue
+        _started.remove(process)
+        if process.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:

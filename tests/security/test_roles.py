@@ -121,6 +121,8 @@ async def secured(
         extra_args=["--tokens", str(tokens_file.path)],
     )
     await broker.start()
+    assert broker.process is not None
+    broker.process.outlives_test = True
     try:
         yield broker
     finally:
