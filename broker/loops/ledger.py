@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
 from broker.store.schema import STAT_COUNTERS, queue_count, task_stat, task_stat_hist
+from broker.store.sqlite_driver import DEFERRED
 
 MINUTE_US = 60_000_000
 RUN, WAIT = 1, 2
@@ -155,7 +156,7 @@ class Ledger:
         counts, stats, hist = _upserts(conn.dialect.name == "postgresql")
         rows = [{"queue": q, "state": s, "count": n} for (q, s), n in self._counts.items() if n]
         if rows:
-            await conn.execute(counts, rows)
+            await conn.execute(counts, rows, execution_options=DEFERRED)
         if not with_stats:
             return
         all_stats = _add(self._carry_stats, self._stats)

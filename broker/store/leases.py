@@ -31,6 +31,7 @@ from broker.core.models import (
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
+from broker.store.sqlite_driver import DEFERRED
 from broker.store.tasks import is_pg
 
 _b = sa.bindparam
@@ -279,9 +280,9 @@ async def extend_leases(
         params = _extend_params(item, expires, now)
         (plain if item.progress is None else with_progress).append(params)
     if plain:
-        await conn.execute(_EXTEND, plain)
+        await conn.execute(_EXTEND, plain, execution_options=DEFERRED)
     if with_progress:
-        await conn.execute(_EXTEND_WITH_PROGRESS, with_progress)
+        await conn.execute(_EXTEND_WITH_PROGRESS, with_progress, execution_options=DEFERRED)
     return results
 
 
@@ -427,11 +428,11 @@ async def end_leases(
             )
         )
     if params:
-        await conn.execute(_END, params)
+        await conn.execute(_END, params, execution_options=DEFERRED)
     if results:
-        await conn.execute(task_result.insert(), results)
+        await conn.execute(task_result.insert(), results, execution_options=DEFERRED)
     if attempts:
-        await conn.execute(task_attempt.insert(), attempts)
+        await conn.execute(task_attempt.insert(), attempts, execution_options=DEFERRED)
     return out
 
 

@@ -27,6 +27,7 @@ from broker.core.models import (
 from broker.core.options import Timeouts
 from broker.core.task_state import WAITING, TaskState
 from broker.store.schema import task, task_attempt, task_payload, task_result
+from broker.store.sqlite_driver import DEFERRED
 
 _S = TaskState
 
@@ -99,7 +100,11 @@ async def insert_tasks(
     plain = [t for t in tasks if t.request_id is None]
     keyed = [t for t in tasks if t.request_id is not None]
     if plain:
-        await conn.execute(task.insert(), [_task_row(t, leased.get(t.id)) for t in plain])
+        await conn.execute(
+            task.insert(),
+            [_task_row(t, leased.get(t.id)) for t in plain],
+            execution_options=DEFERRED,
+        )
     winners: dict[str, str] = {}
     if keyed:
         insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(task)
@@ -113,7 +118,7 @@ async def insert_tasks(
     inserted = plain + [t for t in keyed if winners.get(t.request_id or "") == t.id]
     with_payload = [{"task_id": t.id, "data": t.payload} for t in inserted if t.payload]
     if with_payload:
-        await conn.execute(task_payload.insert(), with_payload)
+        await conn.execute(task_payload.insert(), with_payload, execution_options=DEFERRED)
     return [t.id if t.request_id is None else winners[t.request_id] for t in tasks]
 
 
