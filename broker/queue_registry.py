@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import lru_cache
 
 from broker.core.options import Defaults, TaskOptions
 from broker.core.queues import QueueSettings
@@ -44,7 +45,7 @@ class QueueRegistry:
         """The queue's defaults: set through the API, over the config file's."""
         configured = self._defaults.queues.get(name, TaskOptions())
         settings = self._queues.get(name)
-        return configured if settings is None else settings.options.over(configured)
+        return configured if settings is None else _over(settings.options, configured)
 
     def put(self, settings: QueueSettings) -> None:
         self._queues[settings.name] = settings
@@ -72,3 +73,9 @@ class QueueRegistry:
                 await self.load()
             except Exception:
                 log.warning("could not reload queue settings; keeping the last ones", exc_info=True)
+
+
+@lru_cache(maxsize=256)
+def _over(options: TaskOptions, base: TaskOptions) -> TaskOptions:
+    # Asked once per submitted task; the answer changes only when settings do.
+    return options.over(base)

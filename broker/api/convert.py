@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from functools import lru_cache
 
 from google.protobuf import timestamp_pb2
 
@@ -13,7 +14,7 @@ from broker.api import options
 from broker.config import Limits, Settings
 from broker.core import validation
 from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
-from broker.core.options import Defaults, TaskOptions
+from broker.core.options import Defaults, TaskOptions, Timeouts
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
@@ -128,6 +129,27 @@ def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> b
     return data or None
 
 
+# A batch's tasks almost always share one policy and one set of timeouts:
+# build each message once. Callers copy them (protobuf fields copy on assignment).
+@lru_cache(maxsize=256)
+def _policy_proto(policy: RetryPolicy) -> task_pb2.RetryPolicy:
+    options.set_retry_policy(out := task_pb2.RetryPolicy(), policy)
+    return out
+
+
+@lru_cache(maxsize=256)
+def _timeouts_proto(timeouts: Timeouts) -> task_pb2.TaskTimeouts:
+    out = task_pb2.TaskTimeouts()
+    if timeouts.execution_us is not None:
+        out.execution.FromMicroseconds(timeouts.execution_us)
+    out.heartbeat.FromMicroseconds(timeouts.heartbeat_us)
+    if timeouts.soft_us is not None:
+        out.soft.FromMicroseconds(timeouts.soft_us)
+    if timeouts.expiry_us is not None:
+        out.expiry.FromMicroseconds(timeouts.expiry_us)
+    return out
+
+
 def created_task(
     t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy, leased: Claimed | None = None
 ) -> task_pb2.Task:
@@ -136,19 +158,9 @@ def created_task(
     `leased` is set when the task went straight to an idle worker.
     """
     policy = RetryPolicy.from_json(t.retry_policy) if t.retry_policy else default_policy
-    options.set_retry_policy(out_policy := task_pb2.RetryPolicy(), policy)
-    out_timeouts = task_pb2.TaskTimeouts()
-    timeouts = t.timeouts
-    if timeouts.execution_us is not None:
-        out_timeouts.execution.FromMicroseconds(timeouts.execution_us)
-    out_timeouts.heartbeat.FromMicroseconds(timeouts.heartbeat_us)
-    if timeouts.soft_us is not None:
-        out_timeouts.soft.FromMicroseconds(timeouts.soft_us)
-    if timeouts.expiry_us is not None:
-        out_timeouts.expiry.FromMicroseconds(timeouts.expiry_us)
     out = task_pb2.Task(
-        retry_policy=out_policy,
-        timeouts=out_timeouts,
+        retry_policy=_policy_proto(policy),
+        timeouts=_timeouts_proto(t.timeouts),
         id=t.id,
         type=t.type,
         queue=t.queue,

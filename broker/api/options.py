@@ -31,8 +31,13 @@ def _duration(us: int) -> duration_pb2.Duration:
     return out
 
 
+_NOTHING_SET = TaskOptions()
+
+
 def task_options(spec: task_pb2.Task) -> TaskOptions:
     """The options a CreateTask request sets; unset fields stay None (defaults apply)."""
+    if not (spec.max_attempts or spec.HasField("retry_policy") or spec.HasField("timeouts")):
+        return _NOTHING_SET  # the common case, and a hot path: batches of a thousand
     rp = spec.retry_policy
     timeouts = spec.timeouts
     return TaskOptions(

@@ -10,6 +10,7 @@ created, and stored with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from typing import Any
 
 from broker.core.retry import BackoffStrategy, RetryPolicy
@@ -102,24 +103,40 @@ class Defaults:
         queue registry passes the queue's own, merged over the file's).
         """
         for_queue = queue_options if queue_options is not None else self.queues.get(queue)
-        merged = task.over(self.types.get(type_, TaskOptions())).over(for_queue or TaskOptions())
-        retry_updates: dict[str, Any] = {
-            name: getattr(merged, name)
-            for name in _RETRY_FIELDS
-            if getattr(merged, name) is not None
-        }
-        policy = replace(self.retry, **retry_updates)
-        timeouts = Timeouts(
-            execution_us=_first(merged.execution_timeout_us, self.timeouts.execution_us),
-            heartbeat_us=merged.heartbeat_timeout_us or self.timeouts.heartbeat_us,
-            soft_us=_first(merged.soft_timeout_us, self.timeouts.soft_us),
-            expiry_us=_first(merged.expiry_us, self.timeouts.expiry_us),
+        return _resolve(
+            self.retry, self.timeouts, task, self.types.get(type_, _NONE), for_queue or _NONE
         )
-        problems = policy.problems() + timeouts.problems()
-        if problems:
-            reason = "INVALID_RETRY_POLICY" if policy.problems() else "INVALID_TIMEOUTS"
-            raise InvalidArgument("; ".join(problems), reason=reason)
-        return policy, timeouts
+
+
+_NONE = TaskOptions()
+
+
+# Every input is a frozen value, and a batch of a thousand tasks usually shares
+# one combination: resolving it once per combination keeps submission cheap.
+@lru_cache(maxsize=1024)
+def _resolve(
+    retry: RetryPolicy,
+    base_timeouts: Timeouts,
+    task: TaskOptions,
+    for_type: TaskOptions,
+    for_queue: TaskOptions,
+) -> tuple[RetryPolicy, Timeouts]:
+    merged = task.over(for_type).over(for_queue)
+    retry_updates: dict[str, Any] = {
+        name: getattr(merged, name) for name in _RETRY_FIELDS if getattr(merged, name) is not None
+    }
+    policy = replace(retry, **retry_updates)
+    timeouts = Timeouts(
+        execution_us=_first(merged.execution_timeout_us, base_timeouts.execution_us),
+        heartbeat_us=merged.heartbeat_timeout_us or base_timeouts.heartbeat_us,
+        soft_us=_first(merged.soft_timeout_us, base_timeouts.soft_us),
+        expiry_us=_first(merged.expiry_us, base_timeouts.expiry_us),
+    )
+    problems = policy.problems() + timeouts.problems()
+    if problems:
+        reason = "INVALID_RETRY_POLICY" if policy.problems() else "INVALID_TIMEOUTS"
+        raise InvalidArgument("; ".join(problems), reason=reason)
+    return policy, timeouts
 
 
 def _first(*values: int | None) -> int | None:
