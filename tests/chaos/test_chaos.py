@@ -81,10 +81,12 @@ async def test_acknowledged_tasks_survive_broker_and_worker_crashes(
         (10.5, "kill-worker"), (12.5, "cut"), (14.5, "kill-broker"), (16.5, "kill-worker"),
     ]  # fmt: skip
     replaced = 0
+    since = proxied.process.line_count  # the proxied worker's log, from its last (re)connect
     for second, action in plan:
         await at(second)
         events.append((time.time(), action))
         if action == "kill-broker":
+            since = proxied.process.line_count
             await broker.kill()
             await asyncio.sleep(0.3)  # the broker stays down a moment
             await broker.start()
@@ -95,6 +97,10 @@ async def test_acknowledged_tasks_survive_broker_and_worker_crashes(
             replaced += 1
             workers.append(await _worker(broker, tmp_path, f"r{replaced}"))
         else:
+            # On a slow machine the worker may still be in reconnect backoff from
+            # the last broker restart: cut its connection once it has one.
+            await proxied.connected(after=since)
+            since = proxied.process.line_count
             assert proxy.cut() >= 1
     await at(LOAD_SECONDS)
     load.stop.set()
