@@ -7,7 +7,6 @@ for the transition and writes it with a compare-and-set on the same lease.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from broker.core.models import (
     AttemptOutcome,
@@ -21,11 +20,12 @@ from broker.core.models import (
     Succeeded,
     TimedOut,
 )
+from broker.core.record import record
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState, check_move
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaseRow:
     """The fields of a leased task that the decision needs."""
 
@@ -45,7 +45,7 @@ class LeaseRow:
     type: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Transition:
     state: TaskState
     attempt: int

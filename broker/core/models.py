@@ -6,14 +6,15 @@ only `broker/api/convert.py` knows their protobuf shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 
 from broker.core.options import Timeouts
+from broker.core.record import record
 from broker.core.task_state import TaskState
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewTask:
     id: str
     type: str
@@ -42,7 +43,7 @@ class NewTask:
         return TaskState.SCHEDULED if self.run_at > self.created_at else TaskState.PENDING
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Progress:
     percent: float
     message: str
@@ -51,7 +52,7 @@ class Progress:
     at_us: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failure:
     type: str
     message: str
@@ -59,7 +60,7 @@ class Failure:
     non_retryable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskRecord:
     id: str
     type: str
@@ -94,7 +95,7 @@ class TaskRecord:
     result: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Claimed:
     """A task just leased, with what the worker needs to run it."""
 
@@ -120,22 +121,22 @@ class Claimed:
 # How an attempt (a lease) ended.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Succeeded:
     result: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failed:
     failure: Failure
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Cancelled:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimedOut:
     """The attempt ran past its execution deadline."""
 
@@ -147,12 +148,12 @@ class LossReason(Enum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lost:
     reason: LossReason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Released:
     """The worker handed the lease back without running it."""
 
@@ -171,7 +172,7 @@ class AttemptOutcome(Enum):
     CANCELLED = 5
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Attempt:
     attempt: int
     worker_id: str | None
@@ -181,14 +182,14 @@ class Attempt:
     error: Failure | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaseEnd:
     task_id: str
     lease_id: int
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaseRef:
     task_id: str
     lease_id: int

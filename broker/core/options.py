@@ -9,15 +9,16 @@ created, and stored with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from functools import lru_cache
 from typing import Any
 
+from broker.core.record import record
 from broker.core.retry import BackoffStrategy, RetryPolicy
 from broker.errors import InvalidArgument
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Timeouts:
     """Timeouts in microseconds; None means unlimited (heartbeat is always set)."""
 
@@ -41,7 +42,7 @@ class Timeouts:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskOptions:
     """A partial set of options: None means "not given here"."""
 
@@ -80,7 +81,7 @@ _RETRY_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Defaults:
     """The broker's defaults, with overrides per queue and per task type."""
 

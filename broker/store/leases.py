@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,8 +27,10 @@ from broker.core.models import (
     Released,
     Succeeded,
 )
+from broker.core.record import record
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
+from broker.store.prepared import BatchWrite
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
 from broker.store.sqlite_driver import DEFERRED
 from broker.store.tasks import is_pg
@@ -229,14 +230,14 @@ def holds(row: LeaseRow | None, lease_id: int) -> bool:
 # --- Extension ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Extension:
     task_id: str
     lease_id: int
     progress: Progress | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ExtendResult:
     ok: bool
     cancel_requested: bool = False
@@ -334,7 +335,7 @@ async def adopt_leases(
 # --- Ending ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ended:
     """A lease that ended as reported, with the state its task moved to."""
 
@@ -361,9 +362,9 @@ _END = (
         lost_count=_b("b_lost"),
         run_at=sa.func.coalesce(_b("b_run_at", type_=sa.BigInteger), task.c.run_at),
         finished_at=_b("b_finished_at", type_=sa.BigInteger),
-        lease_id=None,
-        lease_expires_at=None,
-        deadline_at=None,
+        lease_id=sa.null(),
+        lease_expires_at=sa.null(),
+        deadline_at=sa.null(),
         updated_at=_b("b_now"),
         error_type=sa.func.coalesce(_b("b_error_type", type_=sa.String), task.c.error_type),
         error_message=sa.func.coalesce(_b("b_error_message", type_=sa.Text), task.c.error_message),
@@ -376,6 +377,24 @@ _END = (
         ),
     )
 )
+
+
+_END_WRITE = BatchWrite(
+    _END,
+    (
+        "b_id", "b_lease", "b_state", "b_attempt", "b_lost", "b_run_at", "b_finished_at",
+        "b_now", "b_error_type", "b_error_message", "b_error_details", "b_error_non_retryable",
+        "b_error_attempt",
+    ),
+)  # fmt: skip
+_RESULT_WRITE = BatchWrite(task_result.insert(), ("task_id", "data"))
+_ATTEMPT_WRITE = BatchWrite(
+    task_attempt.insert(),
+    (
+        "task_id", "attempt", "worker_id", "started_at", "ended_at", "outcome", "error_type",
+        "error_message", "error_details",
+    ),
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
@@ -396,9 +415,9 @@ async def end_leases(
     `policy` is the broker's default, for tasks created without their own.
     """
     rows = await lease_rows(conn, {e.task_id for e in ends})
-    params: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    attempts: list[dict[str, Any]] = []
+    params: list[tuple[Any, ...]] = []
+    results: list[tuple[str, bytes]] = []
+    attempts: list[tuple[Any, ...]] = []
     out: list[Ended | None] = []
     seen: set[str] = set()
     for end in ends:
@@ -412,7 +431,7 @@ async def end_leases(
         params.append(_end_params(end, transition, now))
         outcome = end.outcome
         if transition.state is _S.SUCCEEDED and isinstance(outcome, Succeeded) and outcome.result:
-            results.append({"task_id": end.task_id, "data": outcome.result})
+            results.append((end.task_id, outcome.result))
         if transition.recorded is not None:
             attempts.append(_attempt_row(row, transition, now))
         out.append(
@@ -427,47 +446,45 @@ async def end_leases(
                 lost=isinstance(outcome, Lost),
             )
         )
-    if params:
-        await conn.execute(_END, params, execution_options=DEFERRED)
-    if results:
-        await conn.execute(task_result.insert(), results, execution_options=DEFERRED)
-    if attempts:
-        await conn.execute(task_attempt.insert(), attempts, execution_options=DEFERRED)
+    await _END_WRITE.run(conn, params)
+    await _RESULT_WRITE.run(conn, results)
+    await _ATTEMPT_WRITE.run(conn, attempts)
     return out
 
 
-def _end_params(end: LeaseEnd, t: Transition, now: int) -> dict[str, Any]:
+def _end_params(end: LeaseEnd, t: Transition, now: int) -> tuple[Any, ...]:
+    """The parameters of _END_WRITE, in its order."""
+    head = (end.task_id, end.lease_id, int(t.state), t.attempt, t.lost_count, t.run_at)
     error: Failure | None = t.error
-    return {
-        "b_id": end.task_id,
-        "b_lease": end.lease_id,
-        "b_state": int(t.state),
-        "b_attempt": t.attempt,
-        "b_lost": t.lost_count,
-        "b_run_at": t.run_at,
-        "b_finished_at": t.finished_at,
-        "b_now": now,
-        "b_error_type": error.type if error else None,
-        "b_error_message": error.message if error else None,
-        "b_error_details": error.details if error else None,
-        "b_error_non_retryable": error.non_retryable if error else None,
-        "b_error_attempt": t.attempt if error else None,
-    }
+    if error is None:
+        return (*head, t.finished_at, now, None, None, None, None, None)
+    return (
+        *head,
+        t.finished_at,
+        now,
+        error.type,
+        error.message,
+        error.details,
+        error.non_retryable,
+        t.attempt,
+    )
 
 
-def _attempt_row(row: LeaseRow, t: Transition, now: int) -> dict[str, Any]:
+def _attempt_row(row: LeaseRow, t: Transition, now: int) -> tuple[Any, ...]:
+    """The parameters of _ATTEMPT_WRITE, in its order."""
     assert t.recorded is not None
-    return {
-        "task_id": row.id,
-        "attempt": row.attempt,
-        "worker_id": row.worker_id,
-        "started_at": row.started_at,
-        "ended_at": now,
-        "outcome": t.recorded.value,
-        "error_type": t.error.type if t.error else None,
-        "error_message": t.error.message if t.error else None,
-        "error_details": t.error.details if t.error else None,
-    }
+    error = t.error
+    return (
+        row.id,
+        row.attempt,
+        row.worker_id,
+        row.started_at,
+        now,
+        t.recorded.value,
+        error.type if error else None,
+        error.message if error else None,
+        error.details if error else None,
+    )
 
 
 # --- Sweeps ---------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from broker.core.models import (
 )
 from broker.core.options import Timeouts
 from broker.core.task_state import WAITING, TaskState
+from broker.store.prepared import BatchWrite
 from broker.store.schema import task, task_attempt, task_payload, task_result
-from broker.store.sqlite_driver import DEFERRED
 
 _S = TaskState
 
@@ -39,49 +39,48 @@ def is_pg(conn: AsyncConnection) -> bool:
 # --- Submission -----------------------------------------------------------------------------
 
 
-def _task_row(t: NewTask, lease: Claimed | None = None) -> dict[str, Any]:
-    row = {
-        "id": t.id,
-        "queue": t.queue,
-        "type": t.type,
-        "priority": t.priority,
-        "state": int(t.initial_state),
-        "attempt": 0,
-        "max_attempts": t.max_attempts,
-        "lost_count": 0,
-        "attempt_base": 0,
-        "run_at": t.run_at,
-        "created_at": t.created_at,
-        "updated_at": t.created_at,
-        "cancel_requested": False,
-        "request_id": t.request_id,
-        "labels": t.labels,
-        "retry_policy": t.retry_policy,
-        "concurrency_key": t.concurrency_key,
-        "trace_context": t.trace_context,
-        "owner": t.owner,
-        "execution_timeout_us": t.timeouts.execution_us,
-        "heartbeat_timeout_us": t.timeouts.heartbeat_us,
-        "soft_timeout_us": t.timeouts.soft_us,
-        "expire_at": t.expire_at,
-        "lease_id": None,
-        "lease_expires_at": None,
-        "deadline_at": None,
-        "worker_id": None,
-        "started_at": None,
-    }
-    if lease is not None:
-        # Handed straight to an idle worker: inserted already leased.
-        row |= {
-            "state": int(_S.RUNNING),
-            "attempt": 1,
-            "lease_id": lease.lease_id,
-            "lease_expires_at": lease.lease_expires_at,
-            "deadline_at": lease.deadline_at,
-            "worker_id": lease.worker_id,
-            "started_at": t.created_at,
-        }
-    return row
+_TASK_COLUMNS = (
+    "id", "queue", "type", "priority", "state", "attempt", "max_attempts", "lost_count",
+    "attempt_base", "run_at", "created_at", "updated_at", "cancel_requested", "request_id",
+    "labels", "retry_policy", "concurrency_key", "trace_context", "owner",
+    "execution_timeout_us", "heartbeat_timeout_us", "soft_timeout_us", "expire_at",
+    "lease_id", "lease_expires_at", "deadline_at", "worker_id", "started_at",
+)  # fmt: skip
+_INSERT_TASK = BatchWrite(task.insert(), _TASK_COLUMNS)
+_INSERT_PAYLOAD = BatchWrite(task_payload.insert(), ("task_id", "data"))
+_PENDING = int(_S.PENDING)
+_SCHEDULED = int(_S.SCHEDULED)
+_RUNNING = int(_S.RUNNING)
+
+
+def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
+    """The row of a new task, in the order of _TASK_COLUMNS."""
+    timeouts = t.timeouts
+    expiry = timeouts.expiry_us
+    head = (
+        t.id, t.queue, t.type, t.priority,
+        # state and attempt: handed straight to an idle worker, inserted already leased.
+        _RUNNING if lease else _SCHEDULED if t.run_at > t.created_at else _PENDING,
+        1 if lease else 0,
+        t.max_attempts, 0, 0, t.run_at, t.created_at, t.created_at, False, t.request_id,
+        t.labels, t.retry_policy, t.concurrency_key, t.trace_context, t.owner,
+        timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us,
+        None if expiry is None else t.run_at + expiry,
+    )  # fmt: skip
+    if lease is None:
+        return (*head, None, None, None, None, None)
+    return (
+        *head,
+        lease.lease_id,
+        lease.lease_expires_at,
+        lease.deadline_at,
+        lease.worker_id,
+        t.created_at,
+    )
+
+
+def _task_row(t: NewTask) -> dict[str, Any]:
+    return dict(zip(_TASK_COLUMNS, _task_values(t), strict=True))
 
 
 async def insert_tasks(
@@ -100,11 +99,8 @@ async def insert_tasks(
     plain = [t for t in tasks if t.request_id is None]
     keyed = [t for t in tasks if t.request_id is not None]
     if plain:
-        await conn.execute(
-            task.insert(),
-            [_task_row(t, leased.get(t.id)) for t in plain],
-            execution_options=DEFERRED,
-        )
+        get = leased.get
+        await _INSERT_TASK.run(conn, [_task_values(t, get(t.id)) for t in plain])
     winners: dict[str, str] = {}
     if keyed:
         insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(task)
@@ -116,9 +112,7 @@ async def insert_tasks(
         )
         winners = {r.request_id: r.id for r in rows}
     inserted = plain + [t for t in keyed if winners.get(t.request_id or "") == t.id]
-    with_payload = [{"task_id": t.id, "data": t.payload} for t in inserted if t.payload]
-    if with_payload:
-        await conn.execute(task_payload.insert(), with_payload, execution_options=DEFERRED)
+    await _INSERT_PAYLOAD.run(conn, [(t.id, t.payload) for t in inserted if t.payload])
     return [t.id if t.request_id is None else winners[t.request_id] for t in tasks]
 
 
