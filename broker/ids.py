@@ -20,6 +20,7 @@ class UlidGenerator:
     def __init__(self) -> None:
         self._last_ms = -1
         self._last_random = 0
+        self._prefix = ""  # the encoded time of _last_ms
 
     def new(self) -> str:
         ms = time.time_ns() // 1_000_000
@@ -34,16 +35,31 @@ class UlidGenerator:
         else:
             # Leave headroom below the maximum so increments rarely overflow.
             self._last_random = int.from_bytes(os.urandom(10), "big") >> 1
+        if ms != self._last_ms or not self._prefix:
+            self._prefix = _encode(ms, 10)
         self._last_ms = ms
-        return _encode((ms << _RANDOM_BITS) | self._last_random)
+        return self._prefix + _encode_random(self._last_random)
 
 
-def _encode(value: int) -> str:
+def _encode(value: int, length: int) -> str:
     chars = []
-    for _ in range(26):
+    for _ in range(length):
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(chars))
+
+
+# Two characters (10 bits) per lookup: ids are made once per task on the hot path.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
+def _encode_random(r: int) -> str:
+    """The 16 characters of an 80-bit value."""
+    p = _PAIRS
+    return (
+        p[r >> 70] + p[(r >> 60) & 1023] + p[(r >> 50) & 1023] + p[(r >> 40) & 1023]
+        + p[(r >> 30) & 1023] + p[(r >> 20) & 1023] + p[(r >> 10) & 1023] + p[r & 1023]
+    )  # fmt: skip
 
 
 _default = UlidGenerator()

@@ -57,16 +57,21 @@ def new_task(
         "task.queue", spec.queue or DEFAULT_QUEUE, limits, reason="INVALID_QUEUE"
     )
     payload = _payload_bytes("task.payload", spec, limits)
-    labels = validation.labels(dict(spec.labels), limits)
+    # Reading a protobuf map costs even when it is empty; most tasks have none.
+    labels = validation.labels(dict(spec.labels), limits) if spec.labels else None
     run_at = (
         validation.instant("task.run_time", _us(spec.run_time))
         if spec.HasField("run_time")
         else now
     )
-    for name in spec.retry_policy.non_retryable_error_types:
-        validation.name(
-            "retry_policy.non_retryable_error_types[]", name, limits, reason="INVALID_RETRY_POLICY"
-        )
+    if spec.HasField("retry_policy"):
+        for name in spec.retry_policy.non_retryable_error_types:
+            validation.name(
+                "retry_policy.non_retryable_error_types[]",
+                name,
+                limits,
+                reason="INVALID_RETRY_POLICY",
+            )
     policy, timeouts = defaults.resolve(
         options.task_options(spec),
         queue=queue,
@@ -90,10 +95,12 @@ def new_task(
         created_at=now,
         max_attempts=policy.max_attempts,
         request_id=validation.request_id(request.request_id, limits),
-        retry_policy=None if policy == defaults.retry else policy.to_json(),
+        retry_policy=None
+        if policy is defaults.retry or policy == defaults.retry
+        else policy.to_json(),
         timeouts=timeouts,
         concurrency_key=key or None,
-        trace_context=_trace_context(dict(spec.trace_context)),
+        trace_context=_trace_context(dict(spec.trace_context)) if spec.trace_context else None,
         owner=owner,
     )
 
@@ -151,24 +158,30 @@ def _timeouts_proto(timeouts: Timeouts) -> task_pb2.TaskTimeouts:
 
 
 def created_task(
-    t: NewTask, spec: task_pb2.Task, default_policy: RetryPolicy, leased: Claimed | None = None
+    t: NewTask,
+    spec: task_pb2.Task,
+    default_policy: RetryPolicy,
+    leased: Claimed | None = None,
+    *,
+    out: task_pb2.Task | None = None,
 ) -> task_pb2.Task:
     """The response for a task just inserted, built without reading it back.
 
-    `leased` is set when the task went straight to an idle worker.
+    `leased` is set when the task went straight to an idle worker. `out`, when
+    given, is filled in place (a batch response's item: no copy).
     """
     policy = RetryPolicy.from_json(t.retry_policy) if t.retry_policy else default_policy
-    out = task_pb2.Task(
-        retry_policy=_policy_proto(policy),
-        timeouts=_timeouts_proto(t.timeouts),
-        id=t.id,
-        type=t.type,
-        queue=t.queue,
-        priority=t.priority,
-        state=int(t.initial_state),  # type: ignore[arg-type]
-        max_attempts=t.max_attempts,
-        request_id=t.request_id or "",
-    )
+    if out is None:
+        out = task_pb2.Task()
+    out.retry_policy.CopyFrom(_policy_proto(policy))
+    out.timeouts.CopyFrom(_timeouts_proto(t.timeouts))
+    out.id = t.id
+    out.type = t.type
+    out.queue = t.queue
+    out.priority = t.priority
+    out.state = int(t.initial_state)  # type: ignore[assignment]
+    out.max_attempts = t.max_attempts
+    out.request_id = t.request_id or ""
     if spec.HasField("payload"):
         out.payload.CopyFrom(spec.payload)
     if spec.labels:

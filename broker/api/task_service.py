@@ -116,11 +116,17 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         op: CreateTasks,
     ) -> task_service_pb2.BatchCreateTasksResponse:
         response = task_service_pb2.BatchCreateTasksResponse()
+        policy = self._rt.defaults.retry
         for item, slot in zip(request.requests, slots, strict=True):
             result = response.results.add()
             if isinstance(slot, NewTask):
+                task_id = next(ids)
+                if task_id == slot.id:  # the common case, built in place
+                    leased = op.leased.get(task_id)
+                    convert.created_task(slot, item.task, policy, leased, out=result.task)
+                    continue
                 try:
-                    result.task.CopyFrom(await self._created(slot, next(ids), item, op))
+                    result.task.CopyFrom(await self._created(slot, task_id, item, op))
                 except QueueFull as full:
                     result.error.CopyFrom(_item_error(full))
             else:

@@ -126,7 +126,7 @@ def _resolve(
     retry_updates: dict[str, Any] = {
         name: getattr(merged, name) for name in _RETRY_FIELDS if getattr(merged, name) is not None
     }
-    policy = replace(retry, **retry_updates)
+    policy = replace(retry, **retry_updates) if retry_updates else retry
     timeouts = Timeouts(
         execution_us=_first(merged.execution_timeout_us, base_timeouts.execution_us),
         heartbeat_us=merged.heartbeat_timeout_us or base_timeouts.heartbeat_us,

@@ -15,6 +15,26 @@ def test_ids_are_ulids_in_strict_creation_order() -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
+def crockford(value: int) -> str:
+    """The reference: 26 base32 digits, most significant first."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def test_an_id_encodes_its_millisecond_then_its_random_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    generator = UlidGenerator()
+    ms = 1_764_000_000_123
+    monkeypatch.setattr("broker.ids.time.time_ns", lambda: ms * 1_000_000 + 999_999)
+    first = generator.new()
+    random = generator._last_random
+    assert first == crockford((ms << 80) | random)
+    assert generator.new() == crockford((ms << 80) | (random + 1))  # same ms: counts up
+    generator._last_random = (1 << 80) - 1  # the random part is exhausted: the next ms
+    assert generator.new()[:10] == crockford((ms + 1) << 80)[:10]
+
+
 @pytest.mark.parametrize(
     "value",
     [
