@@ -6,12 +6,14 @@ machine a trip costs 150-200 µs, which puts a single-task commit near 3 ms.
 This dialect keeps SQLAlchemy Core and aiosqlite but runs the whole
 execute-fetch-close sequence as one function on aiosqlite's thread.
 
-Writes whose results nobody reads can go further: a statement executed with
-the execution option `taskyard_defer=True` is queued and sent with the next
-statement that returns rows, or with the COMMIT — so a commit that inserts a
-task and bumps its counters costs one trip instead of three. An error in a
-deferred statement surfaces at that later trip and fails the transaction
-like any other. (On PostgreSQL the option means nothing.)
+Writes whose results nobody reads go further: a statement executed with the
+execution option `taskyard_defer=True` is handed to the database thread and
+not awaited ("write-behind"). The thread runs it while the event loop goes on
+preparing the rest of the transaction, and the next awaited statement — a read,
+or the COMMIT — runs after it, in order, on the same connection. An error in a
+deferred statement is kept and raised by that next awaited trip, failing the
+transaction like any other; writes queued after a failed one are skipped. (On
+PostgreSQL the option means nothing.)
 
 It relies on two stable internals: aiosqlite's `Connection._execute` (which
 SQLAlchemy's own adapter also uses) and the adapter's cursor layout; the
@@ -21,6 +23,7 @@ versions are pinned in requirements.lock and the whole test suite runs on it.
 from __future__ import annotations
 
 import collections
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -64,46 +67,68 @@ Deferred = tuple[str, Any, bool]  # (statement, parameters, executemany?)
 DEFER = "taskyard_defer"
 #: Pass as `execution_options=` to a write whose result nobody reads.
 DEFERRED: dict[str, Any] = {DEFER: True}
-_PENDING = "_taskyard_pending"
+_FAILED = "_taskyard_failed"
+
+
+class _Failure:
+    """The first error of the write-behind statements since the last awaited trip.
+
+    Read and written only on the database thread, in queue order.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def raise_pending(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+def _write(conn: sqlite3.Connection, failure: _Failure, statement: Deferred) -> None:
+    if failure.error is not None:
+        return  # the transaction is already lost; its next awaited trip says so
+    operation, parameters, many = statement
+    try:
+        if many:
+            conn.executemany(operation, parameters)
+        else:
+            conn.execute(operation, parameters or ())
+    except BaseException as error:
+        failure.error = error
 
 
 def _run_all(
-    conn: sqlite3.Connection, pending: list[Deferred], last: Deferred | None, commit: bool
+    conn: sqlite3.Connection, failure: _Failure, last: Deferred | None, commit: bool
 ) -> _Result:
-    """Run deferred statements, then `last` (whose result is returned), then maybe COMMIT."""
-    cursor = conn.cursor()
-    try:
-        for operation, parameters, many in pending:
-            if many:
-                cursor.executemany(operation, parameters)
-            else:
-                cursor.execute(operation, parameters or ())
-        result: _Result = (None, [], -1, None)
-        if last is not None:
-            operation, parameters, many = last
-            if many:
-                cursor.executemany(operation, parameters)
-                result = (None, [], cursor.rowcount, cursor.lastrowid)
-            else:
-                cursor.execute(operation, parameters or ())
-                description = cursor.description
-                rows = cursor.fetchall() if description else []
-                result = (description, rows, cursor.rowcount, cursor.lastrowid)
-        if commit:
-            conn.commit()
-        return result
-    finally:
-        cursor.close()
+    """Raise a write-behind error, or run `last` (its result is returned), then maybe COMMIT."""
+    failure.raise_pending()
+    result: _Result = (None, [], -1, None)
+    if last is not None:
+        operation, parameters, many = last
+        result = (_executemany if many else _execute)(conn, operation, parameters)
+    if commit:
+        conn.commit()
+    return result
+
+
+def _rollback(conn: sqlite3.Connection, failure: _Failure) -> None:
+    failure.error = None  # whatever failed is rolled back with the rest
+    conn.rollback()
 
 
 async def _nothing() -> None:
     return None
 
 
-def _take_pending(driver: Any) -> list[Deferred]:
-    pending: list[Deferred] = getattr(driver, _PENDING, None) or []
-    setattr(driver, _PENDING, [])
-    return pending
+def _failure(driver: Any) -> _Failure:
+    failure: _Failure | None = getattr(driver, _FAILED, None)
+    if failure is None:
+        failure = _Failure()
+        setattr(driver, _FAILED, failure)
+    return failure
 
 
 class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -150,13 +175,15 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             self._adapt_connection._handle_exception(error)
 
     def defer(self, operation: Any, parameters: Any, many: bool) -> None:
-        """Queue a write for the next trip (see the module docstring)."""
+        """Hand a write to the database thread without waiting (see the module docstring)."""
         driver = self._connection
-        pending = getattr(driver, _PENDING, None)
-        if pending is None:
-            pending = []
-            setattr(driver, _PENDING, pending)
-        pending.append((operation, list(parameters) if many else parameters, many))
+        if not driver._running or not driver._connection:
+            raise ValueError("Connection closed")
+        statement = (operation, list(parameters) if many else parameters, many)
+        # aiosqlite's queue, as its own `_execute` uses it; no future: nobody waits.
+        driver._tx.put_nowait(
+            (None, functools.partial(_write, driver._conn, _failure(driver), statement))
+        )
         self._description, self._rowcount, self._lastrowid = None, -1, None
         self._rows = collections.deque()
         # SQLAlchemy's AsyncConnection.execute insists that every statement
@@ -166,13 +193,9 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _run(self, statement: Deferred) -> None:
         async with self._adapt_connection._execute_mutex:
             driver = self._connection
-            pending = _take_pending(driver)
-            if pending:
-                result = await driver._execute(_run_all, driver._conn, pending, statement, False)
-            elif statement[2]:
-                result = await driver._execute(_executemany, driver._conn, *statement[:2])
-            else:
-                result = await driver._execute(_execute, driver._conn, *statement[:2])
+            result = await driver._execute(
+                _run_all, driver._conn, _failure(driver), statement, False
+            )
         self._description, rows, self._rowcount, self._lastrowid = result
         self._rows = collections.deque(rows)
 
@@ -182,19 +205,22 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
     _cursor_cls = _OneHopCursor
 
     def commit(self) -> None:
-        pending = _take_pending(self._connection)
-        if not pending:
-            super().commit()
+        driver = self._connection
+        if not driver._connection:
             return
         try:
-            driver = self._connection
-            await_(driver._execute(_run_all, driver._conn, pending, None, True))
+            await_(driver._execute(_run_all, driver._conn, _failure(driver), None, True))
         except Exception as error:
             self._handle_exception(error)
 
     def rollback(self) -> None:
-        _take_pending(self._connection)
-        super().rollback()
+        driver = self._connection
+        if not driver._connection:
+            return
+        try:
+            await_(driver._execute(_rollback, driver._conn, _failure(driver)))
+        except Exception as error:
+            self._handle_exception(error)
 
 
 class _Dbapi(AsyncAdapt_aiosqlite_dbapi):
