@@ -129,10 +129,10 @@ def _payload_bytes(field: str, spec: task_pb2.Task, limits: Limits) -> bytes | N
 
 
 def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> bytes | None:
-    validation.payload_size(field, payload.ByteSize(), limits)
+    data = payload.SerializeToString()
+    validation.payload_size(field, len(data), limits)
     if payload.WhichOneof("data") == "binary" and "json" in payload.content_type:
         validation.json_text(f"{field}.binary", payload.binary)
-    data = payload.SerializeToString()
     return data or None
 
 

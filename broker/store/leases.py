@@ -154,29 +154,20 @@ async def claim_ids(
 
 
 def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> list[Claimed]:
-    rows.sort(key=lambda r: (-r.priority, r.run_at, r.id))
+    # Rows unpack in _CLAIM_RETURNING's order (a claim converts hundreds at a time).
+    rows.sort(key=lambda r: (-r[3], r[8], r[0]))  # priority, run_at, id
     return [
         Claimed(
-            id=r.id,
-            type=r.type,
-            queue=r.queue,
-            priority=r.priority,
-            attempt=r.attempt,
-            max_attempts=r.max_attempts,
-            labels=r.labels,
-            created_at=r.created_at,
-            run_at=r.run_at,
-            lease_id=lease_id,
-            lease_expires_at=r.lease_expires_at,
-            payload=r.payload,
-            worker_id=worker_id,
-            heartbeat_timeout_us=r.heartbeat_timeout_us,
-            deadline_at=r.deadline_at,
-            soft_deadline_at=None if r.soft_timeout_us is None else now + r.soft_timeout_us,
-            trace_context=r.trace_context,
+            id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
+            lease_id, expires, payload, worker_id, heartbeat, deadline,
+            None if soft is None else now + soft,
+            trace,
         )
-        for r in rows
-    ]
+        for (
+            id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
+            expires, deadline, heartbeat, soft, trace, payload,
+        ) in rows
+    ]  # fmt: skip
 
 
 # --- Fencing --------------------------------------------------------------------------------
@@ -202,25 +193,15 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
     if is_pg(conn):
         # In id order, so that two replicas locking overlapping rows cannot deadlock.
         query = query.order_by(task.c.id).with_for_update()
+    # Columns in LeaseRow's field order; positional, as it runs once per ended lease.
+    state_of = _STATE_OF
     return {
-        r.id: LeaseRow(
-            id=r.id,
-            queue=r.queue,
-            state=_S(r.state),
-            lease_id=r.lease_id,
-            attempt=r.attempt,
-            max_attempts=r.max_attempts,
-            lost_count=r.lost_count,
-            cancel_requested=bool(r.cancel_requested),
-            attempt_base=r.attempt_base,
-            retry_policy=r.retry_policy,
-            heartbeat_timeout_us=r.heartbeat_timeout_us,
-            worker_id=r.worker_id,
-            started_at=r.started_at,
-            type=r.type,
-        )
+        r[0]: LeaseRow(r[0], r[1], state_of[r[2]], r[3], r[4], r[5], r[6], bool(r[7]), *r[8:])
         for r in await conn.execute(query)
     }
+
+
+_STATE_OF = {int(s): s for s in TaskState}
 
 
 def holds(row: LeaseRow | None, lease_id: int) -> bool:
@@ -379,12 +360,13 @@ _END = (
 )
 
 
+# In the order the compiled UPDATE binds them: no reordering per row.
 _END_WRITE = BatchWrite(
     _END,
     (
-        "b_id", "b_lease", "b_state", "b_attempt", "b_lost", "b_run_at", "b_finished_at",
-        "b_now", "b_error_type", "b_error_message", "b_error_details", "b_error_non_retryable",
-        "b_error_attempt",
+        "b_state", "b_attempt", "b_lost", "b_run_at", "b_now", "b_finished_at", "b_error_type",
+        "b_error_message", "b_error_details", "b_error_non_retryable", "b_error_attempt",
+        "b_id", "b_lease",
     ),
 )  # fmt: skip
 _RESULT_WRITE = BatchWrite(task_result.insert(), ("task_id", "data"))
@@ -454,19 +436,19 @@ async def end_leases(
 
 def _end_params(end: LeaseEnd, t: Transition, now: int) -> tuple[Any, ...]:
     """The parameters of _END_WRITE, in its order."""
-    head = (end.task_id, end.lease_id, int(t.state), t.attempt, t.lost_count, t.run_at)
     error: Failure | None = t.error
+    head = (int(t.state), t.attempt, t.lost_count, t.run_at, now, t.finished_at)
     if error is None:
-        return (*head, t.finished_at, now, None, None, None, None, None)
+        return (*head, None, None, None, None, None, end.task_id, end.lease_id)
     return (
         *head,
-        t.finished_at,
-        now,
         error.type,
         error.message,
         error.details,
         error.non_retryable,
         t.attempt,
+        end.task_id,
+        end.lease_id,
     )
 
 

@@ -39,12 +39,13 @@ def is_pg(conn: AsyncConnection) -> bool:
 # --- Submission -----------------------------------------------------------------------------
 
 
+# In the table's column order, which is also the compiled INSERT's: no reordering per row.
 _TASK_COLUMNS = (
     "id", "queue", "type", "priority", "state", "attempt", "max_attempts", "lost_count",
-    "attempt_base", "run_at", "created_at", "updated_at", "cancel_requested", "request_id",
-    "labels", "retry_policy", "concurrency_key", "trace_context", "owner",
+    "run_at", "created_at", "updated_at", "started_at", "lease_id", "lease_expires_at",
+    "worker_id", "cancel_requested", "request_id", "labels", "retry_policy", "attempt_base",
     "execution_timeout_us", "heartbeat_timeout_us", "soft_timeout_us", "expire_at",
-    "lease_id", "lease_expires_at", "deadline_at", "worker_id", "started_at",
+    "deadline_at", "concurrency_key", "trace_context", "owner",
 )  # fmt: skip
 _INSERT_TASK = BatchWrite(task.insert(), _TASK_COLUMNS)
 _INSERT_PAYLOAD = BatchWrite(task_payload.insert(), ("task_id", "data"))
@@ -56,27 +57,29 @@ _RUNNING = int(_S.RUNNING)
 def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
     """The row of a new task, in the order of _TASK_COLUMNS."""
     timeouts = t.timeouts
-    expiry = timeouts.expiry_us
-    head = (
-        t.id, t.queue, t.type, t.priority,
-        # state and attempt: handed straight to an idle worker, inserted already leased.
-        _RUNNING if lease else _SCHEDULED if t.run_at > t.created_at else _PENDING,
-        1 if lease else 0,
-        t.max_attempts, 0, 0, t.run_at, t.created_at, t.created_at, False, t.request_id,
-        t.labels, t.retry_policy, t.concurrency_key, t.trace_context, t.owner,
-        timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us,
-        None if expiry is None else t.run_at + expiry,
-    )  # fmt: skip
+    expire_at = None if timeouts.expiry_us is None else t.run_at + timeouts.expiry_us
     if lease is None:
-        return (*head, None, None, None, None, None)
+        return (
+            t.id, t.queue, t.type, t.priority,
+            _SCHEDULED if t.run_at > t.created_at else _PENDING, 0,
+            t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
+            None, None, None, None,  # started_at, lease_id, lease_expires_at, worker_id
+            False, t.request_id, t.labels, t.retry_policy, 0,
+            timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
+            None,  # deadline_at
+            t.concurrency_key, t.trace_context, t.owner,
+        )  # fmt: skip
+    # Handed straight to an idle worker: inserted already leased.
     return (
-        *head,
-        lease.lease_id,
-        lease.lease_expires_at,
+        t.id, t.queue, t.type, t.priority,
+        _RUNNING, 1,
+        t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
+        t.created_at, lease.lease_id, lease.lease_expires_at, lease.worker_id,
+        False, t.request_id, t.labels, t.retry_policy, 0,
+        timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
         lease.deadline_at,
-        lease.worker_id,
-        t.created_at,
-    )
+        t.concurrency_key, t.trace_context, t.owner,
+    )  # fmt: skip
 
 
 def _task_row(t: NewTask) -> dict[str, Any]:
