@@ -15,14 +15,14 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
+from broker.store.prepared import BatchWrite
 from broker.store.schema import STAT_COUNTERS, queue_count, task_stat, task_stat_hist
-from broker.store.sqlite_driver import DEFERRED
 
 MINUTE_US = 60_000_000
 RUN, WAIT = 1, 2
@@ -154,29 +154,17 @@ class Ledger:
         can lose at most that second of history; a clean stop writes it all.
         """
         counts, stats, hist = _upserts(conn.dialect.name == "postgresql")
-        rows = [{"queue": q, "state": s, "count": n} for (q, s), n in self._counts.items() if n]
-        if rows:
-            await conn.execute(counts, rows, execution_options=DEFERRED)
+        await counts.run(conn, [(q, s, n) for (q, s), n in self._counts.items() if n])
         if not with_stats:
             return
         all_stats = _add(self._carry_stats, self._stats)
         all_hist = self._carry_hist + self._hist
-        if all_stats:
-            await conn.execute(
-                stats,
-                [
-                    {"bucket": b, "queue": q, "type": t, **{c: n[c] for c in STAT_COUNTERS}}
-                    for (b, q, t), n in all_stats.items()
-                ],
-            )
-        if all_hist:
-            await conn.execute(
-                hist,
-                [
-                    {"bucket": b, "queue": q, "type": t, "kind": k, "slot": s, "count": n}
-                    for (b, q, t, k, s), n in all_hist.items()
-                ],
-            )
+        await stats.run(
+            conn,
+            [(b, q, t, *(n[c] for c in STAT_COUNTERS)) for (b, q, t), n in all_stats.items()],
+            defer=False,
+        )
+        await hist.run(conn, [(*key, n) for key, n in all_hist.items()], defer=False)
         self._wrote_stats = True
 
     def unwritten(
@@ -229,7 +217,7 @@ def _minute(us: int) -> int:
 
 
 @functools.cache
-def _upserts(pg: bool) -> tuple[Any, Any, Any]:
+def _upserts(pg: bool) -> tuple[BatchWrite, BatchWrite, BatchWrite]:
     """The three upserts, built once per dialect (building them costs more than running them)."""
     insert = postgresql.insert if pg else sqlite.insert
     counts = insert(queue_count)
@@ -247,4 +235,8 @@ def _upserts(pg: bool) -> tuple[Any, Any, Any]:
         index_elements=["bucket", "queue", "type", "kind", "slot"],
         set_={"count": task_stat_hist.c["count"] + hist.excluded["count"]},
     )
-    return counts, stats, hist
+    return (
+        BatchWrite(counts, ("queue", "state", "count")),
+        BatchWrite(stats, ("bucket", "queue", "type", *STAT_COUNTERS)),
+        BatchWrite(hist, ("bucket", "queue", "type", "kind", "slot", "count")),
+    )
