@@ -94,7 +94,15 @@ class Setup:
         self.brokers = []
         for r in range(args.replicas):
             (self.workdir / f"r{r}").mkdir()
-            self.brokers.append(Broker(db_url=self.db_url, workdir=self.workdir / f"r{r}"))
+            # The per-identity submission limit (10,000 tasks/s by default) would
+            # cap the one load-generating client: the benchmark measures the broker.
+            self.brokers.append(
+                Broker(
+                    db_url=self.db_url,
+                    workdir=self.workdir / f"r{r}",
+                    extra_args=("--submit-rate", "0"),
+                )
+            )
         self.broker = self.brokers[0]
         self.workers: list[WorkerProcess] = []
 
