@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 
-from broker.store.database import Database, ensure_schema, open_database
+from broker.store.database import Database
 from broker.store.prepared import BatchWrite
 from broker.store.schema import task_attempt
 
@@ -16,16 +14,6 @@ ATTEMPT = BatchWrite(
     # Not the table's column order: the tuples follow `names`, whatever SQL the dialect makes.
     ("outcome", "task_id", "attempt", "ended_at", "worker_id", "error_message"),
 )
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    handle = open_database(db_url)
-    await ensure_schema(handle, auto_migrate=False)
-    try:
-        yield handle
-    finally:
-        await handle.dispose()
 
 
 async def rows(db: Database) -> list[tuple[object, ...]]:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 
-from broker.store.database import Database, ensure_schema, open_database
+from broker.store.database import Database
 from broker.store.sqlite_driver import DEFERRED
 
 pytestmark = pytest.mark.sqlite_only
 
 INSERT = sa.text("INSERT INTO maintenance (name, ran_at) VALUES (:name, :ran_at)")
 NAMES = sa.text("SELECT name FROM maintenance ORDER BY name")
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    handle = open_database(db_url)
-    await ensure_schema(handle, auto_migrate=False)
-    try:
-        yield handle
-    finally:
-        await handle.dispose()
 
 
 async def names(db: Database) -> list[str]:
