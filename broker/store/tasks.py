@@ -55,29 +55,26 @@ _RUNNING = int(_S.RUNNING)
 
 
 def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
-    """The row of a new task, in the order of _TASK_COLUMNS."""
+    """The row of a new task, in the order of _TASK_COLUMNS.
+
+    With `lease`, the task was handed straight to an idle worker: inserted already leased.
+    """
     timeouts = t.timeouts
     expire_at = None if timeouts.expiry_us is None else t.run_at + timeouts.expiry_us
     if lease is None:
-        return (
-            t.id, t.queue, t.type, t.priority,
-            _SCHEDULED if t.run_at > t.created_at else _PENDING, 0,
-            t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
-            None, None, None, None,  # started_at, lease_id, lease_expires_at, worker_id
-            False, t.request_id, t.labels, t.retry_policy, 0,
-            timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
-            None,  # deadline_at
-            t.concurrency_key, t.trace_context, t.owner,
-        )  # fmt: skip
-    # Handed straight to an idle worker: inserted already leased.
+        state, attempt = (_SCHEDULED if t.run_at > t.created_at else _PENDING), 0
+        started = lease_id = expires = worker = deadline = None
+    else:
+        state, attempt = _RUNNING, 1
+        started, lease_id, expires = t.created_at, lease.lease_id, lease.lease_expires_at
+        worker, deadline = lease.worker_id, lease.deadline_at
     return (
-        t.id, t.queue, t.type, t.priority,
-        _RUNNING, 1,
+        t.id, t.queue, t.type, t.priority, state, attempt,
         t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
-        t.created_at, lease.lease_id, lease.lease_expires_at, lease.worker_id,
+        started, lease_id, expires, worker,
         False, t.request_id, t.labels, t.retry_policy, 0,
         timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
-        lease.deadline_at,
+        deadline,
         t.concurrency_key, t.trace_context, t.owner,
     )  # fmt: skip
 
