@@ -48,7 +48,8 @@ async def test_sync_waits_and_watches_end_at_their_timeout(broker: Broker) -> No
                 client.wait(task.id, timeout=0.5)
             states = []
             with pytest.raises(TimeoutError):
-                for update in client.watch(task.id, timeout=0.5):
+                # long enough for the first message (the snapshot) on a loaded machine
+                for update in client.watch(task.id, timeout=3):
                     states.append(update.state)
             assert states == [TaskState.PENDING]  # the first message is the snapshot
             assert client.get(task.id).state is TaskState.PENDING  # still usable
