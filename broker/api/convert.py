@@ -15,6 +15,7 @@ from broker.config import Limits, Settings
 from broker.core import validation
 from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
 from broker.core.options import Defaults, TaskOptions, Timeouts
+from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
@@ -25,8 +26,6 @@ from taskyard.v1 import (
     task_service_pb2,
     worker_service_pb2,
 )
-
-DEFAULT_QUEUE = "default"
 
 
 def _us(ts: timestamp_pb2.Timestamp) -> int:

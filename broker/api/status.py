@@ -1,8 +1,9 @@
-"""The single place where domain errors become gRPC statuses.
+"""The single place where a servicer's errors become gRPC statuses.
 
 Every servicer method is wrapped by `maps_errors`, so a servicer never calls
 `context.abort` itself; the status carries a `google.rpc.ErrorInfo` with the
-machine-readable reason.
+machine-readable reason (written by `broker/status.py`, which the security
+interceptor shares).
 """
 
 from __future__ import annotations
@@ -11,44 +12,16 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
-from broker.errors import DOMAIN, TaskyardError
+from broker.errors import TaskyardError
+from broker.status import abort
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def status_details(
-    code: grpc.StatusCode, reason: str, message: str, retry_after_s: float | None = None
-) -> bytes:
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    if retry_after_s is not None:
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMicroseconds(max(1, round(retry_after_s * 1_000_000)))
-        status.details.add().Pack(retry)
-    return bytes(status.SerializeToString())
-
-
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: TaskyardError) -> NoReturn:
-    await context.abort(
-        error.code,
-        error.message,
-        trailing_metadata=(
-            (
-                "grpc-status-details-bin",
-                status_details(error.code, error.reason, error.message, error.retry_after_s),
-            ),
-        ),
-    )
-    raise AssertionError("unreachable: abort raises")
 
 
 async def _abort_unexpected(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:

@@ -22,7 +22,6 @@ from google.protobuf import duration_pb2
 
 import broker
 from broker.api import convert
-from broker.api.status import abort
 from broker.api.worker_registry import WorkerRegistry
 from broker.config import Limits
 from broker.core import validation
@@ -35,12 +34,14 @@ from broker.core.models import (
     Outcome,
     Succeeded,
 )
+from broker.core.queues import DEFAULT_QUEUE
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
 from broker.loops.dispatcher import StopReason
 from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.loops.registry import WriteSessions
 from broker.runtime import Runtime
 from broker.security import access
+from broker.status import abort
 from broker.store.leases import Ended, ExtendResult, Extension
 from broker.store.workers import SessionRow
 from taskyard.v1 import (
@@ -102,7 +103,7 @@ class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceService
             )
         _check_hello(first.hello, self._rt.settings.limits)
         # A worker identity leases only from its queues, for its task types.
-        access.check_hello(first.hello, convert.DEFAULT_QUEUE)
+        access.check_hello(first.hello, DEFAULT_QUEUE)
         return first.hello
 
 
@@ -149,7 +150,7 @@ class Session:
         self.key = uuid.uuid4().hex
         self.worker_id = hello.worker_id
         self.types = tuple(dict.fromkeys(hello.task_types))
-        self.queues = tuple(dict.fromkeys(hello.queues)) or (convert.DEFAULT_QUEUE,)
+        self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
         self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
