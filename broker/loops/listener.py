@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from broker.core.models import LeaseRef
 from broker.events import TaskEvents
 from broker.loops.dispatcher import Dispatcher, StopReason
-from broker.loops.notices import CANCEL, DRAIN, READY
+from broker.store.notices import CANCEL, DRAIN, READY
 
 log = logging.getLogger(__name__)
 

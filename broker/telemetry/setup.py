@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -26,8 +25,8 @@ from broker import telemetry
 from broker.errors import ConfigError
 from broker.loops.dispatcher import Dispatcher
 from broker.loops.ledger import MetricsSink, NoMetrics
+from broker.store import queues as store
 from broker.store.database import Database
-from broker.store.schema import queue_count
 from broker.telemetry.metrics import BrokerMetrics, QueueCounts
 from broker.telemetry.tracing import Dispatched
 
@@ -197,10 +196,8 @@ def _queue_counts_reader(db: Database, loop: asyncio.AbstractEventLoop) -> Queue
 
     async def read() -> dict[tuple[str, int], int]:
         # The ledger keeps queue_count exact in every transaction; the table is tiny.
-        query = sa.select(queue_count.c.queue, queue_count.c.state, queue_count.c.count)
         async with db.reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(q, int(s)): int(n) for q, s, n in rows}
+            return await store.all_counts(conn)
 
     def get() -> dict[tuple[str, int], int]:
         if _on(loop) or loop.is_closed():
