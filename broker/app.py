@@ -20,17 +20,17 @@ from broker import config_file
 from broker.api.worker_registry import drain_local
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
-from broker.events import TaskEvents
-from broker.loops.committer import Committer
-from broker.loops.dispatcher import Dispatcher
+from broker.engine.committer import Committer
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.events import TaskEvents
+from broker.engine.notices import Notices
+from broker.engine.ops import Env
+from broker.engine.queue_registry import QueueRegistry
 from broker.loops.listener import Listener
-from broker.loops.notices import Notices
-from broker.loops.ops import Env
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
 from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
-from broker.queue_registry import QueueRegistry
 from broker.runtime import Runtime
 from broker.scheduling import build_ticker
 from broker.security.interceptor import Guard

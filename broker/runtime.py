@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from broker.clock import Clock
 from broker.config import Settings
 from broker.core.options import Defaults
-from broker.events import TaskEvents
-from broker.loops.committer import Committer
-from broker.loops.dispatcher import Dispatcher
-from broker.queue_registry import QueueRegistry
+from broker.engine.committer import Committer
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.events import TaskEvents
+from broker.engine.queue_registry import QueueRegistry
 from broker.store.database import Database
 
 

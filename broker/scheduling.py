@@ -49,9 +49,9 @@ from broker.clock import Clock
 from broker.config import Settings
 from broker.core import schedules as core
 from broker.core.options import Defaults, TaskOptions
+from broker.engine.committer import Committer
+from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
-from broker.loops.committer import Committer
-from broker.loops.schedule_ops import InsertSchedule, ReplaceSchedule
 from broker.loops.ticker import Ticker
 from broker.store import schedules as store
 from broker.store.database import Database

@@ -10,8 +10,8 @@ from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.queues import QueueSettings
 from broker.core.task_state import WAITING, TaskState
+from broker.engine.upkeep import SaveQueue
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
-from broker.loops.upkeep import SaveQueue
 from broker.runtime import Runtime
 from broker.store import queues as store
 from taskyard.v1 import queue_service_pb2 as qs

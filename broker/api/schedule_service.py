@@ -17,6 +17,12 @@ from broker.api import schedule_convert as sc
 from broker.api.status import maps_errors
 from broker.core import schedules as core
 from broker.core import validation
+from broker.engine.schedule_ops import (
+    DeleteSchedule,
+    InsertSchedule,
+    ReplaceSchedule,
+    RunNow,
+)
 from broker.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -24,12 +30,6 @@ from broker.errors import (
     ScheduleNotFound,
     ShuttingDown,
     Unavailable,
-)
-from broker.loops.schedule_ops import (
-    DeleteSchedule,
-    InsertSchedule,
-    ReplaceSchedule,
-    RunNow,
 )
 from broker.runtime import Runtime
 from broker.store import schedules as store

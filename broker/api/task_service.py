@@ -11,6 +11,9 @@ from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
 from broker.core.task_state import TERMINAL, TaskState
+from broker.engine.events import TaskEvent
+from broker.engine.ops import CancelTask, CreateTasks
+from broker.engine.upkeep import Purge, RetryFinished
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -19,9 +22,6 @@ from broker.errors import (
     TaskNotFound,
     TaskyardError,
 )
-from broker.events import TaskEvent
-from broker.loops.ops import CancelTask, CreateTasks
-from broker.loops.upkeep import Purge, RetryFinished
 from broker.runtime import Runtime
 from broker.security import access
 from broker.store import maintenance, tasks

@@ -6,8 +6,9 @@ from typing import Any
 
 from broker.api.status import maps_errors
 from broker.core import validation
+from broker.engine.worker_ops import DrainWorker
 from broker.errors import NotFound
-from broker.loops.registry import STALE_US, DrainWorker
+from broker.loops.registry import STALE_US
 from broker.runtime import Runtime
 from broker.store import workers
 from broker.store.workers import SessionRow

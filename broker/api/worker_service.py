@@ -35,10 +35,10 @@ from broker.core.models import (
     Succeeded,
 )
 from broker.core.queues import DEFAULT_QUEUE
+from broker.engine.dispatcher import StopReason
+from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
+from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
-from broker.loops.dispatcher import StopReason
-from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
-from broker.loops.registry import WriteSessions
 from broker.runtime import Runtime
 from broker.security import access
 from broker.status import abort

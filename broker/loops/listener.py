@@ -19,8 +19,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from broker.core.models import LeaseRef
-from broker.events import TaskEvents
-from broker.loops.dispatcher import Dispatcher, StopReason
+from broker.engine.dispatcher import Dispatcher, StopReason
+from broker.engine.events import TaskEvents
 from broker.store.notices import CANCEL, DRAIN, READY
 
 log = logging.getLogger(__name__)

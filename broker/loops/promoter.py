@@ -13,8 +13,8 @@ import contextlib
 import logging
 
 from broker.clock import MICROS, Clock
-from broker.loops.committer import Committer
-from broker.loops.upkeep import PromoteDue
+from broker.engine.committer import Committer
+from broker.engine.upkeep import PromoteDue
 from broker.store import maintenance as store
 from broker.store.database import Database
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from broker.clock import MICROS, Clock
 from broker.core.retention import Retention, RetentionPolicy
-from broker.loops.committer import Committer
-from broker.loops.upkeep import ClaimTick, ForgetRequestIds, Purge
+from broker.engine.committer import Committer
+from broker.engine.upkeep import ClaimTick, ForgetRequestIds, Purge
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Protocol
 from broker.clock import MICROS, Clock
 from broker.core import schedules as core
 from broker.core.models import NewTask
+from broker.engine.committer import Committer
+from broker.engine.schedule_ops import FireItem, FireSchedules, PruneFires
 from broker.errors import InvalidArgument
-from broker.loops.committer import Committer
-from broker.loops.schedule_ops import FireItem, FireSchedules, PruneFires
 from broker.store import schedules as store
 from broker.store.database import Database
 

@@ -21,10 +21,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from broker import telemetry
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.errors import ConfigError
-from broker.loops.dispatcher import Dispatcher
-from broker.loops.ledger import MetricsSink, NoMetrics
 from broker.store import queues as store
 from broker.store.database import Database
 from broker.telemetry.metrics import BrokerMetrics, QueueCounts
@@ -55,7 +54,6 @@ class Telemetry:
 
     async def shutdown(self) -> None:
         """Stop serving scrapes and flush OTLP (off the loop: a final collection reads the db)."""
-        telemetry.activate(None)
         if self._http is not None:
             await asyncio.to_thread(self._http.shutdown)  # waits out a poll interval
             self._http.server_close()
@@ -117,7 +115,6 @@ def start(
             leases_in_flight=lambda: dispatcher.leases_in_flight,
             sessions=lambda: dispatcher.sessions,
         )
-        telemetry.activate(out.metrics)
     return out
 
 

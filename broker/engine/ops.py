@@ -19,10 +19,11 @@ from broker.clock import Clock
 from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
-from broker.loops.dispatcher import Dispatcher, StopReason
-from broker.loops.ledger import Ledger, MetricsSink, NoMetrics
-from broker.loops.notices import Notices
-from broker.queue_registry import QueueRegistry
+from broker.engine.dispatcher import Dispatcher, StopReason
+from broker.engine.ledger import Ledger
+from broker.engine.metrics import MetricsSink, NoMetrics
+from broker.engine.notices import Notices
+from broker.engine.queue_registry import QueueRegistry
 from broker.store import leases, queues, tasks
 
 R = TypeVar("R")

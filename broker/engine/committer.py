@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
-from broker.loops.ledger import Ledger
-from broker.loops.ops import EndLeases, Env, Op, released
+from broker.engine.ledger import Ledger
+from broker.engine.ops import EndLeases, Env, Op, released
 from broker.store.database import Database
 
 log = logging.getLogger(__name__)

@@ -11,43 +11,16 @@ the metrics exporter.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.stats import RUN, WAIT, minute, slot
 from broker.core.task_state import TaskState
+from broker.engine.metrics import EventName, MetricEvent
 from broker.store import counters
 from broker.store.schema import STAT_COUNTERS
 
-EventName = Literal[
-    "submitted", "started", "succeeded", "failed", "retried", "expired", "cancelled", "lost"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricEvent:
-    """One thing that happened to tasks, for metrics: `count` of them, or one duration."""
-
-    name: EventName
-    queue: str
-    type: str
-    count: int = 1
-    seconds: float | None = None  # run time (ended) or queue wait (started)
-
-
-class MetricsSink(Protocol):
-    def record(self, events: Sequence[MetricEvent]) -> None: ...
-
-
-class NoMetrics:
-    def record(self, events: Sequence[MetricEvent]) -> None:
-        return None
-
-
-_FINAL = {
+_FINAL: dict[TaskState, EventName] = {
     TaskState.SUCCEEDED: "succeeded",
     TaskState.FAILED: "failed",
     TaskState.DEAD: "failed",
@@ -101,7 +74,7 @@ class Ledger:
         if lost:
             name = "lost"
         elif state in _FINAL:
-            name = _FINAL[state]  # type: ignore[assignment]
+            name = _FINAL[state]
         else:
             name = "retried"
         stats[name] += 1
@@ -118,7 +91,7 @@ class Ledger:
         name = _FINAL.get(state)
         if name is not None:
             self._stats[(minute(now), queue, type_)][name] += 1
-            self._events.append(MetricEvent(name, queue, type_))  # type: ignore[arg-type]
+            self._events.append(MetricEvent(name, queue, type_))
 
     def pending(self, queue: str, state: TaskState) -> int:
         """This transaction's change to a counter, not yet written."""
