@@ -6,13 +6,13 @@ from dataclasses import replace
 from typing import Any
 
 from broker.api import convert, queue_convert
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.queues import QueueSettings
 from broker.core.task_state import WAITING, TaskState
 from broker.engine.upkeep import SaveQueue
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
-from broker.runtime import Runtime
 from broker.store import queues as store
 from taskyard.v1 import queue_service_pb2 as qs
 from taskyard.v1 import queue_service_pb2_grpc

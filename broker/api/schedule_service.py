@@ -14,11 +14,13 @@ from google.protobuf import field_mask_pb2
 
 from broker.api import convert
 from broker.api import schedule_convert as sc
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import schedules as core
 from broker.core import validation
 from broker.engine.schedule_ops import (
     DeleteSchedule,
+    Hint,
     InsertSchedule,
     ReplaceSchedule,
     RunNow,
@@ -31,7 +33,6 @@ from broker.errors import (
     ShuttingDown,
     Unavailable,
 )
-from broker.runtime import Runtime
 from broker.store import schedules as store
 from broker.store import tasks
 from taskyard.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc, task_pb2
@@ -48,18 +49,14 @@ _SUBFIELDS = {
 _SETTABLE = ("description", "spec", "task", "policies")
 
 
-def _no_hint(at: int | None) -> None:
-    return None
-
-
 class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self._factory = sc.Factory(runtime.settings, runtime.defaults, runtime.queues.options)
 
     @property
-    def _hint(self) -> Any:
-        return self._rt.schedule_hint or _no_hint
+    def _hint(self) -> Hint:
+        return self._rt.schedule_hint
 
     def _now(self) -> int:
         return self._rt.clock.now_us()

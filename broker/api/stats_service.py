@@ -7,11 +7,11 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from broker.api import convert
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import stats, validation
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
-from broker.runtime import Runtime
 from broker.store import stats as store
 from taskyard.v1 import stats_service_pb2 as ss
 from taskyard.v1 import stats_service_pb2_grpc

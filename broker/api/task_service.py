@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from broker.api import convert, options
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
@@ -22,7 +23,6 @@ from broker.errors import (
     TaskNotFound,
     TaskyardError,
 )
-from broker.runtime import Runtime
 from broker.security import access
 from broker.store import maintenance, tasks
 from taskyard.v1 import (

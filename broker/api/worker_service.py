@@ -22,6 +22,7 @@ from google.protobuf import duration_pb2
 
 import broker
 from broker.api import convert
+from broker.api.runtime import Runtime
 from broker.api.worker_registry import WorkerRegistry
 from broker.config import Limits
 from broker.core import validation
@@ -39,7 +40,6 @@ from broker.engine.dispatcher import StopReason
 from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
-from broker.runtime import Runtime
 from broker.security import access
 from broker.status import abort
 from broker.store.leases import Ended, ExtendResult, Extension
@@ -221,7 +221,7 @@ class Session:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
-        rt.sessions[self.key] = self
+        rt.sessions.add(self)
         rt.committer.submit(WriteSessions([self.row()]))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
@@ -239,7 +239,7 @@ class Session:
         finally:
             self._open = False
             self._outbox.put_nowait(None)
-            rt.sessions.pop(self.key, None)
+            rt.sessions.remove(self)
             rt.committer.submit(WriteSessions([], gone=[self.key]))
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:

@@ -33,16 +33,16 @@ FAILURE_BACKOFF_S = 0.5
 
 
 class Committer:
-    def __init__(self, *, db: Database, env: Env) -> None:
+    def __init__(self, *, db: Database, env: Env, doorbell: asyncio.Event) -> None:
+        """`doorbell` wakes the commit loop; the dispatcher rings it when a claim is due."""
         self._db = db
         self._env = env
         self._queue: deque[Op[Any]] = deque()
-        self._wake = asyncio.Event()
+        self._wake = doorbell
         self._stopping = False
         self._conn: AsyncConnection | None = None
         self._stats_at = 0
         self.commits = 0
-        env.dispatcher.set_wake(self._wake.set)
 
     @property
     def ledger(self) -> Ledger:

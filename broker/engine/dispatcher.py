@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -79,7 +79,12 @@ class _Plan:
 
 class Dispatcher:
     def __init__(
-        self, *, queues: QueueView | None = None, rng: random.Random | None = None
+        self,
+        *,
+        wake: WakeFn,
+        queues: QueueView | None = None,
+        on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
         self._slots: dict[str, _Slot] = {}
@@ -92,14 +97,11 @@ class Dispatcher:
         self._turn = 0
         self._frozen = False
         self._handed: list[_Plan] = []
-        self._wake: WakeFn = _noop
-        # Telemetry (broker/telemetry/tracing.py): told of every delivery, when set.
-        self.on_deliver: Callable[[str, list[Claimed]], None] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def set_wake(self, wake: WakeFn) -> None:
-        """The committer's doorbell: rung whenever a claim may be worth running."""
+        # The committer's doorbell: rung whenever a claim may be worth running.
         self._wake = wake
+        # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
+        self._on_deliver = on_deliver
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # --- Sessions and credits ---------------------------------------------------------------
 
@@ -320,8 +322,8 @@ class Dispatcher:
             for c in p.claimed:
                 self._owners[c.id] = (holder, c.lease_id)
             holder.deliver(p.claimed)
-            if self.on_deliver is not None:
-                self.on_deliver(holder.worker_id, p.claimed)
+            if self._on_deliver is not None:
+                self._on_deliver(holder.worker_id, p.claimed)
         return orphans
 
     # --- Routing of lease events -----------------------------------------------------------
@@ -379,10 +381,6 @@ class _NoLimits:
 
 class WakeFn(Protocol):
     def __call__(self) -> None: ...
-
-
-def _noop() -> None:
-    return None
 
 
 def _after(now: int, span: int | None) -> int | None:

@@ -4,6 +4,10 @@ Nothing is built unless asked for: without `--metrics-listen`, `--otlp-endpoint`
 or an OTLP endpoint in the environment the broker keeps `NoMetrics` and records
 no spans. Metrics go to a Prometheus scrape endpoint and/or OTLP; dispatch
 spans go to OTLP only (a scrape endpoint has no place for them).
+
+Two steps, because the dispatcher sits between them: `tracing` first, whose
+delivery hook the dispatcher is built with, then `start`, whose gauges read
+the dispatcher. The result of `start` shuts both down.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from broker.core.models import Claimed
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.errors import ConfigError
@@ -37,16 +42,34 @@ SHUTDOWN_TIMEOUT_MS = 2000
 
 
 @dataclass
+class Tracing:
+    """What `tracing` built; `on_deliver` is None when nothing would observe a delivery."""
+
+    on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None
+    _tracer_provider: TracerProvider | None = None
+    _span_exporter: Any = None
+
+    async def shutdown(self) -> None:
+        if self._tracer_provider is None:
+            return
+        flush = asyncio.to_thread(self._tracer_provider.force_flush, SHUTDOWN_TIMEOUT_MS)
+        try:
+            await asyncio.wait_for(flush, SHUTDOWN_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            # An export is still retrying: stop it, or shutting down would wait on it.
+            self._span_exporter.shutdown()
+        await asyncio.to_thread(self._tracer_provider.shutdown)
+
+
+@dataclass
 class Telemetry:
     """What `start` built; `metrics` is None when no metrics exporter is configured."""
 
+    tracing: Tracing = field(default_factory=Tracing)
     metrics: BrokerMetrics | None = None
     metrics_port: int | None = None
     _meter_provider: MeterProvider | None = None
-    _tracer_provider: TracerProvider | None = None
-    _span_exporter: Any = None
     _http: Any = None
-    _closers: list[Any] = field(default_factory=list)
 
     @property
     def sink(self) -> MetricsSink:
@@ -58,23 +81,28 @@ class Telemetry:
             await asyncio.to_thread(self._http.shutdown)  # waits out a poll interval
             self._http.server_close()
         # Both at once, each bounded: an unreachable collector must not hold up the exit.
-        await asyncio.gather(self._stop_traces(), self._stop_metrics())
-
-    async def _stop_traces(self) -> None:
-        if self._tracer_provider is None:
-            return
-        flush = asyncio.to_thread(self._tracer_provider.force_flush, SHUTDOWN_TIMEOUT_MS)
-        try:
-            await asyncio.wait_for(flush, SHUTDOWN_TIMEOUT_MS / 1000)
-        except TimeoutError:
-            # An export is still retrying: stop it, or shutting down would wait on it.
-            self._span_exporter.shutdown()
-        await asyncio.to_thread(self._tracer_provider.shutdown)
+        await asyncio.gather(self.tracing.shutdown(), self._stop_metrics())
 
     async def _stop_metrics(self) -> None:
         if self._meter_provider is not None:
             shutdown = self._meter_provider.shutdown
             await asyncio.to_thread(shutdown, timeout_millis=SHUTDOWN_TIMEOUT_MS)
+
+
+def tracing(*, otlp_endpoint: str | None, env: Mapping[str, str] | None = None) -> Tracing:
+    """Build the span exporter, if wanted; the dispatcher is built with `result.on_deliver`."""
+    env = os.environ if env is None else env
+    out = Tracing()
+    tracer = None
+    if _otlp_wanted("traces", otlp_endpoint, env):
+        out._span_exporter = _otlp_exporter("traces", otlp_endpoint, env)
+        out._tracer_provider = TracerProvider(resource=_resource(env))
+        out._tracer_provider.add_span_processor(BatchSpanProcessor(out._span_exporter))
+        tracer = out._tracer_provider.get_tracer(SCOPE)
+    dispatched = Dispatched(tracer)
+    if dispatched.wanted:
+        out.on_deliver = dispatched.delivered
+    return out
 
 
 def start(
@@ -83,11 +111,12 @@ def start(
     otlp_endpoint: str | None,
     db: Database,
     dispatcher: Dispatcher,
+    tracing: Tracing,
     env: Mapping[str, str] | None = None,
 ) -> Telemetry:
-    """Build the exporters; the caller hands `result.metrics` to the committer's Env."""
+    """Build the metrics exporters; the caller hands `result.sink` to the committer's Env."""
     env = os.environ if env is None else env
-    out = Telemetry()
+    out = Telemetry(tracing)
     resource = _resource(env)
     readers: list[MetricReader] = []
     if metrics_listen:
@@ -96,15 +125,6 @@ def start(
     if _otlp_wanted("metrics", otlp_endpoint, env):
         exporter = _otlp_exporter("metrics", otlp_endpoint, env)
         readers.append(PeriodicExportingMetricReader(exporter))
-    tracer = None
-    if _otlp_wanted("traces", otlp_endpoint, env):
-        out._span_exporter = _otlp_exporter("traces", otlp_endpoint, env)
-        out._tracer_provider = TracerProvider(resource=resource)
-        out._tracer_provider.add_span_processor(BatchSpanProcessor(out._span_exporter))
-        tracer = out._tracer_provider.get_tracer(SCOPE)
-    dispatched = Dispatched(tracer)
-    if dispatched.wanted:
-        dispatcher.on_deliver = dispatched.delivered
     if readers:
         out._meter_provider = MeterProvider(
             metric_readers=readers, resource=resource, exemplar_filter=AlwaysOffExemplarFilter()

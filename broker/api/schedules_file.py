@@ -1,9 +1,10 @@
-"""Schedules in the running broker: the ticker's parts, and the declarative `--schedules` file.
+"""The declarative `--schedules` file: read, checked, and reconciled with the stored schedules.
 
 The file (YAML or TOML) lists schedules by name. It is read and validated
 before the broker starts (a bad entry stops the start with an error naming
 it), then reconciled with the stored schedules by the ticker: missing ones
-are created, changed ones updated, equal ones left alone. Schedules absent
+are created, changed ones updated, equal ones left alone (again whenever the
+ticker restarts, which is harmless: equal ones stay alone). Schedules absent
 from the file are not touched, and neither is a schedule's pause state. Two
 replicas reconciling the same file at once cannot duplicate a schedule: the
 name is unique in the database and creation is an insert-if-absent.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,11 +49,9 @@ from broker.api import schedule_convert as sc
 from broker.clock import Clock
 from broker.config import Settings
 from broker.core import schedules as core
-from broker.core.options import Defaults, TaskOptions
 from broker.engine.committer import Committer
 from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
-from broker.loops.ticker import Ticker
 from broker.store import schedules as store
 from broker.store.database import Database
 from taskyard.v1 import schedule_pb2, task_pb2
@@ -82,37 +81,31 @@ class Declared:
     schedule: schedule_pb2.Schedule
 
 
-def build_ticker(
+def reconciler(
+    path: str | None,
     *,
     settings: Settings,
-    defaults: Defaults,
-    clock: Clock,
+    factory: sc.Factory,
     db: Database,
     committer: Committer,
-    queue_options: Callable[[str], TaskOptions] | None,
-) -> Ticker:
-    """The ticker, with the --schedules file read and checked (ConfigError if it is bad)."""
-    factory = sc.Factory(settings, defaults, queue_options)
-    now = clock.now_us()
-    path = getattr(settings, "schedules_path", None)
-    declared = load(path, settings=settings, factory=factory, now=now) if path else []
-    ticker = Ticker(
-        db=db,
-        committer=committer,
-        clock=clock,
-        factory=factory,
-        poll_interval_s=settings.promote_poll_s,
-    )
-    if declared:
+    clock: Clock,
+    hint: Callable[[int | None], None],
+) -> Callable[[], Awaitable[None]] | None:
+    """Read and check the file now (ConfigError if it is bad); the ticker reconciles it.
 
-        async def reconcile_file() -> None:
-            await reconcile(
-                declared, settings=settings, factory=factory, db=db, committer=committer,
-                clock=clock, hint=ticker.hint,
-            )  # fmt: skip
+    None without a file, or with one that declares nothing.
+    """
+    declared = load(path, settings=settings, factory=factory, now=clock.now_us()) if path else []
+    if not declared:
+        return None
 
-        ticker.reconcile = reconcile_file
-    return ticker
+    async def reconcile_file() -> None:
+        await reconcile(
+            declared, settings=settings, factory=factory, db=db, committer=committer,
+            clock=clock, hint=hint,
+        )  # fmt: skip
+
+    return reconcile_file
 
 
 # --- Reading the file -----------------------------------------------------------------------
