@@ -178,7 +178,7 @@ def created_task(
     out.type = t.type
     out.queue = t.queue
     out.priority = t.priority
-    out.state = int(t.initial_state)  # type: ignore[assignment]
+    out.state = task_pb2.TaskState.ValueType(t.initial_state)
     out.max_attempts = t.max_attempts
     out.request_id = t.request_id or ""
     if spec.HasField("payload"):
@@ -210,7 +210,7 @@ def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task
         type=record.type,
         queue=record.queue,
         priority=record.priority,
-        state=int(record.state),  # type: ignore[arg-type]
+        state=task_pb2.TaskState.ValueType(record.state),
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         worker_id=record.worker_id or "",

@@ -14,8 +14,8 @@ from broker.core.task_state import WAITING, TaskState
 from broker.engine.upkeep import SaveQueue
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
 from broker.store import queues as store
+from taskyard.v1 import queue_pb2, queue_service_pb2_grpc
 from taskyard.v1 import queue_service_pb2 as qs
-from taskyard.v1 import queue_service_pb2_grpc
 
 Context = Any
 
@@ -52,7 +52,7 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
         self._rt.queues.put(saved)
         return saved
 
-    def _proto(self, settings: QueueSettings) -> Any:
+    def _proto(self, settings: QueueSettings) -> queue_pb2.Queue:
         return queue_convert.queue(settings, self._rt.defaults)
 
     @maps_errors

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from broker.api import convert, options
@@ -311,7 +311,7 @@ def _item_error(error: TaskyardError, prefix: str = "") -> error_details_pb2.Ite
     )
 
 
-def _terminal_states(values: Any, *, default: set[TaskState]) -> set[TaskState]:
+def _terminal_states(values: Iterable[int], *, default: set[TaskState]) -> set[TaskState]:
     states = {convert.state_filter(v) for v in values} - {None}
     chosen = {s for s in states if s is not None} or default
     waiting = [s.label for s in chosen if not s.is_terminal]

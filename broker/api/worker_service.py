@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 import broker
 from broker.api import convert
@@ -121,7 +122,7 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
 
 
-def _check_items(kind: str, batch: Any, limits: Limits) -> None:
+def _check_items(kind: str, batch: Message, limits: Limits) -> None:
     """A heartbeats, completions or releases message holds at most max_lease_items."""
     fields = batch.ListFields()
     count = len(fields[0][1]) if fields else 0

@@ -68,7 +68,9 @@ class _Slot:
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """One session's claim on one queue in a commit: the credits reserved, then what came back."""
+
     slot: _Slot
     queue: str
     limit: int
@@ -96,7 +98,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._turn = 0
         self._frozen = False
-        self._handed: list[_Plan] = []
+        self._handed: list[Plan] = []
         # The committer's doorbell: rung whenever a claim may be worth running.
         self._wake = wake
         # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
@@ -176,16 +178,14 @@ class Dispatcher:
         if self._frozen or not self._slots:
             return {}
         out: dict[str, Claimed] = {}
-        plans: dict[str, _Plan] = {}
+        plans: dict[str, Plan] = {}
         for t in sorted(tasks, key=lambda t: -t.priority):
             slot = self._idle_slot_for(t.queue, t.type)
             if slot is None:
                 continue
             plan = plans.get(slot.holder.key)
             if plan is None:
-                plan = plans[slot.holder.key] = _Plan(
-                    slot, t.queue, 0, 0, self._rng.getrandbits(63)
-                )
+                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._rng.getrandbits(63))
             slot.credits -= 1
             plan.limit += 1
             timeouts = t.timeouts
@@ -218,7 +218,7 @@ class Dispatcher:
                 return slot
         return None
 
-    def plan(self) -> list[_Plan]:
+    def plan(self) -> list[Plan]:
         """Reserve credits for this transaction's claims, visiting sessions in turn.
 
         The result starts with the hand-offs made while inserting.
@@ -239,13 +239,13 @@ class Dispatcher:
                 limit = min(slot.credits, MAX_CLAIM)
                 slot.credits -= limit
                 lease_id = self._rng.getrandbits(63)
-                plans.append(_Plan(slot, queue, limit, generation, lease_id))
+                plans.append(Plan(slot, queue, limit, generation, lease_id))
         return handed + plans
 
     async def claim(
         self,
         conn: AsyncConnection,
-        plans: list[_Plan],
+        plans: list[Plan],
         now: int,
         unwritten: Callable[[str], int] = lambda queue: 0,
     ) -> None:
@@ -295,14 +295,14 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._timers[queue] = loop.call_later(max(delay_us, 0) / 1_000_000, fire)
 
-    def abandon(self, plans: list[_Plan]) -> None:
+    def abandon(self, plans: list[Plan]) -> None:
         """The transaction failed: give the reserved credits back."""
         handed, self._handed = self._handed, []
         for p in [*handed, *plans]:
             p.slot.credits += p.limit
             p.claimed = []
 
-    def deliver(self, plans: list[_Plan]) -> list[LeaseRef]:
+    def deliver(self, plans: list[Plan]) -> list[LeaseRef]:
         """After commit: hand claimed tasks to their sessions.
 
         Returns leases whose session closed meanwhile, which the caller must

@@ -17,13 +17,18 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, overload
+from wsgiref.simple_server import WSGIServer
 
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from broker.core.models import Claimed
 from broker.engine.dispatcher import Dispatcher
@@ -47,7 +52,7 @@ class Tracing:
 
     on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None
     _tracer_provider: TracerProvider | None = None
-    _span_exporter: Any = None
+    _span_exporter: SpanExporter | None = None
 
     async def shutdown(self) -> None:
         if self._tracer_provider is None:
@@ -57,7 +62,8 @@ class Tracing:
             await asyncio.wait_for(flush, SHUTDOWN_TIMEOUT_MS / 1000)
         except TimeoutError:
             # An export is still retrying: stop it, or shutting down would wait on it.
-            self._span_exporter.shutdown()
+            if self._span_exporter is not None:
+                self._span_exporter.shutdown()
         await asyncio.to_thread(self._tracer_provider.shutdown)
 
 
@@ -69,7 +75,7 @@ class Telemetry:
     metrics: BrokerMetrics | None = None
     metrics_port: int | None = None
     _meter_provider: MeterProvider | None = None
-    _http: Any = None
+    _http: WSGIServer | None = None
 
     @property
     def sink(self) -> MetricsSink:
@@ -145,7 +151,7 @@ def _resource(env: Mapping[str, str]) -> Resource:
     return Resource.create({} if named else {"service.name": "taskyard-broker"})
 
 
-def _prometheus(listen: str) -> tuple[MetricReader, Any, int]:
+def _prometheus(listen: str) -> tuple[MetricReader, WSGIServer, int]:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
@@ -176,7 +182,21 @@ def _otlp_wanted(signal: str, endpoint: str | None, env: Mapping[str, str]) -> b
     )
 
 
-def _otlp_exporter(signal: str, endpoint: str | None, env: Mapping[str, str]) -> Any:
+@overload
+def _otlp_exporter(
+    signal: Literal["metrics"], endpoint: str | None, env: Mapping[str, str]
+) -> MetricExporter: ...
+
+
+@overload
+def _otlp_exporter(
+    signal: Literal["traces"], endpoint: str | None, env: Mapping[str, str]
+) -> SpanExporter: ...
+
+
+def _otlp_exporter(
+    signal: Literal["metrics", "traces"], endpoint: str | None, env: Mapping[str, str]
+) -> MetricExporter | SpanExporter:
     """An OTLP exporter; with no --otlp-endpoint it reads its endpoint from OTEL_* itself."""
     protocol = (
         env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")

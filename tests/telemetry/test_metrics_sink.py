@@ -8,6 +8,9 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -159,7 +162,7 @@ def test_otlp_protocol_picks_the_exporter_and_the_http_paths() -> None:
     assert type(grpc_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     http_exporter = setup._otlp_exporter("traces", "http://c:4318/", env)
-    assert type(http_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    assert isinstance(http_exporter, HttpSpanExporter)
     assert http_exporter._endpoint == "http://c:4318/v1/traces"
     with pytest.raises(ConfigError, match="http/json"):
         setup._otlp_exporter("traces", None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
