@@ -103,6 +103,11 @@ async def build(
     # In-memory state.
     queues = QueueRegistry(db=db, defaults=files.defaults)
     await queues.load()
+    # The schedules file is read and checked now: a bad one stops the start.
+    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
+    declared = schedules_file.load(
+        settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
+    )
     tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
     dispatcher = Dispatcher(wake=doorbell.set, queues=queues, on_deliver=tracing.on_deliver)
     events = TaskEvents()
@@ -128,18 +133,6 @@ async def build(
         metrics=observe.sink,
     )
     committer = Committer(db=db, env=env, doorbell=doorbell)
-
-    # The schedules file is read and checked here: a bad one stops the start.
-    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
-    reconcile = schedules_file.reconciler(
-        settings.schedules_path,
-        settings=settings,
-        factory=factory,
-        db=db,
-        committer=committer,
-        clock=clock,
-        hint=fires.due_at,
-    )
 
     # What the servicers share, and the server.
     runtime = Runtime(
@@ -178,7 +171,9 @@ async def build(
             factory=factory,
             alarm=fires,
             poll_interval_s=poll_s,
-            reconcile=reconcile,
+            reconcile=schedules_file.Reconciler(declared, runtime=runtime, factory=factory)
+            if declared
+            else None,
         ).run,
         "registry": RegistryLoop(
             committer=committer, clock=clock, snapshot=runtime.sessions.rows

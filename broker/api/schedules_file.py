@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,14 +45,12 @@ from google.protobuf import json_format, struct_pb2
 
 from broker import config_file
 from broker.api import schedule_convert as sc
-from broker.clock import Clock
+from broker.api.runtime import Runtime
 from broker.config import Settings
 from broker.core import schedules as core
-from broker.engine.committer import Committer
 from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
 from broker.store import schedules as store
-from broker.store.database import Database
 from taskyard.v1 import schedule_pb2, task_pb2
 
 log = logging.getLogger("taskyard.schedules")
@@ -96,38 +93,12 @@ class Declared:
     schedule: schedule_pb2.Schedule
 
 
-def reconciler(
-    path: str | None,
-    *,
-    settings: Settings,
-    factory: sc.Factory,
-    db: Database,
-    committer: Committer,
-    clock: Clock,
-    hint: Callable[[int | None], None],
-) -> Callable[[], Awaitable[None]] | None:
-    """Read and check the file now (ConfigError if it is bad); the ticker reconciles it.
-
-    None without a file, or with one that declares nothing.
-    """
-    declared = load(path, settings=settings, factory=factory, now=clock.now_us()) if path else []
-    if not declared:
-        return None
-
-    async def reconcile_file() -> None:
-        await reconcile(
-            declared, settings=settings, factory=factory, db=db, committer=committer,
-            clock=clock, hint=hint,
-        )  # fmt: skip
-
-    return reconcile_file
-
-
 # --- Reading the file -----------------------------------------------------------------------
 
 
-def load(path: str, *, settings: Settings, factory: sc.Factory, now: int) -> list[Declared]:
-    entries = _entries(path)
+def load(path: str | None, *, settings: Settings, factory: sc.Factory, now: int) -> list[Declared]:
+    """The file's schedules, each checked as CreateSchedule would (ConfigError if one fails)."""
+    entries = _entries(path) if path else []
     out: list[Declared] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
@@ -330,55 +301,52 @@ def _jsonable(value: object) -> Any:  # JSON, for json_format.ParseDict
 # --- Reconciling ----------------------------------------------------------------------------
 
 
-async def reconcile(
-    declared: list[Declared],
-    *,
-    settings: Settings,
-    factory: sc.Factory,
-    db: Database,
-    committer: Committer,
-    clock: Clock,
-    hint: Callable[[int | None], None],
-) -> None:
-    """Create, update or leave alone each declared schedule; log what changed."""
-    tally = {"created": 0, "updated": 0, "unchanged": 0}
-    for item in declared:
-        wanted = _record(item.schedule, settings, factory, clock.now_us())
-        outcome = await _reconcile_one(wanted, db=db, committer=committer, clock=clock, hint=hint)
-        tally[outcome] += 1
-    log.info(
-        "schedules file: %d created, %d updated, %d unchanged",
-        tally["created"],
-        tally["updated"],
-        tally["unchanged"],
-    )
+class Reconciler:
+    """Creates, updates or leaves alone each declared schedule; the ticker runs it at its start.
 
+    The runtime gives it what a servicer has: settings, clock, database,
+    committer, and the ticker's alarm (`schedule_hint`) to ring when a schedule
+    it writes fires sooner than the ticker knows.
+    """
 
-async def _reconcile_one(
-    wanted: core.ScheduleRecord,
-    *,
-    db: Database,
-    committer: Committer,
-    clock: Clock,
-    hint: Callable[[int | None], None],
-) -> str:
-    for _ in range(20):
-        async with db.reader.connect() as conn:
-            before = await store.get_schedule(conn, wanted.name)
-        if before is None:
-            if await committer.submit(InsertSchedule(wanted, hint)):
-                return "created"
-            continue  # another replica created it meanwhile: compare with theirs
-        if core.same_settings(before, wanted):
-            return "unchanged"
-        after = core.with_settings(
-            before,
-            description=wanted.description,
-            spec=wanted.spec,
-            policies=wanted.policies,
-            template=wanted.template,
-            now=clock.now_us(),
+    def __init__(self, declared: list[Declared], *, runtime: Runtime, factory: sc.Factory) -> None:
+        self._declared = declared
+        self._rt = runtime
+        self._factory = factory
+
+    async def __call__(self) -> None:
+        tally = {"created": 0, "updated": 0, "unchanged": 0}
+        for item in self._declared:
+            wanted = _record(
+                item.schedule, self._rt.settings, self._factory, self._rt.clock.now_us()
+            )
+            tally[await self._one(wanted)] += 1
+        log.info(
+            "schedules file: %d created, %d updated, %d unchanged",
+            tally["created"],
+            tally["updated"],
+            tally["unchanged"],
         )
-        if await committer.submit(ReplaceSchedule(before, after, hint)):
-            return "updated"
-    raise RuntimeError(f"schedule {wanted.name!r} kept changing while the file was reconciled")
+
+    async def _one(self, wanted: core.ScheduleRecord) -> str:
+        rt = self._rt
+        for _ in range(20):
+            async with rt.db.reader.connect() as conn:
+                before = await store.get_schedule(conn, wanted.name)
+            if before is None:
+                if await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint)):
+                    return "created"
+                continue  # another replica created it meanwhile: compare with theirs
+            if core.same_settings(before, wanted):
+                return "unchanged"
+            after = core.with_settings(
+                before,
+                description=wanted.description,
+                spec=wanted.spec,
+                policies=wanted.policies,
+                template=wanted.template,
+                now=rt.clock.now_us(),
+            )
+            if await rt.committer.submit(ReplaceSchedule(before, after, rt.schedule_hint)):
+                return "updated"
+        raise RuntimeError(f"schedule {wanted.name!r} kept changing while the file was reconciled")
