@@ -27,6 +27,9 @@ from taskyard.v1 import (
     worker_service_pb2,
 )
 
+# TaskState as the proto's enum type (int at run time), bound once: asked per task.
+_STATE = task_pb2.TaskState.ValueType
+
 
 def _us(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
@@ -178,7 +181,7 @@ def created_task(
     out.type = t.type
     out.queue = t.queue
     out.priority = t.priority
-    out.state = task_pb2.TaskState.ValueType(t.initial_state)
+    out.state = _STATE(t.initial_state)
     out.max_attempts = t.max_attempts
     out.request_id = t.request_id or ""
     if spec.HasField("payload"):
@@ -210,7 +213,7 @@ def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task
         type=record.type,
         queue=record.queue,
         priority=record.priority,
-        state=task_pb2.TaskState.ValueType(record.state),
+        state=_STATE(record.state),
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         worker_id=record.worker_id or "",
