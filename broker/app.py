@@ -153,6 +153,9 @@ async def build(
 
     # The loops.
     poll_s = settings.promote_poll_s
+    reconcile = (
+        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None
+    )
     loops: dict[str, Loop] = {
         "promoter": Promoter(
             db=db, committer=committer, clock=clock, alarm=promotions, poll_interval_s=poll_s
@@ -171,9 +174,7 @@ async def build(
             factory=factory,
             alarm=fires,
             poll_interval_s=poll_s,
-            reconcile=schedules_file.Reconciler(declared, runtime=runtime, factory=factory)
-            if declared
-            else None,
+            reconcile=reconcile,
         ).run,
         "registry": RegistryLoop(
             committer=committer, clock=clock, snapshot=runtime.sessions.rows
@@ -190,7 +191,15 @@ async def build(
             drain=runtime.sessions.drain,
         ).run
     return Broker(
-        settings, runtime, committer, loops, server, health_servicer, port, guard, observe
+        settings=settings,
+        runtime=runtime,
+        committer=committer,
+        loops=loops,
+        server=server,
+        health=health_servicer,
+        port=port,
+        guard=guard,
+        telemetry=observe,
     )
 
 

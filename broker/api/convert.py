@@ -27,9 +27,6 @@ from taskyard.v1 import (
     worker_service_pb2,
 )
 
-# TaskState as the proto's enum type (int at run time), bound once: asked per task.
-_STATE = task_pb2.TaskState.ValueType
-
 
 def _us(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
@@ -38,6 +35,10 @@ def _us(ts: timestamp_pb2.Timestamp) -> int:
 def _set_ts(ts: timestamp_pb2.Timestamp, us: int) -> None:
     ts.seconds, rem = divmod(us, 1_000_000)
     ts.nanos = rem * 1000
+
+
+# TaskState as the proto's enum type (int at run time), bound once: asked per task.
+_STATE = task_pb2.TaskState.ValueType
 
 
 # --- Submission -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def _abort_unexpected(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+async def _abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    """In an except clause: the domain error's status, or INTERNAL for anything unexpected."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc  # the call was aborted already
+    if isinstance(exc, TaskyardError):
+        await abort(context, exc)
     log.exception("internal error in %s", context)
     await abort(
         context, TaskyardError(f"internal error ({type(exc).__name__}); see the broker log")
@@ -40,12 +45,8 @@ def maps_errors(method: F) -> F:
             try:
                 async for item in method(self, request, context):
                     yield item
-            except TaskyardError as error:
-                await abort(context, error)
-            except grpc.aio.AbortError:
-                raise
             except Exception as exc:
-                await _abort_unexpected(context, exc)
+                await _abort_for(context, exc)
 
         return stream  # type: ignore[return-value]
 
@@ -53,11 +54,7 @@ def maps_errors(method: F) -> F:
     async def unary(self: Any, request: Any, context: Any) -> Any:
         try:
             return await method(self, request, context)
-        except TaskyardError as error:
-            await abort(context, error)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            await _abort_unexpected(context, exc)
+            await _abort_for(context, exc)
 
     return unary  # type: ignore[return-value]
