@@ -34,10 +34,11 @@ proto: venv ## Regenerate taskyard/v1 from protos/
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
 	  protos/taskyard/v1/*.proto
 
-lint: venv node ## ruff, mypy --strict, buf lint/format/breaking
+lint: venv node ## ruff, mypy --strict, import layers (lint-imports), buf lint/format/breaking
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 	npx buf lint
 	npx buf format -d --exit-code
 	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
@@ -73,4 +74,4 @@ demo: venv ## A self-contained tour: broker, worker, a few tasks with progress
 	$(PY) -m examples.demo
 
 clean: ## Remove the virtualenv, caches and the default database
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache taskyard.db*
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache taskyard.db*

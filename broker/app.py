@@ -1,38 +1,54 @@
 """Composition root: build the broker's parts, start them in order, stop them in reverse.
 
-Shutdown (SIGTERM/SIGINT): stop accepting, tell connected workers, give
-in-flight calls a grace period, let the committer finish what is queued, exit.
-Leases held by connected workers are *not* released on shutdown: the workers
-keep running, reconnect to the restarted broker and re-adopt them.
+`build` constructs every part with its dependencies passed in: the in-memory
+state and the alarms first, so that both sides of every wake-up exist before
+anything uses them and nothing is wired up after construction; then the
+write path, the servicers' runtime and the server; then the loops. `serve`
+starts the committer, the loops (under the supervisor, loops/supervisor.py)
+and the server, waits for a signal or a fatal crash, and stops them.
+
+Shutdown (SIGTERM/SIGINT, or the committer crashing): stop accepting, tell
+connected workers, give in-flight calls a grace period, stop the loops, let
+the committer finish what is queued, exit (non-zero after a crash). Leases
+held by connected workers are *not* released on shutdown: the workers keep
+running, reconnect to the restarted broker and re-adopt them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health
+
 from broker import config_file
-from broker.api.worker_registry import drain_local
+from broker.api import schedule_convert, schedules_file
+from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
-from broker.events import TaskEvents
-from broker.loops.committer import Committer
-from broker.loops.dispatcher import Dispatcher
+from broker.engine.committer import Committer
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.events import TaskEvents
+from broker.engine.notices import Notices
+from broker.engine.ops import Env
+from broker.engine.queue_registry import QueueRegistry
+from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
-from broker.loops.notices import Notices
-from broker.loops.ops import Env
+from broker.loops.polls import poll_ready, refresh_queues
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
 from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
-from broker.queue_registry import QueueRegistry
-from broker.runtime import Runtime
-from broker.scheduling import build_ticker
+from broker.loops.supervisor import Policy, Supervisor
+from broker.loops.ticker import Ticker
 from broker.security.interceptor import Guard
 from broker.server import build_server, set_serving
 from broker.store import maintenance
@@ -41,10 +57,22 @@ from broker.telemetry import setup as telemetry_setup
 
 log = logging.getLogger("taskyard.broker")
 
+Loop = Callable[[], Awaitable[None]]
 
-class _NoDue:
-    def due_at(self, run_at: int) -> None:
-        return None
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Every part, built and wired, nothing started."""
+
+    settings: Settings
+    runtime: Runtime
+    committer: Committer
+    loops: dict[str, Loop]  # restarted by the supervisor when they crash
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    guard: Guard
+    telemetry: telemetry_setup.Telemetry
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
@@ -58,131 +86,157 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
         await _restart_grace(db, clock, files.defaults.timeouts.heartbeat_us)
-        await _serve(settings, files, clock, db, schema)
+        await serve(await build(settings, files, clock, db, schema))
     finally:
         await db.dispose()
 
 
-async def _serve(
+async def build(
     settings: Settings, files: config_file.FileConfig, clock: Clock, db: Database, schema: str
-) -> None:
+) -> Broker:
+    # The wake-ups first: the committer's doorbell (rung by the dispatcher when a
+    # claim is due) and the alarms the promoter and the ticker sleep on.
+    doorbell = asyncio.Event()
+    promotions = Alarm()  # rung by ops writing delayed tasks and retries
+    fires = Alarm()  # rung by schedule changes on this replica
+
+    # In-memory state.
     queues = QueueRegistry(db=db, defaults=files.defaults)
     await queues.load()
-    dispatcher = Dispatcher(queues=queues)
+    # The schedules file is read and checked now: a bad one stops the start.
+    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
+    declared = schedules_file.load(
+        settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
+    )
+    tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
+    dispatcher = Dispatcher(wake=doorbell.set, queues=queues, on_deliver=tracing.on_deliver)
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
+
+    # The write path.
     observe = telemetry_setup.start(
         metrics_listen=settings.metrics_listen,
         otlp_endpoint=settings.otlp_endpoint,
         db=db,
         dispatcher=dispatcher,
+        tracing=tracing,
     )
     env = Env(
         clock=clock,
         policy=files.defaults.retry,
         dispatcher=dispatcher,
         events=events,
-        due=_NoDue(),
+        due=promotions,
         notices=Notices(replica_id=replica_id, enabled=replicated),
         queues=queues,
         metrics=observe.sink,
     )
-    committer = Committer(db=db, env=env)
-    ticker = build_ticker(
+    committer = Committer(db=db, env=env, doorbell=doorbell)
+
+    # What the servicers share, and the server.
+    runtime = Runtime(
         settings=settings,
-        defaults=files.defaults,
         clock=clock,
         db=db,
         committer=committer,
-        queue_options=queues.options,
-    )
-    promoter = Promoter(
-        db=db, committer=committer, clock=clock, poll_interval_s=settings.promote_poll_s
-    )
-    env.due = promoter
-    reaper = Reaper(committer=committer, interval_s=settings.sweep_interval_s)
-    retention = RetentionLoop(
-        committer=committer,
-        clock=clock,
-        policy=files.retention,
-        interval_s=settings.retention_interval_s,
-    )
-    runtime = Runtime(
-        settings,
-        clock,
-        db,
-        committer,
-        dispatcher,
-        events,
-        schema,
-        files.defaults,
-        queues,
+        dispatcher=dispatcher,
+        events=events,
+        schema_version=schema,
+        defaults=files.defaults,
+        queues=queues,
+        schedule_hint=fires.due_at,
         replica_id=replica_id,
     )
-    runtime.schedule_hint = ticker.hint
     guard = Guard(settings=settings, db=db)
-    server, health, port = build_server(runtime, guard=guard)
+    server, health_servicer, port = build_server(runtime, guard=guard)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # SIGHUP re-reads the tokens file; streams of revoked identities end.
-    loop.add_signal_handler(signal.SIGHUP, guard.reload)
-
-    committer_task = asyncio.create_task(committer.run(), name="committer")
-    loops = {
-        "promoter": promoter.run(),
-        "reaper": reaper.run(),
-        "retention": retention.run(),
-        "ticker": ticker.run(),
-        "poll": _poll_ready(dispatcher, settings.promote_poll_s),
-        "queues": queues.run(),
-        "registry": RegistryLoop(
+    # The loops.
+    poll_s = settings.promote_poll_s
+    reconcile = (
+        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None
+    )
+    loops: dict[str, Loop] = {
+        "promoter": Promoter(
+            db=db, committer=committer, clock=clock, alarm=promotions, poll_interval_s=poll_s
+        ).run,
+        "reaper": Reaper(committer=committer, interval_s=settings.sweep_interval_s).run,
+        "retention": RetentionLoop(
             committer=committer,
             clock=clock,
-            snapshot=lambda: [s.row() for s in runtime.sessions.values()],  # type: ignore[attr-defined]
-        ).run(),
+            policy=files.retention,
+            interval_s=settings.retention_interval_s,
+        ).run,
+        "ticker": Ticker(
+            db=db,
+            committer=committer,
+            clock=clock,
+            factory=factory,
+            alarm=fires,
+            poll_interval_s=poll_s,
+            reconcile=reconcile,
+        ).run,
+        "registry": RegistryLoop(
+            committer=committer, clock=clock, snapshot=runtime.sessions.rows
+        ).run,
+        "poll": functools.partial(poll_ready, dispatcher, poll_s),
+        "queues": functools.partial(refresh_queues, queues),
     }
     if replicated:
-        listener = Listener(
+        loops["listener"] = Listener(
             url=db.url,
             replica_id=replica_id,
             dispatcher=dispatcher,
             events=events,
-            drain=lambda worker_id: drain_local(runtime, worker_id),
-        )
-        loops["listener"] = listener.run()
-    side = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
-    await server.start()
-    await set_serving(health, True)
-    _announce(settings, port, db.backend)
-    guard.announce(settings.listen)
-
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-    done, _ = await asyncio.wait(
-        [stopper, committer_task, *side], return_when=asyncio.FIRST_COMPLETED
+            drain=runtime.sessions.drain,
+        ).run
+    return Broker(
+        settings=settings,
+        runtime=runtime,
+        committer=committer,
+        loops=loops,
+        server=server,
+        health=health_servicer,
+        port=port,
+        guard=guard,
+        telemetry=observe,
     )
-    crashed = [t for t in done if t is not stopper]
+
+
+async def serve(broker: Broker) -> None:
+    settings, runtime = broker.settings, broker.runtime
+    supervisor = Supervisor()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    # SIGHUP re-reads the tokens file; streams of revoked identities end.
+    loop.add_signal_handler(signal.SIGHUP, broker.guard.reload)
+
+    # Start: the committer first (everything writes through it), the loops, then the door.
+    supervisor.start("committer", broker.committer.run, Policy.STOP)
+    for name, run_loop in broker.loops.items():
+        supervisor.start(name, run_loop, Policy.RESTART)
+    await broker.server.start()
+    await set_serving(broker.health, True)
+    _announce(settings, broker.port, runtime.db.backend)
+    broker.guard.announce(settings.listen)
+
+    await supervisor.wait()  # a signal, or the committer crashed
+
+    # Stop, in reverse: the door, the workers' streams, the loops, the committer.
     log.info("shutting down")
     runtime.shutting_down = True
-    await set_serving(health, False)
-    dispatcher.freeze()
-    for session in list(runtime.sessions.values()):
-        session.shutdown(settings.shutdown_grace_s, "broker shutting down")  # type: ignore[attr-defined]
-    await server.stop(settings.shutdown_grace_s)
-    for task in [stopper, *side]:
-        task.cancel()
-    committer.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await committer_task
-    await asyncio.gather(*side, stopper, return_exceptions=True)
-    await observe.shutdown()
-    for task in crashed:
-        if not task.cancelled() and task.exception() is not None:
-            raise RuntimeError(f"{task.get_name()} loop failed") from task.exception()
-    log.info("stopped after %d commits", committer.commits)
+    await set_serving(broker.health, False)
+    runtime.dispatcher.freeze()
+    runtime.sessions.shutdown(settings.shutdown_grace_s, "broker shutting down")
+    await broker.server.stop(settings.shutdown_grace_s)
+    await supervisor.cancel_restartable()
+    broker.committer.stop()
+    try:
+        await supervisor.join()  # raises LoopFailed if the committer crashed
+    finally:
+        await broker.telemetry.shutdown()
+    log.info("stopped after %d commits", broker.committer.commits)
 
 
 async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
@@ -195,13 +249,6 @@ async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
             kept,
             grace_us / MICROS,
         )
-
-
-async def _poll_ready(dispatcher: Dispatcher, interval_s: float) -> None:
-    """The fallback poll: a lost wake-up costs at most this long, never a stuck task."""
-    while True:
-        await asyncio.sleep(interval_s)
-        dispatcher.mark_all_ready()
 
 
 def _announce(settings: Settings, port: int, backend: str) -> None:

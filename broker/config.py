@@ -56,7 +56,7 @@ class Settings:
     auto_migrate: bool = False
     sqlite_synchronous: str = "NORMAL"
     port_file: str | None = None
-    schedules_path: str | None = None  # --schedules (broker/scheduling.py)
+    schedules_path: str | None = None  # --schedules (broker/api/schedules_file.py)
     log_level: str = "INFO"
     log_json: bool = False
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.

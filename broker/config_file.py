@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from broker.core.options import Defaults, TaskOptions, Timeouts
+from broker.core.retention import Retention, RetentionPolicy
 from broker.core.retry import BackoffStrategy, RetryPolicy
 from broker.errors import ConfigError, InvalidArgument
-from broker.loops.retention import Retention, RetentionPolicy
 
 _UNITS = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")

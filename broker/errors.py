@@ -1,8 +1,8 @@
 """Domain errors and the one table that maps them to gRPC status codes.
 
-Servicers raise these; `status_from` turns them into a `google.rpc.Status` with
-an `ErrorInfo(reason, domain="taskyard")` detail, so that clients can match
-on code and reason rather than on message text.
+Servicers raise these; `broker/status.py` turns them into a `google.rpc.Status`
+with an `ErrorInfo(reason, domain="taskyard")` detail, so that clients can
+match on code and reason rather than on message text.
 """
 
 from __future__ import annotations

@@ -7,13 +7,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker.api.queue_service import QueueService
+from broker.api.runtime import Runtime
 from broker.api.schedule_service import ScheduleService
 from broker.api.stats_service import StatsService
 from broker.api.system_service import SystemService
 from broker.api.task_service import TaskService
 from broker.api.worker_service import WorkerService
 from broker.errors import ConfigError
-from broker.runtime import Runtime
 from broker.security.interceptor import Guard
 from broker.security.tls import add_port
 from taskyard.v1 import (

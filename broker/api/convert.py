@@ -15,6 +15,7 @@ from broker.config import Limits, Settings
 from broker.core import validation
 from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
 from broker.core.options import Defaults, TaskOptions, Timeouts
+from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
@@ -26,8 +27,6 @@ from taskyard.v1 import (
     worker_service_pb2,
 )
 
-DEFAULT_QUEUE = "default"
-
 
 def _us(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
@@ -36,6 +35,10 @@ def _us(ts: timestamp_pb2.Timestamp) -> int:
 def _set_ts(ts: timestamp_pb2.Timestamp, us: int) -> None:
     ts.seconds, rem = divmod(us, 1_000_000)
     ts.nanos = rem * 1000
+
+
+# TaskState as the proto's enum type (int at run time), bound once: asked per task.
+_STATE = task_pb2.TaskState.ValueType
 
 
 # --- Submission -----------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def created_task(
     out.type = t.type
     out.queue = t.queue
     out.priority = t.priority
-    out.state = int(t.initial_state)  # type: ignore[assignment]
+    out.state = _STATE(t.initial_state)
     out.max_attempts = t.max_attempts
     out.request_id = t.request_id or ""
     if spec.HasField("payload"):
@@ -211,7 +214,7 @@ def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task
         type=record.type,
         queue=record.queue,
         priority=record.priority,
-        state=int(record.state),  # type: ignore[arg-type]
+        state=_STATE(record.state),
         attempt=record.attempt,
         max_attempts=record.max_attempts,
         worker_id=record.worker_id or "",

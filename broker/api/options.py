@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 from broker.core import validation
 from broker.core.models import Attempt, TaskRecord
@@ -18,8 +19,8 @@ _STRATEGY_IN = {
 _STRATEGY_OUT = {v: k for k, v in _STRATEGY_IN.items()}
 
 
-def _us(message: object, name: str) -> int | None:
-    if not message.HasField(name):  # type: ignore[attr-defined]
+def _us(message: Message, name: str) -> int | None:
+    if not message.HasField(name):
         return None
     value: duration_pb2.Duration = getattr(message, name)
     return validation.span(name, int(value.ToMicroseconds()))
@@ -81,7 +82,7 @@ def attempt(a: Attempt) -> task_pb2.TaskAttempt:
     out = task_pb2.TaskAttempt(
         attempt=a.attempt,
         worker_id=a.worker_id or "",
-        outcome=a.outcome.value,  # type: ignore[arg-type]
+        outcome=task_pb2.AttemptOutcome.ValueType(a.outcome.value),
     )
     if a.started_at is not None:
         out.start_time.FromMicroseconds(a.started_at)

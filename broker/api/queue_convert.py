@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypedDict
 
 from google.protobuf import duration_pb2
 
@@ -21,6 +22,18 @@ SETTABLE = (
     "timeouts",
     "retention",
 )
+
+
+class _Changes(TypedDict, total=False):
+    """The QueueSettings fields an update may set (checked against `replace`)."""
+
+    max_concurrency: int | None
+    concurrency_key_limit: int | None
+    max_depth: int | None
+    rate_limit: int | None
+    rate_interval_us: int | None
+    options: TaskOptions
+    retention: RetentionSettings
 
 
 def _us(d: duration_pb2.Duration) -> int:
@@ -42,7 +55,7 @@ def settings_from(q: queue_pb2.Queue, base: QueueSettings, paths: set[str]) -> Q
             f"{', '.join(SETTABLE)}",
             reason="INVALID_UPDATE_MASK",
         )
-    changes: dict[str, object] = {}
+    changes: _Changes = {}
     if "max_concurrency" in paths:
         changes["max_concurrency"] = _positive_or_none("max_concurrency", q.max_concurrency)
     if "concurrency_key_limit" in paths:
@@ -71,7 +84,7 @@ def settings_from(q: queue_pb2.Queue, base: QueueSettings, paths: set[str]) -> Q
             failed_us=_us(r.failed) if r.HasField("failed") else None,
             cancelled_us=_us(r.cancelled) if r.HasField("cancelled") else None,
         )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 _RETRY_OPTION_FIELDS = (

@@ -6,16 +6,16 @@ from dataclasses import replace
 from typing import Any
 
 from broker.api import convert, queue_convert
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.queues import QueueSettings
 from broker.core.task_state import WAITING, TaskState
+from broker.engine.upkeep import SaveQueue
 from broker.errors import AlreadyExists, FailedPrecondition, NotFound
-from broker.loops.upkeep import SaveQueue
-from broker.runtime import Runtime
 from broker.store import queues as store
+from taskyard.v1 import queue_pb2, queue_service_pb2_grpc
 from taskyard.v1 import queue_service_pb2 as qs
-from taskyard.v1 import queue_service_pb2_grpc
 
 Context = Any
 
@@ -52,7 +52,7 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
         self._rt.queues.put(saved)
         return saved
 
-    def _proto(self, settings: QueueSettings) -> Any:
+    def _proto(self, settings: QueueSettings) -> queue_pb2.Queue:
         return queue_convert.queue(settings, self._rt.defaults)
 
     @maps_errors

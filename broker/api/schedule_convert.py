@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from broker.api import convert
 from broker.config import Settings
@@ -115,11 +116,12 @@ def template_in(task: task_pb2.Task, settings: Settings) -> bytes:
             reason="INVALID_SCHEDULE_TASK",
         )
     kept = task_pb2.Task()
+    given: Message = task  # HasField by a name read from TEMPLATE_FIELDS
     for field in TEMPLATE_FIELDS:
         if field == "labels":
             kept.labels.update(task.labels)
         elif field in ("payload", "retry_policy", "timeouts"):
-            if task.HasField(field):  # type: ignore[arg-type]
+            if given.HasField(field):
                 getattr(kept, field).CopyFrom(getattr(task, field))
         else:
             setattr(kept, field, getattr(task, field))
@@ -226,9 +228,9 @@ def spec_out(spec: core.Spec) -> schedule_pb2.ScheduleSpec:
 
 def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
     out = schedule_pb2.SchedulePolicies(
-        catchup=int(p.catchup),  # type: ignore[arg-type]
+        catchup=schedule_pb2.CatchupPolicy.ValueType(p.catchup),
         catchup_limit=p.catchup_limit,
-        overlap=int(p.overlap),  # type: ignore[arg-type]
+        overlap=schedule_pb2.OverlapPolicy.ValueType(p.overlap),
     )
     out.misfire_grace.FromMicroseconds(p.misfire_grace_us)
     return out
@@ -236,9 +238,9 @@ def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
 
 def fire_out(f: core.FireRecord) -> schedule_pb2.ScheduleFire:
     out = schedule_pb2.ScheduleFire(
-        result=int(f.result),  # type: ignore[arg-type]
+        result=schedule_pb2.ScheduleFireResult.ValueType(f.result),
         task_id=f.task_id or "",
-        task_state=f.task_state or 0,  # type: ignore[arg-type]
+        task_state=task_pb2.TaskState.ValueType(f.task_state or 0),
         manual=f.manual,
         missed_count=f.count,
         message=f.message or "",
@@ -259,7 +261,7 @@ def schedule_out(
         spec=spec_out(record.spec),
         task=task_pb2.Task.FromString(record.template),
         policies=policies_out(record.policies),
-        state=int(record.state),  # type: ignore[arg-type]
+        state=schedule_pb2.ScheduleState.ValueType(record.state),
         pause_note=record.pause_note or "",
     )
     info = out.info

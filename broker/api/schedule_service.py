@@ -7,6 +7,7 @@ read, so a change never undoes a fire and a fire never uses stale settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,9 +15,18 @@ from google.protobuf import field_mask_pb2
 
 from broker.api import convert
 from broker.api import schedule_convert as sc
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import schedules as core
 from broker.core import validation
+from broker.core.models import NewTask
+from broker.engine.schedule_ops import (
+    DeleteSchedule,
+    Hint,
+    InsertSchedule,
+    ReplaceSchedule,
+    RunNow,
+)
 from broker.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -25,13 +35,6 @@ from broker.errors import (
     ShuttingDown,
     Unavailable,
 )
-from broker.loops.schedule_ops import (
-    DeleteSchedule,
-    InsertSchedule,
-    ReplaceSchedule,
-    RunNow,
-)
-from broker.runtime import Runtime
 from broker.store import schedules as store
 from broker.store import tasks
 from taskyard.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc, task_pb2
@@ -46,10 +49,8 @@ _SUBFIELDS = {
     "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap"},
 }
 _SETTABLE = ("description", "spec", "task", "policies")
-
-
-def _no_hint(at: int | None) -> None:
-    return None
+# A change computed from a fresh read: (schedule, now) -> changed schedule, or the same one.
+Change = Callable[[core.ScheduleRecord, int], core.ScheduleRecord]
 
 
 class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
@@ -58,8 +59,8 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         self._factory = sc.Factory(runtime.settings, runtime.defaults, runtime.queues.options)
 
     @property
-    def _hint(self) -> Any:
-        return self._rt.schedule_hint or _no_hint
+    def _hint(self) -> Hint:
+        return self._rt.schedule_hint
 
     def _now(self) -> int:
         return self._rt.clock.now_us()
@@ -165,7 +166,7 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         self._factory.check(after, now)
         return after
 
-    async def _replace(self, name: str, change: Any) -> schedule_pb2.Schedule:
+    async def _replace(self, name: str, change: Change) -> schedule_pb2.Schedule:
         for _ in range(CAS_ATTEMPTS):
             before = await self._get(name)
             after = change(before, self._now())
@@ -238,7 +239,7 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         record = await self._get(name)
         self._factory.check(record, self._now())  # a bad template fails here, not in a commit
 
-        def make(rec: core.ScheduleRecord, at: int) -> Any:
+        def make(rec: core.ScheduleRecord, at: int) -> NewTask:
             return self._factory(rec, fire_time=at, now=at, manual=True)
 
         run = await self._rt.committer.submit(RunNow(name, make))

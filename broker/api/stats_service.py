@@ -7,18 +7,17 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from broker.api import convert
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import stats, validation
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
-from broker.loops.ledger import MINUTE_US
-from broker.runtime import Runtime
 from broker.store import stats as store
 from taskyard.v1 import stats_service_pb2 as ss
 from taskyard.v1 import stats_service_pb2_grpc
 
 Context = Any
-HOUR_US = 60 * MINUTE_US
+HOUR_US = 60 * stats.MINUTE_US
 MAX_RANGE_US = 31 * 24 * HOUR_US
 
 
@@ -54,7 +53,7 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
             out = response.queues.add(
                 queue=item.name,
                 running=item.counts.get(TaskState.RUNNING, 0),
-                finished_last_minute=stats.recent(item.per_minute, now, MINUTE_US),
+                finished_last_minute=stats.recent(item.per_minute, now, stats.MINUTE_US),
                 finished_last_hour=stats.recent(item.per_minute, now, HOUR_US),
                 paused=self._rt.queues.paused(item.name),
             )
@@ -110,7 +109,7 @@ def _task_stats(g: stats.Group, start: int, end: int) -> ss.TaskStats:
         retried=c["retried"],
         lease_losses=c["lost"],
         success_rate=g.success_rate,
-        finished_per_minute=stats.series(g.per_minute, start, end, MINUTE_US),
+        finished_per_minute=stats.series(g.per_minute, start, end, stats.MINUTE_US),
         finished_per_hour=stats.series(g.per_minute, start, end, HOUR_US),
     )
     _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))

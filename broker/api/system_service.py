@@ -6,8 +6,8 @@ from typing import Any
 
 import broker
 from broker.api import convert
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
-from broker.runtime import Runtime
 from taskyard.v1 import system_service_pb2, system_service_pb2_grpc
 
 CAPABILITIES = (

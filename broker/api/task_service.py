@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from broker.api import convert, options
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
 from broker.core.task_state import TERMINAL, TaskState
+from broker.engine.events import TaskEvent
+from broker.engine.ops import CancelTask, CreateTasks
+from broker.engine.upkeep import Purge, RetryFinished
 from broker.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -19,10 +23,6 @@ from broker.errors import (
     TaskNotFound,
     TaskyardError,
 )
-from broker.events import TaskEvent
-from broker.loops.ops import CancelTask, CreateTasks
-from broker.loops.upkeep import Purge, RetryFinished
-from broker.runtime import Runtime
 from broker.security import access
 from broker.store import maintenance, tasks
 from taskyard.v1 import (
@@ -311,7 +311,7 @@ def _item_error(error: TaskyardError, prefix: str = "") -> error_details_pb2.Ite
     )
 
 
-def _terminal_states(values: Any, *, default: set[TaskState]) -> set[TaskState]:
+def _terminal_states(values: Iterable[int], *, default: set[TaskState]) -> set[TaskState]:
     states = {convert.state_filter(v) for v in values} - {None}
     chosen = {s for s in states if s is not None} or default
     waiting = [s.label for s in chosen if not s.is_terminal]

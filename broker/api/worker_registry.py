@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
+from broker.engine.worker_ops import DrainWorker
 from broker.errors import NotFound
-from broker.loops.registry import STALE_US, DrainWorker
-from broker.runtime import Runtime
+from broker.loops.registry import STALE_US
 from broker.store import workers
 from broker.store.workers import SessionRow
 from taskyard.v1 import worker_service_pb2 as pb
@@ -46,11 +47,7 @@ class WorkerRegistry:
 
     def _local(self) -> dict[str, SessionRow]:
         """This replica's sessions, fresher than their registry rows."""
-        rows = {}
-        for session in self._rt.sessions.values():
-            row = session.row()  # type: ignore[attr-defined]
-            rows[row.session_id] = row
-        return rows
+        return {row.session_id: row for row in self._rt.sessions.rows()}
 
     async def _sessions(self, worker_id: str | None = None) -> list[SessionRow]:
         now = self._rt.clock.now_us()
@@ -88,17 +85,10 @@ class WorkerRegistry:
         if not await self._sessions(worker_id):
             raise WorkerNotFound(worker_id)
         await self._rt.committer.submit(DrainWorker(worker_id))
-        drain_local(self._rt, worker_id)
+        self._rt.sessions.drain(worker_id)
         return pb.DrainWorkerResponse(sessions=[info(r) for r in await self._sessions(worker_id)])
 
     def _worker_id(self, value: str) -> str:
         return validation.name(
             "worker_id", value, self._rt.settings.limits, reason="INVALID_WORKER_ID"
         )
-
-
-def drain_local(rt: Runtime, worker_id: str) -> None:
-    """Drain this replica's sessions of a worker (other replicas hear a notice)."""
-    for session in list(rt.sessions.values()):
-        if getattr(session, "worker_id", None) == worker_id:
-            session.drain("drained by an operator")  # type: ignore[attr-defined]

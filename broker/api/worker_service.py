@@ -19,10 +19,11 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 import broker
 from broker.api import convert
-from broker.api.status import abort
+from broker.api.runtime import Runtime
 from broker.api.worker_registry import WorkerRegistry
 from broker.config import Limits
 from broker.core import validation
@@ -35,12 +36,13 @@ from broker.core.models import (
     Outcome,
     Succeeded,
 )
+from broker.core.queues import DEFAULT_QUEUE
+from broker.engine.dispatcher import StopReason
+from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
+from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
-from broker.loops.dispatcher import StopReason
-from broker.loops.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
-from broker.loops.registry import WriteSessions
-from broker.runtime import Runtime
 from broker.security import access
+from broker.status import abort
 from broker.store.leases import Ended, ExtendResult, Extension
 from broker.store.workers import SessionRow
 from taskyard.v1 import (
@@ -102,7 +104,7 @@ class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceService
             )
         _check_hello(first.hello, self._rt.settings.limits)
         # A worker identity leases only from its queues, for its task types.
-        access.check_hello(first.hello, convert.DEFAULT_QUEUE)
+        access.check_hello(first.hello, DEFAULT_QUEUE)
         return first.hello
 
 
@@ -120,7 +122,7 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
 
 
-def _check_items(kind: str, batch: Any, limits: Limits) -> None:
+def _check_items(kind: str, batch: Message, limits: Limits) -> None:
     """A heartbeats, completions or releases message holds at most max_lease_items."""
     fields = batch.ListFields()
     count = len(fields[0][1]) if fields else 0
@@ -149,7 +151,7 @@ class Session:
         self.key = uuid.uuid4().hex
         self.worker_id = hello.worker_id
         self.types = tuple(dict.fromkeys(hello.task_types))
-        self.queues = tuple(dict.fromkeys(hello.queues)) or (convert.DEFAULT_QUEUE,)
+        self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
         self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
@@ -220,7 +222,7 @@ class Session:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
-        rt.sessions[self.key] = self
+        rt.sessions.add(self)
         rt.committer.submit(WriteSessions([self.row()]))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
@@ -238,7 +240,7 @@ class Session:
         finally:
             self._open = False
             self._outbox.put_nowait(None)
-            rt.sessions.pop(self.key, None)
+            rt.sessions.remove(self)
             rt.committer.submit(WriteSessions([], gone=[self.key]))
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:

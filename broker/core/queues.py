@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from broker.core.options import TaskOptions
 from broker.errors import InvalidArgument
 
+# Where a task that names no queue goes, and what a worker that names none serves.
+DEFAULT_QUEUE = "default"
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionSettings:

@@ -1,14 +1,40 @@
-"""Statistics arithmetic: summing rollups, percentiles from log histograms, time series."""
+"""Statistics arithmetic: minute buckets, log-histogram slots, percentiles, time series.
+
+The ledger (`engine/ledger.py`) files events into per-minute rollups and
+histogram slots with these functions; the statistics reads (`store/stats.py`,
+`api/stats_service.py`) turn the rollups back into figures with the same ones.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from broker.loops.ledger import MINUTE_US, slot_bounds
-
+MINUTE_US = 60_000_000
+# Histogram kinds: how long attempts ran, and how long tasks waited to start.
+RUN, WAIT = 1, 2
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
+
+
+def minute(us: int) -> int:
+    """The minute bucket an instant (µs) falls in."""
+    return us - us % MINUTE_US
+
+
+def slot(us: int) -> int:
+    """The histogram slot of a duration: 4 slots per doubling from 1 ms (about ±9%)."""
+    if us < 1000:
+        return 0
+    return min(1 + int(4 * math.log2(us / 1000)), 127)
+
+
+def slot_bounds(index: int) -> tuple[float, float]:
+    """The range of durations (µs) a slot holds."""
+    if index == 0:
+        return 0.0, 1000.0
+    return 1000 * 2 ** ((index - 1) / 4), 1000 * 2 ** (index / 4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,1 @@
-"""The broker's long-running parts, one responsibility each."""
+"""The broker's background loops, one responsibility each, run under the supervisor."""

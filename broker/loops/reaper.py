@@ -14,8 +14,8 @@ import asyncio
 import logging
 import random
 
-from broker.loops.committer import Committer
-from broker.loops.upkeep import ClaimTick, ExpireLeases, ExpireTasks, TimeOutAttempts
+from broker.engine.committer import Committer
+from broker.engine.upkeep import ClaimTick, ExpireLeases, ExpireTasks, TimeOutAttempts
 
 BATCH = 1000
 log = logging.getLogger(__name__)

@@ -10,62 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from collections.abc import Callable
 
 from broker.clock import Clock
-from broker.loops.committer import Committer
-from broker.loops.ops import Env, Op
-from broker.store import workers
+from broker.engine.committer import Committer
+from broker.engine.worker_ops import WriteSessions
 from broker.store.workers import SessionRow
 
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 5.0
 STALE_US = int(3 * INTERVAL_S * 1_000_000)
-
-
-class WriteSessions(Op[None]):
-    """Upsert (or remove) this replica's session rows."""
-
-    order = 95
-
-    def __init__(
-        self, rows: Sequence[SessionRow], gone: Sequence[str] = (), stale_before: int = 0
-    ) -> None:
-        super().__init__()
-        self.rows = rows
-        self.gone = gone
-        self.stale_before = stale_before
-
-    @classmethod
-    async def apply_all(
-        cls, conn: AsyncConnection, ops: Sequence[WriteSessions], env: Env, now: int
-    ) -> list[None]:
-        for op in ops:
-            await workers.remove(conn, op.gone)
-            await workers.upsert(conn, op.rows)
-            if op.stale_before:
-                await workers.forget_stale(conn, seen_before=op.stale_before)
-        return [None for _ in ops]
-
-
-class DrainWorker(Op[None]):
-    order = 96
-
-    def __init__(self, worker_id: str) -> None:
-        super().__init__()
-        self.worker_id = worker_id
-
-    @classmethod
-    async def apply_all(
-        cls, conn: AsyncConnection, ops: Sequence[DrainWorker], env: Env, now: int
-    ) -> list[None]:
-        for op in ops:
-            await workers.mark_draining(conn, op.worker_id)
-            env.notices.drain(op.worker_id)
-        return [None for _ in ops]
 
 
 class RegistryLoop:

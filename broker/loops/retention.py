@@ -10,41 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from broker.clock import MICROS, Clock
-from broker.core.task_state import TaskState
-from broker.loops.committer import Committer
-from broker.loops.upkeep import ClaimTick, ForgetRequestIds, Purge
+from broker.core.retention import Retention, RetentionPolicy
+from broker.engine.committer import Committer
+from broker.engine.upkeep import ClaimTick, ForgetRequestIds, Purge
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
-HOUR = 3600 * MICROS
-DAY = 24 * HOUR
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """How long finished tasks are kept, by how they finished (µs)."""
-
-    succeeded_us: int = DAY
-    failed_us: int = 7 * DAY  # FAILED, DEAD and EXPIRED
-    cancelled_us: int = DAY
-
-    def rules(self) -> list[tuple[tuple[TaskState, ...], int]]:
-        return [
-            ((TaskState.SUCCEEDED,), self.succeeded_us),
-            ((TaskState.FAILED, TaskState.DEAD, TaskState.EXPIRED), self.failed_us),
-            ((TaskState.CANCELLED,), self.cancelled_us),
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionPolicy:
-    default: Retention = field(default_factory=Retention)
-    queues: dict[str, Retention] = field(default_factory=dict)
-    request_id_us: int = DAY
 
 
 class RetentionLoop:

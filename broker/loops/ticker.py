@@ -5,14 +5,13 @@ the write transaction, so a long catch-up never holds the writer) and
 applied by the committer with a compare-and-set: of two replicas that
 planned the same fire time, one wins and the other's plan is dropped. The
 ticker learns the next fire time from the database after every fire and
-from hints that schedule changes on this replica pass on, with a periodic
-re-read for changes made on other replicas.
+from its alarm, which schedule changes on this replica ring, with a periodic
+re-read for changes made on other replicas. A crash is the supervisor's to
+restart (loops/supervisor.py); the schedules file is reconciled again then.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -21,16 +20,16 @@ from typing import Protocol
 from broker.clock import MICROS, Clock
 from broker.core import schedules as core
 from broker.core.models import NewTask
+from broker.engine.committer import Committer
+from broker.engine.schedule_ops import FireItem, FireSchedules, PruneFires
 from broker.errors import InvalidArgument
-from broker.loops.committer import Committer
-from broker.loops.schedule_ops import FireItem, FireSchedules, PruneFires
+from broker.loops.alarm import Alarm
 from broker.store import schedules as store
 from broker.store.database import Database
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
-FAILURE_BACKOFF_S = 1.0
 PRUNE_EVERY_US = 600 * MICROS
 
 
@@ -53,6 +52,7 @@ class Ticker:
         committer: Committer,
         clock: Clock,
         factory: TaskFactory,
+        alarm: Alarm,
         poll_interval_s: float,
         reconcile: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -60,39 +60,21 @@ class Ticker:
         self._committer = committer
         self._clock = clock
         self._factory = factory
+        self._alarm = alarm  # rung with a changed schedule's next fire time
         self._poll_us = int(poll_interval_s * MICROS)
-        self.reconcile = reconcile
-        self._next: int | None = None
+        self._reconcile = reconcile
         self._buffered = False
-        self._hint: int | None = None
-        self._wake = asyncio.Event()
         self._pruned_at = 0
         self.fired = 0
 
-    def hint(self, at: int | None) -> None:
-        """A schedule changed here; its next fire time may be earlier than we know."""
-        if at is None:
-            return
-        if self._hint is None or at < self._hint:
-            self._hint = at
-        if self._next is None or at < self._next:
-            self._wake.set()
-
     async def run(self) -> None:
-        if self.reconcile is not None:
-            await self.reconcile()
-        while True:
-            try:
-                await self._run()
-            except Exception:
-                log.exception("ticker failed; restarting")
-                await asyncio.sleep(FAILURE_BACKOFF_S)
-
-    async def _run(self) -> None:
+        if self._reconcile is not None:
+            await self._reconcile()
+        alarm = self._alarm
         await self._refresh()
         while True:
             now = self._clock.now_us()
-            if self._next is not None and self._next <= now:
+            if alarm.next is not None and alarm.next <= now:
                 more = await self._fire(now)
                 if not more:
                     await self._refresh()
@@ -100,13 +82,8 @@ class Ticker:
             if self._buffered:
                 await self._fire(now)
             await self._prune(now)
-            wait_us = self._poll_us if self._next is None else min(self._poll_us, self._next - now)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait_us, 0) / MICROS)
-            if self._wake.is_set():
-                self._fold_hint()
-            elif self._next is None or self._next > self._clock.now_us():
+            rang = await alarm.sleep(now, self._poll_us)
+            if not rang and (alarm.next is None or alarm.next > self._clock.now_us()):
                 # The periodic re-read (changes on other replicas). A wait that
                 # ended because the next fire time came goes straight to firing.
                 await self._refresh()
@@ -129,17 +106,12 @@ class Ticker:
             return None
         return plan_item(record, plan, self._factory, now)
 
-    def _fold_hint(self) -> None:
-        hint, self._hint = self._hint, None
-        if hint is not None and (self._next is None or hint < self._next):
-            self._next = hint
-
     async def _refresh(self) -> None:
-        self._hint = None
+        self._alarm.reading()
         async with self._db.reader.connect() as conn:
             found = await store.next_due(conn)
-        self._next, self._buffered = found.at, found.buffered
-        self._fold_hint()
+        self._buffered = found.buffered
+        self._alarm.read(found.at)
 
     async def _prune(self, now: int) -> None:
         if now - self._pruned_at >= PRUNE_EVERY_US:

@@ -22,7 +22,6 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
-from broker.api.status import abort
 from broker.config import Settings
 from broker.errors import (
     ConfigError,
@@ -35,6 +34,7 @@ from broker.errors import (
 from broker.security import access, roles, tls, tokens
 from broker.security.limits import OpenStream, Streams, SubmitRate
 from broker.security.roles import Principal, Role
+from broker.status import abort
 from broker.store.database import Database
 
 log = logging.getLogger("taskyard.security")

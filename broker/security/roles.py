@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from broker.api.convert import DEFAULT_QUEUE
+from broker.core.queues import DEFAULT_QUEUE
 
 
 class Role(StrEnum):

@@ -18,9 +18,9 @@ from broker.core.models import Claimed
 from broker.core.queues import Bucket, QueueSettings, next_token_at, refill, within_key_limit
 from broker.core.task_state import TaskState
 from broker.store import queues
+from broker.store.dialect import is_pg
 from broker.store.leases import claim, claim_ids
 from broker.store.schema import state_is, task
-from broker.store.tasks import is_pg
 
 _S = TaskState
 KEY_WINDOW = 200

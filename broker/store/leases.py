@@ -30,10 +30,10 @@ from broker.core.models import (
 from broker.core.record import record
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
+from broker.store.dialect import is_pg
 from broker.store.prepared import BatchWrite
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
 from broker.store.sqlite_driver import DEFERRED
-from broker.store.tasks import is_pg
 
 _b = sa.bindparam
 _S = TaskState

@@ -10,14 +10,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
+from broker.store.dialect import insert, is_pg
 from broker.store.schema import maintenance as maintenance_table
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
-from broker.store.tasks import _last_attempt, _record, is_pg
+from broker.store.tasks import _last_attempt, _record
 
 _S = TaskState
 
@@ -251,8 +251,9 @@ async def claim_tick(conn: AsyncConnection, *, name: str, now: int, interval_us:
     )
     if won.rowcount:
         return True
-    insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(maintenance_table)
     created = await conn.execute(
-        insert.values(name=name, ran_at=now).on_conflict_do_nothing(index_elements=["name"])
+        insert(maintenance_table, pg=is_pg(conn))
+        .values(name=name, ran_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
     )
     return bool(created.rowcount)

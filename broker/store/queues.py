@@ -8,15 +8,14 @@ from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.options import TaskOptions
 from broker.core.queues import Bucket, QueueSettings, RetentionSettings
 from broker.core.retry import BackoffStrategy
 from broker.core.task_state import WAITING, TaskState
+from broker.store.dialect import Insert, insert, is_pg
 from broker.store.schema import queue, queue_count
-from broker.store.tasks import is_pg
 
 _S = TaskState
 
@@ -86,8 +85,8 @@ def _settings(r: Any) -> QueueSettings:
     )
 
 
-def _insert(conn: AsyncConnection) -> Any:
-    return (postgresql.insert if is_pg(conn) else sqlite.insert)(queue)
+def _insert(conn: AsyncConnection) -> Insert:
+    return insert(queue, pg=is_pg(conn))
 
 
 async def ensure_queues(conn: AsyncConnection, names: Iterable[str], now: int) -> None:
@@ -148,6 +147,12 @@ async def counts(
         if count:
             out.setdefault(name, {})[_S(state)] = int(count)
     return out
+
+
+async def all_counts(conn: AsyncConnection) -> dict[tuple[str, int], int]:
+    """Every counter as it stands, zeros included: {(queue, TaskState value): tasks}."""
+    query = sa.select(queue_count.c.queue, queue_count.c.state, queue_count.c.count)
+    return {(q, int(s)): int(n) for q, s, n in (await conn.execute(query)).all()}
 
 
 async def waiting(conn: AsyncConnection, name: str) -> int:

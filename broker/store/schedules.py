@@ -13,19 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core import schedules as core
 from broker.core.task_state import TERMINAL
+from broker.store.dialect import insert, is_pg
 from broker.store.schema import schedule, schedule_fire, task
 
 _TERMINAL = [int(s) for s in TERMINAL]
 HISTORY_KEEP = 1000
-
-
-def _is_pg(conn: AsyncConnection) -> bool:
-    return conn.dialect.name == "postgresql"
 
 
 def _last_done() -> sa.ColumnElement[bool]:
@@ -93,9 +89,10 @@ def _values(r: core.ScheduleRecord) -> dict[str, Any]:
 
 async def insert_schedule(conn: AsyncConnection, record: core.ScheduleRecord) -> bool:
     """Insert unless the name is taken (by anyone, on any replica); True if inserted."""
-    insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(schedule)
     result = await conn.execute(
-        insert.values(**_values(record)).on_conflict_do_nothing(index_elements=["name"])
+        insert(schedule, pg=is_pg(conn))
+        .values(**_values(record))
+        .on_conflict_do_nothing(index_elements=["name"])
     )
     return bool(result.rowcount)
 

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.core.stats import Group
+from broker.core.stats import MINUTE_US, RUN, WAIT, Group
 from broker.core.task_state import TaskState
-from broker.loops.ledger import MINUTE_US, RUN, WAIT
 from broker.store import queues
 from broker.store.schema import STAT_COUNTERS, task, task_stat, task_stat_hist
 

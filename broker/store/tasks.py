@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import (
@@ -26,14 +25,11 @@ from broker.core.models import (
 )
 from broker.core.options import Timeouts
 from broker.core.task_state import WAITING, TaskState
+from broker.store.dialect import insert, is_pg
 from broker.store.prepared import BatchWrite
 from broker.store.schema import task, task_attempt, task_payload, task_result
 
 _S = TaskState
-
-
-def is_pg(conn: AsyncConnection) -> bool:
-    return conn.dialect.name == "postgresql"
 
 
 # --- Submission -----------------------------------------------------------------------------
@@ -103,8 +99,8 @@ async def insert_tasks(
         await _INSERT_TASK.run(conn, [_task_values(t, get(t.id)) for t in plain])
     winners: dict[str, str] = {}
     if keyed:
-        insert = (postgresql.insert if is_pg(conn) else sqlite.insert)(task)
-        await conn.execute(insert.on_conflict_do_nothing(), [_task_row(t) for t in keyed])
+        statement = insert(task, pg=is_pg(conn)).on_conflict_do_nothing()
+        await conn.execute(statement, [_task_row(t) for t in keyed])
         rows = await conn.execute(
             sa.select(task.c.request_id, task.c.id).where(
                 task.c.request_id.in_({t.request_id for t in keyed})

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from broker.core.task_state import WAITING, TaskState
-from broker.loops.ledger import EventName, MetricEvent
+from broker.engine.metrics import EventName, MetricEvent
 
 # Seconds: 1 ms to 1 h. Covers a no-op handler's run time and a long backlog's wait.
 DURATION_BUCKETS = (
@@ -135,7 +135,7 @@ class BrokerMetrics:
                 histogram = self._queue_wait if e.name == "started" else self._run_time
                 histogram.record(e.seconds, self._attributes(key))
 
-    # --- Reporter (broker.telemetry) --------------------------------------------------------
+    # --- Schedules and expiries (the rest of MetricsSink) ------------------------------------
 
     def schedule_fired(self, schedule: str, lag_seconds: float) -> None:
         attributes = {"schedule": schedule}
@@ -143,10 +143,13 @@ class BrokerMetrics:
         self._schedule_lag.record(max(lag_seconds, 0.0), attributes)
 
     def schedule_missed(self, schedule: str, count: int, reason: str) -> None:
+        if count <= 0:
+            return
         self._schedule_misses.add(count, {"schedule": schedule, "reason": reason})
 
     def leases_expired(self, count: int) -> None:
-        self._expired_leases += count
+        if count > 0:
+            self._expired_leases += count
 
     # --- Collection (runs on the reader's thread) -------------------------------------------
 

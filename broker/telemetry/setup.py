@@ -4,6 +4,10 @@ Nothing is built unless asked for: without `--metrics-listen`, `--otlp-endpoint`
 or an OTLP endpoint in the environment the broker keeps `NoMetrics` and records
 no spans. Metrics go to a Prometheus scrape endpoint and/or OTLP; dispatch
 spans go to OTLP only (a scrape endpoint has no place for them).
+
+Two steps, because the dispatcher sits between them: `tracing` first, whose
+delivery hook the dispatcher is built with, then `start`, whose gauges read
+the dispatcher. The result of `start` shuts both down.
 """
 
 from __future__ import annotations
@@ -11,23 +15,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, overload
+from wsgiref.simple_server import WSGIServer
 
-import sqlalchemy as sa
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from broker import telemetry
+from broker.core.models import Claimed
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.errors import ConfigError
-from broker.loops.dispatcher import Dispatcher
-from broker.loops.ledger import MetricsSink, NoMetrics
+from broker.store import queues as store
 from broker.store.database import Database
-from broker.store.schema import queue_count
 from broker.telemetry.metrics import BrokerMetrics, QueueCounts
 from broker.telemetry.tracing import Dispatched
 
@@ -39,31 +47,14 @@ SHUTDOWN_TIMEOUT_MS = 2000
 
 
 @dataclass
-class Telemetry:
-    """What `start` built; `metrics` is None when no metrics exporter is configured."""
+class Tracing:
+    """What `tracing` built; `on_deliver` is None when nothing would observe a delivery."""
 
-    metrics: BrokerMetrics | None = None
-    metrics_port: int | None = None
-    _meter_provider: MeterProvider | None = None
+    on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None
     _tracer_provider: TracerProvider | None = None
-    _span_exporter: Any = None
-    _http: Any = None
-    _closers: list[Any] = field(default_factory=list)
-
-    @property
-    def sink(self) -> MetricsSink:
-        return self.metrics if self.metrics is not None else NoMetrics()
+    _span_exporter: SpanExporter | None = None
 
     async def shutdown(self) -> None:
-        """Stop serving scrapes and flush OTLP (off the loop: a final collection reads the db)."""
-        telemetry.activate(None)
-        if self._http is not None:
-            await asyncio.to_thread(self._http.shutdown)  # waits out a poll interval
-            self._http.server_close()
-        # Both at once, each bounded: an unreachable collector must not hold up the exit.
-        await asyncio.gather(self._stop_traces(), self._stop_metrics())
-
-    async def _stop_traces(self) -> None:
         if self._tracer_provider is None:
             return
         flush = asyncio.to_thread(self._tracer_provider.force_flush, SHUTDOWN_TIMEOUT_MS)
@@ -71,13 +62,53 @@ class Telemetry:
             await asyncio.wait_for(flush, SHUTDOWN_TIMEOUT_MS / 1000)
         except TimeoutError:
             # An export is still retrying: stop it, or shutting down would wait on it.
-            self._span_exporter.shutdown()
+            if self._span_exporter is not None:
+                self._span_exporter.shutdown()
         await asyncio.to_thread(self._tracer_provider.shutdown)
+
+
+@dataclass
+class Telemetry:
+    """What `start` built; `metrics` is None when no metrics exporter is configured."""
+
+    tracing: Tracing = field(default_factory=Tracing)
+    metrics: BrokerMetrics | None = None
+    metrics_port: int | None = None
+    _meter_provider: MeterProvider | None = None
+    _http: WSGIServer | None = None
+
+    @property
+    def sink(self) -> MetricsSink:
+        return self.metrics if self.metrics is not None else NoMetrics()
+
+    async def shutdown(self) -> None:
+        """Stop serving scrapes and flush OTLP (off the loop: a final collection reads the db)."""
+        if self._http is not None:
+            await asyncio.to_thread(self._http.shutdown)  # waits out a poll interval
+            self._http.server_close()
+        # Both at once, each bounded: an unreachable collector must not hold up the exit.
+        await asyncio.gather(self.tracing.shutdown(), self._stop_metrics())
 
     async def _stop_metrics(self) -> None:
         if self._meter_provider is not None:
             shutdown = self._meter_provider.shutdown
             await asyncio.to_thread(shutdown, timeout_millis=SHUTDOWN_TIMEOUT_MS)
+
+
+def tracing(*, otlp_endpoint: str | None, env: Mapping[str, str] | None = None) -> Tracing:
+    """Build the span exporter, if wanted; the dispatcher is built with `result.on_deliver`."""
+    env = os.environ if env is None else env
+    out = Tracing()
+    tracer = None
+    if _otlp_wanted("traces", otlp_endpoint, env):
+        out._span_exporter = _otlp_exporter("traces", otlp_endpoint, env)
+        out._tracer_provider = TracerProvider(resource=_resource(env))
+        out._tracer_provider.add_span_processor(BatchSpanProcessor(out._span_exporter))
+        tracer = out._tracer_provider.get_tracer(SCOPE)
+    dispatched = Dispatched(tracer)
+    if dispatched.wanted:
+        out.on_deliver = dispatched.delivered
+    return out
 
 
 def start(
@@ -86,11 +117,12 @@ def start(
     otlp_endpoint: str | None,
     db: Database,
     dispatcher: Dispatcher,
+    tracing: Tracing,
     env: Mapping[str, str] | None = None,
 ) -> Telemetry:
-    """Build the exporters; the caller hands `result.metrics` to the committer's Env."""
+    """Build the metrics exporters; the caller hands `result.sink` to the committer's Env."""
     env = os.environ if env is None else env
-    out = Telemetry()
+    out = Telemetry(tracing)
     resource = _resource(env)
     readers: list[MetricReader] = []
     if metrics_listen:
@@ -99,15 +131,6 @@ def start(
     if _otlp_wanted("metrics", otlp_endpoint, env):
         exporter = _otlp_exporter("metrics", otlp_endpoint, env)
         readers.append(PeriodicExportingMetricReader(exporter))
-    tracer = None
-    if _otlp_wanted("traces", otlp_endpoint, env):
-        out._span_exporter = _otlp_exporter("traces", otlp_endpoint, env)
-        out._tracer_provider = TracerProvider(resource=resource)
-        out._tracer_provider.add_span_processor(BatchSpanProcessor(out._span_exporter))
-        tracer = out._tracer_provider.get_tracer(SCOPE)
-    dispatched = Dispatched(tracer)
-    if dispatched.wanted:
-        dispatcher.on_deliver = dispatched.delivered
     if readers:
         out._meter_provider = MeterProvider(
             metric_readers=readers, resource=resource, exemplar_filter=AlwaysOffExemplarFilter()
@@ -118,7 +141,6 @@ def start(
             leases_in_flight=lambda: dispatcher.leases_in_flight,
             sessions=lambda: dispatcher.sessions,
         )
-        telemetry.activate(out.metrics)
     return out
 
 
@@ -129,7 +151,7 @@ def _resource(env: Mapping[str, str]) -> Resource:
     return Resource.create({} if named else {"service.name": "taskyard-broker"})
 
 
-def _prometheus(listen: str) -> tuple[MetricReader, Any, int]:
+def _prometheus(listen: str) -> tuple[MetricReader, WSGIServer, int]:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
@@ -160,7 +182,21 @@ def _otlp_wanted(signal: str, endpoint: str | None, env: Mapping[str, str]) -> b
     )
 
 
-def _otlp_exporter(signal: str, endpoint: str | None, env: Mapping[str, str]) -> Any:
+@overload
+def _otlp_exporter(
+    signal: Literal["metrics"], endpoint: str | None, env: Mapping[str, str]
+) -> MetricExporter: ...
+
+
+@overload
+def _otlp_exporter(
+    signal: Literal["traces"], endpoint: str | None, env: Mapping[str, str]
+) -> SpanExporter: ...
+
+
+def _otlp_exporter(
+    signal: Literal["metrics", "traces"], endpoint: str | None, env: Mapping[str, str]
+) -> MetricExporter | SpanExporter:
     """An OTLP exporter; with no --otlp-endpoint it reads its endpoint from OTEL_* itself."""
     protocol = (
         env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
@@ -197,10 +233,8 @@ def _queue_counts_reader(db: Database, loop: asyncio.AbstractEventLoop) -> Queue
 
     async def read() -> dict[tuple[str, int], int]:
         # The ledger keeps queue_count exact in every transaction; the table is tiny.
-        query = sa.select(queue_count.c.queue, queue_count.c.state, queue_count.c.count)
         async with db.reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(q, int(s)): int(n) for q, s, n in rows}
+            return await store.all_counts(conn)
 
     def get() -> dict[tuple[str, int], int]:
         if _on(loop) or loop.is_closed():

@@ -1,4 +1,4 @@
-"""BrokerMetrics in process: ledger events and reporter calls become the right data points."""
+"""BrokerMetrics in process: ledger events and schedule/expiry reports become data points."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from broker import telemetry
 from broker.core.task_state import TaskState
+from broker.engine.metrics import MetricEvent, MetricsSink, NoMetrics, fires_committed
 from broker.errors import ConfigError
-from broker.loops.ledger import MetricEvent
 from broker.telemetry import setup
 from broker.telemetry.metrics import BrokerMetrics
 
@@ -41,9 +43,7 @@ def sink(reader: InMemoryMetricReader) -> Iterator[BrokerMetrics]:
         leases_in_flight=lambda: 2,
         sessions=lambda: 1,
     )
-    telemetry.activate(sink)
     yield sink
-    telemetry.activate(None)
     provider.shutdown()
 
 
@@ -110,28 +110,34 @@ def test_gauges_read_depths_leases_and_sessions(
     assert p[("taskyard.workers.connected", labels())].value == 1
 
 
-def test_schedule_and_expiry_reports_reach_the_active_sink(
+def test_schedule_and_expiry_reports_become_data_points(
     sink: BrokerMetrics, reader: InMemoryMetricReader
 ) -> None:
-    telemetry.schedule_fired("nightly", 0.2)
-    telemetry.schedule_fired("nightly", -1.0)  # early counts as on time
-    telemetry.schedule_missed("nightly", 3)
-    telemetry.schedule_missed("nightly", 0)  # nothing missed: no-op
-    telemetry.leases_expired(2)
+    sink.schedule_fired("nightly", 0.2)
+    sink.schedule_fired("nightly", -1.0)  # early counts as on time
+    sink.schedule_missed("nightly", 3, "missed")
+    sink.schedule_missed("nightly", 0, "skipped")  # nothing missed: no data point
+    sink.leases_expired(2)
+    sink.leases_expired(0)
     p = points(reader)
     nightly = labels(schedule="nightly")
     assert p[("taskyard.schedule.fires", nightly)].value == 2
     assert p[("taskyard.schedule.misses", labels(schedule="nightly", reason="missed"))].value == 3
     lag = p[("taskyard.schedule.lag", nightly)]
     assert (lag.count, lag.sum) == (2, 0.2)
+    assert ("taskyard.schedule.misses", labels(schedule="nightly", reason="skipped")) not in p
     assert p[("taskyard.leases.expired", labels())].value == 2
 
 
-def test_reports_without_an_active_sink_do_nothing() -> None:
-    telemetry.activate(None)
-    telemetry.schedule_fired("s", 1.0)
-    telemetry.schedule_missed("s", 1)
-    telemetry.leases_expired(1)
+def test_both_sinks_implement_the_engines_protocol() -> None:
+    # What the engine is handed when telemetry is off, and when it is on.
+    sinks: list[MetricsSink] = [NoMetrics()]
+    sinks.append(BrokerMetrics(MeterProvider().get_meter("test")))
+    for s in sinks:
+        s.record([MetricEvent("submitted", "q", "t")])
+        s.schedule_fired("s", 1.0)
+        s.schedule_missed("s", 1, "missed")
+        s.leases_expired(1)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +162,7 @@ def test_otlp_protocol_picks_the_exporter_and_the_http_paths() -> None:
     assert type(grpc_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc")
     env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     http_exporter = setup._otlp_exporter("traces", "http://c:4318/", env)
-    assert type(http_exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    assert isinstance(http_exporter, HttpSpanExporter)
     assert http_exporter._endpoint == "http://c:4318/v1/traces"
     with pytest.raises(ConfigError, match="http/json"):
         setup._otlp_exporter("traces", None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
@@ -186,7 +192,8 @@ class Fire:
 def test_committed_fire_records_count_as_fires_with_lag_or_misses_by_reason(
     sink: BrokerMetrics, reader: InMemoryMetricReader
 ) -> None:
-    telemetry.fires_committed(
+    fires_committed(
+        sink,
         "hourly",
         [
             Fire(fire_time=10_000_000, recorded_at=10_500_000, result=Result.STARTED),  # 0.5 s late

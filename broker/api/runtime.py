@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from broker.api.sessions import Sessions
 from broker.clock import Clock
 from broker.config import Settings
 from broker.core.options import Defaults
-from broker.events import TaskEvents
-from broker.loops.committer import Committer
-from broker.loops.dispatcher import Dispatcher
-from broker.queue_registry import QueueRegistry
+from broker.engine.committer import Committer
+from broker.engine.dispatcher import Dispatcher
+from broker.engine.events import TaskEvents
+from broker.engine.queue_registry import QueueRegistry
 from broker.store.database import Database
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runtime:
     settings: Settings
     clock: Clock
@@ -26,8 +27,8 @@ class Runtime:
     schema_version: str
     defaults: Defaults
     queues: QueueRegistry
+    # The ticker's alarm (loops/alarm.py): a schedule changed here may fire sooner.
+    schedule_hint: Callable[[int | None], None]
     replica_id: str = ""
     shutting_down: bool = False
-    sessions: dict[str, object] = field(default_factory=dict)
-    # The ticker's hint (loops/ticker.py): a schedule changed here may fire sooner.
-    schedule_hint: Callable[[int | None], None] | None = None
+    sessions: Sessions = field(default_factory=Sessions)

@@ -1,15 +1,13 @@
 """What every replica knows of the queues: their settings, cached in memory.
 
 Dispatch and submission consult this on every task, so it must not touch the
-database; it reloads every couple of seconds (so a change made through another
-replica takes effect there within that time) and at once after a change made
-through this one.
+database; `loops/polls.py` reloads it every couple of seconds (so a change
+made through another replica takes effect there within that time), and ops
+update it at once after a change made through this one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from functools import lru_cache
 
 from broker.core.options import Defaults, TaskOptions
@@ -17,14 +15,11 @@ from broker.core.queues import QueueSettings
 from broker.store import queues as store
 from broker.store.database import Database
 
-log = logging.getLogger(__name__)
-
 
 class QueueRegistry:
-    def __init__(self, *, db: Database, defaults: Defaults, refresh_s: float = 2.0) -> None:
+    def __init__(self, *, db: Database, defaults: Defaults) -> None:
         self._db = db
         self._defaults = defaults
-        self._refresh_s = refresh_s
         self._queues: dict[str, QueueSettings] = {}
 
     def get(self, name: str) -> QueueSettings | None:
@@ -65,14 +60,6 @@ class QueueRegistry:
         async with self._db.reader.connect() as conn:
             loaded = await store.list_queues(conn, limit=1_000_000)
         self._queues = {q.name: q for q in loaded}
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.load()
-            except Exception:
-                log.warning("could not reload queue settings; keeping the last ones", exc_info=True)
 
 
 @lru_cache(maxsize=256)

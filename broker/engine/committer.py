@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.task_state import TaskState
-from broker.loops.ledger import Ledger
-from broker.loops.ops import EndLeases, Env, Op, released
+from broker.engine.dispatcher import Plan
+from broker.engine.ledger import Ledger
+from broker.engine.ops import EndLeases, Env, Op, released
 from broker.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,16 @@ FAILURE_BACKOFF_S = 0.5
 
 
 class Committer:
-    def __init__(self, *, db: Database, env: Env) -> None:
+    def __init__(self, *, db: Database, env: Env, doorbell: asyncio.Event) -> None:
+        """`doorbell` wakes the commit loop; the dispatcher rings it when a claim is due."""
         self._db = db
         self._env = env
         self._queue: deque[Op[Any]] = deque()
-        self._wake = asyncio.Event()
+        self._wake = doorbell
         self._stopping = False
         self._conn: AsyncConnection | None = None
         self._stats_at = 0
         self.commits = 0
-        env.dispatcher.set_wake(self._wake.set)
 
     @property
     def ledger(self) -> Ledger:
@@ -83,7 +84,7 @@ class Committer:
     async def _commit(self, ops: list[Op[Any]], *, claims: bool = True) -> bool:
         env = self._env
         now = env.clock.now_us()
-        plans = []
+        plans: list[Plan] = []
         try:
             # The connection begins a transaction on its first statement.
             conn = await self._connection()
@@ -138,7 +139,7 @@ class Committer:
             except Exception:
                 log.warning("closing a failed writer connection also failed", exc_info=True)
 
-    def _handoff(self, plans: list[Any]) -> None:
+    def _handoff(self, plans: list[Plan]) -> None:
         orphans = self._env.dispatcher.deliver(plans)
         claimed = [c.id for p in plans for c in p.claimed]
         if claimed:
@@ -161,11 +162,13 @@ class Committer:
         return False
 
 
-async def _apply(conn: AsyncConnection, ops: list[Op[Any]], env: Env, now: int) -> list[Any]:
+async def _apply(conn: AsyncConnection, ops: list[Op[Any]], env: Env, now: int) -> list[object]:
+    # Ops of many kinds share a commit, so their result types are erased here
+    # (Op[Any]); each kind's apply_all is checked against its own Op[R].
     groups: dict[type[Op[Any]], list[int]] = {}
     for index, op in enumerate(ops):
         groups.setdefault(type(op), []).append(index)
-    results: list[Any] = [None] * len(ops)
+    results: list[object] = [None] * len(ops)
     for cls in sorted(groups, key=lambda c: c.order):
         indexes = groups[cls]
         outcome = await cls.apply_all(conn, [ops[i] for i in indexes], env, now)
@@ -174,7 +177,7 @@ async def _apply(conn: AsyncConnection, ops: list[Op[Any]], env: Env, now: int) 
     return results
 
 
-def _account_claims(env: Env, plans: list[Any], now: int) -> None:
+def _account_claims(env: Env, plans: list[Plan], now: int) -> None:
     for plan in plans:
         if plan.generation == 0:
             continue  # handed off at insert, accounted there

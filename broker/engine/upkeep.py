@@ -9,12 +9,11 @@ from collections.abc import Collection, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker import telemetry
 from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, TimedOut
 from broker.core.queues import QueueSettings
 from broker.core.task_state import TERMINAL, TaskState
-from broker.loops.dispatcher import StopReason
-from broker.loops.ops import Env, Op, route_ended
+from broker.engine.dispatcher import StopReason
+from broker.engine.ops import Env, Op, route_ended
 from broker.store import leases, maintenance, queues, tasks
 
 
@@ -61,7 +60,8 @@ class ExpireLeases(Op[list[LeaseRef]]):
     def after_commit(self, result: list[LeaseRef], env: Env) -> None:
         env.dispatcher.stop(result, StopReason.LEASE_LOST)
         env.events.state_changed([r.task_id for r in result])
-        telemetry.leases_expired(len(result))
+        if result:
+            env.metrics.leases_expired(len(result))
 
 
 class TimeOutAttempts(Op[list[LeaseRef]]):

@@ -1,9 +1,10 @@
-"""Schedules in the running broker: the ticker's parts, and the declarative `--schedules` file.
+"""The declarative `--schedules` file: read, checked, and reconciled with the stored schedules.
 
 The file (YAML or TOML) lists schedules by name. It is read and validated
 before the broker starts (a bad entry stops the start with an error naming
 it), then reconciled with the stored schedules by the ticker: missing ones
-are created, changed ones updated, equal ones left alone. Schedules absent
+are created, changed ones updated, equal ones left alone (again whenever the
+ticker restarts, which is harmless: equal ones stay alone). Schedules absent
 from the file are not touched, and neither is a schedule's pause state. Two
 replicas reconciling the same file at once cannot duplicate a schedule: the
 name is unique in the database and creation is an insert-if-absent.
@@ -35,30 +36,27 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 
 from broker import config_file
 from broker.api import schedule_convert as sc
-from broker.clock import Clock
+from broker.api.runtime import Runtime
 from broker.config import Settings
 from broker.core import cron
 from broker.core import schedules as core
-from broker.core.options import Defaults, TaskOptions
+from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
-from broker.loops.committer import Committer
-from broker.loops.schedule_ops import InsertSchedule, ReplaceSchedule
-from broker.loops.ticker import Ticker
 from broker.store import schedules as store
-from broker.store.database import Database
 from taskyard.v1 import schedule_pb2, task_pb2
 
 log = logging.getLogger("taskyard.schedules")
+V = TypeVar("V")
+Table = dict[object, object]  # a YAML or TOML table, keys not yet checked
 
 _ENTRY_KEYS = {
     "name", "description", "cron", "every", "at", "time_zone", "start_time", "end_time",
@@ -73,8 +71,21 @@ _RETRY_KEYS = {
     "jitter", "non_retryable_error_types", "max_lease_losses",
 }  # fmt: skip
 _TIMEOUT_KEYS = {"execution", "heartbeat", "soft", "expiry"}
-_CATCHUP = {"skip": 1, "one": 2, "all": 3}
-_OVERLAP = {"skip": 1, "buffer_one": 2, "allow_all": 3}
+_CATCHUP = {
+    "skip": schedule_pb2.CATCHUP_POLICY_SKIP,
+    "one": schedule_pb2.CATCHUP_POLICY_ONE,
+    "all": schedule_pb2.CATCHUP_POLICY_ALL,
+}
+_OVERLAP = {
+    "skip": schedule_pb2.OVERLAP_POLICY_SKIP,
+    "buffer_one": schedule_pb2.OVERLAP_POLICY_BUFFER_ONE,
+    "allow_all": schedule_pb2.OVERLAP_POLICY_ALLOW_ALL,
+}
+_STRATEGY = {
+    "fixed": task_pb2.BACKOFF_STRATEGY_FIXED,
+    "linear": task_pb2.BACKOFF_STRATEGY_LINEAR,
+    "exponential": task_pb2.BACKOFF_STRATEGY_EXPONENTIAL,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,44 +94,12 @@ class Declared:
     schedule: schedule_pb2.Schedule
 
 
-def build_ticker(
-    *,
-    settings: Settings,
-    defaults: Defaults,
-    clock: Clock,
-    db: Database,
-    committer: Committer,
-    queue_options: Callable[[str], TaskOptions] | None,
-) -> Ticker:
-    """The ticker, with the --schedules file read and checked (ConfigError if it is bad)."""
-    factory = sc.Factory(settings, defaults, queue_options)
-    now = clock.now_us()
-    path = getattr(settings, "schedules_path", None)
-    declared = load(path, settings=settings, factory=factory, now=now) if path else []
-    ticker = Ticker(
-        db=db,
-        committer=committer,
-        clock=clock,
-        factory=factory,
-        poll_interval_s=settings.promote_poll_s,
-    )
-    if declared:
-
-        async def reconcile_file() -> None:
-            await reconcile(
-                declared, settings=settings, factory=factory, db=db, committer=committer,
-                clock=clock, hint=ticker.hint,
-            )  # fmt: skip
-
-        ticker.reconcile = reconcile_file
-    return ticker
-
-
 # --- Reading the file -----------------------------------------------------------------------
 
 
-def load(path: str, *, settings: Settings, factory: sc.Factory, now: int) -> list[Declared]:
-    entries = _entries(path)
+def load(path: str | None, *, settings: Settings, factory: sc.Factory, now: int) -> list[Declared]:
+    """The file's schedules, each checked as CreateSchedule would (ConfigError if one fails)."""
+    entries = _entries(path) if path else []
     out: list[Declared] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
@@ -138,14 +117,14 @@ def load(path: str, *, settings: Settings, factory: sc.Factory, now: int) -> lis
     return out
 
 
-def _entries(path: str) -> list[Any]:
+def _entries(path: str) -> list[object]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read schedules file {path}: {exc}") from None
     try:
         if path.endswith(".toml"):
-            data: Any = tomllib.loads(text)
+            data: object = tomllib.loads(text)
         else:
             import yaml
 
@@ -177,8 +156,8 @@ def _record(
     return record
 
 
-def _schedule(entry: Any, where: str) -> schedule_pb2.Schedule:
-    _only(entry, _ENTRY_KEYS, where)
+def _schedule(value: object, where: str) -> schedule_pb2.Schedule:
+    entry = _table(value, _ENTRY_KEYS, where)
     out = schedule_pb2.Schedule(
         name=_str(entry.get("name", ""), f"{where}.name"),
         description=_str(entry.get("description", ""), f"{where}.description"),
@@ -206,21 +185,21 @@ def _schedule(entry: Any, where: str) -> schedule_pb2.Schedule:
     return out
 
 
-def _policies(out: schedule_pb2.SchedulePolicies, entry: dict[str, Any], where: str) -> None:
+def _policies(out: schedule_pb2.SchedulePolicies, entry: Table, where: str) -> None:
     if "misfire_grace" in entry:
         out.misfire_grace.FromMicroseconds(
             _duration(entry["misfire_grace"], f"{where}.misfire_grace")
         )
     if "catchup" in entry:
-        out.catchup = _choice(entry["catchup"], _CATCHUP, f"{where}.catchup")  # type: ignore[assignment]
+        out.catchup = _choice(entry["catchup"], _CATCHUP, f"{where}.catchup")
     if "catchup_limit" in entry:
         out.catchup_limit = _int(entry["catchup_limit"], f"{where}.catchup_limit")
     if "overlap" in entry:
-        out.overlap = _choice(entry["overlap"], _OVERLAP, f"{where}.overlap")  # type: ignore[assignment]
+        out.overlap = _choice(entry["overlap"], _OVERLAP, f"{where}.overlap")
 
 
-def _task(entry: Any, where: str) -> task_pb2.Task:
-    _only(entry, _TASK_KEYS, where)
+def _task(value: object, where: str) -> task_pb2.Task:
+    entry = _table(value, _TASK_KEYS, where)
     out = task_pb2.Task(
         type=_str(entry.get("type", ""), f"{where}.type"),
         queue=_str(entry.get("queue", ""), f"{where}.queue"),
@@ -232,26 +211,23 @@ def _task(entry: Any, where: str) -> task_pb2.Task:
         value = struct_pb2.Value()
         json_format.ParseDict(_jsonable(entry["payload"]), value)
         out.payload.json.CopyFrom(value)
-    labels = entry.get("labels", {})
-    _only(labels, None, f"{where}.labels")
+    labels = _table(entry.get("labels", {}), None, f"{where}.labels")
     out.labels.update({str(k): str(v) for k, v in labels.items()})
     _retry(out.retry_policy, entry.get("retry", {}), f"{where}.retry")
-    timeouts = entry.get("timeouts", {})
-    _only(timeouts, _TIMEOUT_KEYS, f"{where}.timeouts")
-    for key, value in timeouts.items():
-        getattr(out.timeouts, key).FromMicroseconds(_duration(value, f"{where}.timeouts.{key}"))
+    timeouts = _table(entry.get("timeouts", {}), _TIMEOUT_KEYS, f"{where}.timeouts")
+    for key, span in timeouts.items():
+        getattr(out.timeouts, str(key)).FromMicroseconds(_duration(span, f"{where}.timeouts.{key}"))
     return out
 
 
-def _retry(out: task_pb2.RetryPolicy, table: Any, where: str) -> None:
-    _only(table, _RETRY_KEYS, where)
-    for key, value in table.items():
+def _retry(out: task_pb2.RetryPolicy, table: object, where: str) -> None:
+    for name, value in _table(table, _RETRY_KEYS, where).items():
+        key = str(name)  # one of _RETRY_KEYS
         at = f"{where}.{key}"
         if key in ("initial_backoff", "max_backoff"):
             getattr(out, key).FromMicroseconds(_duration(value, at))
         elif key == "strategy":
-            names = {"fixed": 1, "linear": 2, "exponential": 3}
-            out.strategy = _choice(value, names, at)  # type: ignore[assignment]
+            out.strategy = _choice(value, _STRATEGY, at)
         elif key in ("backoff_coefficient", "jitter"):
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(f"{at}: expected a number, got {value!r}")
@@ -264,41 +240,43 @@ def _retry(out: task_pb2.RetryPolicy, table: Any, where: str) -> None:
             setattr(out, key, _int(value, at))
 
 
-def _only(table: Any, allowed: set[str] | None, where: str) -> None:
-    if not isinstance(table, dict):
+def _table(value: object, allowed: set[str] | None, where: str) -> Table:
+    """`value` as a table, with no key outside `allowed` (None: any key)."""
+    if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table")
-    unknown = set(table) - allowed if allowed is not None else set()
+    unknown = set(value) - allowed if allowed is not None else set()
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed or ())}"
         )
+    return value
 
 
-def _str(value: Any, where: str) -> str:
+def _str(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 
-def _int(value: Any, where: str) -> int:
+def _int(value: object, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     return value
 
 
-def _choice(value: Any, names: dict[str, int], where: str) -> int:
+def _choice(value: object, names: dict[str, V], where: str) -> V:
     if not isinstance(value, str) or value.lower() not in names:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(names)}")
     return names[value.lower()]
 
 
-def _duration(value: Any, where: str) -> int:
-    return config_file.parse_duration(value, where)
+def _duration(value: object, where: str) -> int:
+    return config_file.parse_duration(str(value), where)
 
 
-def _instant(value: Any, where: str) -> int:
+def _instant(value: object, where: str) -> int:
     """An ISO 8601 instant with a zone (YAML may already have parsed it)."""
-    when = value
+    when: object = value
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -311,7 +289,7 @@ def _instant(value: Any, where: str) -> int:
     return cron.to_us(when.astimezone(UTC))
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> Any:  # JSON, for json_format.ParseDict
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -324,55 +302,52 @@ def _jsonable(value: Any) -> Any:
 # --- Reconciling ----------------------------------------------------------------------------
 
 
-async def reconcile(
-    declared: list[Declared],
-    *,
-    settings: Settings,
-    factory: sc.Factory,
-    db: Database,
-    committer: Committer,
-    clock: Clock,
-    hint: Callable[[int | None], None],
-) -> None:
-    """Create, update or leave alone each declared schedule; log what changed."""
-    tally = {"created": 0, "updated": 0, "unchanged": 0}
-    for item in declared:
-        wanted = _record(item.schedule, settings, factory, clock.now_us())
-        outcome = await _reconcile_one(wanted, db=db, committer=committer, clock=clock, hint=hint)
-        tally[outcome] += 1
-    log.info(
-        "schedules file: %d created, %d updated, %d unchanged",
-        tally["created"],
-        tally["updated"],
-        tally["unchanged"],
-    )
+class Reconciler:
+    """Creates, updates or leaves alone each declared schedule; the ticker runs it at its start.
 
+    The runtime gives it what a servicer has: settings, clock, database,
+    committer, and the ticker's alarm (`schedule_hint`) to ring when a schedule
+    it writes fires sooner than the ticker knows.
+    """
 
-async def _reconcile_one(
-    wanted: core.ScheduleRecord,
-    *,
-    db: Database,
-    committer: Committer,
-    clock: Clock,
-    hint: Callable[[int | None], None],
-) -> str:
-    for _ in range(20):
-        async with db.reader.connect() as conn:
-            before = await store.get_schedule(conn, wanted.name)
-        if before is None:
-            if await committer.submit(InsertSchedule(wanted, hint)):
-                return "created"
-            continue  # another replica created it meanwhile: compare with theirs
-        if core.same_settings(before, wanted):
-            return "unchanged"
-        after = core.with_settings(
-            before,
-            description=wanted.description,
-            spec=wanted.spec,
-            policies=wanted.policies,
-            template=wanted.template,
-            now=clock.now_us(),
+    def __init__(self, declared: list[Declared], *, runtime: Runtime, factory: sc.Factory) -> None:
+        self._declared = declared
+        self._rt = runtime
+        self._factory = factory
+
+    async def __call__(self) -> None:
+        tally = {"created": 0, "updated": 0, "unchanged": 0}
+        for item in self._declared:
+            wanted = _record(
+                item.schedule, self._rt.settings, self._factory, self._rt.clock.now_us()
+            )
+            tally[await self._one(wanted)] += 1
+        log.info(
+            "schedules file: %d created, %d updated, %d unchanged",
+            tally["created"],
+            tally["updated"],
+            tally["unchanged"],
         )
-        if await committer.submit(ReplaceSchedule(before, after, hint)):
-            return "updated"
-    raise RuntimeError(f"schedule {wanted.name!r} kept changing while the file was reconciled")
+
+    async def _one(self, wanted: core.ScheduleRecord) -> str:
+        rt = self._rt
+        for _ in range(20):
+            async with rt.db.reader.connect() as conn:
+                before = await store.get_schedule(conn, wanted.name)
+            if before is None:
+                if await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint)):
+                    return "created"
+                continue  # another replica created it meanwhile: compare with theirs
+            if core.same_settings(before, wanted):
+                return "unchanged"
+            after = core.with_settings(
+                before,
+                description=wanted.description,
+                spec=wanted.spec,
+                policies=wanted.policies,
+                template=wanted.template,
+                now=rt.clock.now_us(),
+            )
+            if await rt.committer.submit(ReplaceSchedule(before, after, rt.schedule_hint)):
+                return "updated"
+        raise RuntimeError(f"schedule {wanted.name!r} kept changing while the file was reconciled")

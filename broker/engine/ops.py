@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,13 +19,15 @@ from broker.clock import Clock
 from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
-from broker.loops.dispatcher import Dispatcher, StopReason
-from broker.loops.ledger import Ledger, MetricsSink, NoMetrics
-from broker.loops.notices import Notices
-from broker.queue_registry import QueueRegistry
+from broker.engine.dispatcher import Dispatcher, StopReason
+from broker.engine.ledger import Ledger
+from broker.engine.metrics import MetricsSink, NoMetrics
+from broker.engine.notices import Notices
+from broker.engine.queue_registry import QueueRegistry
 from broker.store import leases, queues, tasks
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class EventSink(Protocol):
@@ -69,8 +71,8 @@ class Op(Generic[R]):
 
     @classmethod
     async def apply_all(
-        cls, conn: AsyncConnection, ops: Sequence[Any], env: Env, now: int
-    ) -> Sequence[Any]:
+        cls, conn: AsyncConnection, ops: Sequence[Self], env: Env, now: int
+    ) -> Sequence[R]:
         """Apply every op of this class; return one result per op, in order."""
         raise NotImplementedError
 
@@ -78,8 +80,9 @@ class Op(Generic[R]):
         """Effects that must wait until the transaction is durable."""
 
 
-def split(items_per_op: Sequence[int], results: Sequence[Any]) -> list[list[Any]]:
-    out, start = [], 0
+def split(items_per_op: Sequence[int], results: Sequence[T]) -> list[list[T]]:
+    out: list[list[T]] = []
+    start = 0
     for n in items_per_op:
         out.append(list(results[start : start + n]))
         start += n

@@ -12,15 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import LeaseRef
-
-READY = "taskyard_ready"
-CANCEL = "taskyard_cancel"
-DRAIN = "taskyard_drain"
-_MAX_PAYLOAD = 7000  # PostgreSQL caps a payload at 8000 bytes
+from broker.store import notices as store
+from broker.store.notices import CANCEL, DRAIN, MAX_PAYLOAD, READY
 
 
 class Notices:
@@ -57,18 +53,14 @@ class Notices:
         ]
         messages += [(DRAIN, json.dumps({"r": self.replica_id, "w": w})) for w in self._drains]
         self.discard()
-        for channel, payload in messages:
-            await conn.execute(
-                sa.text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": channel, "payload": payload},
-            )
+        await store.notify(conn, messages)
 
     def _ready_payloads(self) -> list[str]:
         payloads: list[str] = []
         batch: list[str] = []
         for queue in sorted(self._queues):
             candidate = json.dumps({"r": self.replica_id, "q": [*batch, queue]})
-            if len(candidate) > _MAX_PAYLOAD and batch:
+            if len(candidate) > MAX_PAYLOAD and batch:
                 payloads.append(json.dumps({"r": self.replica_id, "q": batch}))
                 batch = []
             batch.append(queue)

@@ -10,63 +10,17 @@ the metrics exporter.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.core.stats import RUN, WAIT, minute, slot
 from broker.core.task_state import TaskState
-from broker.store.prepared import BatchWrite
-from broker.store.schema import STAT_COUNTERS, queue_count, task_stat, task_stat_hist
+from broker.engine.metrics import EventName, MetricEvent
+from broker.store import counters
+from broker.store.schema import STAT_COUNTERS
 
-MINUTE_US = 60_000_000
-RUN, WAIT = 1, 2
-
-EventName = Literal[
-    "submitted", "started", "succeeded", "failed", "retried", "expired", "cancelled", "lost"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricEvent:
-    """One thing that happened to tasks, for metrics: `count` of them, or one duration."""
-
-    name: EventName
-    queue: str
-    type: str
-    count: int = 1
-    seconds: float | None = None  # run time (ended) or queue wait (started)
-
-
-class MetricsSink(Protocol):
-    def record(self, events: Sequence[MetricEvent]) -> None: ...
-
-
-class NoMetrics:
-    def record(self, events: Sequence[MetricEvent]) -> None:
-        return None
-
-
-def slot(us: int) -> int:
-    """The histogram slot of a duration: 4 slots per doubling from 1 ms (about ±9%)."""
-    if us < 1000:
-        return 0
-    return min(1 + int(4 * math.log2(us / 1000)), 127)
-
-
-def slot_bounds(index: int) -> tuple[float, float]:
-    """The range of durations (µs) a slot holds."""
-    if index == 0:
-        return 0.0, 1000.0
-    return 1000 * 2 ** ((index - 1) / 4), 1000 * 2 ** (index / 4)
-
-
-_FINAL = {
+_FINAL: dict[TaskState, EventName] = {
     TaskState.SUCCEEDED: "succeeded",
     TaskState.FAILED: "failed",
     TaskState.DEAD: "failed",
@@ -98,11 +52,11 @@ class Ledger:
             self._counts[(queue, int(target))] += n
 
     def submitted(self, queue: str, type_: str, now: int, n: int = 1) -> None:
-        self._stats[(_minute(now), queue, type_)]["submitted"] += n
+        self._stats[(minute(now), queue, type_)]["submitted"] += n
         self._events.append(MetricEvent("submitted", queue, type_, n))
 
     def started(self, queue: str, type_: str, now: int, wait_us: int) -> None:
-        key = (_minute(now), queue, type_)
+        key = (minute(now), queue, type_)
         stats = self._stats[key]
         stats["started"] += 1
         stats["wait_count"] += 1
@@ -114,13 +68,13 @@ class Ledger:
         self, queue: str, type_: str, now: int, state: TaskState, run_us: int | None, lost: bool
     ) -> None:
         """An attempt ended and its task moved to `state` (final, or back to wait)."""
-        key = (_minute(now), queue, type_)
+        key = (minute(now), queue, type_)
         stats = self._stats[key]
         name: EventName
         if lost:
             name = "lost"
         elif state in _FINAL:
-            name = _FINAL[state]  # type: ignore[assignment]
+            name = _FINAL[state]
         else:
             name = "retried"
         stats[name] += 1
@@ -136,8 +90,8 @@ class Ledger:
         """A task ended without running (cancelled or expired while waiting)."""
         name = _FINAL.get(state)
         if name is not None:
-            self._stats[(_minute(now), queue, type_)][name] += 1
-            self._events.append(MetricEvent(name, queue, type_))  # type: ignore[arg-type]
+            self._stats[(minute(now), queue, type_)][name] += 1
+            self._events.append(MetricEvent(name, queue, type_))
 
     def pending(self, queue: str, state: TaskState) -> int:
         """This transaction's change to a counter, not yet written."""
@@ -153,18 +107,16 @@ class Ledger:
         once a second, so that the hot path pays one upsert, not three. A crash
         can lose at most that second of history; a clean stop writes it all.
         """
-        counts, stats, hist = _upserts(conn.dialect.name == "postgresql")
-        await counts.run(conn, [(q, s, n) for (q, s), n in self._counts.items() if n])
+        await counters.add_counts(conn, [(q, s, n) for (q, s), n in self._counts.items() if n])
         if not with_stats:
             return
         all_stats = _add(self._carry_stats, self._stats)
         all_hist = self._carry_hist + self._hist
-        await stats.run(
+        await counters.add_rollups(
             conn,
             [(b, q, t, *(n[c] for c in STAT_COUNTERS)) for (b, q, t), n in all_stats.items()],
-            defer=False,
+            [(*key, n) for key, n in all_hist.items()],
         )
-        await hist.run(conn, [(*key, n) for key, n in all_hist.items()], defer=False)
         self._wrote_stats = True
 
     def unwritten(
@@ -210,33 +162,3 @@ def _add(
         for key, counter in source.items():
             out[key].update(counter)
     return out
-
-
-def _minute(us: int) -> int:
-    return us - us % MINUTE_US
-
-
-@functools.cache
-def _upserts(pg: bool) -> tuple[BatchWrite, BatchWrite, BatchWrite]:
-    """The three upserts, built once per dialect (building them costs more than running them)."""
-    insert = postgresql.insert if pg else sqlite.insert
-    counts = insert(queue_count)
-    counts = counts.on_conflict_do_update(
-        index_elements=["queue", "state"],
-        set_={"count": queue_count.c.count + counts.excluded["count"]},
-    )
-    stats = insert(task_stat)
-    stats = stats.on_conflict_do_update(
-        index_elements=["bucket", "queue", "type"],
-        set_={c: task_stat.c[c] + stats.excluded[c] for c in STAT_COUNTERS},
-    )
-    hist = insert(task_stat_hist)
-    hist = hist.on_conflict_do_update(
-        index_elements=["bucket", "queue", "type", "kind", "slot"],
-        set_={"count": task_stat_hist.c["count"] + hist.excluded["count"]},
-    )
-    return (
-        BatchWrite(counts, ("queue", "state", "count")),
-        BatchWrite(stats, ("bucket", "queue", "type", *STAT_COUNTERS)),
-        BatchWrite(hist, ("bucket", "queue", "type", "kind", "slot", "count")),
-    )

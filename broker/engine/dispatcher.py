@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -68,7 +68,9 @@ class _Slot:
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """One session's claim on one queue in a commit: the credits reserved, then what came back."""
+
     slot: _Slot
     queue: str
     limit: int
@@ -79,7 +81,12 @@ class _Plan:
 
 class Dispatcher:
     def __init__(
-        self, *, queues: QueueView | None = None, rng: random.Random | None = None
+        self,
+        *,
+        wake: WakeFn,
+        queues: QueueView | None = None,
+        on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
         self._slots: dict[str, _Slot] = {}
@@ -91,15 +98,12 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._turn = 0
         self._frozen = False
-        self._handed: list[_Plan] = []
-        self._wake: WakeFn = _noop
-        # Telemetry (broker/telemetry/tracing.py): told of every delivery, when set.
-        self.on_deliver: Callable[[str, list[Claimed]], None] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-
-    def set_wake(self, wake: WakeFn) -> None:
-        """The committer's doorbell: rung whenever a claim may be worth running."""
+        self._handed: list[Plan] = []
+        # The committer's doorbell: rung whenever a claim may be worth running.
         self._wake = wake
+        # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
+        self._on_deliver = on_deliver
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # --- Sessions and credits ---------------------------------------------------------------
 
@@ -174,16 +178,14 @@ class Dispatcher:
         if self._frozen or not self._slots:
             return {}
         out: dict[str, Claimed] = {}
-        plans: dict[str, _Plan] = {}
+        plans: dict[str, Plan] = {}
         for t in sorted(tasks, key=lambda t: -t.priority):
             slot = self._idle_slot_for(t.queue, t.type)
             if slot is None:
                 continue
             plan = plans.get(slot.holder.key)
             if plan is None:
-                plan = plans[slot.holder.key] = _Plan(
-                    slot, t.queue, 0, 0, self._rng.getrandbits(63)
-                )
+                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._rng.getrandbits(63))
             slot.credits -= 1
             plan.limit += 1
             timeouts = t.timeouts
@@ -216,7 +218,7 @@ class Dispatcher:
                 return slot
         return None
 
-    def plan(self) -> list[_Plan]:
+    def plan(self) -> list[Plan]:
         """Reserve credits for this transaction's claims, visiting sessions in turn.
 
         The result starts with the hand-offs made while inserting.
@@ -237,13 +239,13 @@ class Dispatcher:
                 limit = min(slot.credits, MAX_CLAIM)
                 slot.credits -= limit
                 lease_id = self._rng.getrandbits(63)
-                plans.append(_Plan(slot, queue, limit, generation, lease_id))
+                plans.append(Plan(slot, queue, limit, generation, lease_id))
         return handed + plans
 
     async def claim(
         self,
         conn: AsyncConnection,
-        plans: list[_Plan],
+        plans: list[Plan],
         now: int,
         unwritten: Callable[[str], int] = lambda queue: 0,
     ) -> None:
@@ -293,14 +295,14 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._timers[queue] = loop.call_later(max(delay_us, 0) / 1_000_000, fire)
 
-    def abandon(self, plans: list[_Plan]) -> None:
+    def abandon(self, plans: list[Plan]) -> None:
         """The transaction failed: give the reserved credits back."""
         handed, self._handed = self._handed, []
         for p in [*handed, *plans]:
             p.slot.credits += p.limit
             p.claimed = []
 
-    def deliver(self, plans: list[_Plan]) -> list[LeaseRef]:
+    def deliver(self, plans: list[Plan]) -> list[LeaseRef]:
         """After commit: hand claimed tasks to their sessions.
 
         Returns leases whose session closed meanwhile, which the caller must
@@ -320,8 +322,8 @@ class Dispatcher:
             for c in p.claimed:
                 self._owners[c.id] = (holder, c.lease_id)
             holder.deliver(p.claimed)
-            if self.on_deliver is not None:
-                self.on_deliver(holder.worker_id, p.claimed)
+            if self._on_deliver is not None:
+                self._on_deliver(holder.worker_id, p.claimed)
         return orphans
 
     # --- Routing of lease events -----------------------------------------------------------
@@ -379,10 +381,6 @@ class _NoLimits:
 
 class WakeFn(Protocol):
     def __call__(self) -> None: ...
-
-
-def _noop() -> None:
-    return None
 
 
 def _after(now: int, span: int | None) -> int | None:

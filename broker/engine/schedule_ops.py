@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker import telemetry
 from broker.core import schedules as core
 from broker.core.models import NewTask
-from broker.loops.ops import CreateTasks, Env, Op
+from broker.engine.metrics import fires_committed
+from broker.engine.ops import CreateTasks, Env, Op
 from broker.store import schedules as store
 
 Hint = Callable[[int | None], None]
@@ -112,7 +112,7 @@ class FireSchedules(Op[Fired]):
         if self._inner is not None:
             self._inner.after_commit(self._ids, env)
         for name, records in self._settled:
-            telemetry.fires_committed(name, records)
+            fires_committed(env.metrics, name, records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ class RunNow(Op[ManualRun]):
         if self._inner is not None:
             self._inner.after_commit(self._ids, env)
         if self._committed is not None:
-            telemetry.fires_committed(self._committed[0], [self._committed[1]])
+            fires_committed(env.metrics, self._committed[0], [self._committed[1]])
 
 
 class InsertSchedule(Op[bool]):
