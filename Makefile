@@ -8,10 +8,10 @@ LISTEN ?= 127.0.0.1:50051
 DB ?= sqlite+aiosqlite:///taskyard.db
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-node chaos bench run demo clean node
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench run demo clean node
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## Create .venv with pinned dependencies
 
@@ -51,13 +51,37 @@ NODE_EXAMPLES := examples/node-worker examples/node-client
 	cd $* && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-node
+test: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-sqlite-stock and test-node
 	$(PY) -m pytest -m "not bench and not chaos" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-sqlite-stock
 	$(MAKE) --no-print-directory test-node
+
+# The SQLite fast path falls back to SQLAlchemy's stock aiosqlite dialect when its
+# start-up self-check fails (broker/store/sqlite_driver.py); this keeps the fallback correct.
+test-sqlite-stock: venv ## The store and end-to-end SQLite tests again, on the stock aiosqlite dialect
+	TASKYARD_SQLITE_DRIVER=stock $(PY) -m pytest -m "not bench and not chaos and not slow" \
+	  -k sqlite tests/store tests/e2e $(PYTEST_ARGS)
 
 test-node: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the Node.js worker and client examples' own tests
 	cd examples/node-worker && npm test
 	cd examples/node-client && npm test
+
+FLOOR_VENV ?= /tmp/taskyard-deps-floor
+# The fast path's own tests (self_check, fallback) hold on the locked versions only.
+FLOOR_TESTS ?= tests/unit tests/store tests/e2e/test_round_trip.py tests/e2e/test_cli.py tests/telemetry
+FLOOR_TOOLS := $(shell grep -E '^(pytest|pytest-asyncio|pytest-timeout|hypothesis|cryptography)==' requirements.lock)
+
+deps-floor: venv ## Install every dependency at its pyproject.toml floor in a scratch venv, import, smoke-test (~3 min)
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(PY) .ci/floors.py > $(FLOOR_VENV)/floors.txt
+	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/floors.txt . $(FLOOR_TOOLS)
+	$(FLOOR_VENV)/bin/python .ci/floors.py report
+	cd / && $(FLOOR_VENV)/bin/python -c 'import logging; logging.basicConfig(); \
+	  import broker.app, broker.cli, worker_sdk; from broker.store import sqlite_driver as d; \
+	  print("SQLite driver at the floors:", d.driver())'
+	TASKYARD_SQLITE_DRIVER=stock $(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -q \
+	  -m "not bench and not chaos and not slow" -k "not self_check and not fallback" $(FLOOR_TESTS)
 
 chaos: venv ## Kill brokers and workers under load; check nothing acknowledged is lost
 	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)

@@ -79,13 +79,14 @@ def _open_sqlite(url: str, synchronous: str) -> Database:
 
     parsed = make_url(url)
     path = parsed.database
-    url = parsed.set(drivername=f"sqlite+{sqlite_driver.DRIVER}").render_as_string(
-        hide_password=False
-    )
     if not path or path == ":memory:":
         raise ConfigError("SQLite needs a file: use sqlite+aiosqlite:///path/to/taskyard.db")
     if synchronous.upper() not in {"NORMAL", "FULL"}:
         raise ConfigError(f"--sqlite-synchronous must be NORMAL or FULL, got {synchronous!r}")
+    # The fast path if its self-check passes, else the stock dialect (see sqlite_driver).
+    url = parsed.set(drivername=f"sqlite+{sqlite_driver.driver()}").render_as_string(
+        hide_password=False
+    )
     lock_fd = _lock_file(Path(path))
     # Connections run in autocommit or commit explicitly, so the pool's
     # rollback-on-return would only cost a thread hop per checkout.
