@@ -131,8 +131,10 @@ def list_request(
     page_size: int,
     page_token: str,
     full: bool,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> task_service_pb2.ListTasksRequest:
-    return task_service_pb2.ListTasksRequest(
+    request = task_service_pb2.ListTasksRequest(
         queue=queue or "",
         state=TaskState(state).to_proto() if state else 0,  # type: ignore[arg-type]
         type=type or "",
@@ -140,6 +142,15 @@ def list_request(
         page_token=page_token,
         view=task_service_pb2.TASK_VIEW_FULL if full else task_service_pb2.TASK_VIEW_BASIC,
     )
+    for field, when in (
+        ("create_time_after", created_after),
+        ("create_time_before", created_before),
+    ):
+        if when is not None:
+            if when.tzinfo is None:
+                raise ValueError(f"{field} must be time-zone aware, e.g. datetime.now(UTC)")
+            getattr(request, field).FromDatetime(when)
+    return request
 
 
 def purge_request(
