@@ -47,6 +47,10 @@ def spec_of(
 ) -> TaskSpec:
     if run_at is not None and delay is not None:
         raise ValueError("pass run_at or delay, not both")
+    if max_attempts is not None and max_attempts < 1:
+        # On the wire 0 means "the default": refuse it here rather than let an
+        # explicit 0 quietly become 3.
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}; None = default")
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         run_at = datetime.now().astimezone() + timedelta(seconds=seconds)
