@@ -47,6 +47,7 @@ from broker import config_file
 from broker.api import schedule_convert as sc
 from broker.clock import Clock
 from broker.config import Settings
+from broker.core import cron
 from broker.core import schedules as core
 from broker.core.options import Defaults, TaskOptions
 from broker.errors import ConfigError, InvalidArgument
@@ -307,7 +308,7 @@ def _instant(value: Any, where: str) -> int:
         raise ConfigError(f"{where}: expected an ISO 8601 time, got {value!r}")
     if when.tzinfo is None:
         raise ConfigError(f"{where}: {value!r} needs a zone, e.g. 2030-01-01T09:00:00Z")
-    return core.to_us(when.astimezone(UTC))
+    return cron.to_us(when.astimezone(UTC))
 
 
 def _jsonable(value: Any) -> Any:

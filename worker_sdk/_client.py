@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +31,9 @@ from worker_sdk._admin import (
     queue_message,
     task_stats_request,
 )
-from worker_sdk._credentials import ChannelSecurity, aio_channel, sync_channel
+from worker_sdk._credentials import ChannelSecurity, aio_channel
 from worker_sdk._errors import TaskFailed, TaskyardError
+from worker_sdk._portal import Portal, blocking, iterating, opening
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -42,7 +44,7 @@ from worker_sdk._requests import (
     purge_request,
     spec_of,
 )
-from worker_sdk._schedules import AsyncScheduleMethods, SyncScheduleMethods
+from worker_sdk._schedules import ScheduleMethods
 from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
@@ -51,7 +53,7 @@ SS = stats_service_pb2
 WS = worker_service_pb2
 
 
-class Client(AsyncScheduleMethods):
+class Client(ScheduleMethods):
     """An asyncio client for TaskService.
 
     Args:
@@ -94,6 +96,7 @@ class Client(AsyncScheduleMethods):
         await self.close()
 
     async def close(self) -> None:
+        """Close the connection; calls under way are cancelled, and later calls fail."""
         await self._channel.close()
 
     async def submit(
@@ -163,11 +166,13 @@ class Client(AsyncScheduleMethods):
         return batch_results(responses)
 
     async def get(self, task_id: str, *, full: bool = True) -> Task:
+        """One task; ``full=False`` leaves out its payload and result."""
         request = task_service_pb2.GetTaskRequest(id=task_id, view=_FULL if full else _BASIC)
         response = await self._call(self._stub.GetTask, request)
         return Task.from_proto(response.task)
 
     async def cancel(self, task_id: str, reason: str = "") -> Task:
+        """Cancel a task; a running one is asked to stop (`reason` becomes its error message)."""
         request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
         response = await self._call(self._stub.CancelTask, request)
         return Task.from_proto(response.task)
@@ -203,13 +208,20 @@ class Client(AsyncScheduleMethods):
         request = purge_request(queue=queue, states=states, finished_before=finished_before)
         return int((await self._call(self._stub.PurgeTasks, request)).purged_count)
 
-    async def watch(self, task_id: str) -> AsyncIterator[Task]:
-        """Yield the task on every state change and progress report until it finishes."""
-        call = self._stub.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id))
+    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[Task]:
+        """Yield the task on every state change and progress report until it finishes.
+
+        Raises:
+            TimeoutError: the stream lasted longer than ``timeout`` seconds.
+        """
+        request = task_service_pb2.WatchTaskRequest(id=task_id)
+        call = self._stub.WatchTask(request, timeout=timeout)
         try:
             async for response in call:
                 yield Task.from_proto(response.task)
         except grpc.RpcError as error:
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _not_finished(task_id, timeout) from None
             raise TaskyardError.from_rpc_error(error, self.target) from None
         finally:
             call.cancel()
@@ -221,10 +233,13 @@ class Client(AsyncScheduleMethods):
             TaskFailed: the task ended failed, dead, cancelled or expired.
             TimeoutError: it did not finish within ``timeout`` seconds.
         """
-        async with asyncio.timeout(timeout):
-            async for task in self.watch(task_id):
-                if task.done:
-                    break
+        try:
+            async with asyncio.timeout(timeout):
+                async for task in self.watch(task_id):
+                    if task.done:
+                        break
+        except TimeoutError:
+            raise _not_finished(task_id, timeout) from None
         final = await self.get(task_id)
         if final.state is not TaskState.SUCCEEDED:
             raise TaskFailed(final)
@@ -295,7 +310,7 @@ class Client(AsyncScheduleMethods):
 
     # --- Queues, statistics and workers ----------------------------------------------------
 
-    async def create_queue(self, name: str, **settings: Any) -> Queue:
+    async def create_queue(self, /, name: str, **settings: Any) -> Queue:
         """Create a queue. Settings: max_concurrency, rate_limit=(starts, per_seconds),
         concurrency_key_limit, max_depth, retry_policy, timeouts, retention={state: seconds}."""
         q, _ = queue_message(name, settings)
@@ -303,10 +318,12 @@ class Client(AsyncScheduleMethods):
         return Queue.from_proto(response.queue)
 
     async def get_queue(self, name: str) -> Queue:
+        """One queue's settings."""
         response = await self._call(self._admin.queues.GetQueue, QS.GetQueueRequest(name=name))
         return Queue.from_proto(response.queue)
 
     async def list_queues(self) -> builtins.list[Queue]:
+        """Every queue, by name."""
         out: builtins.list[Queue] = []
         token = ""
         while True:
@@ -317,26 +334,30 @@ class Client(AsyncScheduleMethods):
             if not token:
                 return out
 
-    async def update_queue(self, name: str, **settings: Any) -> Queue:
+    async def update_queue(self, /, name: str, **settings: Any) -> Queue:
         """Change only the given settings (same names as `create_queue`; None clears a limit)."""
         q, mask = queue_message(name, settings)
         request = QS.UpdateQueueRequest(queue=q, update_mask=field_mask(mask))
         return Queue.from_proto((await self._call(self._admin.queues.UpdateQueue, request)).queue)
 
     async def delete_queue(self, name: str, *, force: bool = False) -> None:
+        """Delete a queue's settings (not its tasks); ``force`` while tasks wait or run in it."""
         await self._call(
             self._admin.queues.DeleteQueue, QS.DeleteQueueRequest(name=name, force=force)
         )
 
     async def pause_queue(self, name: str, note: str = "") -> Queue:
+        """Stop dispatching the queue's tasks (submissions are still accepted); `note` says why."""
         request = QS.PauseQueueRequest(name=name, note=note)
         return Queue.from_proto((await self._call(self._admin.queues.PauseQueue, request)).queue)
 
     async def resume_queue(self, name: str) -> Queue:
+        """Dispatch the queue's tasks again."""
         request = QS.ResumeQueueRequest(name=name)
         return Queue.from_proto((await self._call(self._admin.queues.ResumeQueue, request)).queue)
 
     async def queue_stats(self, queue: str | None = None) -> builtins.list[QueueStats]:
+        """The live state of one queue, or of every queue: counts by state, age, throughput."""
         request = SS.GetQueueStatsRequest(queue=queue or "")
         response = await self._call(self._admin.stats.GetQueueStats, request)
         return [QueueStats.from_proto(s) for s in response.queues]
@@ -357,11 +378,13 @@ class Client(AsyncScheduleMethods):
         ]
 
     async def workers(self, queue: str | None = None) -> builtins.list[WorkerInfo]:
+        """The connected worker sessions, of one queue or of all."""
         request = WS.ListWorkersRequest(queue=queue or "")
         response = await self._call(self._admin.workers.ListWorkers, request)
         return [WorkerInfo.from_proto(w) for w in response.workers]
 
     async def drain_worker(self, worker_id: str) -> builtins.list[WorkerInfo]:
+        """Stop giving a worker new tasks; it finishes what it holds. Returns its sessions."""
         request = WS.DrainWorkerRequest(worker_id=worker_id)
         response = await self._call(self._admin.workers.DrainWorker, request)
         return [WorkerInfo.from_proto(w) for w in response.sessions]
@@ -373,28 +396,26 @@ class Client(AsyncScheduleMethods):
             raise TaskyardError.from_rpc_error(error, self.target) from None
 
 
-class SyncClient(SyncScheduleMethods):
-    """A blocking client for scripts and shells; the same methods as `Client`."""
+class SyncClient:
+    """A blocking `Client` for scripts, shells and threads.
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = 30.0,
-        token: str | None = None,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        tls: bool = False,
-    ) -> None:
-        self.target = target
-        self._timeout = timeout
-        security = ChannelSecurity(
-            token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, tls=tls
-        )
-        self._channel = sync_channel(target, security, CHANNEL_OPTIONS)
-        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
-        self._admin = _AdminStubs(self._channel)
+    It has the same methods, arguments, docstrings and errors as `Client`: each method runs
+    the `Client` coroutine of the same name on an event loop that the SyncClient keeps on a
+    private thread, and blocks until it finishes; the async iterators (`list`, `watch`,
+    `list_schedules`, `schedule_fires`) are plain iterators here. One SyncClient may be
+    shared by many threads. `close` (or leaving ``with``) stops its thread; a call after
+    that raises `RuntimeError`. Ctrl-C during a call cancels it and propagates.
+
+    Args: as for `Client`.
+    """
+
+    @opening(Client, "SyncClient")
+    def __init__(self, portal: Portal, client: Client) -> None:
+        self.target = client.target
+        self._portal = portal
+        self._async = client
+        # A SyncClient that is dropped (or alive at exit) unclosed still stops its thread.
+        self._finalizer = weakref.finalize(self, portal.close, client.close)
 
     def __enter__(self) -> SyncClient:
         return self
@@ -403,217 +424,43 @@ class SyncClient(SyncScheduleMethods):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._finalizer()
 
-    def submit(self, type: str, payload: Any = None, **options: Any) -> Task:
-        """See `Client.submit`."""
-        with _tracing.submit_span(type, options.get("queue")) as span:
-            response = self._call(
-                self._stub.CreateTask, create_request(spec_of(type, payload, **options))
-            )
-            _tracing.submitted(span, response.task.id)
-        return Task.from_proto(response.task)
+    close.__doc__ = Client.close.__doc__
 
-    def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
-        """See `Client.submit_many`."""
-        items = list(specs)
-        with _tracing.submit_span(items[0].type if items else "", None, len(items)):
-            responses = [self._call(self._stub.BatchCreateTasks, r) for r in batch_requests(items)]
-        return batch_results(responses)
-
-    def get(self, task_id: str, *, full: bool = True) -> Task:
-        request = task_service_pb2.GetTaskRequest(id=task_id, view=_FULL if full else _BASIC)
-        return Task.from_proto(self._call(self._stub.GetTask, request).task)
-
-    def cancel(self, task_id: str, reason: str = "") -> Task:
-        request = task_service_pb2.CancelTaskRequest(id=task_id, reason=reason)
-        return Task.from_proto(self._call(self._stub.CancelTask, request).task)
-
-    def retry(self, task_id: str) -> Task:
-        """See `Client.retry`."""
-        request = task_service_pb2.RetryTaskRequest(id=task_id)
-        return Task.from_proto(self._call(self._stub.RetryTask, request).task)
-
-    def retry_all(self, queue: str, states: Iterable[TaskState | str] = (TaskState.DEAD,)) -> int:
-        """See `Client.retry_all`."""
-        request = task_service_pb2.RetryTasksRequest(
-            queue=queue, states=[TaskState(s).to_proto() for s in states]
-        )
-        return int(self._call(self._stub.RetryTasks, request).retried_count)
-
-    def attempts(self, task_id: str) -> list[Attempt]:
-        """See `Client.attempts`."""
-        request = task_service_pb2.ListTaskAttemptsRequest(id=task_id)
-        return [
-            Attempt.from_proto(a) for a in self._call(self._stub.ListTaskAttempts, request).attempts
-        ]
-
-    def purge(
-        self,
-        *,
-        queue: str | None = None,
-        states: Iterable[TaskState | str] = (),
-        finished_before: datetime | None = None,
-    ) -> int:
-        """See `Client.purge`."""
-        request = purge_request(queue=queue, states=states, finished_before=finished_before)
-        return int(self._call(self._stub.PurgeTasks, request).purged_count)
-
-    def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[Task]:
-        """See `Client.watch`; ``timeout`` bounds the whole stream."""
-        call = self._stub.WatchTask(task_service_pb2.WatchTaskRequest(id=task_id), timeout=timeout)
-        try:
-            for response in call:
-                yield Task.from_proto(response.task)
-        except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
-            raise TaskyardError.from_rpc_error(error, self.target) from None
-        finally:
-            call.cancel()
-
-    def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
-        """See `Client.wait`."""
-        for task in self.watch(task_id, timeout=timeout):
-            if task.done:
-                break
-        final = self.get(task_id)
-        if final.state is not TaskState.SUCCEEDED:
-            raise TaskFailed(final)
-        return final.result
-
-    def list(
-        self,
-        *,
-        queue: str | None = None,
-        state: TaskState | str | None = None,
-        type: str | None = None,
-        page_size: int = 100,
-        full: bool = False,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-    ) -> Iterator[Task]:
-        """See `Client.list`."""
-        token = ""
-        while True:
-            tasks, token = self.list_page(
-                queue=queue,
-                state=state,
-                type=type,
-                page_size=page_size,
-                page_token=token,
-                full=full,
-                created_after=created_after,
-                created_before=created_before,
-            )
-            yield from tasks
-            if not token:
-                return
-
-    def list_page(
-        self,
-        *,
-        queue: str | None = None,
-        state: TaskState | str | None = None,
-        type: str | None = None,
-        page_size: int = 100,
-        page_token: str = "",
-        full: bool = False,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-    ) -> tuple[builtins.list[Task], str]:
-        """See `Client.list_page`."""
-        request = list_request(
-            queue=queue,
-            state=state,
-            type=type,
-            page_size=page_size,
-            page_token=page_token,
-            full=full,
-            created_after=created_after,
-            created_before=created_before,
-        )
-        response = self._call(self._stub.ListTasks, request)
-        return [Task.from_proto(t) for t in response.tasks], response.next_page_token
-
-    # --- Queues, statistics and workers (see `Client`) -----------------------------------
-
-    def create_queue(self, name: str, **settings: Any) -> Queue:
-        q, _ = queue_message(name, settings)
-        return Queue.from_proto(
-            self._call(self._admin.queues.CreateQueue, QS.CreateQueueRequest(queue=q)).queue
-        )
-
-    def get_queue(self, name: str) -> Queue:
-        return Queue.from_proto(
-            self._call(self._admin.queues.GetQueue, QS.GetQueueRequest(name=name)).queue
-        )
-
-    def list_queues(self) -> builtins.list[Queue]:
-        out: builtins.list[Queue] = []
-        token = ""
-        while True:
-            request = QS.ListQueuesRequest(page_size=1000, page_token=token)
-            response = self._call(self._admin.queues.ListQueues, request)
-            out += [Queue.from_proto(q) for q in response.queues]
-            token = response.next_page_token
-            if not token:
-                return out
-
-    def update_queue(self, name: str, **settings: Any) -> Queue:
-        q, mask = queue_message(name, settings)
-        request = QS.UpdateQueueRequest(queue=q, update_mask=field_mask(mask))
-        return Queue.from_proto(self._call(self._admin.queues.UpdateQueue, request).queue)
-
-    def delete_queue(self, name: str, *, force: bool = False) -> None:
-        self._call(self._admin.queues.DeleteQueue, QS.DeleteQueueRequest(name=name, force=force))
-
-    def pause_queue(self, name: str, note: str = "") -> Queue:
-        request = QS.PauseQueueRequest(name=name, note=note)
-        return Queue.from_proto(self._call(self._admin.queues.PauseQueue, request).queue)
-
-    def resume_queue(self, name: str) -> Queue:
-        request = QS.ResumeQueueRequest(name=name)
-        return Queue.from_proto(self._call(self._admin.queues.ResumeQueue, request).queue)
-
-    def queue_stats(self, queue: str | None = None) -> builtins.list[QueueStats]:
-        response = self._call(
-            self._admin.stats.GetQueueStats, SS.GetQueueStatsRequest(queue=queue or "")
-        )
-        return [QueueStats.from_proto(s) for s in response.queues]
-
-    def task_stats(
-        self,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        queue: str | None = None,
-        type: str | None = None,
-    ) -> tuple[TaskStats, builtins.list[TaskStats]]:
-        request = task_stats_request(start, end, queue, type)
-        response = self._call(self._admin.stats.GetTaskStats, request)
-        return TaskStats.from_proto(response.total), [
-            TaskStats.from_proto(g) for g in response.groups
-        ]
-
-    def workers(self, queue: str | None = None) -> builtins.list[WorkerInfo]:
-        response = self._call(
-            self._admin.workers.ListWorkers, WS.ListWorkersRequest(queue=queue or "")
-        )
-        return [WorkerInfo.from_proto(w) for w in response.workers]
-
-    def drain_worker(self, worker_id: str) -> builtins.list[WorkerInfo]:
-        request = WS.DrainWorkerRequest(worker_id=worker_id)
-        return [
-            WorkerInfo.from_proto(w)
-            for w in self._call(self._admin.workers.DrainWorker, request).sessions
-        ]
-
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise TaskyardError.from_rpc_error(error, self.target) from None
+    submit = blocking(Client.submit)
+    submit_many = blocking(Client.submit_many)
+    get = blocking(Client.get)
+    cancel = blocking(Client.cancel)
+    retry = blocking(Client.retry)
+    retry_all = blocking(Client.retry_all)
+    attempts = blocking(Client.attempts)
+    purge = blocking(Client.purge)
+    watch = iterating(Client.watch)
+    wait = blocking(Client.wait)
+    create_queue = blocking(Client.create_queue)
+    get_queue = blocking(Client.get_queue)
+    list_queues = blocking(Client.list_queues)
+    update_queue = blocking(Client.update_queue)
+    delete_queue = blocking(Client.delete_queue)
+    pause_queue = blocking(Client.pause_queue)
+    resume_queue = blocking(Client.resume_queue)
+    queue_stats = blocking(Client.queue_stats)
+    task_stats = blocking(Client.task_stats)
+    workers = blocking(Client.workers)
+    drain_worker = blocking(Client.drain_worker)
+    create_schedule = blocking(Client.create_schedule)
+    get_schedule = blocking(Client.get_schedule)
+    list_schedules = iterating(Client.list_schedules)
+    update_schedule = blocking(Client.update_schedule)
+    delete_schedule = blocking(Client.delete_schedule)
+    pause_schedule = blocking(Client.pause_schedule)
+    resume_schedule = blocking(Client.resume_schedule)
+    run_schedule = blocking(Client.run_schedule)
+    preview_schedule = blocking(Client.preview_schedule)
+    schedule_fires = iterating(Client.schedule_fires)
+    list_page = blocking(Client.list_page)
+    list = iterating(Client.list)  # last: it shadows the builtin in this class's body
 
 
 class _AdminStubs:
@@ -627,3 +474,7 @@ class _AdminStubs:
 
 def field_mask(paths: list[str]) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=paths)
+
+
+def _not_finished(task_id: str, timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"task {task_id} did not finish within {timeout}s")

@@ -88,12 +88,3 @@ def aio_channel(
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=options)
     return grpc.aio.secure_channel(target, credentials, options=options)
-
-
-def sync_channel(
-    target: str, security: ChannelSecurity, options: Sequence[tuple[str, Any]]
-) -> grpc.Channel:
-    credentials = channel_credentials(target, security)
-    if credentials is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, credentials, options=options)

@@ -1,10 +1,10 @@
-"""Schedules in the SDK: typed values, request building, and the methods `Client` and
-`SyncClient` get from the mixins below (see ``taskyard.v1.ScheduleService``).
+"""Schedules in the SDK: typed values, request building, and the methods `Client` gets from
+the mixin below (see ``taskyard.v1.ScheduleService``); `SyncClient` derives its own from those.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -278,7 +278,7 @@ def _times(response: schedule_service_pb2.PreviewScheduleResponse) -> list[datet
     return [datetime.fromtimestamp(t.seconds + t.nanos / 1e9, tz=UTC) for t in response.fire_times]
 
 
-class AsyncScheduleMethods:
+class ScheduleMethods:
     """ScheduleService methods of `Client`; every one raises `TaskyardError` on refusal."""
 
     _channel: Any
@@ -293,7 +293,7 @@ class AsyncScheduleMethods:
         )
         return stub
 
-    async def create_schedule(self, name: str, task: TaskSpec, **options: Any) -> Schedule:
+    async def create_schedule(self, /, name: str, task: TaskSpec, **options: Any) -> Schedule:
         """Create a schedule that submits `task` at each fire time.
 
         Args:
@@ -316,6 +316,7 @@ class AsyncScheduleMethods:
         return Schedule.from_proto(response.schedule)
 
     async def get_schedule(self, name: str) -> Schedule:
+        """One schedule, with its next fire times, last fire and counters."""
         response = await self._call(self._schedules.GetSchedule, pb.GetScheduleRequest(name=name))
         return Schedule.from_proto(response.schedule)
 
@@ -331,7 +332,7 @@ class AsyncScheduleMethods:
             if not token:
                 return
 
-    async def update_schedule(self, name: str, **changes: Any) -> Schedule:
+    async def update_schedule(self, /, name: str, **changes: Any) -> Schedule:
         """Change only the settings given (as for ``create_schedule``, plus ``task``)."""
         message, paths = schedule_request(name, **changes)
         if not paths:
@@ -344,15 +345,18 @@ class AsyncScheduleMethods:
         )
 
     async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule and its fire history (not the tasks it submitted)."""
         await self._call(self._schedules.DeleteSchedule, pb.DeleteScheduleRequest(name=name))
 
     async def pause_schedule(self, name: str, note: str = "") -> Schedule:
+        """Stop firing; fire times that pass while paused are neither run nor missed."""
         request = pb.PauseScheduleRequest(name=name, note=note)
         return Schedule.from_proto(
             (await self._call(self._schedules.PauseSchedule, request)).schedule
         )
 
     async def resume_schedule(self, name: str) -> Schedule:
+        """Fire again, from the first fire time at or after now."""
         request = pb.ResumeScheduleRequest(name=name)
         response = await self._call(self._schedules.ResumeSchedule, request)
         return Schedule.from_proto(response.schedule)
@@ -364,6 +368,7 @@ class AsyncScheduleMethods:
 
     async def preview_schedule(
         self,
+        /,
         name: str | None = None,
         *,
         count: int = 10,
@@ -384,89 +389,6 @@ class AsyncScheduleMethods:
             response = await self._call(self._schedules.ListScheduleFires, request)
             for f in response.fires:
                 yield ScheduleFire.from_proto(f)
-            token = response.next_page_token
-            if not token:
-                return
-
-
-class SyncScheduleMethods:
-    """ScheduleService methods of `SyncClient`; see `Client` for each."""
-
-    _channel: Any
-
-    def _call(self, method: Any, request: Any) -> Any:
-        raise NotImplementedError
-
-    @property
-    def _schedules(self) -> schedule_service_pb2_grpc.ScheduleServiceStub:
-        stub: schedule_service_pb2_grpc.ScheduleServiceStub = (
-            schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
-        )
-        return stub
-
-    def create_schedule(self, name: str, task: TaskSpec, **options: Any) -> Schedule:
-        """See `Client.create_schedule`."""
-        message, _ = schedule_request(name, task=task, **options)
-        request = pb.CreateScheduleRequest(schedule=message)
-        return Schedule.from_proto(self._call(self._schedules.CreateSchedule, request).schedule)
-
-    def get_schedule(self, name: str) -> Schedule:
-        request = pb.GetScheduleRequest(name=name)
-        return Schedule.from_proto(self._call(self._schedules.GetSchedule, request).schedule)
-
-    def list_schedules(self, *, page_size: int = 100) -> Iterator[Schedule]:
-        token = ""
-        while True:
-            request = pb.ListSchedulesRequest(page_size=page_size, page_token=token)
-            response = self._call(self._schedules.ListSchedules, request)
-            yield from (Schedule.from_proto(s) for s in response.schedules)
-            token = response.next_page_token
-            if not token:
-                return
-
-    def update_schedule(self, name: str, **changes: Any) -> Schedule:
-        """See `Client.update_schedule`."""
-        message, paths = schedule_request(name, **changes)
-        if not paths:
-            raise ValueError("nothing to change")
-        request = pb.UpdateScheduleRequest(
-            schedule=message, update_mask=field_mask_pb2.FieldMask(paths=paths)
-        )
-        return Schedule.from_proto(self._call(self._schedules.UpdateSchedule, request).schedule)
-
-    def delete_schedule(self, name: str) -> None:
-        self._call(self._schedules.DeleteSchedule, pb.DeleteScheduleRequest(name=name))
-
-    def pause_schedule(self, name: str, note: str = "") -> Schedule:
-        request = pb.PauseScheduleRequest(name=name, note=note)
-        return Schedule.from_proto(self._call(self._schedules.PauseSchedule, request).schedule)
-
-    def resume_schedule(self, name: str) -> Schedule:
-        request = pb.ResumeScheduleRequest(name=name)
-        return Schedule.from_proto(self._call(self._schedules.ResumeSchedule, request).schedule)
-
-    def run_schedule(self, name: str) -> Task:
-        request = pb.RunScheduleRequest(name=name)
-        return Task.from_proto(self._call(self._schedules.RunSchedule, request).task)
-
-    def preview_schedule(
-        self,
-        name: str | None = None,
-        *,
-        count: int = 10,
-        after: datetime | None = None,
-        **spec: Any,
-    ) -> list[datetime]:
-        """See `Client.preview_schedule`."""
-        request = preview_request(name, spec, count, after)
-        return _times(self._call(self._schedules.PreviewSchedule, request))
-
-    def schedule_fires(self, name: str, *, page_size: int = 100) -> Iterator[ScheduleFire]:
-        token = ""
-        while True:
-            request = pb.ListScheduleFiresRequest(name=name, page_size=page_size, page_token=token)
-            response = self._call(self._schedules.ListScheduleFires, request)
-            yield from (ScheduleFire.from_proto(f) for f in response.fires)
             token = response.next_page_token
             if not token:
                 return

@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from broker.api import convert
 from broker.config import Settings
+from broker.core import cron
 from broker.core import schedules as core
 from broker.core.models import NewTask
 from broker.core.options import Defaults, TaskOptions
@@ -55,7 +56,7 @@ def _ts(us: int) -> timestamp_pb2.Timestamp:
 
 
 def rfc3339(us: int) -> str:
-    return core.to_dt(us).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return cron.to_dt(us).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- Input ----------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
     which = spec.WhichOneof("trigger")
     if which is None:
         raise InvalidArgument(
-            "spec needs a trigger: spec.cron, spec.interval or spec.once", reason=core.REASON
+            "spec needs a trigger: spec.cron, spec.interval or spec.once", reason=cron.REASON
         )
     out = core.Spec(
         kind={

@@ -9,10 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from broker.core import schedules as core
+from broker.core.cron import HOUR
 from broker.store import schedules as store
 from broker.store.database import Database, ensure_schema, open_database
-
-HOUR = core.HOUR
 
 
 @pytest.fixture

@@ -108,7 +108,8 @@ async def test_thread_handlers_and_sync_clients_continue_the_trace(
     broker: Broker, worker: Worker, spans: InMemorySpanExporter
 ) -> None:
     def submit() -> str:
-        with SyncClient(broker.target) as sync:
+        # The SyncClient runs the submission on its own thread, in the caller's context.
+        with tracer.start_as_current_span("script"), SyncClient(broker.target) as sync:
             task = sync.submit("traced.sync")
             assert sync.wait(task.id, timeout=30) == "ok"
             return task.id
@@ -116,6 +117,7 @@ async def test_thread_handlers_and_sync_clients_continue_the_trace(
     task_id = await asyncio.to_thread(submit)
     submit_span = one(spans, "submit traced.sync")
     execute = one(spans, "execute traced.sync", task_id)
+    assert_child(submit_span, one(spans, "script"))
     assert_child(execute, submit_span)
     assert_child(one(spans, "inside sync handler"), execute)
 

@@ -8,11 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from broker.core.cron import DAY, HOUR, MINUTE, SECOND, parse_cron, to_dt, to_us
 from broker.core.schedules import (
-    DAY,
-    HOUR,
-    MINUTE,
-    SECOND,
     Catchup,
     FirePlan,
     FireResult,
@@ -24,11 +21,8 @@ from broker.core.schedules import (
     check_spec,
     first_fire,
     jitter_offset,
-    parse_cron,
     plan_fires,
     resume_fire,
-    to_dt,
-    to_us,
 )
 from broker.errors import InvalidArgument
 
