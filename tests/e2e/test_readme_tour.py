@@ -191,8 +191,9 @@ async def test_the_first_screen_gets_from_make_run_to_a_finished_task(tmp_path: 
 Check = Callable[[str], bool]
 CHECKS: list[tuple[str, Check]] = [
     (r"submit echo --payload '\{\"n\": 1\}' --wait", lambda out: out.strip() == '{"n": 1}'),
+    (r"--run-at \+1m", lambda out: bool(re.fullmatch(r"01[0-9A-Z]{24}\n", out))),
+    (r"list --state scheduled", lambda out: bool(re.search(r"scheduled\s+default\s+echo", out))),
     (r"^TASK=\$\(taskyard submit sleep", lambda out: out == ""),
-    (r"list --state scheduled", lambda out: bool(re.search(r"scheduled\s+default\s+sleep", out))),
     (r"get \$TASK", lambda out: "type: sleep" in out and '"seconds": 3' in out),
     (r"watch \$TASK", lambda out: out.splitlines()[-2:] == ["succeeded", 'result: {"slept": 3}']),
     (r"^LONG=\$\(taskyard submit sleep", lambda out: out == ""),
