@@ -213,15 +213,20 @@ class Stopper:
 
 
 async def first(
-    wanted: Awaitable[Any], children: Sequence[Child], stopper: Stopper, what: str
+    wanted: Awaitable[Any],
+    children: Sequence[Child],
+    stopper: Stopper,
+    what: str,
+    *,
+    timeout: float | None = START_TIMEOUT_S,
 ) -> Any:
-    """`wanted`'s result, unless a child exits or a stop is asked first."""
+    """`wanted`'s result, unless a child exits, a stop is asked or `timeout` passes first."""
     goal = asyncio.ensure_future(wanted)
     stop = asyncio.create_task(stopper.requested.wait())
     watched = {c.exited: c for c in children}
     try:
         done, _ = await asyncio.wait(
-            [goal, stop, *watched], timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            [goal, stop, *watched], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         stop.cancel()
@@ -287,7 +292,9 @@ async def supervise(
         await on_ready(target, ids)
         for child in (broker, *started):
             child.announced = True
-        await first(asyncio.Event().wait(), [broker, *started], stopper, "while running")
+        # Running: no time limit, only a stop or a child's exit ends this.
+        forever = asyncio.Event().wait()
+        await first(forever, [broker, *started], stopper, "while running", timeout=None)
     except StopRequested:
         print("stopping (Ctrl-C again to kill at once)…", file=sys.stderr, flush=True)
         clean = await shut_down(started, broker, stopper)

@@ -148,3 +148,23 @@ async def test_a_worker_that_cannot_start_stops_the_broker_too(app: str, tmp_pat
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+async def test_a_broker_that_dies_while_running_stops_the_worker_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    async with dev("--db", str(tmp_path / "t.db"), "--worker", DEMO) as proc:
+        await read_banner(proc)
+        kids = children_of(proc.pid)
+        broker_pid = next(pid for pid in kids if " broker " in _cmdline(pid))
+        os.kill(broker_pid, signal.SIGKILL)
+        _, err = await asyncio.wait_for(proc.communicate(), 90)
+        assert proc.returncode == 1
+        assert not [pid for pid in kids if alive(pid)], "the worker outlived the broker"
+    assert err.decode().rstrip().splitlines()[-1] == (
+        "error: the broker exited with status -9 while running"
+    ), err.decode()
+
+
+def _cmdline(pid: int) -> str:
+    return " " + (Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
