@@ -95,18 +95,18 @@ def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> 
     url = database_url(db)
     check_reachable(url)
     level = launcher.level_number(log_level)
+    # Children log INFO at least: their start-up lines are what the launcher waits for.
+    logs = ["--log-json", "--log-level", "DEBUG" if level < launcher.LEVELS["INFO"] else "INFO"]
     broker = launcher.Child(
         "broker",
-        launcher.child_argv(
-            "broker", "--listen", listen, "--db", url, "--log-json", "--log-level", "INFO"
-        ),
+        launcher.child_argv("broker", "--listen", listen, "--db", url, *logs),
         sys.stderr,
         level,
     )
     workers = [
         launcher.Child(
             "worker",
-            launcher.child_argv("worker", app, "--log-json", "--log-level", "INFO"),
+            launcher.child_argv("worker", app, *logs),
             sys.stderr,
             level,
         )
@@ -121,7 +121,9 @@ def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> 
     async def main() -> int:
         stopper = launcher.Stopper()
         stopper.install()
-        return await launcher.supervise(broker, workers, on_ready=ready, stopper=stopper)
+        return await launcher.supervise(
+            broker, workers, listen=listen, on_ready=ready, stopper=stopper
+        )
 
     with launcher.own_terminal():
         code = asyncio.run(main())

@@ -268,6 +268,7 @@ async def supervise(
     broker: Child,
     workers: Sequence[Child],
     *,
+    listen: str,
     on_ready: Callable[[str, list[str]], Awaitable[None]],
     stopper: Stopper,
 ) -> int:
@@ -277,7 +278,7 @@ async def supervise(
         await broker.start()
         assert broker.port is not None
         port = await first(broker.port, [broker], stopper, "before it listened")
-        target = f"127.0.0.1:{port}"
+        target = f"{client_host(listen)}:{port}"
         await first(healthy(target, START_TIMEOUT_S), [broker], stopper, "before it was healthy")
         for worker in workers:
             worker.argv = [*worker.argv, "--target", target]
@@ -305,6 +306,12 @@ async def supervise(
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0  # pragma: no cover - `first` above only ends by raising
+
+
+def client_host(listen: str) -> str:
+    """Where a client on this machine reaches a broker listening on `listen`."""
+    host = listen.rsplit(":", 1)[0]
+    return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::", "localhost") else host
 
 
 def child_argv(*args: str) -> list[str]:
