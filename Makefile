@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 LISTEN ?= 127.0.0.1:50051
-DB ?= sqlite+aiosqlite:///taskyard.db
+DB ?= taskyard.db
+LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
 .PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench run demo clean node
@@ -89,10 +90,11 @@ chaos: venv ## Kill brokers and workers under load; check nothing acknowledged i
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)
 
-run: venv ## Start the broker on SQLite plus a demo worker (Ctrl-C stops both)
-	@trap 'kill 0' EXIT; \
-	$(VENV)/bin/taskyard worker examples.demo_worker:worker --target $(LISTEN) --log-level WARNING & \
-	$(VENV)/bin/taskyard broker --listen $(LISTEN) --db '$(DB)'
+# `taskyard dev` starts the broker, waits for its health check, starts the worker, prints a
+# banner, and on Ctrl-C stops the worker, then the broker, and exits 0 (broker/cli/dev.py).
+run: venv ## Start a broker (SQLite: ./taskyard.db) and the demo worker; Ctrl-C stops both
+	@$(VENV)/bin/taskyard dev --listen '$(LISTEN)' --db '$(DB)' --log-level '$(LOG_LEVEL)' \
+	  --worker examples.demo_worker:worker
 
 demo: venv ## A self-contained tour: broker, worker, a few tasks with progress
 	$(PY) -m examples.demo

@@ -42,6 +42,10 @@ def configure(level: str, *, json_lines: bool = False, stream: TextIO | None = N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; the broker logs one line
+    # per schema change instead (store/database.py). DEBUG shows alembic's too.
+    quiet = root.getEffectiveLevel() > logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:

@@ -164,3 +164,16 @@ async def span(ctx: TaskContext) -> None:
     started = time.time()
     await asyncio.sleep(float(payload.get("seconds", 0.02)))
     _record("span", ctx, started, time.time(), payload.get("key", "-"))
+
+
+@worker.task("context.id")
+async def context_id(ctx: TaskContext) -> dict[str, str]:
+    """`ctx.id` is `ctx.task_id`, spelled as on the client's Task."""
+    return {"id": ctx.id, "task_id": ctx.task_id}
+
+
+@worker.task("context.typo")
+async def context_typo(ctx: TaskContext) -> Any:
+    """Ask the context for a name it does not have (as a typo in a handler would)."""
+    _record("run", ctx)
+    return getattr(ctx, (ctx.payload or {}).get("name", "taskid"))

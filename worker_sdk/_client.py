@@ -253,24 +253,60 @@ class Client(ScheduleMethods):
         type: str | None = None,
         page_size: int = 100,
         full: bool = False,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> AsyncIterator[Task]:
-        """Iterate over matching tasks, newest first, fetching page after page."""
+        """Iterate over matching tasks, newest first, fetching page after page.
+
+        Args:
+            created_after: Only tasks created at or after this (time-zone aware).
+            created_before: Only tasks created before this.
+        """
         token = ""
         while True:
-            request = list_request(
+            tasks, token = await self.list_page(
                 queue=queue,
                 state=state,
                 type=type,
                 page_size=page_size,
                 page_token=token,
                 full=full,
+                created_after=created_after,
+                created_before=created_before,
             )
-            response = await self._call(self._stub.ListTasks, request)
-            for task in response.tasks:
-                yield Task.from_proto(task)
-            token = response.next_page_token
+            for task in tasks:
+                yield task
             if not token:
                 return
+
+    async def list_page(
+        self,
+        *,
+        queue: str | None = None,
+        state: TaskState | str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+        full: bool = False,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> tuple[builtins.list[Task], str]:
+        """One page of `list`: its tasks and the next page's token ("" after the last).
+
+        Pass the token back with the same filters to get the following page.
+        """
+        request = list_request(
+            queue=queue,
+            state=state,
+            type=type,
+            page_size=page_size,
+            page_token=page_token,
+            full=full,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        response = await self._call(self._stub.ListTasks, request)
+        return [Task.from_proto(t) for t in response.tasks], response.next_page_token
 
     # --- Queues, statistics and workers ----------------------------------------------------
 
@@ -423,6 +459,7 @@ class SyncClient:
     run_schedule = blocking(Client.run_schedule)
     preview_schedule = blocking(Client.preview_schedule)
     schedule_fires = iterating(Client.schedule_fires)
+    list_page = blocking(Client.list_page)
     list = iterating(Client.list)  # last: it shadows the builtin in this class's body
 
 

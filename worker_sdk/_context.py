@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 
 from taskyard.v1 import task_pb2, worker_service_pb2
+from worker_sdk._errors import NonRetryableError
 from worker_sdk._payload import from_payload
+
+
+class TaskContextError(AttributeError, NonRetryableError):
+    """A handler asked its context for something it does not have: a bug, never retried."""
 
 
 class TaskContext:
     """Passed to every handler.
 
     Attributes:
-        task_id: The task's id.
+        task_id: The task's id (also ``id``, as on `Task`).
         type: The task's type.
         queue: The queue it came from.
         priority: Its priority.
-        attempt: This attempt's number, counted from 1.
-        max_attempts: The attempts allowed in all.
+        attempt: This attempt's number, counted from 1. Lease losses (a worker
+            that died or went silent) and `RetryTask` also advance it, so it can
+            exceed ``max_attempts``; the broker decides whether a failure is retried.
+        max_attempts: How many failed attempts the retry policy allows.
         labels: The task's labels.
+
+    Reading an attribute the context does not have raises `TaskContextError`,
+    which fails the task at once (no retries) and names the closest attribute.
     """
 
     def __init__(
@@ -53,6 +64,28 @@ class TaskContext:
         )
         self._loop = asyncio.get_running_loop()
         self._on_soft: Callable[[], None] | None = None
+        self._progress: task_pb2.Progress | None = None
+
+    @property
+    def id(self) -> str:
+        """The task's id: the same as ``task_id``, spelled as on `Task`."""
+        return self.task_id
+
+    if not TYPE_CHECKING:  # type checkers keep reporting unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only called for names that do not exist: a typo in a handler.
+            if name.startswith("_"):
+                raise AttributeError(name)
+            public = sorted(n for n in dir(type(self)) if not n.startswith("_"))
+            public += ["attempt", "labels", "max_attempts", "priority", "queue", "task_id", "type"]
+            close = difflib.get_close_matches(name, public, n=1)
+            hint = f"; did you mean ctx.{close[0]}?" if close else "."
+            raise TaskContextError(
+                f"TaskContext has no attribute {name!r}{hint} It has: "
+                f"{', '.join(sorted(set(public)))}. The task fails without retries: this is "
+                "a bug in the handler"
+            )
 
     @property
     def payload(self) -> Any:
@@ -141,7 +174,7 @@ class TaskContext:
             self._loop.call_soon_threadsafe(self._report, self.task_id, update)
 
     def _last_progress(self) -> task_pb2.Progress:
-        return getattr(self, "_progress", None) or task_pb2.Progress()
+        return task_pb2.Progress() if self._progress is None else self._progress
 
     def _set_deadline(self, seconds: float) -> None:
         self._deadline = seconds

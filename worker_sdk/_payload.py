@@ -2,11 +2,12 @@
 
 JSON numbers are doubles on the wire; integral values come back as int.
 Integers beyond ±2**53 cannot round-trip and are refused rather than
-silently rounded.
+silently rounded; so are NaN and the infinities, which JSON has no words for.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -49,6 +50,10 @@ def _to_value(value: Any, out: struct_pb2.Value, path: str) -> None:
             )
         out.number_value = value
     elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(
+                f"{path} is {value}, which JSON cannot represent; send a finite number or a string"
+            )
         out.number_value = value
     elif isinstance(value, str):
         out.string_value = value

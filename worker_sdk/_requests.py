@@ -47,6 +47,10 @@ def spec_of(
 ) -> TaskSpec:
     if run_at is not None and delay is not None:
         raise ValueError("pass run_at or delay, not both")
+    if max_attempts is not None and max_attempts < 1:
+        # On the wire 0 means "the default": refuse it here rather than let an
+        # explicit 0 quietly become 3.
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}; None = default")
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         run_at = datetime.now().astimezone() + timedelta(seconds=seconds)
@@ -131,8 +135,10 @@ def list_request(
     page_size: int,
     page_token: str,
     full: bool,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> task_service_pb2.ListTasksRequest:
-    return task_service_pb2.ListTasksRequest(
+    request = task_service_pb2.ListTasksRequest(
         queue=queue or "",
         state=TaskState(state).to_proto() if state else 0,  # type: ignore[arg-type]
         type=type or "",
@@ -140,6 +146,15 @@ def list_request(
         page_token=page_token,
         view=task_service_pb2.TASK_VIEW_FULL if full else task_service_pb2.TASK_VIEW_BASIC,
     )
+    for field, when in (
+        ("create_time_after", created_after),
+        ("create_time_before", created_before),
+    ):
+        if when is not None:
+            if when.tzinfo is None:
+                raise ValueError(f"{field} must be time-zone aware, e.g. datetime.now(UTC)")
+            getattr(request, field).FromDatetime(when)
+    return request
 
 
 def purge_request(

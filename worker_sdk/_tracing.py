@@ -20,6 +20,8 @@ from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from worker_sdk._errors import NonRetryableError
+
 if TYPE_CHECKING:
     from worker_sdk._context import TaskContext
 
@@ -124,13 +126,19 @@ def task_scope(ctx: TaskContext, worker_id: str, headers: dict[str, str]) -> Ite
         with _span(ctx, worker_id, headers):
             yield
     except Exception as exc:
+        # Not "attempt 3/2": attempt numbers also count lease losses and go on
+        # after RetryTask, while max_attempts counts failures; the broker decides.
+        if isinstance(exc, NonRetryableError):
+            outcome = "not retried"
+        else:
+            outcome = f"retried unless max_attempts={ctx.max_attempts} failed attempts are used up"
         log.warning(
-            "task %s failed on attempt %d/%d: %s: %s",
+            "task %s failed on attempt %d: %s: %s (%s)",
             ctx.task_id,
             ctx.attempt,
-            ctx.max_attempts,
             type(exc).__name__,
             exc,
+            outcome,
             extra={"error_type": type(exc).__name__},
         )
         raise

@@ -158,8 +158,16 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             state=convert.state_filter(request.state),
             type=request.type or None,
             owner=access.owner_filter(),
+            created_from_us=_bound(request, "create_time_after"),
+            created_before_us=_bound(request, "create_time_before"),
         )
-        fingerprint = convert.filter_fingerprint(filters.queue, filters.state, filters.type)
+        fingerprint = convert.filter_fingerprint(
+            filters.queue,
+            filters.state,
+            filters.type,
+            *(() if filters.created_from_us is None else ("from", filters.created_from_us)),
+            *(() if filters.created_before_us is None else ("before", filters.created_before_us)),
+        )
         after = convert.parse_page_token(request.page_token, fingerprint)
         full = convert.full_view(request.view, default_full=False)
         async with self._rt.db.reader.connect() as conn:
@@ -281,7 +289,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         queue = events.subscribe(task_id)
         try:
             record = await self._get(task_id, full=full)
-            snapshot = self._proto(record, full=full)
+            snapshot = await self._watched(record, full=full)
             yield task_service_pb2.WatchTaskResponse(task=snapshot)
             while not record.state.is_terminal:
                 event = await self._next_event(queue)
@@ -292,10 +300,18 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
                     continue
                 fresh = await self._get(task_id, full=full)
                 if _changed(record, fresh):
-                    record, snapshot = fresh, self._proto(fresh, full=full)
+                    record, snapshot = fresh, await self._watched(fresh, full=full)
                     yield task_service_pb2.WatchTaskResponse(task=snapshot)
         finally:
             events.unsubscribe(task_id, queue)
+
+    async def _watched(self, record: TaskRecord, *, full: bool) -> task_pb2.Task:
+        """A WatchTask message: the final one carries the result even in the BASIC view."""
+        if full or not record.state.is_terminal:
+            return self._proto(record, full=full)
+        snapshot = self._proto(await self._get(record.id, full=True), full=True)
+        snapshot.ClearField("payload")
+        return snapshot
 
     async def _next_event(self, queue: asyncio.Queue[TaskEvent]) -> TaskEvent | None:
         """The next event, or None after the poll interval (changes made elsewhere)."""
@@ -321,6 +337,14 @@ def _terminal_states(values: Iterable[int], *, default: set[TaskState]) -> set[T
             reason="INVALID_STATE",
         )
     return chosen
+
+
+def _bound(request: task_service_pb2.ListTasksRequest, field: str) -> int | None:
+    """A ListTasks create-time bound in microseconds, or None when unset."""
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    ts = getattr(request, field)
+    return validation.instant(field, ts.seconds * 1_000_000 + ts.nanos // 1000)
 
 
 def _changed(old: TaskRecord, new: TaskRecord) -> bool:

@@ -1,34 +1,64 @@
-"""The `taskyard` command: run a broker or a worker, and drive tasks from a shell."""
+"""The `taskyard` command: run a broker or a worker, and drive tasks from a shell.
+
+Every client command takes --target (or TASKYARD_TARGET) and, where it prints
+data, --json. Errors are one line on stderr (broker/cli/errors.py).
+"""
 
 from __future__ import annotations
 
 import click
 
-from broker.cli.admin import queue_group, stats, workers_group
+from broker.cli import errors
+from broker.cli.admin import queue_group, workers_group
+from broker.cli.dev import dev_command
+from broker.cli.helpgroup import HelpGroup
 from broker.cli.operations import attempts, purge, retry
 from broker.cli.schedules import schedule_group
 from broker.cli.serve import broker_command, db_group
+from broker.cli.stats import stats
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.token import token_group
 from broker.cli.worker import worker_command
 
+EPILOG = (
+    "Client commands read the broker's address from --target or TASKYARD_TARGET "
+    "(default 127.0.0.1:50051) and print JSON with --json. Shell completion: "
+    'eval "$(_TASKYARD_COMPLETE=bash_source taskyard)" (zsh_source, fish_source for '
+    "other shells)."
+)
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+@click.group(
+    cls=HelpGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
 @click.version_option(package_name="taskyard")
 def cli() -> None:
     """Taskyard: a gRPC task broker with language-neutral workers."""
 
 
-cli.add_command(broker_command)
-cli.add_command(db_group)
-cli.add_command(worker_command)
-cli.add_command(schedule_group)
-cli.add_command(token_group)
-cli.add_command(queue_group)
-cli.add_command(workers_group)
-for command in (submit, get, list_tasks, cancel, watch, retry, attempts, purge, stats):
+for command in (
+    dev_command,
+    broker_command,
+    db_group,
+    worker_command,
+    submit,
+    get,
+    list_tasks,
+    watch,
+    cancel,
+    retry,
+    attempts,
+    purge,
+    queue_group,
+    workers_group,
+    stats,
+    schedule_group,
+    token_group,
+):
     cli.add_command(command)
 
 
 def main() -> None:
-    cli(auto_envvar_prefix="TASKYARD")
+    errors.run(cli)

@@ -1,16 +1,17 @@
-"""Operator commands: `taskyard queue …`, `taskyard workers`, `taskyard stats`."""
+"""Operator commands: `taskyard queue …` and `taskyard workers`."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 
+from broker.cli.common import json_option, reports_errors, retry_policy, seconds, target_option
 from broker.cli.credentials import connect
-from broker.cli.tasks import json_option, reports_errors, retry_policy, seconds, target_option
+from broker.cli.helpgroup import HelpGroup
+from broker.cli.views import print_queue, queue_dict, span
 from worker_sdk import Queue, Timeouts
 
 
@@ -70,16 +71,10 @@ def queue_options(fn: Any) -> Any:
 
 
 def _show(queue: Queue, as_json: bool) -> None:
-    data = asdict(queue)
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-        return
-    for key, value in data.items():
-        if value not in (None, "", {}, False):
-            click.echo(f"{key:>22}: {value}")
+    print_queue(queue, as_json)
 
 
-@click.group("queue")
+@click.group("queue", cls=HelpGroup)
 def queue_group() -> None:
     """Manage queues: limits, defaults, pause and resume."""
 
@@ -142,11 +137,11 @@ def queue_list(target: str, as_json: bool) -> None:
     with connect(target) as client:
         queues = client.list_queues()
     if as_json:
-        click.echo(json.dumps([asdict(q) for q in queues], indent=2, default=str))
+        click.echo(json.dumps([queue_dict(q) for q in queues], indent=2))
         return
     click.echo(f"{'QUEUE':<24} {'STATE':<7} {'CONCURRENCY':>11} {'RATE':>12} {'DEPTH':>8}")
     for q in queues:
-        rate = f"{q.rate_limit[0]}/{q.rate_limit[1]:g}s" if q.rate_limit else "-"
+        rate = f"{q.rate_limit[0]}/{span(q.rate_limit[1])}" if q.rate_limit else "-"
         click.echo(
             f"{q.name:<24.24} {'paused' if q.paused else 'active':<7} "
             f"{q.max_concurrency or '-':>11} {rate:>12} {q.max_depth or '-':>8}"
@@ -157,12 +152,13 @@ def queue_list(target: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Even while tasks wait or run in it.")
 @target_option
+@json_option
 @reports_errors
-def queue_delete(name: str, force: bool, target: str) -> None:
+def queue_delete(name: str, force: bool, target: str, as_json: bool) -> None:
     """Delete queue NAME's settings (its tasks are untouched)."""
     with connect(target) as client:
         client.delete_queue(name, force=force)
-    click.echo(f"deleted queue {name}")
+    click.echo(json.dumps({"deleted": name}) if as_json else f"deleted queue {name}")
 
 
 @queue_group.command("pause")
@@ -188,7 +184,7 @@ def queue_resume(name: str, target: str, as_json: bool) -> None:
         _show(client.resume_queue(name), as_json)
 
 
-@click.group("workers", invoke_without_command=True)
+@click.group("workers", cls=HelpGroup, invoke_without_command=True)
 @click.option("-q", "--queue", help="Only workers of this queue.")
 @target_option
 @json_option
@@ -214,55 +210,13 @@ def workers_group(ctx: click.Context, queue: str | None, target: str, as_json: b
 @workers_group.command("drain")
 @click.argument("worker_id")
 @target_option
+@json_option
 @reports_errors
-def workers_drain(worker_id: str, target: str) -> None:
+def workers_drain(worker_id: str, target: str, as_json: bool) -> None:
     """Give WORKER_ID no new tasks; it finishes what it holds."""
     with connect(target) as client:
         sessions = client.drain_worker(worker_id)
-    click.echo(f"draining {worker_id} ({len(sessions)} session(s))")
-
-
-@click.command("stats")
-@click.option("-q", "--queue", help="Only this queue.")
-@click.option("-t", "--type", "type_", help="Only this task type (history only).")
-@click.option("--since", default="24h", show_default=True, help="History window, e.g. 1h or 7d.")
-@target_option
-@json_option
-@reports_errors
-def stats(queue: str | None, type_: str | None, since: str, target: str, as_json: bool) -> None:
-    """Live queue figures and the history of a window."""
-    start = datetime.now(UTC) - timedelta(seconds=seconds(since, "--since") or 0)
-    with connect(target) as client:
-        live = client.queue_stats(queue)
-        total, groups = client.task_stats(start=start, queue=queue, type=type_)
     if as_json:
-        data = {
-            "queues": [asdict(q) for q in live],
-            "total": asdict(total),
-            "groups": [asdict(g) for g in groups],
-        }
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps([asdict(w) for w in sessions], indent=2, default=str))
         return
-    click.echo(
-        f"{'QUEUE':<20} {'PENDING':>8} {'RUNNING':>8} {'OLDEST':>8} {'/MIN':>6} {'/HOUR':>7}"
-    )
-    for q in live:
-        pending = sum(
-            n for s, n in q.counts.items() if s.value in ("pending", "scheduled", "retrying")
-        )
-        oldest = f"{q.oldest_pending_age:.0f}s" if q.oldest_pending_age is not None else "-"
-        click.echo(
-            f"{q.queue:<20.20} {pending:>8} {q.running:>8} {oldest:>8} "
-            f"{q.finished_last_minute:>6} {q.finished_last_hour:>7}"
-        )
-    click.echo(
-        f"\nlast {since}: {total.submitted} submitted, {total.succeeded} succeeded, "
-        f"{total.failed} failed ({total.success_rate:.1%} success), run p50 "
-        f"{total.run_time.p50 * 1000:.1f} ms p99 {total.run_time.p99 * 1000:.1f} ms, wait p50 "
-        f"{total.wait_time.p50 * 1000:.1f} ms"
-    )
-    for g in groups:
-        click.echo(
-            f"  {g.queue}/{g.type}: {g.succeeded} ok, {g.failed} failed, {g.retried} retried, "
-            f"run p95 {g.run_time.p95 * 1000:.1f} ms"
-        )
+    click.echo(f"draining {worker_id} ({len(sessions)} session(s))")

@@ -32,6 +32,7 @@ def credential_options(command: F) -> F:
             expose_value=False,
             callback=_store,
             envvar="TASKYARD_TOKEN",
+            show_envvar=True,
             help="Bearer token for a broker that requires one.",
         ),
         click.option(
@@ -41,6 +42,7 @@ def credential_options(command: F) -> F:
             callback=_store,
             type=_FILE,
             envvar="TASKYARD_CA",
+            show_envvar=True,
             help="PEM CA that signed the broker's certificate; connect with TLS.",
         ),
         click.option(
@@ -50,6 +52,7 @@ def credential_options(command: F) -> F:
             callback=_store,
             type=_FILE,
             envvar="TASKYARD_CERT",
+            show_envvar=True,
             help="PEM client certificate for mutual TLS (with --key).",
         ),
         click.option(
@@ -59,6 +62,7 @@ def credential_options(command: F) -> F:
             callback=_store,
             type=_FILE,
             envvar="TASKYARD_KEY",
+            show_envvar=True,
             help="PEM private key of --cert.",
         ),
         click.option(
@@ -67,6 +71,7 @@ def credential_options(command: F) -> F:
             callback=_store,
             is_flag=True,
             envvar="TASKYARD_TLS",
+            show_envvar=True,
             help="Connect with TLS using the system's CAs (implied by --ca).",
         ),
     ]

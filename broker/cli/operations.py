@@ -7,14 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from broker.cli.common import json_option, reports_errors, seconds, target_option
 from broker.cli.credentials import connect
-from broker.cli.tasks import json_option, print_task, reports_errors, seconds, target_option
+from broker.cli.views import print_task
 from worker_sdk import TaskState
 
 FINISHED = [s.value for s in TaskState if s.is_terminal]
 
 
-@click.command()
+@click.command(short_help="Run a finished task again, or all of a queue's dead ones.")
 @click.argument("task_id", required=False)
 @click.option("-q", "--queue", help="Re-queue every matching task of this queue instead.")
 @click.option(
@@ -33,7 +34,7 @@ def retry(
 ) -> None:
     """Run a failed, dead, cancelled or expired task again (or all of a queue's)."""
     if (task_id is None) == (queue is None):
-        raise click.UsageError("give a TASK_ID or --queue, not both")
+        raise click.UsageError("give either a TASK_ID or --queue (one of the two)")
     with connect(target) as client:
         if task_id is not None:
             print_task(client.retry(task_id), as_json)
@@ -73,7 +74,7 @@ def attempts(task_id: str, target: str, as_json: bool) -> None:
         click.echo(f"{a.attempt:>3}  {a.outcome:<11} {a.worker_id:<20.20} {started:<19}  {error}")
 
 
-@click.command()
+@click.command(short_help="Delete finished tasks now.")
 @click.option("-q", "--queue", help="Only this queue.")
 @click.option(
     "-s",

@@ -5,27 +5,32 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from broker.cli.credentials import connect
-from broker.cli.tasks import (
+from broker.cli.common import (
     json_option,
+    max_attempts_option,
     parse_payload,
     parse_when,
-    print_task,
     reports_errors,
     seconds,
     target_option,
 )
+from broker.cli.credentials import connect
+from broker.cli.helpgroup import HelpGroup
+from broker.cli.views import jsonable, print_task, retry_text, timeouts_text
 from worker_sdk import Schedule, ScheduleFire, TaskSpec, Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group("schedule")
+@click.group(
+    "schedule", cls=HelpGroup, short_help="Cron, interval and one-shot schedules of tasks."
+)
 def schedule_group() -> None:
     """Schedules: tasks the broker submits on cron, interval and one-shot triggers."""
 
@@ -66,7 +71,7 @@ def _settings_options(fn: F) -> F:
             click.option("-q", "--queue", help="The task's queue."),
             click.option("-p", "--priority", type=int, help="The task's priority."),
             click.option("-l", "--label", "labels", multiple=True, help="key=value, repeatable."),
-            click.option("--max-attempts", type=int, help="Attempts per fired task."),
+            max_attempts_option("Attempts in all of each fired task (1: never retry)."),
             click.option("--execution-timeout", help="Limit of one attempt, e.g. 5m."),
         ]
     ):
@@ -88,13 +93,13 @@ def _spec(
     if every is not None:
         out["every"] = seconds(every, "--every")
     if at is not None:
-        out["at"] = parse_when(at)
+        out["at"] = parse_when(at, "--at")
     if time_zone is not None:
         out["time_zone"] = time_zone
     if start is not None:
-        out["start_time"] = parse_when(start)
+        out["start_time"] = parse_when(start, "--start")
     if end is not None:
-        out["end_time"] = parse_when(end)
+        out["end_time"] = parse_when(end, "--end")
     return out
 
 
@@ -140,7 +145,7 @@ def _trigger(s: Schedule) -> str:
         return f"cron {s.cron!r} ({s.time_zone})"
     if s.every is not None:
         return f"every {s.every:g}s"
-    return f"once at {_iso(s.at)}"
+    return f"once at {local(s.at, s.time_zone) if s.at else '-'}"
 
 
 def _fire_dict(f: ScheduleFire) -> dict[str, Any]:
@@ -159,6 +164,35 @@ def _fire_dict(f: ScheduleFire) -> dict[str, Any]:
     return out
 
 
+def _task_dict(t: TaskSpec) -> dict[str, Any]:
+    """The task a schedule submits, payload included."""
+    out: dict[str, Any] = {"type": t.type, "queue": t.queue or "default", "priority": t.priority}
+    if t.payload is not None:
+        out["payload"] = jsonable(t.payload)
+    if t.labels:
+        out["labels"] = t.labels
+    if t.max_attempts:
+        out["max_attempts"] = t.max_attempts
+    if (retry := retry_text(t.retry_policy)) is not None:
+        out["retry_policy"] = retry
+    if (limits := timeouts_text(t.timeouts)) is not None:
+        out["timeouts"] = limits
+    return out
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local(t: datetime, zone_name: str) -> str:
+    """A fire time as read in the schedule's zone: `2026-12-06 09:00:00 CST`."""
+    zone = _zone(zone_name) or UTC
+    return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def schedule_dict(s: Schedule) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -167,7 +201,7 @@ def schedule_dict(s: Schedule) -> dict[str, Any]:
         "description": s.description,
         "next_fire_times": [t.isoformat() for t in s.next_fire_times],
         "last_fire": _fire_dict(s.last_fire) if s.last_fire else None,
-        "task": {"type": s.task.type, "queue": s.task.queue or "default"},
+        "task": _task_dict(s.task),
         "policies": {
             "misfire_grace_s": s.misfire_grace,
             "catchup": s.catchup,
@@ -190,13 +224,14 @@ def _print_schedule(s: Schedule, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    data["next_fire_times"] = [local(t, s.time_zone) for t in s.next_fire_times]
     for key, value in data.items():
         if value not in (None, "", [], {}):
             shown = json.dumps(value) if isinstance(value, dict | list) else value
             click.echo(f"{key:>15}: {shown}")
 
 
-@schedule_group.command("create")
+@schedule_group.command("create", short_help="Create a schedule (--cron, --every or --at).")
 @click.argument("name")
 @click.argument("type")
 @_spec_options
@@ -274,14 +309,18 @@ def list_schedules(target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([schedule_dict(s) for s in schedules], indent=2))
         return
-    click.echo(f"{'NAME':<24} {'STATE':<10} {'NEXT RUN':<26} {'LAST':<30} TRIGGER")
+    rows = [("NAME", "STATE", "NEXT RUN", "LAST", "TRIGGER")]
     for s in schedules:
-        next_run = s.next_fire_times[0].isoformat() if s.next_fire_times else "-"
+        next_run = local(s.next_fire_times[0], s.time_zone) if s.next_fire_times else "-"
         last = "-"
         if s.last_fire is not None:
             state = s.last_fire.task_state.value if s.last_fire.task_state else ""
             last = f"{s.last_fire.result} {state}".strip()
-        click.echo(f"{s.name:<24} {s.state:<10} {next_run:<26} {last:<30} {_trigger(s)}")
+        rows.append((s.name, s.state, next_run, last, _trigger(s)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[4]]))
 
 
 @schedule_group.command("get")
@@ -333,7 +372,7 @@ def resume(name: str, target: str, as_json: bool) -> None:
         _print_schedule(client.resume_schedule(name), as_json)
 
 
-@schedule_group.command("run")
+@schedule_group.command("run", short_help="Submit a schedule's task once, now.")
 @click.argument("name")
 @target_option
 @json_option
@@ -347,18 +386,26 @@ def run(name: str, target: str, as_json: bool) -> None:
 @schedule_group.command("delete")
 @click.argument("name")
 @target_option
+@json_option
 @reports_errors
-def delete(name: str, target: str) -> None:
+def delete(name: str, target: str, as_json: bool) -> None:
     """Delete schedule NAME and its history (tasks it submitted stay)."""
     with connect(target) as client:
         client.delete_schedule(name)
-    click.echo(f"deleted schedule {name}")
+    click.echo(json.dumps({"deleted": name}) if as_json else f"deleted schedule {name}")
 
 
-@schedule_group.command("preview")
+@schedule_group.command("preview", short_help="The next fire times of a schedule or a spec.")
 @click.argument("name", required=False)
 @_spec_options
-@click.option("-n", "--count", type=int, default=10, show_default=True)
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 100),
+    default=10,
+    show_default=True,
+    help="How many fire times to list.",
+)
 @click.option("--after", help="List fire times after this (ISO 8601); default now.")
 @target_option
 @json_option
@@ -381,10 +428,14 @@ def preview(
     if (name is None) == (not spec):
         raise click.UsageError("give a schedule NAME or a spec (--cron, --every or --at)")
     with connect(target) as client:
-        since = parse_when(after) if after else None
+        since = parse_when(after, "--after") if after else None
         times = client.preview_schedule(name, count=count, after=since, **spec)
+        zone = time_zone or (client.get_schedule(name).time_zone if name else "UTC")
     if as_json:
         click.echo(json.dumps([t.isoformat() for t in times]))
         return
     for t in times:
-        click.echo(t.isoformat())
+        # The zone's wall-clock time first: that is what a cron line in it means.
+        utc = t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        shown = local(t, zone)
+        click.echo(shown if shown == utc else f"{shown}  ({utc})")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import click
 
+from broker.cli.dburl import check_reachable, database_url
+from broker.cli.helpgroup import HelpGroup
 from broker.cli.security_options import security_options, security_settings
 from broker.config import Settings
 from broker.errors import ConfigError
@@ -31,9 +34,11 @@ def _logging(level: str, json_lines: bool = False) -> None:
 @click.option(
     "--db",
     envvar="TASKYARD_DB",
+    show_envvar=True,
     default=DEFAULTS.db,
     show_default=True,
-    help="Database URL: sqlite+aiosqlite:///file.db or postgresql://user@host/db.",
+    help="A SQLite file (a plain path such as data/taskyard.db) or a database URL: "
+    "sqlite+aiosqlite:///file.db or postgresql://user@host/db.",
 )
 @click.option(
     "--config",
@@ -114,7 +119,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     envvar="TASKYARD_OTLP_ENDPOINT",
     help="Send metrics and dispatch spans over OTLP to this URL (OTEL_EXPORTER_OTLP_* also work).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Least severe log record written to stderr.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @security_options
 def broker_command(
@@ -149,6 +160,8 @@ def broker_command(
     ):
         if value <= 0:
             raise click.BadParameter(f"{name} must be positive, got {value}")
+    db = database_url(db)
+    check_reachable(db)
     settings = Settings(
         listen=listen,
         db=db,
@@ -177,16 +190,27 @@ def broker_command(
         raise click.ClickException(str(exc)) from None
 
 
-@click.group("db")
+@click.group("db", cls=HelpGroup)
 def db_group() -> None:
     """Manage the database schema."""
 
 
 @db_group.command("upgrade")
-@click.option("--db", envvar="TASKYARD_DB", default=DEFAULTS.db, show_default=True)
-def db_upgrade(db: str) -> None:
+@click.option(
+    "--db",
+    envvar="TASKYARD_DB",
+    show_envvar=True,
+    default=DEFAULTS.db,
+    show_default=True,
+    help="A SQLite file (plain path) or a database URL, as for `taskyard broker`.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text, for scripts.")
+def db_upgrade(db: str, as_json: bool) -> None:
     """Migrate the schema to the revision this version needs."""
     from broker.store import database
+
+    db = database_url(db)
+    check_reachable(db)
 
     async def _run() -> tuple[str | None, str | None]:
         handle = database.open_database(db)
@@ -199,4 +223,7 @@ def db_upgrade(db: str) -> None:
         before, after = asyncio.run(_run())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"before": before, "after": after}))
+        return
     click.echo(f"schema: {before or 'empty'} -> {after}")

@@ -7,13 +7,24 @@ import click
 from broker.cli.credentials import credential_options, credentials
 
 
-@click.command("worker")
+@click.command("worker", short_help="Run a worker: APP is module:attribute of a Worker.")
 @click.argument("app")
 @click.option("-c", "--concurrency", type=int, help="Tasks run at once (overrides the Worker's).")
 @click.option("-Q", "--queues", help="Comma-separated queues to consume (overrides the Worker's).")
-@click.option("--target", envvar="TASKYARD_TARGET", help="Broker address(es), comma-separated.")
+@click.option(
+    "--target",
+    envvar="TASKYARD_TARGET",
+    show_envvar=True,
+    help="Broker address(es), comma-separated (default 127.0.0.1:50051).",
+)
 @click.option("--worker-id", help="Identifier shown in the broker (default host-pid).")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Least severe log record written to stderr.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @credential_options
 def worker_command(

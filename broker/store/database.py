@@ -9,6 +9,7 @@ second broker off the same database file.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from broker.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -182,6 +184,10 @@ async def ensure_schema(db: Database, *, auto_migrate: bool) -> str:
                 "run `taskyard db upgrade --db URL` (or start the broker with --auto-migrate)"
             )
         await _run_upgrade(conn)
+    if current is None:
+        log.info("created the database schema (revision %s)", head)
+    else:
+        log.info("migrated the database schema from revision %s to %s", current, head)
     return head
 
 

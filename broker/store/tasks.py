@@ -259,6 +259,8 @@ class TaskFilter:
     state: TaskState | None = None
     type: str | None = None
     owner: str | None = None  # only this identity's tasks (a submitter's listing)
+    created_from_us: int | None = None  # created_at >= this
+    created_before_us: int | None = None  # created_at < this
 
 
 async def list_tasks(
@@ -279,6 +281,10 @@ async def list_tasks(
         query = query.where(task.c.type == filters.type)
     if filters.owner is not None:
         query = query.where(task.c.owner == filters.owner)
+    if filters.created_from_us is not None:
+        query = query.where(task.c.created_at >= filters.created_from_us)
+    if filters.created_before_us is not None:
+        query = query.where(task.c.created_at < filters.created_before_us)
     if before_id is not None:
         query = query.where(task.c.id < before_id)
     rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))

@@ -31,7 +31,9 @@ class _TaskViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskView.Val
     TASK_VIEW_UNSPECIFIED: _TaskView.ValueType  # 0
     """The call's default: FULL for GetTask, BASIC for ListTasks and WatchTask."""
     TASK_VIEW_BASIC: _TaskView.ValueType  # 1
-    """Everything except `payload` and `result`, which may be large."""
+    """Everything except `payload` and `result`, which may be large (WatchTask's
+    final message still carries `result`).
+    """
     TASK_VIEW_FULL: _TaskView.ValueType  # 2
     """Every field."""
 
@@ -41,7 +43,9 @@ class TaskView(_TaskView, metaclass=_TaskViewEnumTypeWrapper):
 TASK_VIEW_UNSPECIFIED: TaskView.ValueType  # 0
 """The call's default: FULL for GetTask, BASIC for ListTasks and WatchTask."""
 TASK_VIEW_BASIC: TaskView.ValueType  # 1
-"""Everything except `payload` and `result`, which may be large."""
+"""Everything except `payload` and `result`, which may be large (WatchTask's
+final message still carries `result`).
+"""
 TASK_VIEW_FULL: TaskView.ValueType  # 2
 """Every field."""
 Global___TaskView: _TypeAlias = TaskView  # noqa: Y015
@@ -251,6 +255,8 @@ class ListTasksRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_AFTER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_BEFORE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Only tasks in this queue."""
     state: _task_pb2.TaskState.ValueType
@@ -267,6 +273,16 @@ class ListTasksRequest(_message.Message):
     """
     view: Global___TaskView.ValueType
     """How much of each task to return; defaults to BASIC."""
+    @_builtins.property
+    def create_time_after(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created at or after this time; unset means no lower bound."""
+
+    @_builtins.property
+    def create_time_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created before this time; unset means no upper bound. With
+        `create_time_after` it selects the half-open range [after, before).
+        """
+
     def __init__(
         self,
         *,
@@ -276,10 +292,12 @@ class ListTasksRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         view: Global___TaskView.ValueType = ...,
+        create_time_after: _timestamp_pb2.Timestamp | None = ...,
+        create_time_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "state", b"state", "type", b"type", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -134,9 +134,10 @@ class TaskServiceServicer:
     def ListTasks(self, request, context):
         """ListTasks pages through tasks, newest first, optionally filtered.
 
-        Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`)
-        or a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`).
+        Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
+        a page_token not produced by this call with the same filters
+        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,6 +161,8 @@ class TaskServiceServicer:
         """WatchTask streams a task's state changes and progress. The first message
         is the current snapshot; one follows each state change and each progress
         report; the stream ends after the message that shows a terminal state.
+        That last message carries the task's `result` in every view, so a
+        watcher learns the outcome without another call.
 
         Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
         """

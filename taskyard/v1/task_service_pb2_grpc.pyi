@@ -62,9 +62,10 @@ class TaskServiceStub:
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
     """ListTasks pages through tasks, newest first, optionally filtered.
 
-    Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`)
-    or a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`).
+    Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
+    a page_token not produced by this call with the same filters
+    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -80,6 +81,8 @@ class TaskServiceStub:
     """WatchTask streams a task's state changes and progress. The first message
     is the current snapshot; one follows each state change and each progress
     report; the stream ends after the message that shows a terminal state.
+    That last message carries the task's `result` in every view, so a
+    watcher learns the outcome without another call.
 
     Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
     """
@@ -146,9 +149,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """ListTasks pages through tasks, newest first, optionally filtered.
 
-    Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`)
-    or a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`).
+    Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
+    a page_token not produced by this call with the same filters
+    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -164,6 +168,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """WatchTask streams a task's state changes and progress. The first message
     is the current snapshot; one follows each state change and each progress
     report; the stream ends after the message that shows a terminal state.
+    That last message carries the task's `result` in every view, so a
+    watcher learns the outcome without another call.
 
     Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
     """
@@ -251,9 +257,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
         """ListTasks pages through tasks, newest first, optionally filtered.
 
-        Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`)
-        or a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`).
+        Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
+        a page_token not produced by this call with the same filters
+        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`).
         """
 
     @_abc_1.abstractmethod
@@ -281,6 +288,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """WatchTask streams a task's state changes and progress. The first message
         is the current snapshot; one follows each state change and each progress
         report; the stream ends after the message that shows a terminal state.
+        That last message carries the task's `result` in every view, so a
+        watcher learns the outcome without another call.
 
         Errors: NOT_FOUND (`TASK_NOT_FOUND`) for an unknown id.
         """

@@ -27,6 +27,8 @@ SECTION = re.compile(
 )
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```", re.DOTALL | re.MULTILINE)
 README_TARGET = "127.0.0.1:50051"
+SLEEP = re.compile(r'"seconds": (\d+)')
+PERSON_SECONDS = 20  # to read the answer, copy the id, then type two commands
 # What the walkthrough must show, by the method (or verb) each command calls.
 REQUIRED = {
     "list",
@@ -89,12 +91,28 @@ def test_the_walkthrough_covers_every_step_the_readme_promises(commands: list[st
     assert {method_of(shlex.split(c)) for c in commands} >= REQUIRED
 
 
+def test_the_task_to_follow_sleeps_long_enough_to_copy_its_id(commands: list[str]) -> None:
+    """A person copies the id into `export TASK=…` and runs GetTask and WatchTask meanwhile."""
+    first = next(c for c in commands if c.endswith("taskyard.v1.TaskService/CreateTask"))
+    assert '"type": "sleep"' in first
+    assert _sleep_seconds(first) >= PERSON_SECONDS
+
+
+def _sleep_seconds(command: str) -> int:
+    match = SLEEP.search(command)
+    assert match, command
+    return int(match.group(1))
+
+
 async def test_every_walkthrough_command_works_against_a_real_broker(
     broker: Broker, client: Client, tmp_path: Path, commands: list[str]
 ) -> None:
     worker = await start_worker(broker, tmp_path, name="demo", app="examples.demo_worker:worker")
     task_id = ""
     for command in commands:
+        # The test needs no time to copy ids: the first sleep is shortened (checked above).
+        if SLEEP.search(command) and _sleep_seconds(command) < 60:
+            command = SLEEP.sub('"seconds": 3', command)
         text = command.replace('"$TASK"', task_id).replace("$TASK", task_id)
         argv = shlex.split(text.replace(README_TARGET, broker.target))
         argv[0] = GRPCURL
@@ -129,6 +147,7 @@ async def check(method: str, output: str, task_id: str, client: Client) -> None:
         steps = [m["task"].get("progress", {}).get("step") for m in messages]
         assert states[-1] == "TASK_STATE_SUCCEEDED", states
         assert len({s for s in steps if s}) >= 2, "the watch showed no progress stream"
+        assert messages[-1]["task"]["result"] == {"json": {"slept": 3}}, "no result at the end"
     elif method == "taskyard.v1.TaskService/CancelTask":
         task = messages[0]["task"]
         assert task["state"] == "TASK_STATE_CANCELLED" or task.get("cancel_requested"), task

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from pathlib import Path
+
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskyard.v1 import payload_pb2, task_pb2
 from taskyard.v1 import task_service_pb2 as ts
-from tests.helpers import Broker, stubs
+from tests.helpers import Broker, start_worker, stubs
 from worker_sdk import Client, TaskyardError
 from worker_sdk._errors import TaskyardError as SdkError
 
@@ -114,6 +118,62 @@ async def test_list_filters_by_state_and_type(client: Client) -> None:
     cancelled = [t.id async for t in client.list(state="cancelled")]
     by_type = [t.id async for t in client.list(type="kind.a")]
     assert cancelled == [a.id] and by_type == [a.id]
+
+
+async def test_list_filters_by_a_half_open_create_time_range(client: Client) -> None:
+    first, second, third = [await client.submit("echo", queue="timed") for _ in range(3)]
+    assert first.create_time and second.create_time and third.create_time
+    assert first.create_time < second.create_time < third.create_time
+
+    async def listed(after: datetime | None = None, before: datetime | None = None) -> list[str]:
+        tasks = client.list(queue="timed", created_after=after, created_before=before)
+        return [t.id async for t in tasks]
+
+    assert await listed(after=second.create_time) == [third.id, second.id]
+    assert await listed(before=second.create_time) == [first.id]
+    assert await listed(second.create_time, third.create_time) == [second.id]
+
+
+async def test_page_token_is_tied_to_its_create_time_bounds(client: Client) -> None:
+    tasks = [await client.submit("echo") for _ in range(3)]
+    assert tasks[0].create_time is not None
+    start = tasks[0].create_time
+    page, token = await client.list_page(page_size=1, created_after=start)
+    assert page == [await client.get(tasks[2].id, full=False)] and token
+    later = start + timedelta(microseconds=1)
+    error = await call_error(client.list_page(page_token=token, created_after=later))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+    rest, _ = await client.list_page(page_size=5, page_token=token, created_after=start)
+    assert [t.id for t in rest] == [tasks[1].id, tasks[0].id]
+
+
+async def test_create_time_bound_beyond_year_9999_is_invalid_argument(broker: Broker) -> None:
+    async with stubs(broker) as s:
+        request = ts.ListTasksRequest(create_time_before=Timestamp(seconds=253_402_300_800))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await s.tasks.ListTasks(request)
+    error = SdkError.from_rpc_error(info.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_TIMESTAMP")
+    assert "create_time_before" in error.message
+
+
+async def test_watch_ends_with_the_result_even_in_the_basic_view(
+    broker: Broker, tmp_path: Path
+) -> None:
+    worker = await start_worker(broker, tmp_path, name="w")
+    async with stubs(broker) as s:
+        payload = payload_pb2.Payload(json=struct_pb2.Value(string_value="back"))
+        created = await s.tasks.CreateTask(
+            ts.CreateTaskRequest(task=task_pb2.Task(type="echo", payload=payload))
+        )
+        messages = [
+            m.task async for m in s.tasks.WatchTask(ts.WatchTaskRequest(id=created.task.id))
+        ]
+    await worker.stop()
+    assert messages[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    assert messages[-1].result == payload  # the outcome, without another call
+    assert not any(m.HasField("payload") for m in messages)  # BASIC: no payload
+    assert not any(m.HasField("result") for m in messages[:-1])
 
 
 async def test_basic_view_omits_the_payload_and_full_view_has_it(broker: Broker) -> None:

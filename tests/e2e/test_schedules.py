@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.e2e.test_cli import taskyard
+from tests.cli import taskyard
 from tests.helpers import Broker, read_record, start_worker
 from worker_sdk import Client, Schedule, TaskSpec, TaskyardError
 
