@@ -7,7 +7,11 @@ Each scenario runs several times on a fresh database and reports the median.
 * process: the N queued tasks drained by W worker processes: N divided by the
   span from the first lease to the last completion (read from the database).
 * end-to-end: workers connected, N tasks submitted as fast as possible: N
-  divided by the span from the first submission to the last completion.
+  divided by the span from the first submission to the last completion. The
+  CPU time each part spent over that span, per task: the broker process, the
+  worker processes and this (client) process, read from /proc and
+  `time.process_time()` — what a task costs, independent of how busy the
+  machine is.
 * latency: idle workers, one CreateTask at a time at a fixed rate; the time from
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -165,12 +170,51 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
     async with Setup(args, workdir, index + 100) as setup:
         await setup.start_workers()
         clients = setup.clients()
+        meter = CpuMeter(setup)
         t0 = time.time()
         await _submit(clients, n)
         _, last = await _wait_done(setup.db_url, n)
         e2e_rate = n / (last / 1e6 - t0)
+        cpu = meter.per_task_us(n)
         await _close(clients)
-    return {"submit_per_s": submit_rate, "process_per_s": process_rate, "e2e_per_s": e2e_rate}
+    return {
+        "submit_per_s": submit_rate,
+        "process_per_s": process_rate,
+        "e2e_per_s": e2e_rate,
+        **cpu,
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by the brokers, the workers and this process between start and stop."""
+
+    def __init__(self, setup: Setup) -> None:
+        self._brokers = [b.process.pid for b in setup.brokers if b.process is not None]
+        self._workers = [w.process.pid for w in setup.workers]
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        return (
+            sum(_cpu_s(pid) for pid in self._brokers),
+            sum(_cpu_s(pid) for pid in self._workers),
+            time.process_time(),
+        )
+
+    def per_task_us(self, n: int) -> dict[str, float]:
+        end = self._read()
+        broker, workers, client = (1e6 * (e - s) / n for e, s in zip(end, self._start, strict=True))
+        return {
+            "e2e_broker_cpu_us": broker,
+            "e2e_workers_cpu_us": workers,
+            "e2e_client_cpu_us": client,
+        }
 
 
 async def _close(clients: list[Client]) -> None:
