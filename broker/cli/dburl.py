@@ -63,18 +63,10 @@ def shown(url: str) -> str:
 
 def check_reachable(url: str) -> None:
     """Open and close the database once; any failure is a one-line ClickException."""
-    from broker.store.database import open_database
-
-    async def probe() -> None:
-        db = open_database(url)
-        try:
-            async with db.writer.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        finally:
-            await db.dispose()
+    from broker.store.database import probe
 
     try:
-        asyncio.run(probe())
+        asyncio.run(probe(url))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, sa.exc.SQLAlchemyError) as exc:

@@ -106,10 +106,15 @@ class Terminal:
         self._changed.set()
 
     async def wait_for(self, pattern: str, timeout: float = 180) -> re.Match[str]:
-        async with asyncio.timeout(timeout):
-            while not (match := re.search(pattern, self.text)):
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not (match := re.search(pattern, self.text, re.MULTILINE)):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{pattern!r} not seen; the terminal shows:\n{self.text}"
+            ) from None
         return match
 
     def close(self) -> None:
@@ -172,7 +177,7 @@ async def test_the_first_screen_gets_from_make_run_to_a_finished_task(tmp_path: 
         assert re.search(r"succeeded\s+default\s+echo", outputs[2]), outputs
         os.write(terminal.primary, b"\x03")  # Ctrl-C
         assert await asyncio.wait_for(proc.wait(), 90) == 0, terminal.text
-        await terminal.wait_for(r"stopped\s*$", timeout=30)
+        await terminal.wait_for(r"^stopped\s*$", timeout=30)
     finally:
         if proc.returncode is None:
             proc.kill()
