@@ -68,7 +68,7 @@ _TASK_KEYS = {
 }  # fmt: skip
 _RETRY_KEYS = {
     "max_attempts", "strategy", "initial_backoff", "backoff_coefficient", "max_backoff",
-    "jitter", "non_retryable_error_types", "max_lease_losses",
+    "jitter", "non_retryable_error_types", "retryable_error_types", "max_lease_losses",
 }  # fmt: skip
 _TIMEOUT_KEYS = {"execution", "heartbeat", "soft", "expiry"}
 _CATCHUP = {
@@ -232,10 +232,10 @@ def _retry(out: task_pb2.RetryPolicy, table: object, where: str) -> None:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(f"{at}: expected a number, got {value!r}")
             setattr(out, key, float(value))
-        elif key == "non_retryable_error_types":
+        elif key in ("non_retryable_error_types", "retryable_error_types"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{at}: expected a list of strings")
-            out.non_retryable_error_types.extend(value)
+            getattr(out, key).extend(value)
         else:
             setattr(out, key, _int(value, at))
 
