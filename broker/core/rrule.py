@@ -301,8 +301,12 @@ def _probe_days(parts: dict[str, str], body: str) -> None:
     if "BYDAY" in probe:
         probe["BYDAY"] = ",".join(d[-2:] for d in probe["BYDAY"].split(","))
     text = ";".join(["FREQ=YEARLY", *(f"{k}={v}" for k, v in probe.items())])
-    rule = du.rrulestr(text + ";BYHOUR=0;BYMINUTE=0;BYSECOND=0", dtstart=datetime(_BAND, 1, 1))  # noqa: DTZ001
-    if next(iter(rule), None) is None:
+    try:
+        rule = du.rrulestr(text + ";BYHOUR=0;BYMINUTE=0;BYSECOND=0", dtstart=datetime(_BAND, 1, 1))  # noqa: DTZ001
+        day = next(iter(rule), None)
+    except ValueError as error:
+        raise _refuse(f"{error}") from None
+    if day is None:
         raise _refuse(f"no day passes {body!r}'s day filters (e.g. 30 February)")
 
 

@@ -138,9 +138,10 @@ async def delete_schedule(conn: AsyncConnection, name: str) -> bool:
     found = (await conn.execute(sa.select(schedule.c.id).where(schedule.c.name == name))).scalar()
     if found is None:
         return False
+    # The schedule row first: a fire locks it first too (its compare-and-set).
+    await conn.execute(sa.delete(schedule).where(schedule.c.id == found))
     await conn.execute(sa.delete(schedule_fire).where(schedule_fire.c.schedule_id == found))
     await conn.execute(sa.delete(schedule_instance).where(schedule_instance.c.schedule_id == found))
-    await conn.execute(sa.delete(schedule).where(schedule.c.id == found))
     return True
 
 
@@ -230,10 +231,6 @@ async def record_fires(
             )
             .values(result=int(f.result), task_id=f.task_id, message=f.message, run_at=f.run_at)
         )
-    started = [
-        f.task_id for f in (*fires, *released) if f.result is core.FireResult.STARTED and f.task_id
-    ]
-    await _track_runs(conn, schedule_id, started)
     counts = _counts([*fires, *released])
     values: dict[str, Any] = {
         f"{name}_count": schedule.c[f"{name}_count"] + n
@@ -249,6 +246,13 @@ async def record_fires(
         values["last_task_id"] = last_task_id
     if values:
         await conn.execute(sa.update(schedule).where(schedule.c.id == schedule_id).values(values))
+    # After the schedule row is locked (by the fire's compare-and-set, or by the
+    # update above for a manual run), so that two writers never lock these rows
+    # in opposite orders.
+    started = [
+        f.task_id for f in (*fires, *released) if f.result is core.FireResult.STARTED and f.task_id
+    ]
+    await _track_runs(conn, schedule_id, started)
 
 
 async def _track_runs(conn: AsyncConnection, schedule_id: str, started: list[str]) -> None:
