@@ -5,7 +5,7 @@ from __future__ import annotations
 from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, WorkerInfo
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
-from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
+from worker_sdk._errors import BatchSubmitError, NonRetryableError, Retry, TaskFailed, TaskyardError
 from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
     Attempt,
@@ -29,6 +29,7 @@ __all__ = [
     "Progress",
     "Queue",
     "QueueStats",
+    "Retry",
     "RetryPolicy",
     "Schedule",
     "ScheduleFire",

@@ -6,13 +6,13 @@ import asyncio
 import difflib
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from google.protobuf import timestamp_pb2
 
 from taskyard.v1 import task_pb2, worker_service_pb2
-from worker_sdk._errors import NonRetryableError
+from worker_sdk._errors import NonRetryableError, Retry
 from worker_sdk._payload import from_payload
 
 
@@ -146,6 +146,25 @@ class TaskContext:
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block a thread handler until cancellation or the timeout; True if cancelled."""
         return self._cancelled.wait(timeout)
+
+    def retry(
+        self, delay: float | timedelta, message: str = "", *, type: str | None = None
+    ) -> NoReturn:
+        """Fail this attempt and have the next one run after `delay`: raises `Retry`.
+
+        Use it as Celery's ``self.retry(countdown=...)``, e.g. with an upstream's
+        ``Retry-After``. The delay is capped at the retry policy's ``max_backoff``
+        and the attempt counts against ``max_attempts``.
+
+        Args:
+            delay: Seconds (or a timedelta); 0 means at once.
+            message: The error message recorded with the attempt.
+            type: The error type reported (default ``"Retry"``).
+
+        Raises:
+            Retry: always.
+        """
+        raise Retry(message, delay=delay, type=type)
 
     def progress(
         self,

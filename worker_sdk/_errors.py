@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import traceback
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
+from taskyard.v1 import worker_service_pb2
 
 if TYPE_CHECKING:
     from worker_sdk._types import Task
@@ -72,6 +77,57 @@ def _retry_after(raw: bytes) -> float | None:
 
 class NonRetryableError(Exception):
     """Raise from a handler to fail the task without further attempts."""
+
+
+class Retry(Exception):
+    """Raise from a handler to fail this attempt and have the next one run after `delay`.
+
+    For a delay the handler knows better than the retry policy, e.g. an
+    upstream API's ``Retry-After`` (Celery's ``self.retry(countdown=...)``;
+    ``ctx.retry(...)`` raises this). The broker waits exactly `delay`, without
+    jitter, but never longer than the policy's ``max_backoff``. It is still a
+    failed attempt: it counts against ``max_attempts``, and the policy's error
+    type lists apply to its `type`.
+
+    Any exception with a ``retry_delay`` attribute (seconds or timedelta) asks
+    for a delay the same way, under its own class name as the error type.
+
+    Args:
+        message: The error message recorded with the attempt.
+        delay: Seconds (or a timedelta) before the next attempt; 0 means at once.
+        type: The error type reported to the broker (default ``"Retry"``), which
+            ``retryable_error_types`` and ``non_retryable_error_types`` match.
+
+    Raises:
+        ValueError: `delay` is negative or not finite.
+    """
+
+    def __init__(
+        self, message: str = "", *, delay: float | timedelta, type: str | None = None
+    ) -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"Retry(delay=...) must be 0 or more seconds, got {delay!r}")
+        super().__init__(message or f"retry requested in {seconds:g}s")
+        self.retry_delay = seconds
+        self.type = type or "Retry"
+
+
+def failure_of(exc: BaseException) -> worker_service_pb2.Failure:
+    """How a handler's exception is reported: type, message, traceback, retry hints."""
+    out = worker_service_pb2.Failure(
+        type=exc.type if isinstance(exc, Retry) else type(exc).__name__,
+        message=str(exc),
+        details="".join(traceback.format_exception(exc)),
+        non_retryable=isinstance(exc, NonRetryableError),
+    )
+    delay: Any = getattr(exc, "retry_delay", None)
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    usable = isinstance(delay, int | float) and not isinstance(delay, bool)
+    if usable and math.isfinite(delay) and delay >= 0:
+        out.retry_delay.FromMicroseconds(round(delay * 1_000_000))
+    return out
 
 
 class TaskFailed(Exception):

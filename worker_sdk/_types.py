@@ -85,6 +85,8 @@ class RetryPolicy:
         jitter: Random shortening of each delay, 0 to 1.
         non_retryable_error_types: Error types that fail the task at once.
         max_lease_losses: Lost leases (dead workers) tolerated before the task is dead.
+        retryable_error_types: When not empty, the only error types retried; any
+            other type fails the task at once (``non_retryable_error_types`` wins).
     """
 
     max_attempts: int | None = None
@@ -95,6 +97,7 @@ class RetryPolicy:
     jitter: float | None = None
     non_retryable_error_types: tuple[str, ...] = ()
     max_lease_losses: int | None = None
+    retryable_error_types: tuple[str, ...] = ()
 
     def to_proto(self) -> task_pb2.RetryPolicy:
         out = task_pb2.RetryPolicy(
@@ -102,6 +105,7 @@ class RetryPolicy:
             backoff_coefficient=self.backoff_coefficient or 0.0,
             non_retryable_error_types=list(self.non_retryable_error_types),
             max_lease_losses=self.max_lease_losses or 0,
+            retryable_error_types=list(self.retryable_error_types),
         )
         if self.strategy is not None:
             out.strategy = task_pb2.BackoffStrategy.Value(
@@ -126,6 +130,7 @@ class RetryPolicy:
             jitter=p.jitter,
             non_retryable_error_types=tuple(p.non_retryable_error_types),
             max_lease_losses=p.max_lease_losses,
+            retryable_error_types=tuple(p.retryable_error_types),
         )
 
 

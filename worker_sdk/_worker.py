@@ -19,7 +19,6 @@ import random
 import signal
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ import grpc
 from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from worker_sdk._context import TaskContext
 from worker_sdk._credentials import ChannelSecurity, aio_channel
-from worker_sdk._errors import NonRetryableError
+from worker_sdk._errors import failure_of
 from worker_sdk._payload import to_payload
 from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
 from worker_sdk._tracing import task_fields, task_scope
@@ -565,10 +564,8 @@ class Worker:
                 self._finish(job, None)
                 return
             completion.cancelled.message = "handler cancelled"
-        except NonRetryableError as exc:
-            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc(), True)
         except Exception as exc:
-            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc())
+            completion.failure.CopyFrom(failure_of(exc))
         if job.cancel_requested:
             # Asked to stop, the handler returned or raised: it stopped. (A
             # result that raced ahead of the request was already sent.)

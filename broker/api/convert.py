@@ -68,13 +68,15 @@ def new_task(
         else now
     )
     if spec.HasField("retry_policy"):
-        for name in spec.retry_policy.non_retryable_error_types:
-            validation.name(
-                "retry_policy.non_retryable_error_types[]",
-                name,
-                limits,
-                reason="INVALID_RETRY_POLICY",
-            )
+        rp = spec.retry_policy
+        for field, names in (
+            ("non_retryable_error_types", rp.non_retryable_error_types),
+            ("retryable_error_types", rp.retryable_error_types),
+        ):
+            for name in names:
+                validation.name(
+                    f"retry_policy.{field}[]", name, limits, reason="INVALID_RETRY_POLICY"
+                )
     policy, timeouts = defaults.resolve(
         options.task_options(spec),
         queue=queue,
@@ -370,7 +372,18 @@ def failure(f: worker_service_pb2.Failure) -> Failure:
         message=f.message[:10_000],
         details=f.details[:100_000],
         non_retryable=f.non_retryable,
+        retry_delay_us=_retry_delay(f) if f.HasField("retry_delay") else None,
     )
+
+
+def _retry_delay(f: worker_service_pb2.Failure) -> int:
+    d = f.retry_delay
+    if d.seconds < 0 or not 0 <= d.nanos < 1_000_000_000:
+        raise InvalidArgument(
+            f"failure.retry_delay must be a duration of 0 or more, got {d.seconds}s {d.nanos}ns",
+            reason="INVALID_RETRY_DELAY",
+        )
+    return int(d.seconds) * 1_000_000 + d.nanos // 1000
 
 
 def set_timestamp(ts: timestamp_pb2.Timestamp, us: int) -> None:

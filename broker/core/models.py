@@ -58,6 +58,9 @@ class Failure:
     message: str
     details: str = ""
     non_retryable: bool = False
+    # The delay the handler asked for before the next attempt (µs), or None
+    # for the policy's backoff. Decides one transition; never stored.
+    retry_delay_us: int | None = None
 
 
 @record

@@ -64,6 +64,7 @@ def _settle(record: core.FireRecord, refused: set[str]) -> core.FireRecord:
         record,
         result=core.FireResult.FAILED,
         task_id=None,
+        run_at=None,
         message="the task's queue is at its max_depth",
     )
 
@@ -152,7 +153,13 @@ class RunNow(Op[ManualRun]):
         if refused:
             return ManualRun(None, refused=True)
         fire = core.FireRecord(
-            record.id, at, True, core.FireResult.STARTED, recorded_at=at, task_id=new.id
+            record.id,
+            at,
+            True,
+            core.FireResult.STARTED,
+            recorded_at=at,
+            task_id=new.id,
+            run_at=new.run_at,
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)

@@ -320,4 +320,15 @@ schedule_fire = sa.Table(
     sa.Column("last_missed_at", sa.BigInteger),
     sa.Column("message", sa.Text),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
+    sa.Column("run_at", sa.BigInteger),  # revision 0011: fire time + jitter
+)
+
+# The tasks each schedule started that may still be unfinished (revision 0011):
+# what `max_instances` counts, joined with `task` for their states. Rows whose
+# task finished or was deleted are pruned in the transactions that fire.
+schedule_instance = sa.Table(
+    "schedule_instance",
+    metadata,
+    sa.Column("schedule_id", sa.String(26), primary_key=True),
+    sa.Column("task_id", sa.String(26), primary_key=True),
 )

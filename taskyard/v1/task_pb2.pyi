@@ -215,6 +215,7 @@ class RetryPolicy(_message.Message):
     JITTER_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
     MAX_LEASE_LOSSES_FIELD_NUMBER: _builtins.int
+    RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
     """Attempts in all, counting the first; 1 means "never retry". 0 = default."""
     strategy: Global___BackoffStrategy.ValueType
@@ -240,7 +241,18 @@ class RetryPolicy(_message.Message):
 
     @_builtins.property
     def non_retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Error types (TaskError.type) that are never retried."""
+        """Error types (TaskError.type) that are never retried. Wins over
+        `retryable_error_types`.
+        """
+
+    @_builtins.property
+    def retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When not empty, the only error types (TaskError.type) that are retried:
+        a failure of any other type makes the task FAILED at once. Empty (the
+        default) retries every type not in `non_retryable_error_types`. Broker
+        failures have types too (`ExecutionTimeout`): list them to retry them.
+        A type may not be on both lists.
+        """
 
     def __init__(
         self,
@@ -253,10 +265,11 @@ class RetryPolicy(_message.Message):
         jitter: _builtins.float | None = ...,
         non_retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
         max_lease_losses: _builtins.int = ...,
+        retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_backoff", b"max_backoff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "backoff_coefficient", b"backoff_coefficient", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_lease_losses", b"max_lease_losses", "non_retryable_error_types", b"non_retryable_error_types", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "backoff_coefficient", b"backoff_coefficient", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_lease_losses", b"max_lease_losses", "non_retryable_error_types", b"non_retryable_error_types", "retryable_error_types", b"retryable_error_types", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__jitter: _TypeAlias = _typing.Literal["jitter"]  # noqa: Y015
     _WhichOneofArgType__jitter: _TypeAlias = _typing.Literal["_jitter", b"_jitter"]  # noqa: Y015

@@ -909,6 +909,7 @@ class Failure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    RETRY_DELAY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The error's type, e.g. an exception class name. Required."""
     message: _builtins.str
@@ -917,6 +918,19 @@ class Failure(_message.Message):
     """Optional diagnostics, e.g. a stack trace."""
     non_retryable: _builtins.bool
     """True when retrying cannot help; the task becomes FAILED at once."""
+    @_builtins.property
+    def retry_delay(self) -> _duration_pb2.Duration:
+        """The handler's own choice of delay before the next attempt, e.g. an
+        upstream API's `Retry-After`. Unset means the retry policy's backoff.
+        When set, a retried task waits exactly this long (no jitter), but never
+        longer than the policy's `max_backoff`: a longer request is shortened to
+        it. It does not make a failure retryable: `non_retryable`, the policy's
+        error type lists and `max_attempts` decide as for any failure. Zero
+        means "retry at once". A negative or malformed duration is refused with
+        `CompletionAck.error` code 3, reason `INVALID_RETRY_DELAY` (the lease is
+        still held).
+        """
+
     def __init__(
         self,
         *,
@@ -924,10 +938,11 @@ class Failure(_message.Message):
         message: _builtins.str = ...,
         details: _builtins.str = ...,
         non_retryable: _builtins.bool = ...,
+        retry_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "non_retryable", b"non_retryable", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "non_retryable", b"non_retryable", "retry_delay", b"retry_delay", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
