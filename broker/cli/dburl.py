@@ -8,7 +8,6 @@ the broker's start-up.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -66,7 +65,7 @@ def check_reachable(url: str) -> None:
     from broker.store.database import probe
 
     try:
-        asyncio.run(probe(url))
+        probe(url)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, sa.exc.SQLAlchemyError) as exc:

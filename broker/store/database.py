@@ -8,6 +8,7 @@ second broker off the same database file.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -72,7 +73,7 @@ def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
     return Database(url, writer, reader)
 
 
-async def probe(url: str) -> None:
+def probe(url: str) -> None:
     """Open the database once and run `SELECT 1`, so that a bad `--db` fails before a broker starts.
 
     SQLite is opened with the stock dialect: the fast path's self-check belongs
@@ -85,6 +86,10 @@ async def probe(url: str) -> None:
         if not Path(str(parsed.database)).exists():
             return
         parsed = parsed.set(drivername="sqlite+aiosqlite")
+    asyncio.run(_select_one(parsed))
+
+
+async def _select_one(parsed: URL) -> None:
     engine = create_async_engine(parsed, poolclass=NullPool)
     try:
         async with engine.connect() as conn:

@@ -10,7 +10,7 @@ columns (`spec`, `policies`) and need no schema change. What does:
 * `schedule_fire.run_at` keeps the time the fired task was due (the fire time
   plus the schedule's jitter) beside the nominal `fire_time`.
 
-Revision ID: 0011
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
