@@ -28,11 +28,15 @@ node_modules/.stamp: package.json package-lock.json
 
 node: node_modules/.stamp
 
-proto: venv ## Regenerate taskyard/v1 from protos/
+# *_connect.py (the HTTP/JSON side, broker/http) come from the same protos, with the
+# google.protobuf message classes the gRPC side uses.
+proto: venv ## Regenerate taskyard/v1 from protos/ (gRPC, typing stubs, Connect)
 	$(PY) -m grpc_tools.protoc -Iprotos \
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+	  --connectrpc_out=. --connectrpc_opt=protobuf=google \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  --plugin=protoc-gen-connectrpc=$(VENV)/bin/protoc-gen-connectrpc \
 	  protos/taskyard/v1/*.proto
 
 lint: venv node ## ruff, mypy --strict, import layers (lint-imports), buf lint/format/breaking
