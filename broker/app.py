@@ -37,6 +37,7 @@ from broker.config import Settings
 from broker.engine.committer import Committer
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.events import TaskEvents
+from broker.engine.journal import Journal
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
@@ -113,6 +114,9 @@ async def build(
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
+    journal = Journal(
+        stream_id=replica_id, clock=clock, window=settings.event_window, relay=replicated
+    )
 
     # The write path.
     observe = telemetry_setup.start(
@@ -130,6 +134,7 @@ async def build(
         due=promotions,
         notices=Notices(replica_id=replica_id, enabled=replicated),
         queues=queues,
+        journal=journal,
         metrics=observe.sink,
     )
     committer = Committer(db=db, env=env, doorbell=doorbell)
@@ -142,6 +147,7 @@ async def build(
         committer=committer,
         dispatcher=dispatcher,
         events=events,
+        journal=journal,
         schema_version=schema,
         defaults=files.defaults,
         queues=queues,
@@ -188,6 +194,7 @@ async def build(
             replica_id=replica_id,
             dispatcher=dispatcher,
             events=events,
+            journal=journal,
             drain=runtime.sessions.drain,
         ).run
     return Broker(
@@ -226,6 +233,7 @@ async def serve(broker: Broker) -> None:
     # Stop, in reverse: the door, the workers' streams, the loops, the committer.
     log.info("shutting down")
     runtime.shutting_down = True
+    runtime.journal.close()  # WatchEvents streams end with UNAVAILABLE
     await set_serving(broker.health, False)
     runtime.dispatcher.freeze()
     runtime.sessions.shutdown(settings.shutdown_grace_s, "broker shutting down")

@@ -1,0 +1,137 @@
+"""Journal events as WatchEvents messages, encoded once and shared by every subscriber.
+
+An event is turned into a protobuf `Event` on its first delivery and kept
+(in `Event.wire`) as the bytes of a `WatchEventsResponse.events` entry, tag
+and length included, and as its JSON text once a JSON (HTTP) subscriber asks.
+A response is then the concatenation of its events' bytes plus two fields,
+with no per-subscriber encoding: ten subscribers cost about what one does
+(docs/events.md has the figures). `Batch` is what the servicer yields;
+gRPC and the HTTP codecs ask it for `proto()` or `json()`.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from broker.api import convert, schedule_convert, worker_registry
+from broker.core.models import Progress
+from broker.core.schedules import FireRecord
+from broker.engine.event_record import Event, GapReason, Kind
+from broker.store.workers import SessionRow
+from taskyard.v1 import event_service_pb2 as pb
+
+_EVENTS_TAG = b"\x0a"  # WatchEventsResponse.events: field 1, length-delimited
+_STREAM_TAG = b"\x12"  # stream_id: field 2, length-delimited
+_SEQUENCE_TAG = b"\x18"  # sequence: field 3, varint
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf writes them
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def message(seq: int, ev: Event) -> pb.Event:
+    """The protobuf form of one journal event."""
+    out = pb.Event(sequence=seq)
+    if ev.at:
+        convert.set_timestamp(out.time, ev.at)
+    kind, d = ev.kind, ev.detail
+    if kind is Kind.TASK_STATE:
+        t = out.task_state
+        t.task_id, t.queue, t.type = ev.key, ev.queue or "", ev.type or ""
+        t.state, t.previous_state, t.attempt = ev.state, ev.previous, ev.attempt  # type: ignore[assignment]
+    elif kind is Kind.TASK_PROGRESS and isinstance(d, Progress):
+        p = out.task_progress
+        p.task_id, p.queue, p.type = ev.key, ev.queue or "", ev.type or ""
+        convert.set_progress(p.progress, d)
+    elif kind is Kind.SCHEDULE_FIRE and isinstance(d, FireRecord):
+        f = out.schedule_fire
+        f.schedule, f.queue, f.type = ev.key, ev.queue or "", ev.type or ""
+        f.fire.CopyFrom(schedule_convert.fire_out(d))
+    elif kind is Kind.WORKER and isinstance(d, SessionRow):
+        out.worker.type = ev.state  # type: ignore[assignment]
+        out.worker.worker.CopyFrom(worker_registry.info(d))
+    elif kind is Kind.GAP and isinstance(d, GapReason):
+        out.gap.reason = int(d)  # type: ignore[assignment]
+    return out
+
+
+def gap(seq: int, at: int, reason: GapReason, first: int, last: int) -> pb.Event:
+    """A gap made for one subscriber (the journal's own gaps come through `message`)."""
+    out = pb.Event(sequence=seq)
+    if at:
+        convert.set_timestamp(out.time, at)
+    out.gap.reason, out.gap.first_sequence, out.gap.last_sequence = int(reason), first, last  # type: ignore[assignment]
+    return out
+
+
+class Encoded:
+    """One event's encodings: the framed protobuf bytes, and JSON text once asked for."""
+
+    __slots__ = ("_head", "framed", "json")
+
+    def __init__(self, event: pb.Event) -> None:
+        body = event.SerializeToString()
+        head = _EVENTS_TAG + varint(len(body))
+        self.framed = head + body
+        self._head = len(head)
+        self.json: str | None = None
+
+    def json_text(self) -> str:
+        if self.json is None:
+            event = pb.Event.FromString(self.framed[self._head :])
+            self.json = json_format.MessageToJson(event, indent=None)
+        return self.json
+
+
+def encoded(seq: int, ev: Event) -> Encoded:
+    """The event's shared encodings, made on first use."""
+    wire = ev.wire
+    if wire is None:
+        wire = ev.wire = Encoded(message(seq, ev))
+    return wire  # type: ignore[no-any-return]
+
+
+class Batch:
+    """One WatchEventsResponse, kept as its events' encodings until a transport asks."""
+
+    __slots__ = ("events", "sequence", "stream_id")
+
+    def __init__(self, stream_id: str, sequence: int, events: list[Encoded]) -> None:
+        self.stream_id = stream_id
+        self.sequence = sequence
+        self.events = events
+
+    def proto(self) -> bytes:
+        stream = self.stream_id.encode()
+        tail = _STREAM_TAG + varint(len(stream)) + stream
+        if self.sequence:
+            tail += _SEQUENCE_TAG + varint(self.sequence)
+        return b"".join(e.framed for e in self.events) + tail
+
+    def json(self) -> bytes:
+        parts = [f'"streamId":"{self.stream_id}"']  # a hex replica id: nothing to escape
+        if self.sequence:
+            parts.append(f'"sequence":"{self.sequence}"')
+        if self.events:
+            parts.insert(0, '"events":[' + ",".join(e.json_text() for e in self.events) + "]")
+        return ("{" + ",".join(parts) + "}").encode()
+
+    def message(self) -> pb.WatchEventsResponse:
+        """The batch as a protobuf message (for tests and the rare generic path)."""
+        return pb.WatchEventsResponse.FromString(self.proto())
+
+
+def serialize(response: Batch | pb.WatchEventsResponse) -> bytes:
+    """gRPC's response serializer for WatchEvents."""
+    if isinstance(response, Batch):
+        return response.proto()
+    return response.SerializeToString()
