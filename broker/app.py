@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health
 
 from broker import config_file
-from broker.api import schedule_convert, schedules_file
+from broker.api import schedule_convert, schedules_file, services
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
@@ -41,6 +41,9 @@ from broker.engine.journal import Journal
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
+from broker.http import gate
+from broker.http.router import Router
+from broker.http.server import HttpServer
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
 from broker.loops.polls import poll_ready, refresh_queues
@@ -74,6 +77,7 @@ class Broker:
     port: int
     guard: Guard
     telemetry: telemetry_setup.Telemetry
+    http: HttpServer | None  # the HTTP/JSON API, when --http-listen is given
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
@@ -155,7 +159,14 @@ async def build(
         replica_id=replica_id,
     )
     guard = Guard(settings=settings, db=db)
-    server, health_servicer, port = build_server(runtime, guard=guard)
+    served = services.build(runtime)
+    server, health_servicer, port = build_server(runtime, guard=guard, served=served)
+    http = None
+    if settings.http_listen:
+        apps = await gate.applications(
+            served, guard, read_max_bytes=settings.limits.max_message_bytes
+        )
+        http = HttpServer(Router(apps), settings)
 
     # The loops.
     poll_s = settings.promote_poll_s
@@ -207,6 +218,7 @@ async def build(
         port=port,
         guard=guard,
         telemetry=observe,
+        http=http,
     )
 
 
@@ -224,6 +236,9 @@ async def serve(broker: Broker) -> None:
     for name, run_loop in broker.loops.items():
         supervisor.start(name, run_loop, Policy.RESTART)
     await broker.server.start()
+    if broker.http is not None:
+        await broker.http.start()
+        _announce_http(settings, broker.http)
     await set_serving(broker.health, True)
     _announce(settings, broker.port, runtime.db.backend)
     broker.guard.announce(settings.listen)
@@ -237,7 +252,10 @@ async def serve(broker: Broker) -> None:
     await set_serving(broker.health, False)
     runtime.dispatcher.freeze()
     runtime.sessions.shutdown(settings.shutdown_grace_s, "broker shutting down")
-    await broker.server.stop(settings.shutdown_grace_s)
+    stopping = [broker.server.stop(settings.shutdown_grace_s)]
+    if broker.http is not None:
+        stopping.append(broker.http.stop())
+    await asyncio.gather(*stopping)
     await supervisor.cancel_restartable()
     broker.committer.stop()
     try:
@@ -257,6 +275,13 @@ async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
             kept,
             grace_us / MICROS,
         )
+
+
+def _announce_http(settings: Settings, http: HttpServer) -> None:
+    """The HTTP API's URL (tests and `taskyard dev` read this line)."""
+    assert settings.http_listen is not None
+    host = settings.http_listen.rsplit(":", 1)[0] or "127.0.0.1"
+    log.info("HTTP/JSON API at %s://%s:%d/", http.scheme, host, http.port)
 
 
 def _announce(settings: Settings, port: int, backend: str) -> None:
