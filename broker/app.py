@@ -17,6 +17,7 @@ running, reconnect to the restarted broker and re-adopt them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -62,6 +63,7 @@ from broker.telemetry import setup as telemetry_setup
 log = logging.getLogger("taskyard.broker")
 
 Loop = Callable[[], Awaitable[None]]
+LISTEN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class Broker:
     runtime: Runtime
     committer: Committer
     loops: dict[str, Loop]  # restarted by the supervisor when they crash
+    listener: Listener | None  # PostgreSQL: hears the other replicas
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
@@ -199,20 +202,23 @@ async def build(
         "poll": functools.partial(poll_ready, dispatcher, poll_s),
         "queues": functools.partial(refresh_queues, queues),
     }
+    listener = None
     if replicated:
-        loops["listener"] = Listener(
+        listener = Listener(
             url=db.url,
             replica_id=replica_id,
             dispatcher=dispatcher,
             events=events,
             journal=journal,
             drain=runtime.sessions.drain,
-        ).run
+        )
+        loops["listener"] = listener.run
     return Broker(
         settings=settings,
         runtime=runtime,
         committer=committer,
         loops=loops,
+        listener=listener,
         server=server,
         health=health_servicer,
         port=port,
@@ -235,6 +241,11 @@ async def serve(broker: Broker) -> None:
     supervisor.start("committer", broker.committer.run, Policy.STOP)
     for name, run_loop in broker.loops.items():
         supervisor.start(name, run_loop, Policy.RESTART)
+    if broker.listener is not None:
+        # Serve once the other replicas are heard, so that a subscriber's first
+        # events include theirs; a LISTEN that cannot connect only delays that.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(broker.listener.listening.wait(), LISTEN_WAIT_S)
     await broker.server.start()
     if broker.http is not None:
         await broker.http.start()

@@ -45,6 +45,9 @@ class Listener:
         self._events = events
         self._journal = journal
         self.heard = 0
+        self.connections = 0
+        # Set once every channel is heard: the broker serves after that (app.py).
+        self.listening = asyncio.Event()
 
     async def run(self) -> None:
         backoff = 0.5
@@ -65,9 +68,11 @@ class Listener:
 
     def _connected(self) -> None:
         self._dispatcher.mark_all_ready()
-        if self._journal.head or self._journal.subscribers:
+        self.connections += 1
+        if self.connections > 1 or self._journal.subscribers:
             # Other replicas' events may have gone by while nobody listened.
             self._journal.link_lost()
+        self.listening.set()
 
     def _on_events(self, payload: str) -> None:
         """Another replica's events: into the journal, and to WatchTask callers here."""
