@@ -49,6 +49,11 @@ class EventFilter:
     def needs_facts(self) -> bool:
         return self.owner is not None or self.labels is not None
 
+    @property
+    def everything(self) -> bool:
+        """No filter and no limit: every event matches."""
+        return self == _EVERYTHING
+
     def matches(self, ev: Event) -> bool:
         kind = ev.kind
         if kind is Kind.GAP:
@@ -137,3 +142,6 @@ def from_request(request: event_service_pb2.WatchEventsRequest, limits: Limits) 
         task_events_only=own,
         hide_schedules=limited,
     )
+
+
+_EVERYTHING = EventFilter()

@@ -114,12 +114,19 @@ class Subscription:
             first, self.position = self.position + 1, j.oldest - 1
             out.append(self._gap(GapReason.SLOW_SUBSCRIBER, first, self.position))
         start, end = self.position + 1, min(j.head, self.position + MAX_EVENTS)
-        events = [(seq, j.get(seq)) for seq in range(start, end + 1)]
+        events = j.read(start, end)
         self.position = end
-        await self._complete(ev for _, ev in events if ev is not None)
-        for seq, ev in events:
-            if ev is not None and rules.matches(ev):
-                out.append(event_wire.encoded(seq, ev))
+        if rules.needs_facts or any(ev.queue is None for ev in events):
+            await self._complete(events)
+        # The hot loop: one attribute read per event once its encoding exists.
+        encode = event_wire.encoded
+        if rules.everything:
+            out += [ev.wire or encode(seq, ev) for seq, ev in enumerate(events, start)]
+        else:
+            matches = rules.matches
+            out += [
+                ev.wire or encode(seq, ev) for seq, ev in enumerate(events, start) if matches(ev)
+            ]
         return Batch(j.stream_id, self.position, out)
 
     async def _complete(self, events: Iterable[Event]) -> None:

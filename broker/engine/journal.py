@@ -18,8 +18,8 @@ that numbering (docs/events.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
+from typing import cast
 
 from broker.clock import Clock
 from broker.core.models import Progress
@@ -30,6 +30,7 @@ from broker.engine.event_record import Event, GapReason, Kind, WorkerChange
 from broker.store.workers import SessionRow
 
 DEFAULT_WINDOW = 100_000
+_TASK = Kind.TASK_STATE
 
 
 class Closed(Exception):
@@ -52,7 +53,7 @@ class Journal:
         self._relay_sent = 0  # relay messages this replica committed
         self._relay_tentative = 0
         self._heard: dict[str, int] = {}  # replica → the last relay message number heard
-        self._changed: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.subscribers = 0
 
@@ -68,18 +69,9 @@ class Journal:
         attempt: int,
         facts: tuple[str | None, str | None] | None = None,
     ) -> None:
+        # TaskState is an IntEnum: stored as is (int() would cost more than the rest).
         self._pending.append(
-            Event(
-                Kind.TASK_STATE,
-                task_id,
-                queue,
-                type_,
-                int(state),
-                0 if previous is None else int(previous),
-                attempt,
-                None,
-                facts,
-            )
+            Event(_TASK, task_id, queue, type_, state, previous or 0, attempt, None, facts)
         )
 
     def progress(self, task_id: str, queue: str | None, type_: str | None, p: Progress) -> None:
@@ -140,11 +132,14 @@ class Journal:
             event.at = at
             ring[seq % window] = event
         self.head = seq
-        waiting = self._changed
-        if waiting is not None:
-            self._changed = None
-            if not waiting.done():
-                waiting.set_result(None)
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --- Reading -------------------------------------------------------------------------------
 
@@ -159,22 +154,33 @@ class Journal:
             return None
         return self._ring[seq % self.window]
 
+    def read(self, first: int, last: int) -> list[Event]:
+        """Events `first`..`last` (inclusive), all within the window: two list slices at most."""
+        if first > last:
+            return []
+        assert self.oldest <= first and last <= self.head
+        window, ring = self.window, self._ring
+        start, end = first % window, last % window + 1
+        # Every slot within the window holds an event.
+        return cast(list[Event], ring[start:end] if start < end else ring[start:] + ring[:end])
+
     async def wait(self, after: int, timeout: float) -> None:
         """Until an event after `after` exists, `timeout` passes, or the journal closes."""
         if self.closed:
             raise Closed
         if self.head > after:
             return
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
         if self.closed:
             raise Closed
 
     def close(self) -> None:
         """Shutting down: every reader's `wait` raises Closed."""
         self.closed = True
-        waiting, self._changed = self._changed, None
-        if waiting is not None and not waiting.done():
-            waiting.set_result(None)
+        self._wake()

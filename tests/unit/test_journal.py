@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from broker.api.event_filter import EventFilter
 from broker.api.event_service import Subscription
-from broker.api.event_wire import Batch, encoded
+from broker.api.event_wire import Batch, encoded, message, task_state_bytes
 from broker.api.runtime import Runtime
 from broker.clock import FakeClock
 from broker.core.models import Progress
@@ -129,3 +129,14 @@ def test_a_batch_is_the_same_message_as_protobuf_and_as_json() -> None:
     assert message.events[2].worker.worker.worker_id == "w1"
     as_json: dict[str, Any] = json.loads(batch.json())
     assert as_json == json_format.MessageToDict(message)
+
+
+def test_task_state_events_are_written_byte_for_byte_as_protobuf_would() -> None:
+    cases = [
+        Event(Kind.TASK_STATE, "01M927P8EEFDQBGF8KQ5X06PWV", "q", "echo", 3, 2, 1, at=1),
+        Event(Kind.TASK_STATE, "t", "", "", 0, 0, 0, at=0),  # defaults are left out
+        Event(Kind.TASK_STATE, "t", "quëue", "tÿpe", 9, 4, 100_000, at=1_796_445_250_005_032),
+        Event(Kind.TASK_STATE, "t", None, None, 2, 0, 0, at=1_700_000_000_000_000),
+    ]
+    for seq, event in zip((1, 0, 300, 2**40), cases, strict=True):
+        assert task_state_bytes(seq, event) == message(seq, event).SerializeToString(), event.key
