@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,14 +47,16 @@ def error_reason(error: Any) -> str | None:
 
 
 class Connection:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self._tls = host, port, tls
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._h11 = h11.Connection(h11.CLIENT)
 
     async def open(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self._tls
+        )
 
     def close(self) -> None:
         if self._writer is not None:
@@ -87,6 +90,7 @@ class Http:
     token: str | None = None
     host: str = "127.0.0.1"
     extra_headers: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None  # HTTPS with this context
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"content-type": content_type, **self.extra_headers}
@@ -96,7 +100,7 @@ class Http:
 
     async def call(self, method: str, body: dict[str, Any] | None = None) -> Reply:
         """A unary call with a JSON body, e.g. call("TaskService/GetTask", {"id": ...})."""
-        conn = Connection(self.host, self.port)
+        conn = Connection(self.host, self.port, self.tls)
         await conn.open()
         try:
             data = json.dumps(body or {}).encode()
@@ -120,7 +124,7 @@ class Http:
         self, method: str, body: dict[str, Any] | None = None
     ) -> AsyncIterator[Stream]:
         """A server stream; leaving the block drops the connection."""
-        conn = Connection(self.host, self.port)
+        conn = Connection(self.host, self.port, self.tls)
         await conn.open()
         try:
             data = json.dumps(body or {}).encode()

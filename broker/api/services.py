@@ -33,7 +33,6 @@ from taskyard.v1 import (
     worker_service_pb2_grpc,
 )
 
-Handler = "grpc.RpcMethodHandler[Any, Any]"
 
 
 @dataclass(frozen=True, slots=True)
