@@ -34,7 +34,6 @@ from taskyard.v1 import (
 )
 
 
-
 @dataclass(frozen=True, slots=True)
 class Service:
     name: str  # e.g. taskyard.v1.TaskService
