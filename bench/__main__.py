@@ -16,6 +16,9 @@ Each scenario runs several times on a fresh database and reports the median.
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* events: end-to-end throughput with no WatchEvents subscriber and with
+  --subscribers (10) unfiltered ones; the difference in percent is what the
+  event stream costs (bench/events.py).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.events import subscriber_cost
 from bench.schedules import schedule_lag
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
@@ -55,6 +59,7 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    subscribers: int = 10
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -303,6 +308,17 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
             )
+        if args.scenario == "events":
+            report["subscribers"] = args.subscribers
+            report |= await _median_of(
+                args.runs,
+                lambda i: subscriber_cost(
+                    lambda k: Setup(args, workdir, 500 + 2 * i + k),
+                    _submit,
+                    _wait_done,
+                    args.subscribers,
+                ),
+            )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -324,7 +340,7 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule"],
+        choices=["all", "throughput", "latency", "stats", "schedule", "events"],
         default="all",
     )
     parser.add_argument(
@@ -332,6 +348,9 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=10, help="Events: WatchEvents subscribers."
     )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
@@ -348,6 +367,7 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.subscribers,
     )
 
 
@@ -359,7 +379,7 @@ def _print(report: dict[str, Any]) -> None:
     )
     for key, value in report.items():
         if isinstance(value, dict):
-            print(f"  {key:<16} {value['median']:>10.1f}   {value['runs']}")
+            print(f"  {key:<40} {value['median']:>10.1f}   {value['runs']}")
 
 
 if __name__ == "__main__":

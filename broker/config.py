@@ -62,6 +62,10 @@ class Settings:
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.
     metrics_listen: str | None = None
     otlp_endpoint: str | None = None
+    # The HTTP/JSON API (docs/http.md): host:port, or None for none.
+    http_listen: str | None = None
+    # WatchEvents resumes within the last this many events (docs/events.md).
+    event_window: int = 100_000
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)
 

@@ -6,6 +6,7 @@ from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, Worker
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
 from worker_sdk._errors import BatchSubmitError, NonRetryableError, Retry, TaskFailed, TaskyardError
+from worker_sdk._events import Event
 from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
     Attempt,
@@ -25,6 +26,7 @@ __all__ = [
     "BatchSubmitError",
     "Client",
     "Distribution",
+    "Event",
     "NonRetryableError",
     "Progress",
     "Queue",

@@ -21,7 +21,7 @@ from taskyard.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from worker_sdk import _tracing
+from worker_sdk import _events, _tracing
 from worker_sdk._admin import (
     QS,
     Queue,
@@ -33,6 +33,7 @@ from worker_sdk._admin import (
 )
 from worker_sdk._credentials import ChannelSecurity, aio_channel
 from worker_sdk._errors import TaskFailed, TaskyardError
+from worker_sdk._events import Event
 from worker_sdk._portal import Portal, blocking, iterating, opening
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
@@ -225,6 +226,36 @@ class Client(ScheduleMethods):
             raise TaskyardError.from_rpc_error(error, self.target) from None
         finally:
             call.cancel()
+
+    async def events(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        queues: Iterable[str] = (),
+        types: Iterable[str] = (),
+        states: Iterable[TaskState | str] = (),
+        labels: dict[str, str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield what happens in the broker from now on, until the loop stops (docs/events.md).
+
+        Args:
+            kinds: Any of "task_state", "task_progress", "schedule_fire", "worker"; all if
+                empty.
+            queues: Only events of these queues.
+            types: Only events of these task types.
+            states: Only task events whose task is now in one of these states.
+            labels: Only task events of tasks with all of these labels.
+
+        When the broker stops, this reconnects and resumes after the last event
+        it delivered; events it can no longer deliver come as one ``Event``
+        of kind "gap".
+
+        Raises:
+            TaskyardError: the broker refused the subscription.
+        """
+        request = _events.request(kinds, queues, types, states, labels)
+        async for event in _events.follow(self._channel, request, self.target):
+            yield event
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the task to finish and return its result.
@@ -437,6 +468,7 @@ class SyncClient:
     attempts = blocking(Client.attempts)
     purge = blocking(Client.purge)
     watch = iterating(Client.watch)
+    events = iterating(Client.events)
     wait = blocking(Client.wait)
     create_queue = blocking(Client.create_queue)
     get_queue = blocking(Client.get_queue)

@@ -38,6 +38,7 @@ from broker.core.models import (
 )
 from broker.core.queues import DEFAULT_QUEUE
 from broker.engine.dispatcher import StopReason
+from broker.engine.event_record import WorkerChange
 from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
@@ -217,13 +218,16 @@ class Session:
         self.draining = True
         self._rt.dispatcher.drain(self)
         self._send(pb.LeaseResponse(drain=pb.Drain(message=message)))
+        row = self.row()
+        self._rt.committer.submit(WriteSessions([row], change=(WorkerChange.DRAINING, row)))
 
     async def run(self) -> None:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
         rt.sessions.add(self)
-        rt.committer.submit(WriteSessions([self.row()]))
+        row = self.row()
+        rt.committer.submit(WriteSessions([row], change=(WorkerChange.CONNECTED, row)))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
             self.worker_id,
@@ -241,7 +245,10 @@ class Session:
             self._open = False
             self._outbox.put_nowait(None)
             rt.sessions.remove(self)
-            rt.committer.submit(WriteSessions([], gone=[self.key]))
+            final = self.row()
+            rt.committer.submit(
+                WriteSessions([], gone=[self.key], change=(WorkerChange.DISCONNECTED, final))
+            )
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:
                 # The worker is gone: its tasks may run again elsewhere now.

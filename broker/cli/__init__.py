@@ -11,6 +11,7 @@ import click
 from broker.cli import errors
 from broker.cli.admin import queue_group, workers_group
 from broker.cli.dev import dev_command
+from broker.cli.events import events
 from broker.cli.helpgroup import HelpGroup
 from broker.cli.operations import attempts, purge, retry
 from broker.cli.schedules import schedule_group
@@ -47,6 +48,7 @@ for command in (
     get,
     list_tasks,
     watch,
+    events,
     cancel,
     retry,
     attempts,

@@ -69,6 +69,16 @@ def _settle(record: core.FireRecord, refused: set[str]) -> core.FireRecord:
     )
 
 
+def _journal_fires(
+    env: Env, name: str, records: Sequence[core.FireRecord], tasks: Sequence[NewTask]
+) -> None:
+    by_id = {t.id: t for t in tasks}
+    some = tasks[0] if tasks else None
+    for r in records:
+        task = by_id.get(r.task_id or "", some)
+        env.journal.fire(name, r, task.queue if task else "", task.type if task else "")
+
+
 def _last_started(records: Sequence[core.FireRecord]) -> str | None:
     started = [r.task_id for r in records if r.result is core.FireResult.STARTED and r.task_id]
     return started[-1] if started else None
@@ -106,6 +116,7 @@ class FireSchedules(Op[Fired]):
                 last_task_id=_last_started([*released, *records]),
             )
             self._settled.append((item.before.name, [*released, *records]))
+            _journal_fires(env, item.before.name, [*released, *records], item.tasks)
         started = tuple(i for i in self._ids if i)
         return Fired(len(won), len(self.items) - len(won), started)
 
@@ -163,6 +174,7 @@ class RunNow(Op[ManualRun]):
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)
+        env.journal.fire(record.name, fire, new.queue, new.type)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:

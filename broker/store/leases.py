@@ -223,6 +223,8 @@ class ExtendResult:
     ok: bool
     cancel_requested: bool = False
     expires: int = 0
+    queue: str = ""
+    type: str = ""
 
 
 _EXTEND = (
@@ -258,7 +260,9 @@ async def extend_leases(
             results[item.task_id] = ExtendResult(False)
             continue
         expires = now + row.heartbeat_timeout_us
-        results[item.task_id] = ExtendResult(True, row.cancel_requested, expires)
+        results[item.task_id] = ExtendResult(
+            True, row.cancel_requested, expires, row.queue, row.type
+        )
         params = _extend_params(item, expires, now)
         (plain if item.progress is None else with_progress).append(params)
     if plain:
@@ -328,6 +332,7 @@ class Ended:
     started_at: int | None = None
     counted: bool = True  # False for a released lease: the attempt never ran
     lost: bool = False
+    attempt: int = 0  # the task's attempt number after the end
 
 
 _END = (
@@ -426,6 +431,7 @@ async def end_leases(
                 started_at=row.started_at,
                 counted=not isinstance(outcome, Released),
                 lost=isinstance(outcome, Lost),
+                attempt=transition.attempt,
             )
         )
     await _END_WRITE.run(conn, params)
