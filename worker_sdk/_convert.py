@@ -11,7 +11,9 @@ parameters by name. JSON numbers travel as doubles (`google.protobuf.Value`), wh
 integers exactly only up to ±2**53; a larger integer is therefore written as a decimal
 string, and a receiver that declared an integer reads it back exactly (pydantic's lax mode
 turns a numeric string into an int). Bytes are base64url strings (RFC 4648 §5; plain
-base64 is read too); datetimes ISO 8601 strings; Decimals strings (exact); UUIDs strings;
+base64 is read too) where a parameter or the return type declares them (inside a model of
+yours, bytes follow that model's own config: pydantic's default is UTF-8 text, so use
+`pydantic.Base64Bytes` there); datetimes ISO 8601 strings; Decimals strings (exact); UUIDs strings;
 enums their values.
 """
 
@@ -113,9 +115,11 @@ class Signature:
             raise ValidationError([("(the arguments)", str(exc))]) from None
         try:
             checked = self.model.model_validate(dict(bound.arguments))
+            data = checked.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except pydantic.ValidationError as exc:
             raise _field_errors(exc) from None
-        data = checked.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        except (pydantic.PydanticSerializationError, ValueError) as exc:
+            raise ValidationError([("(the arguments)", str(exc))]) from None
         return _wide_ints_as_strings(data)  # type: ignore[no-any-return]
 
     def decode(self, payload: Any) -> dict[str, Any]:
@@ -145,9 +149,14 @@ class Returns(Generic[R]):
         """A handler's return value as JSON; raises ValidationError if it does not match."""
         try:
             checked = self._model.model_validate({"value": value})
+            data = checked.model_dump(mode="json")["value"]
         except pydantic.ValidationError as exc:
             raise _field_errors(exc, strip=1) from None
-        return _wide_ints_as_strings(checked.model_dump(mode="json")["value"])
+        except (pydantic.PydanticSerializationError, ValueError) as exc:
+            # e.g. bytes that are not UTF-8 in a model of the user's whose own config keeps
+            # pydantic's default (bytes as UTF-8 text)
+            raise ValidationError([("(the result)", str(exc))]) from None
+        return _wide_ints_as_strings(data)
 
     def decode(self, data: Any) -> R:
         """A task's JSON result as the declared return type; raises ValidationError."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec,
 
 from worker_sdk._context import TaskContext
 from worker_sdk._convert import Returns, Signature, return_hint
+from worker_sdk._lifecycle import FailureHook, SuccessHook
 from worker_sdk._requests import spec_of
 from worker_sdk._types import LogRecord, RetryPolicy, Task, TaskSpec, Timeouts
 
@@ -31,10 +32,6 @@ R_co = TypeVar("R_co", covariant=True)
 
 Executor = Literal["async", "thread", "process"]
 EXECUTORS: tuple[Executor, ...] = ("async", "thread", "process")
-
-# Hooks: called with the context and the result (on_success) or the exception.
-SuccessHook = Callable[[TaskContext, Any], Awaitable[None] | None]
-FailureHook = Callable[[TaskContext, BaseException], Awaitable[None] | None]
 
 
 class _Unset:

@@ -76,6 +76,38 @@ class NonRetryableError(Exception):
     """Raise from a handler to fail the task without further attempts."""
 
 
+class WorkerProcessCrashed(Exception):
+    """The process-pool child running a task died (a segfault, ``os._exit``, a kill).
+
+    The task fails with this error type and is retried per its policy.
+    """
+
+
+class MemoryLimitExceeded(Exception):
+    """The process-pool child running a task passed its memory ceiling and was killed.
+
+    The task fails with this error type and is retried per its policy (list it in the
+    policy's ``non_retryable_error_types`` to stop that).
+    """
+
+
+class ProcessTaskError(Exception):
+    """A handler in a process-pool child raised; this carries what it raised, by name.
+
+    Attributes:
+        type: The exception's class name (the task's error type).
+        details: Its traceback, as the child formatted it.
+        non_retryable: Whether it was a `NonRetryableError`.
+    """
+
+    def __init__(self, type_: str, message: str, details: str, non_retryable: bool) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+        self.details = details
+        self.non_retryable = non_retryable
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     """One problem a validation found: where (``point.x``, ``items[2]``) and what."""

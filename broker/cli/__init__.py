@@ -12,6 +12,7 @@ from broker.cli import errors
 from broker.cli.admin import queue_group, workers_group
 from broker.cli.dev import dev_command
 from broker.cli.helpgroup import HelpGroup
+from broker.cli.logs import logs
 from broker.cli.operations import attempts, purge, retry
 from broker.cli.schedules import schedule_group
 from broker.cli.serve import broker_command, db_group
@@ -47,6 +48,7 @@ for command in (
     get,
     list_tasks,
     watch,
+    logs,
     cancel,
     retry,
     attempts,
