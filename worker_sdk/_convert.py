@@ -118,7 +118,7 @@ class Signature:
             data = checked.model_dump(mode="json", by_alias=True, exclude_unset=True)
         except pydantic.ValidationError as exc:
             raise _field_errors(exc) from None
-        except (pydantic.PydanticSerializationError, ValueError) as exc:
+        except ValueError as exc:  # pydantic_core.PydanticSerializationError is one
             raise ValidationError([("(the arguments)", str(exc))]) from None
         return _wide_ints_as_strings(data)  # type: ignore[no-any-return]
 
@@ -152,7 +152,7 @@ class Returns(Generic[R]):
             data = checked.model_dump(mode="json")["value"]
         except pydantic.ValidationError as exc:
             raise _field_errors(exc, strip=1) from None
-        except (pydantic.PydanticSerializationError, ValueError) as exc:
+        except ValueError as exc:  # pydantic_core.PydanticSerializationError is one
             # e.g. bytes that are not UTF-8 in a model of the user's whose own config keeps
             # pydantic's default (bytes as UTF-8 text)
             raise ValidationError([("(the result)", str(exc))]) from None

@@ -265,7 +265,9 @@ class Pool:
             while proc.conn.poll():
                 self._message(proc, proc.conn.recv())
         except (EOFError, OSError):
-            self._exited(proc)
+            # The child is going; its sentinel says when it is gone, with its exit status.
+            assert self._loop is not None
+            self._loop.remove_reader(proc.conn.fileno())
 
     def _message(self, proc: _Proc, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -313,7 +315,7 @@ class Pool:
         assert self._loop is not None
         self._loop.remove_reader(proc.conn.fileno())
         self._loop.remove_reader(proc.process.sentinel)
-        proc.process.join(0)
+        proc.process.join(1)  # the sentinel fired: it has exited, this reaps it
         code = proc.process.exitcode
         proc.conn.close()
         job = proc.job

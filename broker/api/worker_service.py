@@ -27,7 +27,6 @@ from broker.api.runtime import Runtime
 from broker.api.worker_registry import WorkerRegistry
 from broker.config import Limits
 from broker.core import validation
-from broker.core.task_logs import LogBudget, admit
 from broker.core.models import (
     Cancelled,
     Claimed,
@@ -39,6 +38,7 @@ from broker.core.models import (
     Succeeded,
 )
 from broker.core.queues import DEFAULT_QUEUE
+from broker.core.task_logs import LogBudget, admit
 from broker.engine.dispatcher import StopReason
 from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.engine.worker_ops import WriteSessions
