@@ -220,6 +220,8 @@ worker = Worker(
 
 @worker.on_startup
 async def _open(resources: Resources) -> None:
+    if os.environ.get("TASKYARD_TEST_BROKEN_STARTUP"):
+        raise ConnectionError("the database is not there")
     os.environ["TASKYARD_TEST_WORKER_PID"] = str(os.getpid())
     resources["db"] = "a pool"
     _record("startup", "-", os.getpid())
@@ -233,6 +235,8 @@ async def _close(resources: Resources) -> None:
 @worker.middleware
 async def _around(ctx: TaskContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
     _record("before", ctx.task_id, ctx.type)
+    if os.environ.get("TASKYARD_TEST_BROKEN_MIDDLEWARE"):
+        raise RuntimeError("a broken middleware")
     try:
         result = await call_next()
     except Exception as exc:
