@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from worker_sdk import (
+    CONTEXT,
     NonRetryableError,
     ProcessPool,
     Resources,
@@ -100,7 +101,7 @@ async def roundtrip(
 
 
 @task("typed.context", max_attempts=1)
-def with_context(ctx: TaskContext, lines: int = 3) -> dict[str, Any]:
+def with_context(lines: int = 3, ctx: TaskContext = CONTEXT) -> dict[str, Any]:
     """A thread handler that asks for its context: progress, logs, its id."""
     for i in range(lines):
         ctx.log.info("line %d of %d", i + 1, lines)
@@ -109,7 +110,7 @@ def with_context(ctx: TaskContext, lines: int = 3) -> dict[str, Any]:
 
 
 @task("typed.log")
-async def chatty(ctx: TaskContext, lines: int, pause: float = 0.0) -> int:
+async def chatty(lines: int, pause: float = 0.0, *, ctx: TaskContext = CONTEXT) -> int:
     """Write `lines` log records (a WARNING every tenth), `pause` seconds apart."""
     for i in range(lines):
         level = ctx.log.warning if i % 10 == 9 else ctx.log.info
@@ -148,7 +149,7 @@ def cpu_thread(seconds: float) -> float:
 
 
 @task("typed.pid", executor="process")
-def pid(ctx: TaskContext, note: str = "") -> dict[str, Any]:
+def pid(note: str = "", ctx: TaskContext = CONTEXT) -> dict[str, Any]:
     """Report from the child: its pid, progress and a log line."""
     ctx.progress(50, "half")
     ctx.log.info("in the child %s", note)
@@ -156,7 +157,7 @@ def pid(ctx: TaskContext, note: str = "") -> dict[str, Any]:
 
 
 @task("typed.crash", executor="process", retry_policy=RetryPolicy(max_attempts=2))
-def crash(ctx: TaskContext, how: str) -> int:
+def crash(how: str, ctx: TaskContext = CONTEXT) -> int:
     """Die the way `how` says on the first attempt; succeed on the next."""
     _record("crash-start", ctx.task_id, ctx.attempt, os.getpid())
     if ctx.attempt == 1:
@@ -177,7 +178,7 @@ def hog(megabytes: int, hold: float = 30.0) -> int:
 
 
 @task("typed.spin", executor="process", max_attempts=1)
-def spin(ctx: TaskContext, cooperative: bool = False) -> str:
+def spin(cooperative: bool = False, ctx: TaskContext = CONTEXT) -> str:
     """Run until cancelled: polling `ctx.cancelled` if cooperative, deaf to it if not."""
     _record("spin-start", ctx.task_id, os.getpid())
     while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, WorkerInfo
 from worker_sdk._client import Client, SyncClient
-from worker_sdk._context import TaskContext
+from worker_sdk._context import CONTEXT, TaskContext
 from worker_sdk._definition import SyncTaskHandle, TaskCall, TaskDefinition, TaskHandle, task
 from worker_sdk._errors import (
     BatchSubmitError,
@@ -34,6 +34,7 @@ from worker_sdk._version import __version__
 from worker_sdk._worker import Worker
 
 __all__ = [
+    "CONTEXT",
     "Attempt",
     "BatchSubmitError",
     "Client",

@@ -231,3 +231,23 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+class _ContextMarker:
+    """The default of a typed task's context parameter (see `CONTEXT`)."""
+
+    def __repr__(self) -> str:
+        return "CONTEXT"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            "CONTEXT stands in for the TaskContext a worker passes; this handler was called "
+            "directly, outside a worker"
+        )
+
+
+# Typed as a TaskContext so that `ctx: TaskContext = CONTEXT` type-checks; the worker always
+# passes the real context to a parameter annotated TaskContext.
+CONTEXT: TaskContext = _ContextMarker()  # type: ignore[assignment]

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from worker_sdk._context import TaskContext
 from worker_sdk._convert import Returns, Signature, return_hint
 from worker_sdk._lifecycle import FailureHook, SuccessHook
 from worker_sdk._requests import spec_of
@@ -27,7 +26,9 @@ if TYPE_CHECKING:
     from worker_sdk._portal import Portal
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+T = TypeVar("T")
 R_co = TypeVar("R_co", covariant=True)
 
 Executor = Literal["async", "thread", "process"]
@@ -167,7 +168,19 @@ class TaskDefinition(Generic[P, R]):
             concurrency_key=o.concurrency_key,
         )
 
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
+    # Methods that hand out results are overloaded on `self`: for an async function R is a
+    # Coroutine, and the handles are typed by what it returns. (Overloading the decorator on
+    # async/sync instead would make mypy give up, Any, whenever a hint contains Any.)
+
+    @overload
+    def call(
+        self: TaskDefinition[Q, Coroutine[Any, Any, T]], *args: Q.args, **kwargs: Q.kwargs
+    ) -> TaskCall[T]: ...
+
+    @overload
+    def call(self: TaskDefinition[Q, T], *args: Q.args, **kwargs: Q.kwargs) -> TaskCall[T]: ...
+
+    def call(self, *args: Any, **kwargs: Any) -> TaskCall[Any]:
         """This call, checked, for `submit_many` (keeps the result type for the handles)."""
         return TaskCall(self.spec(*args, **kwargs), self.returns)
 
@@ -175,17 +188,33 @@ class TaskDefinition(Generic[P, R]):
 
     @overload
     def submit(
-        self, client: SyncClient, /, *args: P.args, **kwargs: P.kwargs
-    ) -> SyncTaskHandle[R]: ...
+        self: TaskDefinition[Q, Coroutine[Any, Any, T]],
+        client: SyncClient,
+        /,
+        *args: Q.args,
+        **kwargs: Q.kwargs,
+    ) -> SyncTaskHandle[T]: ...
 
     @overload
     def submit(
-        self, client: Client, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, TaskHandle[R]]: ...
+        self: TaskDefinition[Q, Coroutine[Any, Any, T]],
+        client: Client,
+        /,
+        *args: Q.args,
+        **kwargs: Q.kwargs,
+    ) -> Coroutine[Any, Any, TaskHandle[T]]: ...
 
+    @overload
     def submit(
-        self, client: Client | SyncClient, /, *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, TaskHandle[R]] | SyncTaskHandle[R]:
+        self: TaskDefinition[Q, T], client: SyncClient, /, *args: Q.args, **kwargs: Q.kwargs
+    ) -> SyncTaskHandle[T]: ...
+
+    @overload
+    def submit(
+        self: TaskDefinition[Q, T], client: Client, /, *args: Q.args, **kwargs: Q.kwargs
+    ) -> Coroutine[Any, Any, TaskHandle[T]]: ...
+
+    def submit(self, client: Client | SyncClient, /, *args: Any, **kwargs: Any) -> Any:
         """Submit one task; await it with a `Client`, call it plainly with a `SyncClient`.
 
         The arguments are checked against the function's parameters first (by mypy, and at
@@ -207,17 +236,15 @@ class TaskDefinition(Generic[P, R]):
 
     @overload
     def submit_many(
-        self, client: SyncClient, calls: Iterable[TaskCall[R]], /
-    ) -> list[SyncTaskHandle[R]]: ...
+        self, client: SyncClient, calls: Iterable[TaskCall[T]], /
+    ) -> list[SyncTaskHandle[T]]: ...
 
     @overload
     def submit_many(
-        self, client: Client, calls: Iterable[TaskCall[R]], /
-    ) -> Coroutine[Any, Any, list[TaskHandle[R]]]: ...
+        self, client: Client, calls: Iterable[TaskCall[T]], /
+    ) -> Coroutine[Any, Any, list[TaskHandle[T]]]: ...
 
-    def submit_many(
-        self, client: Client | SyncClient, calls: Iterable[TaskCall[R]], /
-    ) -> Coroutine[Any, Any, list[TaskHandle[R]]] | list[SyncTaskHandle[R]]:
+    def submit_many(self, client: Client | SyncClient, calls: Iterable[TaskCall[Any]], /) -> Any:
         """Submit many calls (made with `call`) in chunks; see `Client.submit_many`.
 
         Raises:
@@ -231,10 +258,22 @@ class TaskDefinition(Generic[P, R]):
         return _submit_many(client, items)  # type: ignore[arg-type]
 
     @overload
-    def handle(self, client: SyncClient, task_id: str, /) -> SyncTaskHandle[R]: ...
+    def handle(
+        self: TaskDefinition[Q, Coroutine[Any, Any, T]], client: SyncClient, task_id: str, /
+    ) -> SyncTaskHandle[T]: ...
 
     @overload
-    def handle(self, client: Client, task_id: str, /) -> TaskHandle[R]: ...
+    def handle(
+        self: TaskDefinition[Q, Coroutine[Any, Any, T]], client: Client, task_id: str, /
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def handle(
+        self: TaskDefinition[Q, T], client: SyncClient, task_id: str, /
+    ) -> SyncTaskHandle[T]: ...
+
+    @overload
+    def handle(self: TaskDefinition[Q, T], client: Client, task_id: str, /) -> TaskHandle[T]: ...
 
     def handle(self, client: Client | SyncClient, task_id: str, /) -> Any:
         """A handle on a task of this type submitted earlier, by its id."""
@@ -370,23 +409,9 @@ class _Decorator:
         self._executor = executor
         self._options = options
 
-    @overload
-    def __call__(
-        self, fn: Callable[Concatenate[TaskContext, P], Awaitable[R]]
-    ) -> TaskDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[Concatenate[TaskContext, P], R]) -> TaskDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]]) -> TaskDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> TaskDefinition[P, R]: ...
-
-    def __call__(self, fn: Callable[..., Any]) -> TaskDefinition[Any, Any]:
+    def __call__(self, fn: Callable[P, R]) -> TaskDefinition[P, R]:
         default: Executor = "async" if inspect.iscoroutinefunction(fn) else "thread"
-        definition: TaskDefinition[Any, Any] = TaskDefinition(
+        definition: TaskDefinition[P, R] = TaskDefinition(
             self._name, fn, executor=self._executor or default, options=self._options
         )
         if definition.executor == "process" and "<locals>" in fn.__qualname__:
@@ -420,11 +445,11 @@ def task(
             Defaults for every submission; ``.options(...)`` overrides them per call.
 
     The function's parameters are the task's arguments, converted by their type hints; a
-    parameter annotated `TaskContext` (put it first, so that mypy leaves it out of
-    ``submit``) receives the context instead. Example::
+    parameter annotated `TaskContext` receives the context instead. Give it the default
+    `CONTEXT`, so that mypy does not ask ``submit`` for it. Example::
 
         @task("resize", queue="images", executor="process")
-        def resize(ctx: TaskContext, path: str, width: int = 640) -> Thumbnail:
+        def resize(path: str, width: int = 640, ctx: TaskContext = CONTEXT) -> Thumbnail:
             ...
 
         handle = await resize.submit(client, path="a.png", width=100)
