@@ -12,6 +12,8 @@ Each scenario runs several times on a fresh database and reports the median.
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
+  its threads: first submission to last result (bench/executors.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.executors import executor_spans
 from bench.schedules import schedule_lag
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
@@ -50,6 +53,7 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    cpu_seconds: float = 1.0
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -259,6 +263,11 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
             )
+        if args.scenario == "executors":
+            report["cpu_seconds"] = args.cpu_seconds
+            report |= await _median_of(
+                args.runs, lambda i: executor_spans(Setup(args, workdir, i + 500), args.cpu_seconds)
+            )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -280,7 +289,7 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule"],
+        choices=["all", "throughput", "latency", "stats", "schedule", "executors"],
         default="all",
     )
     parser.add_argument(
@@ -288,6 +297,9 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
+    parser.add_argument(
+        "--cpu-seconds", type=float, default=1.0, help="Executors: CPU seconds per task."
     )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
@@ -304,6 +316,7 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.cpu_seconds,
     )
 
 
