@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import random
@@ -36,16 +35,12 @@ from worker_sdk._definition import TaskDefinition
 from worker_sdk._errors import NonRetryableError, ProcessTaskError
 from worker_sdk._invoke import Handler, Runner, encode
 from worker_sdk._lifecycle import (
-    FailureHook,
     Kind,
     Lifecycle,
-    LifeHook,
-    Middleware,
-    Resources,
-    SuccessHook,
 )
 from worker_sdk._payload import to_payload
 from worker_sdk._process_pool import Pool, ProcessPool
+from worker_sdk._registration import Registration
 from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
 from worker_sdk._task_log import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES, TaskLog
 from worker_sdk._tracing import task_fields, task_scope
@@ -148,7 +143,7 @@ def _chunks(items: list[T]) -> list[list[T]]:
     ]
 
 
-class Worker:
+class Worker(Registration):
     """Runs task handlers for a Taskyard broker.
 
     Args:
@@ -230,75 +225,6 @@ class Worker:
 
     # --- Registration and configuration ---------------------------------------------------
 
-    def task(self, type: str) -> Callable[[H], H]:
-        """Register the decorated function as the handler of ``type``.
-
-        The handler takes a `TaskContext` and returns a JSON-serialisable value
-        or bytes. Async functions run on the event loop; plain functions run in
-        a thread pool of ``concurrency`` threads.
-        """
-
-        def register(fn: H) -> H:
-            self.register(type, fn)
-            return fn
-
-        return register
-
-    def register(self, type: str, fn: Callable[[TaskContext], Any]) -> None:
-        """Register `fn` (taking a `TaskContext`) as the handler of ``type``."""
-        is_async = inspect.iscoroutinefunction(fn)
-        self._add(type, Handler(fn, "async" if is_async else "thread", is_async))
-
-    def include(self, *definitions: TaskDefinition[Any, Any]) -> None:
-        """Run these typed task definitions (made with ``@task``)."""
-        for d in definitions:
-            self._add(d.name, Handler(d.fn, d.executor, d.is_async, d))
-
-    def _add(self, type: str, handler: Handler) -> None:
-        if type in self._handlers:
-            raise ValueError(f"a handler for {type!r} is already registered")
-        self._handlers[type] = handler
-
-    # --- Hooks and middleware -------------------------------------------------------------------
-
-    def on_startup(self, hook: LifeHook) -> LifeHook:
-        """Run ``hook(resources)`` before connecting; what it puts in the dict, handlers find
-        in ``ctx.resources``. A start-up hook that raises stops the worker."""
-        self._lifecycle.startup.append(hook)
-        return hook
-
-    def on_shutdown(self, hook: LifeHook) -> LifeHook:
-        """Run ``hook(resources)`` after the last task ended (reverse order of registration);
-        one that raises is logged and the others still run."""
-        self._lifecycle.shutdown.append(hook)
-        return hook
-
-    def middleware(self, middleware: Middleware) -> Middleware:
-        """Wrap every attempt: ``async def m(ctx, call_next)`` returns ``await call_next()``
-        (or raises); the first registered is outermost. One that raises fails the attempt."""
-        self._lifecycle.middleware.append(middleware)
-        return middleware
-
-    def on_success(self, hook: SuccessHook) -> SuccessHook:
-        """Run ``hook(ctx, result)`` once the broker recorded a task's success."""
-        self._lifecycle.hooks["success"].append(hook)
-        return hook
-
-    def on_failure(self, hook: FailureHook) -> FailureHook:
-        """Run ``hook(ctx, error)`` once the broker recorded a failure that is final."""
-        self._lifecycle.hooks["failure"].append(hook)
-        return hook
-
-    def on_retry(self, hook: FailureHook) -> FailureHook:
-        """Run ``hook(ctx, error)`` once the broker recorded a failure it will retry."""
-        self._lifecycle.hooks["retry"].append(hook)
-        return hook
-
-    @property
-    def resources(self) -> Resources:
-        """What the start-up hooks made (``ctx.resources`` in handlers)."""
-        return self._lifecycle.resources
-
     def configure(
         self,
         *,
@@ -324,18 +250,6 @@ class Worker:
         given = {k: v for k, v in security.items() if v is not None}
         if given:
             self._security = replace(self._security, **given)
-
-    @property
-    def task_types(self) -> list[str]:
-        return sorted(self._handlers)
-
-    @property
-    def queues(self) -> list[str]:
-        """The queues consumed: as given, or ``default`` and the typed definitions' queues."""
-        if self._queues is not None:
-            return list(self._queues)
-        named = [h.definition.defaults.queue for h in self._handlers.values() if h.definition]
-        return list(dict.fromkeys(["default", *(q for q in named if q)]))
 
     # --- Running ---------------------------------------------------------------------------
 
@@ -522,6 +436,8 @@ class Worker:
             completion = self._unacked.get(ref.task_id)
             if completion is not None and completion.lease_id == ref.lease_id:
                 del self._unacked[ref.task_id]
+            # Its outcome will never be acknowledged now: no hooks for it.
+            self._settled.pop(f"{ref.task_id}/{ref.lease_id}", None)
         # Results the broker has not acknowledged go out again.
         self._outbox.completions = list(self._unacked.values())
         self._wake.set()
