@@ -99,7 +99,7 @@ async def test_cancelling_a_task_kills_a_child_that_does_not_listen(
     assert ended.state is TaskState.CANCELLED
     # The worker gives a handler 0.5 s to notice ctx.cancelled, then kills its child; the
     # rest is the cancel's round trip. Generous for a loaded machine, well short of forever.
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 4.0, elapsed
     # The pool replaced the child: another process task runs.
     assert (await (await tt.pid.submit(client)).result(timeout=60))["pid"] != child
     await worker.stop()
