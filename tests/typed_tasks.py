@@ -143,6 +143,14 @@ def cpu_process(seconds: float) -> float:
     return _burn(seconds)
 
 
+@task("typed.window", executor="process")
+def window(seconds: float) -> tuple[float, float, int]:
+    """Burn `seconds` of CPU; when it ran (wall clock) and in which process."""
+    started = time.time()
+    _burn(seconds)
+    return started, time.time(), os.getpid()
+
+
 @task("typed.cpu.thread", executor="thread")
 def cpu_thread(seconds: float) -> float:
     return _burn(seconds)
@@ -207,7 +215,7 @@ worker = Worker(
     shutdown_grace=5.0,
     tasks=[
         add, roundtrip, with_context, chatty, fail, cpu_process, cpu_thread, pid, crash,
-        hog, spin,
+        hog, spin, window,
     ],
     process_pool=ProcessPool(
         size=int(os.environ.get("TASKYARD_TEST_POOL_SIZE", "2")),
