@@ -20,7 +20,7 @@ venv: $(STAMP) ## Create .venv with pinned dependencies
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[broker,dev]'
 	touch $(STAMP)
 
 node_modules/.stamp: package.json package-lock.json
@@ -81,7 +81,7 @@ deps-floor: venv ## Install every dependency at its pyproject.toml floor in a sc
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(PY) .ci/floors.py > $(FLOOR_VENV)/floors.txt
-	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/floors.txt . $(FLOOR_TOOLS)
+	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/floors.txt '.[broker]' $(FLOOR_TOOLS)
 	$(FLOOR_VENV)/bin/python .ci/floors.py report
 	cd / && $(FLOOR_VENV)/bin/python -c 'import logging; logging.basicConfig(); \
 	  import broker.app, broker.cli, worker_sdk; from broker.store import sqlite_driver as d; \

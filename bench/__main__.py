@@ -19,6 +19,8 @@ Each scenario runs several times on a fresh database and reports the median.
 * events: end-to-end throughput with no WatchEvents subscriber and with
   --subscribers (10) unfiltered ones; the difference in percent is what the
   event stream costs (bench/events.py).
+* executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
+  its threads: first submission to last result (bench/executors.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.events import subscriber_cost
+from bench.executors import executor_spans
 from bench.schedules import schedule_lag
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
@@ -60,6 +63,7 @@ class Args:
     replicas: int
     stats_tasks: int = 1_000_000
     subscribers: int = 10
+    cpu_seconds: float = 1.0
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -319,6 +323,11 @@ async def main(args: Args) -> dict[str, Any]:
                     args.subscribers,
                 ),
             )
+        if args.scenario == "executors":
+            report["cpu_seconds"] = args.cpu_seconds
+            report |= await _median_of(
+                args.runs, lambda i: executor_spans(Setup(args, workdir, i + 500), args.cpu_seconds)
+            )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -340,7 +349,7 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule", "events"],
+        choices=["all", "throughput", "latency", "stats", "schedule", "events", "executors"],
         default="all",
     )
     parser.add_argument(
@@ -351,6 +360,9 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--subscribers", type=int, default=10, help="Events: WatchEvents subscribers."
+    )
+    parser.add_argument(
+        "--cpu-seconds", type=float, default=1.0, help="Executors: CPU seconds per task."
     )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
@@ -368,6 +380,7 @@ def _parse() -> Args:
         ns.replicas,
         ns.stats_tasks,
         ns.subscribers,
+        ns.cpu_seconds,
     )
 
 

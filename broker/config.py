@@ -25,6 +25,9 @@ class Limits:
     max_lease_items: int = 5000  # heartbeats, completions or releases per Lease message
     submit_rate: float = 10_000.0
     submit_burst: int = 20_000
+    # Log records (ctx.log) stored per attempt; past either, one WARNING record says so.
+    task_log_lines: int = 1000
+    task_log_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,13 +39,15 @@ class LoggedProcess:
     outlives_test: bool = False  # set by module-scoped fixtures; kill_leftovers spares it
 
     @classmethod
-    async def start(cls, args: Sequence[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
+    async def start(
+        cls, args: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path = ROOT
+    ) -> LoggedProcess:
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         self = cls(proc, log_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
@@ -202,6 +202,29 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One line a handler wrote with ``ctx.log`` (see ``Client.logs``).
+
+    Attributes:
+        time: When the handler wrote it.
+        level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL``.
+        message: The formatted message (a truncation notice when the attempt's limit was hit).
+        attempt: The attempt that wrote it.
+    """
+
+    time: datetime | None
+    level: str
+    message: str
+    attempt: int
+
+    @classmethod
+    def from_proto(cls, r: task_pb2.TaskLogRecord) -> LogRecord:
+        level = task_pb2.TaskLogLevel.Name(r.level).removeprefix("TASK_LOG_LEVEL_")
+        level = "INFO" if level == "UNSPECIFIED" else level
+        return cls(_time(r, "time"), level, r.message, r.attempt)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """A task to submit (see ``Client.submit`` for the fields)."""
 
@@ -300,3 +323,10 @@ def _progress(t: task_pb2.Task) -> Progress | None:
         return None
     p = t.progress
     return Progress(p.percent, p.message, p.step, p.total_steps, _time(p, "update_time"))
+
+
+class Specified(Protocol):
+    """Anything that carries a `TaskSpec` (a typed call, ``resize.call(...)``)."""
+
+    @property
+    def spec(self) -> TaskSpec: ...

@@ -5,21 +5,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from google.protobuf import timestamp_pb2
 
 from broker.api import options
 from broker.config import Limits, Settings
-from broker.core import validation
-from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
+from broker.core import task_logs, validation
+from broker.core.models import Claimed, Failure, LogLine, NewTask, Progress, TaskRecord
 from broker.core.options import Defaults, TaskOptions, Timeouts
 from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
 from broker.ids import new_ulid
+from broker.store.task_logs import StoredLog
 from taskyard.v1 import (
     payload_pb2,
     task_pb2,
@@ -364,6 +365,32 @@ def progress(p: task_pb2.Progress, now: int) -> Progress:
         total_steps=p.total_steps,
         at_us=now,
     )
+
+
+def log_lines(records: Sequence[task_pb2.TaskLogRecord], now: int) -> list[LogLine]:
+    """A heartbeat's log records; a record without a time gets the broker's, an unknown
+    level is INFO, and a message is cut to 8 KiB."""
+    return [
+        LogLine(
+            _us(r.time) if r.HasField("time") else now,
+            r.level if r.level in _LOG_LEVELS else task_pb2.TASK_LOG_LEVEL_INFO,
+            task_logs.clip(r.message),
+        )
+        for r in records
+    ]
+
+
+_LOG_LEVELS = frozenset(task_pb2.TaskLogLevel.values()) - {task_pb2.TASK_LOG_LEVEL_UNSPECIFIED}
+
+
+def log_record(stored: StoredLog) -> task_pb2.TaskLogRecord:
+    out = task_pb2.TaskLogRecord(
+        level=stored.level,  # type: ignore[arg-type]
+        message=stored.message,
+        attempt=stored.attempt,
+    )
+    _set_ts(out.time, stored.at_us)
+    return out
 
 
 def failure(f: worker_service_pb2.Failure) -> Failure:

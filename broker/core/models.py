@@ -53,6 +53,15 @@ class Progress:
 
 
 @record
+class LogLine:
+    """One log record a handler wrote: when (its worker's clock), how severe, what."""
+
+    at_us: int
+    level: int  # 1 DEBUG, 2 INFO, 3 WARNING, 4 ERROR, 5 CRITICAL (taskyard.v1.TaskLogLevel)
+    message: str
+
+
+@record
 class Failure:
     type: str
     message: str

@@ -34,6 +34,8 @@ T = TypeVar("T")
 class EventSink(Protocol):
     def state_changed(self, task_ids: Sequence[str]) -> None: ...
 
+    def logged(self, task_ids: Sequence[str]) -> None: ...
+
 
 class DueSink(Protocol):
     def due_at(self, run_at: int) -> None: ...
@@ -219,6 +221,11 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
                 if i.progress is not None and result.ok:
                     env.journal.progress(i.task_id, result.queue, result.type, i.progress)
         return [{i.task_id: results[i.task_id] for i in op.items} for op in ops]
+
+    def after_commit(self, result: dict[str, leases.ExtendResult], env: Env) -> None:
+        logged = [i.task_id for i in self.items if i.logs and result[i.task_id].ok]
+        if logged:
+            env.events.logged(logged)
 
 
 class EndLeases(Op[list[leases.Ended | None]]):

@@ -134,6 +134,8 @@ RULES: dict[str, Rule] = {
     _TASKS + "ListTasks": _rule(_S, _O, scope=named("queue"), own=[_S]),
     _TASKS + "WatchTask": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "ListTaskAttempts": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "ListTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "FollowTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "CancelTask": _rule(_S, scope=TASK, own=[_S]),
     _TASKS + "RetryTask": _rule(_O, scope=TASK),
     _TASKS + "RetryTasks": _rule(_O, scope=named("queue")),

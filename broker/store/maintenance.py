@@ -16,7 +16,14 @@ from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
 from broker.store.dialect import insert, is_pg
 from broker.store.schema import maintenance as maintenance_table
-from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
+from broker.store.schema import (
+    state_is,
+    task,
+    task_attempt,
+    task_log,
+    task_payload,
+    task_result,
+)
 from broker.store.tasks import _last_attempt, _record
 
 _S = TaskState
@@ -216,6 +223,7 @@ async def purge(
         (task_payload, task_payload.c.task_id),
         (task_result, task_result.c.task_id),
         (task_attempt, task_attempt.c.task_id),
+        (task_log, task_log.c.task_id),
     ):
         await conn.execute(sa.delete(table).where(column.in_(ids)))
     await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))

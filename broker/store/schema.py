@@ -188,6 +188,24 @@ task_attempt = sa.Table(
     sa.Column("error_details", sa.Text),
 )
 
+# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0009). Rows are
+# inserted in the committer's batches with the lease extensions that carried them, read a
+# task at a time in id order, and deleted with their task by retention and purges.
+task_log = sa.Table(
+    "task_log",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("task_id", sa.String(26), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_task_log_task", "task_id", "id"),
+)  # fmt: skip
+
 # One row per background duty; a replica runs a tick only if it wins the
 # compare-and-set on ran_at (see store.maintenance.claim_tick).
 maintenance = sa.Table(

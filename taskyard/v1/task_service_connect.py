@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .task_service_pb2 import BatchCreateTasksRequest, BatchCreateTasksResponse, CancelTaskRequest, CancelTaskResponse, CreateTaskRequest, CreateTaskResponse, GetTaskRequest, GetTaskResponse, ListTaskAttemptsRequest, ListTaskAttemptsResponse, ListTasksRequest, ListTasksResponse, PurgeTasksRequest, PurgeTasksResponse, RetryTaskRequest, RetryTaskResponse, RetryTasksRequest, RetryTasksResponse, WatchTaskRequest, WatchTaskResponse
+from .task_service_pb2 import BatchCreateTasksRequest, BatchCreateTasksResponse, CancelTaskRequest, CancelTaskResponse, CreateTaskRequest, CreateTaskResponse, FollowTaskLogsRequest, FollowTaskLogsResponse, GetTaskRequest, GetTaskResponse, ListTaskAttemptsRequest, ListTaskAttemptsResponse, ListTaskLogsRequest, ListTaskLogsResponse, ListTasksRequest, ListTasksResponse, PurgeTasksRequest, PurgeTasksResponse, RetryTaskRequest, RetryTaskResponse, RetryTasksRequest, RetryTasksResponse, WatchTaskRequest, WatchTaskResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
@@ -151,6 +151,29 @@ class TaskService(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    async def list_task_logs(self, request: ListTaskLogsRequest, ctx: RequestContext[ListTaskLogsRequest, ListTaskLogsResponse], /) -> ListTaskLogsResponse:
+        """
+        ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def follow_task_logs(self, request: FollowTaskLogsRequest, ctx: RequestContext[FollowTaskLogsRequest, FollowTaskLogsResponse], /) -> AsyncIterator[FollowTaskLogsResponse]:
+        """
+        FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
 
 class TaskServiceASGIApplication(ConnectASGIApplication[TaskService]):
     def __init__(
@@ -274,6 +297,28 @@ class TaskServiceASGIApplication(ConnectASGIApplication[TaskService]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.purge_tasks,
+                ),
+                "/taskyard.v1.TaskService/ListTaskLogs": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListTaskLogs",
+                        service_name="taskyard.v1.TaskService",
+                        input=ListTaskLogsRequest,
+                        output=ListTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_task_logs,
+                ),
+                "/taskyard.v1.TaskService/FollowTaskLogs": Endpoint.server_stream(
+                    method=MethodInfo(
+                        name="FollowTaskLogs",
+                        service_name="taskyard.v1.TaskService",
+                        input=FollowTaskLogsRequest,
+                        output=FollowTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.SERVER_STREAM,
+                    ),
+                    function=svc.follow_task_logs,
                 ),
             },
             interceptors=interceptors,
@@ -596,6 +641,63 @@ class TaskServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def list_task_logs(
+        self,
+        request: ListTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ListTaskLogsResponse:
+        """
+        ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListTaskLogs",
+                service_name="taskyard.v1.TaskService",
+                input=ListTaskLogsRequest,
+                output=ListTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def follow_task_logs(
+        self,
+        request: FollowTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> AsyncIterator[FollowTaskLogsResponse]:
+        """
+        FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+        return self.execute_server_stream(
+            request=request,
+            method=MethodInfo(
+                name="FollowTaskLogs",
+                service_name="taskyard.v1.TaskService",
+                input=FollowTaskLogsRequest,
+                output=FollowTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.SERVER_STREAM,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class TaskServiceSync(Protocol):
     """
@@ -708,6 +810,29 @@ class TaskServiceSync(Protocol):
         this in the background; this is the operator's manual lever.
 
         Errors: INVALID_ARGUMENT for a non-terminal state.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def list_task_logs(self, request: ListTaskLogsRequest, ctx: RequestContext[ListTaskLogsRequest, ListTaskLogsResponse], /) -> ListTaskLogsResponse:
+        """
+        ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def follow_task_logs(self, request: FollowTaskLogsRequest, ctx: RequestContext[FollowTaskLogsRequest, FollowTaskLogsResponse], /) -> Iterator[FollowTaskLogsResponse]:
+        """
+        FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -832,6 +957,28 @@ class TaskServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.purge_tasks,
+                ),
+                "/taskyard.v1.TaskService/ListTaskLogs": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListTaskLogs",
+                        service_name="taskyard.v1.TaskService",
+                        input=ListTaskLogsRequest,
+                        output=ListTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.list_task_logs,
+                ),
+                "/taskyard.v1.TaskService/FollowTaskLogs": EndpointSync.server_stream(
+                    method=MethodInfo(
+                        name="FollowTaskLogs",
+                        service_name="taskyard.v1.TaskService",
+                        input=FollowTaskLogsRequest,
+                        output=FollowTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.SERVER_STREAM,
+                    ),
+                    function=service.follow_task_logs,
                 ),
             },
             interceptors=interceptors,
@@ -1150,6 +1297,63 @@ class TaskServiceClientSync(ConnectClientSync):
                 output=PurgeTasksResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def list_task_logs(
+        self,
+        request: ListTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ListTaskLogsResponse:
+        """
+        ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListTaskLogs",
+                service_name="taskyard.v1.TaskService",
+                input=ListTaskLogsRequest,
+                output=ListTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def follow_task_logs(
+        self,
+        request: FollowTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> Iterator[FollowTaskLogsResponse]:
+        """
+        FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+        return self.execute_server_stream(
+            request=request,
+            method=MethodInfo(
+                name="FollowTaskLogs",
+                service_name="taskyard.v1.TaskService",
+                input=FollowTaskLogsRequest,
+                output=FollowTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.SERVER_STREAM,
             ),
             headers=headers,
             timeout_ms=timeout_ms,
