@@ -249,6 +249,22 @@ def read_record(workdir: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
 
 
+async def wait_for_record(
+    workdir: Path, event: str, task_id: str, attempt: int, timeout: float = 30.0
+) -> None:
+    """Wait until a test worker recorded `event` for this attempt of the task.
+
+    The record is a file another process appends to, so it is polled (with a deadline):
+    a task the broker shows RUNNING may not have reached its handler yet.
+    """
+    wanted = [event, task_id, str(attempt)]
+    async with asyncio.timeout(timeout):
+        while True:
+            if any(line[:3] == wanted for line in read_record(workdir)):
+                return
+            await asyncio.sleep(0.05)
+
+
 class Stubs:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.tasks = task_service_pb2_grpc.TaskServiceStub(channel)

@@ -201,8 +201,11 @@ class TaskFailed(Exception):
         self.task = task
 
 
-class BatchSubmitError(Exception):
+class BatchSubmitError(TaskyardError):
     """A batch submission was not created in full; says exactly what was.
+
+    It is a TaskyardError whose code, reason and retry hint are those of the first
+    failure, so code that catches TaskyardError around `submit_many` keeps working.
 
     `submit_many` sends its items in chunks, one call after another. An item the broker
     rejects (say, an invalid queue name) does not stop the others. A chunk the broker
@@ -231,7 +234,10 @@ class BatchSubmitError(Exception):
         first = failed[0] if failed else None
         extra = f", {len(self.uncertain)} uncertain" if self.uncertain else ""
         super().__init__(
-            f"{len(self.created)} of {len(results)} tasks created{extra}; first error: {first}"
+            first.code if first else grpc.StatusCode.UNKNOWN,
+            first.reason if first else "UNKNOWN",
+            f"{len(self.created)} of {len(results)} tasks created{extra}; first error: {first}",
+            first.retry_after if first else None,
         )
 
 
