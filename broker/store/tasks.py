@@ -27,7 +27,14 @@ from broker.core.options import Timeouts
 from broker.core.task_state import WAITING, TaskState
 from broker.store.dialect import insert, is_pg
 from broker.store.prepared import BatchWrite
-from broker.store.schema import task, task_attempt, task_payload, task_result
+from broker.store.schema import (
+    OWNED_KEY,
+    OWNERLESS_KEY,
+    task,
+    task_attempt,
+    task_payload,
+    task_result,
+)
 
 _S = TaskState
 
@@ -41,7 +48,7 @@ _TASK_COLUMNS = (
     "run_at", "created_at", "updated_at", "started_at", "lease_id", "lease_expires_at",
     "worker_id", "cancel_requested", "request_id", "labels", "retry_policy", "attempt_base",
     "execution_timeout_us", "heartbeat_timeout_us", "soft_timeout_us", "expire_at",
-    "deadline_at", "concurrency_key", "trace_context", "owner",
+    "deadline_at", "concurrency_key", "trace_context", "owner", "leased_by",
 )  # fmt: skip
 _INSERT_TASK = BatchWrite(task.insert(), _TASK_COLUMNS)
 _INSERT_PAYLOAD = BatchWrite(task_payload.insert(), ("task_id", "data"))
@@ -59,11 +66,11 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
     expire_at = None if timeouts.expiry_us is None else t.run_at + timeouts.expiry_us
     if lease is None:
         state, attempt = (_SCHEDULED if t.run_at > t.created_at else _PENDING), 0
-        started = lease_id = expires = worker = deadline = None
+        started = lease_id = expires = worker = deadline = holder = None
     else:
         state, attempt = _RUNNING, 1
         started, lease_id, expires = t.created_at, lease.lease_id, lease.lease_expires_at
-        worker, deadline = lease.worker_id, lease.deadline_at
+        worker, deadline, holder = lease.worker_id, lease.deadline_at, lease.leased_by
     return (
         t.id, t.queue, t.type, t.priority, state, attempt,
         t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
@@ -71,7 +78,7 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
         False, t.request_id, t.labels, t.retry_policy, 0,
         timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
         deadline,
-        t.concurrency_key, t.trace_context, t.owner,
+        t.concurrency_key, t.trace_context, t.owner, holder,
     )  # fmt: skip
 
 
@@ -86,10 +93,12 @@ async def insert_tasks(
 ) -> list[str]:
     """Insert tasks; return, per input, the id of the task that now holds its place.
 
-    A task whose request_id already exists (from an earlier call, another
-    replica, or earlier in the same batch) is not inserted; its slot gets the
-    existing task's id. The unique index decides, not this code. Tasks in
-    `leased` (never ones with a request_id) are inserted under that lease.
+    A task whose request_id its owner already used (in an earlier call, on
+    another replica, or earlier in the same batch) is not inserted; its slot
+    gets the existing task's id. Keys are per owner: another owner's task with
+    the same key neither blocks the insert nor is ever returned. The unique
+    index on (request_id, owner) decides, not this code. Tasks in `leased`
+    (never ones with a request_id) are inserted under that lease.
     """
     leased = leased or {}
     plain = [t for t in tasks if t.request_id is None]
@@ -97,19 +106,39 @@ async def insert_tasks(
     if plain:
         get = leased.get
         await _INSERT_TASK.run(conn, [_task_values(t, get(t.id)) for t in plain])
-    winners: dict[str, str] = {}
+    winners: dict[tuple[str | None, str | None], str] = {}
     if keyed:
         statement = insert(task, pg=is_pg(conn)).on_conflict_do_nothing()
         await conn.execute(statement, [_task_row(t) for t in keyed])
+        winners = await _key_holders(conn, keyed)
+    inserted = plain + [t for t in keyed if winners.get((t.owner, t.request_id)) == t.id]
+    await _INSERT_PAYLOAD.run(conn, [(t.id, t.payload) for t in inserted if t.payload])
+    return [t.id if t.request_id is None else winners[(t.owner, t.request_id)] for t in tasks]
+
+
+async def _key_holders(
+    conn: AsyncConnection, keyed: Sequence[NewTask]
+) -> dict[tuple[str | None, str | None], str]:
+    """{(owner, request_id): id of the task holding that key} for the keys of `keyed`.
+
+    One probe per namespace present (owned, ownerless; usually one) of the
+    partial index covering it. Rows of other owners with the same key come
+    back and are dropped here: they never reach a caller.
+    """
+    holders: dict[tuple[str | None, str | None], str] = {}
+    for namespace, tasks in (
+        (OWNED_KEY, [t for t in keyed if t.owner is not None]),
+        (OWNERLESS_KEY, [t for t in keyed if t.owner is None]),
+    ):
+        if not tasks:
+            continue
         rows = await conn.execute(
-            sa.select(task.c.request_id, task.c.id).where(
-                task.c.request_id.in_({t.request_id for t in keyed})
+            sa.select(task.c.request_id, task.c.owner, task.c.id).where(
+                sa.text(namespace), task.c.request_id.in_({t.request_id for t in tasks})
             )
         )
-        winners = {r.request_id: r.id for r in rows}
-    inserted = plain + [t for t in keyed if winners.get(t.request_id or "") == t.id]
-    await _INSERT_PAYLOAD.run(conn, [(t.id, t.payload) for t in inserted if t.payload])
-    return [t.id if t.request_id is None else winners[t.request_id] for t in tasks]
+        holders.update(((r.owner, r.request_id), r.id) for r in rows)
+    return holders
 
 
 # --- Cancellation ---------------------------------------------------------------------------
