@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from broker import config_file
+from broker import config_file, memory
 from broker.api import schedule_convert, schedules_file
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
@@ -77,6 +77,7 @@ class Broker:
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     clock = clock or system_clock()
+    memory.return_freed_memory()
     files = config_file.load(
         settings.config_path,
         heartbeat_us=int(settings.lease_duration_s * MICROS),

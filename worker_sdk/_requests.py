@@ -14,6 +14,10 @@ from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_BATCH = 1000
+# Bytes per batched message (BatchCreateTasks, a Lease message's completions):
+# half the broker's default --max-batch-bytes, so batches of large payloads fit
+# its receive limit. One item larger than this goes in a message of its own.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -94,13 +98,20 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
 
 
 def batch_requests(specs: Iterable[TaskSpec]) -> list[task_service_pb2.BatchCreateTasksRequest]:
+    """Calls of at most MAX_BATCH tasks and MAX_BATCH_BYTES (a larger task goes alone)."""
     requests: list[task_service_pb2.BatchCreateTasksRequest] = []
     current = task_service_pb2.BatchCreateTasksRequest()
+    size = 0
     for spec in specs:
-        current.requests.append(create_request(spec))
-        if len(current.requests) == MAX_BATCH:
+        item = create_request(spec)
+        item_size = item.ByteSize() + 8  # the field's tag and length
+        if current.requests and (
+            len(current.requests) == MAX_BATCH or size + item_size > MAX_BATCH_BYTES
+        ):
             requests.append(current)
-            current = task_service_pb2.BatchCreateTasksRequest()
+            current, size = task_service_pb2.BatchCreateTasksRequest(), 0
+        current.requests.append(item)
+        size += item_size
     if current.requests:
         requests.append(current)
     return requests

@@ -195,10 +195,19 @@ class Session:
     def deliver(self, claimed: list[Claimed]) -> None:
         for c in claimed:
             self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at, c.heartbeat_timeout_us)
-        message = pb.LeaseResponse(
-            assignments=pb.Assignments(assignments=[convert.assignment(c) for c in claimed])
-        )
-        self._send(message)
+        # Split by size: a claim of many large payloads must not exceed the send limit.
+        limits = self._rt.settings.limits
+        budget = min(limits.max_batch_bytes, limits.send_bytes) - 1024
+        chunk: list[worker_service_pb2.Assignment] = []
+        size = 0
+        for c in claimed:
+            assignment = convert.assignment(c)
+            size += assignment.ByteSize()
+            if chunk and size > budget:
+                self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
+                chunk, size = [], assignment.ByteSize()
+            chunk.append(assignment)
+        self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
 
     def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None:
         lease = self._leases.get(ref.task_id)

@@ -282,6 +282,19 @@ async def get_task(conn: AsyncConnection, task_id: str, *, full: bool = True) ->
     return records[0] if records else None
 
 
+async def get_blobs(
+    conn: AsyncConnection, task_id: str, *, payload: bool, result: bool
+) -> tuple[bytes | None, bytes | None]:
+    """A task's payload and result, as asked (None for one not asked for or absent)."""
+    got: list[bytes | None] = [None, None]
+    for slot, (wanted, table) in enumerate(((payload, task_payload), (result, task_result))):
+        if wanted:
+            got[slot] = (
+                await conn.execute(sa.select(table.c.data).where(table.c.task_id == task_id))
+            ).scalar()
+    return got[0], got[1]
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
     queue: str | None = None
@@ -292,6 +305,17 @@ class TaskFilter:
     created_before_us: int | None = None  # created_at < this
 
 
+# A task row's size in a reply besides its text columns and blobs (ids, names,
+# timestamps, policy): enough for the page arithmetic, which only has to bound.
+ROW_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[TaskRecord]
+    more: bool  # tasks after these match too: the caller hands out a page token
+
+
 async def list_tasks(
     conn: AsyncConnection,
     filters: TaskFilter,
@@ -299,25 +323,80 @@ async def list_tasks(
     limit: int,
     before_id: str | None,
     full: bool,
-) -> list[TaskRecord]:
-    """Newest first; `before_id` is the keyset cursor of the previous page."""
-    query = _with_blobs(full)
+    max_bytes: int | None = None,
+) -> Page:
+    """Newest first; `before_id` is the keyset cursor of the previous page.
+
+    With `max_bytes`, the page also stops before the task that would take it
+    over that many bytes (it holds at least one task). The sizes are read
+    first (without the blobs and long texts), then only the rows that fit, so
+    memory follows the bound, not `limit` times the largest task.
+    """
+    conditions = _filters(filters, before_id)
+    if max_bytes is None:
+        query = _with_blobs(full).where(*conditions).order_by(task.c.id.desc())
+        records = _records(await conn.execute(query.limit(limit + 1)), full)
+        return Page(records[:limit], len(records) > limit)
+    sizes = await conn.execute(
+        _sizes(full).where(*conditions).order_by(task.c.id.desc()).limit(limit + 1)
+    )
+    chosen: list[str] = []
+    total = 0
+    more = False
+    for index, (task_id, size) in enumerate(sizes):
+        if index == limit or (chosen and total + size > max_bytes):
+            more = True
+            break
+        chosen.append(task_id)
+        total += size
+    if not chosen:
+        return Page([], False)
+    rows = await conn.execute(
+        _with_blobs(full).where(task.c.id.in_(chosen)).order_by(task.c.id.desc())
+    )
+    return Page(_records(rows, full), more)
+
+
+def _filters(filters: TaskFilter, before_id: str | None) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
     if filters.queue is not None:
-        query = query.where(task.c.queue == filters.queue)
+        conditions.append(task.c.queue == filters.queue)
     if filters.state is not None:
-        query = query.where(task.c.state == int(filters.state))
+        conditions.append(task.c.state == int(filters.state))
     if filters.type is not None:
-        query = query.where(task.c.type == filters.type)
+        conditions.append(task.c.type == filters.type)
     if filters.owner is not None:
-        query = query.where(task.c.owner == filters.owner)
+        conditions.append(task.c.owner == filters.owner)
     if filters.created_from_us is not None:
-        query = query.where(task.c.created_at >= filters.created_from_us)
+        conditions.append(task.c.created_at >= filters.created_from_us)
     if filters.created_before_us is not None:
-        query = query.where(task.c.created_at < filters.created_before_us)
+        conditions.append(task.c.created_at < filters.created_before_us)
     if before_id is not None:
-        query = query.where(task.c.id < before_id)
-    rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))
-    return _records(rows, full)
+        conditions.append(task.c.id < before_id)
+    return conditions
+
+
+def _sizes(full: bool) -> sa.Select[Any]:
+    """(id, approximate bytes in a reply) per task: its long texts, and its blobs if full."""
+
+    def length(column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(sa.func.length(column), 0)
+
+    size = (
+        ROW_BYTES
+        + length(task.c.labels)
+        + length(task.c.error_message)
+        + length(task.c.error_details)
+        + length(task.c.progress_message)
+        + length(task.c.trace_context)
+    )
+    if not full:
+        return sa.select(task.c.id, size)
+    return (
+        sa.select(task.c.id, size + length(task_payload.c.data) + length(task_result.c.data))
+        .outerjoin(task_payload, task_payload.c.task_id == task.c.id)
+        .outerjoin(task_result, task_result.c.task_id == task.c.id)
+    )
 
 
 async def list_attempts(conn: AsyncConnection, record: TaskRecord) -> list[Attempt]:
