@@ -50,6 +50,7 @@ from broker.loops.retention import RetentionLoop
 from broker.loops.supervisor import Policy, Supervisor
 from broker.loops.ticker import Ticker
 from broker.security.interceptor import Guard
+from broker.security.limits import budget_of
 from broker.server import build_server, set_serving
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
@@ -104,8 +105,10 @@ async def build(
     # In-memory state.
     queues = QueueRegistry(db=db, defaults=files.defaults)
     await queues.load()
+    # Submissions per identity, counted alike through the API and by schedule fires.
+    budget = budget_of(settings.limits)
     # The schedules file is read and checked now: a bad one stops the start.
-    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
+    factory = schedule_convert.Factory(settings, files.defaults, queues.options, budget=budget)
     declared = schedules_file.load(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
@@ -122,6 +125,9 @@ async def build(
         db=db,
         dispatcher=dispatcher,
         tracing=tracing,
+        queues=queues,
+        configured_queues=files.defaults.queues.keys(),
+        metrics_token=settings.metrics_token,
     )
     env = Env(
         clock=clock,
@@ -148,8 +154,9 @@ async def build(
         queues=queues,
         schedule_hint=fires.due_at,
         replica_id=replica_id,
+        budget=budget,
     )
-    guard = Guard(settings=settings, db=db)
+    guard = Guard(settings=settings, db=db, budget=budget)
     server, health_servicer, port = build_server(runtime, guard=guard)
 
     # The loops.

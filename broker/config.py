@@ -107,6 +107,7 @@ class Settings:
     log_json: bool = False
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.
     metrics_listen: str | None = None
+    metrics_token: str | None = None  # required as a bearer token by /metrics when set
     otlp_endpoint: str | None = None
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)

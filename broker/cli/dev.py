@@ -99,9 +99,11 @@ def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> 
     logs = ["--log-json", "--log-level", "DEBUG" if level < launcher.LEVELS["INFO"] else "INFO"]
     broker = launcher.Child(
         "broker",
-        launcher.child_argv("broker", "--listen", listen, "--db", url, *logs),
+        launcher.child_argv("broker", "--listen", listen, *logs),
         sys.stderr,
         level,
+        # The URL may hold a password: the environment, not the child's arguments (ps).
+        env={"TASKYARD_DB": url},
     )
     workers = [
         launcher.Child(

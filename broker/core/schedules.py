@@ -396,6 +396,7 @@ class ScheduleRecord:
     created_at: int
     updated_at: int
     last_task_done: bool = True
+    owner: str | None = None  # the identity that created it (None: no auth, or the file)
 
     @property
     def state(self) -> ScheduleState:

@@ -33,6 +33,9 @@ from broker.store import leases as store
 log = logging.getLogger(__name__)
 
 MAX_CLAIM = 1000
+# Queues and task types remembered as served by some worker (for metrics labels),
+# at most this many of each: a worker declaring thousands gets no more.
+MAX_SERVED = 1000
 
 
 class StopReason(Enum):
@@ -107,11 +110,19 @@ class Dispatcher:
         # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
         self._on_deliver = on_deliver
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Every queue and task type a worker session declared since start (bounded).
+        self.served_queues: set[str] = set()
+        self.served_types: set[str] = set()
 
     # --- Sessions and credits ---------------------------------------------------------------
 
     def attach(self, holder: LeaseHolder) -> None:
         self._slots[holder.key] = _Slot(holder)
+        for served, names in (
+            (self.served_queues, holder.queues),
+            (self.served_types, holder.types),
+        ):
+            served.update(names[: max(MAX_SERVED - len(served), 0)])
 
     def detach(self, holder: LeaseHolder) -> list[LeaseRef]:
         """Forget a session; return the leases it still held, for release."""

@@ -46,7 +46,7 @@ from broker.errors import (
     Unauthenticated,
 )
 from broker.security import access, roles, tls, tokens
-from broker.security.limits import OpenStream, OverBudget, Streams, SubmitBudget, budget_of
+from broker.security.limits import OpenStream, Streams, SubmitBudget, budget_of, rate_limited
 from broker.security.refusals import RefusalLog
 from broker.security.roles import Principal, Role
 from broker.status import abort
@@ -66,10 +66,6 @@ _SUBMIT_COST: dict[str, Callable[[Any], int]] = {
     "/taskyard.v1.TaskService/BatchCreateTasks": lambda request: len(request.requests),
 }
 _ANONYMOUS = Principal(name=roles.ANONYMOUS, roles=frozenset({Role.ADMIN}), identified=False)
-
-
-class RateLimited(ResourceExhausted):
-    reason = "RATE_LIMITED"
 
 
 class TooManyStreams(ResourceExhausted):
@@ -121,6 +117,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 len(self._credentials.tokens),
                 len(self._credentials.certificates),
             )
+            self._check_file(self._credentials)
         elif self._mtls:
             log.info("authentication: client certificates only; every client is an admin")
         else:
@@ -139,13 +136,33 @@ class Guard(grpc.aio.ServerInterceptor):
             return
         self._credentials = fresh
         ended = self.streams.revoke(fresh.still_valid)
-        log.info(
+        log.log(
+            logging.INFO if fresh.size else logging.WARNING,
             "tokens file reloaded: %d tokens, %d certificates; %d streams of revoked or changed "
             "identities ended",
             len(fresh.tokens),
             len(fresh.certificates),
             ended,
         )
+        self._check_file(fresh)
+
+    def _check_file(self, credentials: tokens.Credentials) -> None:
+        """Warn about a tokens file that locks everyone out or that others may read or change."""
+        assert self._tokens_path is not None
+        if credentials.size == 0:
+            log.warning(
+                "the tokens file %s holds 0 tokens and 0 certificates: every call that needs "
+                "authentication is refused",
+                self._tokens_path,
+            )
+        mode = tokens.exposed_mode(self._tokens_path)
+        if mode is not None:
+            log.warning(
+                "the tokens file %s is readable or writable by group or others (mode %04o): "
+                "anyone who can change it can add an admin; chmod 600 it",
+                self._tokens_path,
+                mode,
+            )
 
     async def intercept_service(
         self,
@@ -474,17 +491,6 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
         return message if isinstance(message, bytes) else inner(message)
 
     return serializer
-
-
-def rate_limited(identity: str, over: OverBudget) -> RateLimited:
-    """RESOURCE_EXHAUSTED with a retry delay, naming the rate that refused."""
-    unit = "tasks" if over.what == "tasks" else "bytes of requests"
-    error = RateLimited(
-        f"{identity} may submit {over.rate:g} {unit} per second (bursts of {over.burst}); "
-        f"retry in {over.wait_s:.3f}s"
-    )
-    error.retry_after_s = over.wait_s
-    return error
 
 
 async def _abort_revoked(context: Context) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.config import Limits
-from broker.errors import ConfigError
+from broker.errors import ConfigError, ResourceExhausted
 from broker.security.roles import Principal
 
 
@@ -126,6 +126,21 @@ def budget_of(limits: Limits, clock: Callable[[], float] = time.monotonic) -> Su
     tasks = SubmitRate(rate=limits.submit_rate, burst=limits.submit_burst, clock=clock)
     size = SubmitRate(rate=limits.submit_bytes_rate, burst=limits.submit_bytes_burst, clock=clock)
     return SubmitBudget(tasks=tasks, size=size)
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+
+def rate_limited(identity: str, over: OverBudget) -> RateLimited:
+    """RESOURCE_EXHAUSTED with a retry delay, naming the rate that refused."""
+    unit = "tasks" if over.what == "tasks" else "bytes of requests"
+    error = RateLimited(
+        f"{identity} may submit {over.rate:g} {unit} per second (bursts of {over.burst}); "
+        f"retry in {over.wait_s:.3f}s"
+    )
+    error.retry_after_s = over.wait_s
+    return error
 
 
 @dataclass(eq=False, slots=True)

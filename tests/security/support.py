@@ -140,6 +140,7 @@ class TokensFile:
 
     def write(self) -> None:
         self.path.write_text("\n".join(self._entries))
+        self.path.chmod(0o600)  # as `taskyard token create` makes it
 
     def metadata(self, name: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.tokens[name]}"),)
