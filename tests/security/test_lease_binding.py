@@ -137,3 +137,16 @@ def test_lease_ids_come_from_the_cryptographic_generator(monkeypatch: pytest.Mon
     plans.mark_ready(["default"])
     (plan,) = plans.plan()
     assert plan.lease_id == 12345 and drawn == [63]
+
+
+async def test_a_task_id_repeated_in_one_heartbeat_batch_is_reported(
+    broker: Broker, tokens: TokensFile
+) -> None:
+    """Before: both heartbeats were acknowledged as if each had extended the lease."""
+    async with broker.channel() as channel:
+        root, holder, task_id, lease_id = await _leased(broker, tokens, channel)
+        async with root:
+            first, again = await holder.heartbeat((task_id, lease_id), (task_id, lease_id))
+            assert not first.HasField("error") and first.lease_expire_time.seconds > 0
+            assert again.error.reason == "DUPLICATE_TASK_ID" and again.error.code == 3
+            holder.close()
