@@ -27,6 +27,11 @@ from worker_sdk import Client, TaskyardError
 
 MB = 1024 * 1024
 PAYLOAD = MB - 64  # a serialized Payload just under the 1 MiB default
+# The documented defaults (docs/security.md), spelled out so that a broker
+# without them fails on behaviour, not on a missing attribute.
+RECEIVE_BYTES = 4 * MB  # max(largest CreateTask, --max-batch-bytes)
+PAGE_BYTES = 4 * MB  # --max-page-bytes
+OPEN_STREAMS = 100  # --max-open-streams
 
 StartBroker = Callable[..., Awaitable[Broker]]
 
@@ -108,7 +113,6 @@ async def test_bodies_without_a_token_are_never_read(
 async def test_the_receive_limit_is_the_largest_legal_request(
     broker: Broker, client: Client
 ) -> None:
-    limits = Limits()
     labels = {f"{i:02d}" + "k" * 198: "v" * 1024 for i in range(64)}
     largest = task_pb2.Task(
         type="t" * 200,
@@ -118,14 +122,16 @@ async def test_the_receive_limit_is_the_largest_legal_request(
     )
     async with broker.channel() as channel:
         request = ts.CreateTaskRequest(task=largest, request_id="r" * 200)
-        assert request.ByteSize() <= limits.receive_bytes
+        assert request.ByteSize() <= RECEIVE_BYTES
         accepted = await call(channel, "/taskyard.v1.TaskService/CreateTask", request)
         assert accepted.code is grpc.StatusCode.OK
-        # One byte over the limit is refused by gRPC before anything is decoded
-        # (before: 32 MiB for every request).
-        over = b"\x0a" + b"x" * limits.receive_bytes
+        # Over the limit is refused by gRPC before anything is decoded (before:
+        # 32 MiB for every request).
+        over = b"\x0a" + b"x" * RECEIVE_BYTES
         refused = await call(channel, "/taskyard.v1.TaskService/CreateTask", over)
         assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    limits = Limits()
+    assert limits.largest_task_bytes <= limits.receive_bytes == RECEIVE_BYTES
 
 
 async def test_health_streams_without_a_token_are_capped(
@@ -138,7 +144,7 @@ async def test_health_streams_without_a_token_are_capped(
     path = "/grpc.health.v1.Health/Watch"
     async with broker.channel() as channel:
         watch: Any = channel.unary_stream(path)
-        open_ = [watch(request) for _ in range(Limits().max_open_streams)]
+        open_ = [watch(request) for _ in range(OPEN_STREAMS)]
         for stream in open_:
             await stream.read()  # the status: the stream is open
         too_many = (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS")
@@ -226,7 +232,7 @@ async def test_500_full_watches_share_the_payload_and_memory_returns_after(
 async def test_a_full_list_pages_by_bytes(broker: Broker) -> None:
     """Before: a FULL page held every task of page_size (900 MB for four callers)."""
     ids = {await big_task(broker) for _ in range(10)}
-    bound = Limits().max_page_bytes
+    bound = PAGE_BYTES
     seen: list[str] = []
     async with stubs(broker) as s:
         token = ""
