@@ -8,11 +8,12 @@ task, serialized once, and every watcher of that version yields the same
 bytes (the interceptor passes bytes through as a serialized response).
 
 Progress is the one field that changes on its own (heartbeats, in memory and
-in the database), so a version's message is kept without it and a watcher's
-progress is appended as a second, partial message: protobuf parsers merge
-concatenated messages (a singular sub-message field that appears twice is
-merged), and the base has no progress to merge with, so the result is the
-snapshot with exactly that progress.
+in the database), so a version's Task is kept serialized without it, and a
+watcher's progress is appended to it as one more field (fields may come in
+any order on the wire) inside a fresh WatchTaskResponse envelope. Every
+field appears once, so every protobuf runtime reads the same message
+(protobufjs, unlike the C++ and Go runtimes, replaces rather than merges a
+sub-message that appears twice).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ ToProto = Callable[[TaskRecord, bool], task_pb2.Task]
 
 
 class Snapshot:
-    """One version of a task as a WatchTask message, without its progress."""
+    """One version of a task, serialized without its progress."""
 
-    def __init__(self, base: bytes) -> None:
-        self.base = base
-        self._last: tuple[Progress | None, bytes] = (None, base)
+    def __init__(self, task: bytes) -> None:
+        self._task = task  # a serialized Task with no progress field
+        self.base = _envelope(task)
+        self._last: tuple[Progress | None, bytes] = (None, self.base)
 
     def frame(self, progress: Progress | None) -> bytes:
         """The serialized WatchTaskResponse of this version with `progress`."""
@@ -46,9 +48,9 @@ class Snapshot:
         last_progress, last = self._last
         if progress == last_progress:
             return last
-        partial = task_service_pb2.WatchTaskResponse()
-        convert.set_progress(partial.task.progress, progress)
-        framed = self.base + partial.SerializeToString()
+        only_progress = task_pb2.Task()
+        convert.set_progress(only_progress.progress, progress)
+        framed = _envelope(self._task + only_progress.SerializeToString())
         self._last = (progress, framed)
         return framed
 
@@ -74,7 +76,7 @@ class Frames:
         basic = self._to_proto(replace(record, progress=None), False)
         blobs = full or record.state.is_terminal  # the last message carries the result
         if not blobs:
-            return Snapshot(_message(basic))
+            return Snapshot(basic.SerializeToString())
         key = (basic.SerializeToString(deterministic=True), full)
         shared = self._shared.get(key)
         if shared is not None:
@@ -102,8 +104,18 @@ class Frames:
         succeeded = record.state is TaskState.SUCCEEDED
         payload, result = await self._read_blobs(record.id, full, succeeded)
         with_blobs = replace(record, progress=None, payload=payload, result=result)
-        return _message(self._to_proto(with_blobs, True))
+        return self._to_proto(with_blobs, True).SerializeToString()
 
 
-def _message(task: task_pb2.Task) -> bytes:
-    return task_service_pb2.WatchTaskResponse(task=task).SerializeToString()
+_TASK_FIELD = bytes([(task_service_pb2.WatchTaskResponse.TASK_FIELD_NUMBER << 3) | 2])
+
+
+def _envelope(task: bytes) -> bytes:
+    """WatchTaskResponse{task} on the wire: the field's tag, its length (varint), the Task."""
+    length = bytearray()
+    n = len(task)
+    while n >= 0x80:
+        length.append((n & 0x7F) | 0x80)
+        n >>= 7
+    length.append(n)
+    return b"".join((_TASK_FIELD, length, task))

@@ -18,9 +18,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from broker.api.watch_frames import Snapshot
 from broker.config import Limits
+from broker.core.models import Progress
 from taskyard.v1 import payload_pb2, task_pb2
 from taskyard.v1 import task_service_pb2 as ts
+from taskyard.v1 import worker_service_pb2 as ws
 from tests.helpers import Broker, stubs
 from tests.security.support import LeaseStream, TokensFile, call, outcome_of
 from worker_sdk import Client, TaskyardError
@@ -306,3 +309,52 @@ async def test_a_hello_re_adopts_at_most_max_lease_items(
         welcome = await ok.hello(task_types=["echo"], held_leases=held[:500])
         assert len(welcome.lost_leases) == 500  # none of them exist: all reported lost
         ok.close()
+
+
+async def test_full_watch_messages_keep_the_payload_as_progress_arrives(broker: Broker) -> None:
+    """Shared snapshots: progress is added to the version's message, nothing else changes."""
+    task_id = await big_task(broker, queue="default")
+    async with broker.channel() as channel, stubs(broker) as s:
+        worker = LeaseStream(channel)
+        await worker.hello(task_types=["echo"], credits=1)
+        (assigned,) = await worker.assignments()
+        watch: Any = s.tasks.WatchTask(ts.WatchTaskRequest(id=task_id, view=ts.TASK_VIEW_FULL))
+        first: ts.WatchTaskResponse = await watch.read()
+        assert first.task.state == task_pb2.TASK_STATE_RUNNING
+        beat = ws.Heartbeat(
+            task_id=task_id, lease_id=assigned.lease_id, progress=task_pb2.Progress(percent=40)
+        )
+        await worker.send(ws.LeaseRequest(heartbeats=ws.Heartbeats(heartbeats=[beat])))
+        second: ts.WatchTaskResponse = await watch.read()
+        assert second.task.progress.percent == 40
+        assert (
+            second.task.payload == first.task.payload and len(first.task.payload.binary) == PAYLOAD
+        )
+        second.task.ClearField("progress")
+        assert second.task == first.task
+        await worker.complete(task_id, assigned.lease_id, b"done")
+        last: ts.WatchTaskResponse = await watch.read()
+        assert last.task.state == task_pb2.TASK_STATE_SUCCEEDED
+        assert last.task.result.binary == b"done" and last.task.payload == first.task.payload
+        watch.cancel()
+        worker.close()
+
+
+def test_a_watch_frame_carries_each_field_once() -> None:
+    """Every runtime reads it alike: protobufjs replaces a sub-message seen twice."""
+    task = task_pb2.Task(id="t" * 26, type="echo", payload=payload_pb2.Payload(binary=b"p" * 300))
+    snapshot = Snapshot(task.SerializeToString())
+    assert ts.WatchTaskResponse.FromString(snapshot.base).task == task
+    framed = snapshot.frame(Progress(50.0, "half", 1, 2, 1_700_000_000_000_000))
+    decoded = ts.WatchTaskResponse.FromString(framed)
+    assert decoded.task.progress.message == "half" and decoded.task.payload == task.payload
+    # One length-delimited field 1 spanning the whole message: no second occurrence.
+    assert framed[0] == 0x0A
+    length, shift, start = 0, 0, 1
+    while True:
+        byte = framed[start]
+        length |= (byte & 0x7F) << shift
+        start, shift = start + 1, shift + 7
+        if byte < 0x80:
+            break
+    assert start + length == len(framed)
