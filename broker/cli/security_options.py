@@ -167,6 +167,11 @@ def security_options(command: F) -> F:
 def security_settings(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """The `limits` and `security` arguments of Settings from the flags' values."""
     limit_values = {name: values[name] for _, name, _, _ in LIMIT_FLAGS}
+    if 0 < limit_values["max_message_bytes"] < 1024:
+        raise click.BadParameter(
+            "give 0 (derived from the other limits) or at least 1024",
+            param_hint="--max-message-bytes",
+        )
     security = Security(
         tls_cert=values["tls_cert"],
         tls_key=values["tls_key"],
