@@ -49,6 +49,9 @@ class Limits:
     max_streams_per_connection: int = 2000
     max_open_streams: int = 100  # health and reflection streams, all callers together
     refusal_log_interval_s: float = 10.0  # at most one "refused" line per peer per interval
+    # Log records (ctx.log) stored per attempt; past either, one WARNING record says so.
+    task_log_lines: int = 1000
+    task_log_bytes: int = 256 * 1024
 
     @property
     def largest_task_bytes(self) -> int:
@@ -109,6 +112,10 @@ class Settings:
     metrics_listen: str | None = None
     metrics_token: str | None = None  # required as a bearer token by /metrics when set
     otlp_endpoint: str | None = None
+    # The HTTP/JSON API (docs/http.md): host:port, or None for none.
+    http_listen: str | None = None
+    # WatchEvents resumes within the last this many events (docs/events.md).
+    event_window: int = 100_000
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)
 

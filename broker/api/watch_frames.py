@@ -33,15 +33,28 @@ ReadBlobs = Callable[[str, bool, bool], Awaitable[tuple[bytes | None, bytes | No
 ToProto = Callable[[TaskRecord, bool], task_pb2.Task]
 
 
+class Frame:
+    """A serialized WatchTaskResponse: gRPC sends `wire` as it is (the interceptor's
+    serializer), the HTTP gateway decodes it for JSON."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+    def message(self) -> task_service_pb2.WatchTaskResponse:
+        return task_service_pb2.WatchTaskResponse.FromString(self.wire)
+
+
 class Snapshot:
     """One version of a task, serialized without its progress."""
 
     def __init__(self, task: bytes) -> None:
         self._task = task  # a serialized Task with no progress field
         self.base = _envelope(task)
-        self._last: tuple[Progress | None, bytes] = (None, self.base)
+        self._last: tuple[Progress | None, Frame] = (None, self.base)
 
-    def frame(self, progress: Progress | None) -> bytes:
+    def frame(self, progress: Progress | None) -> Frame:
         """The serialized WatchTaskResponse of this version with `progress`."""
         if progress is None:
             return self.base
@@ -110,7 +123,7 @@ class Frames:
 _TASK_FIELD = bytes([(task_service_pb2.WatchTaskResponse.TASK_FIELD_NUMBER << 3) | 2])
 
 
-def _envelope(task: bytes) -> bytes:
+def _envelope(task: bytes) -> Frame:
     """WatchTaskResponse{task} on the wire: the field's tag, its length (varint), the Task."""
     length = bytearray()
     n = len(task)
@@ -118,4 +131,4 @@ def _envelope(task: bytes) -> bytes:
         length.append((n & 0x7F) | 0x80)
         n >>= 7
     length.append(n)
-    return b"".join((_TASK_FIELD, length, task))
+    return Frame(b"".join((_TASK_FIELD, length, task)))

@@ -65,7 +65,7 @@ def may_act(row: LeaseRow, by: Holder | None) -> bool:
 
     Only the identity holding the lease may, and only within its queues and
     task types; the broker's own ends (`by` None) always may. A lease with no
-    recorded holder (no authentication, or taken before revision 0007) may
+    recorded holder (no authentication, or taken before revision 0009) may
     be acted on by any identity whose scope covers the task.
     """
     if by is None:
@@ -161,7 +161,7 @@ def _failed(
     rng: random.Random | None,
     recorded: AttemptOutcome,
 ) -> Transition:
-    if failure.non_retryable or failure.type in policy.non_retryable_error_types:
+    if failure.non_retryable or not policy.retries(failure.type):
         return Transition(
             TaskState.FAILED, row.attempt, row.lost_count, finished_at=now, error=failure
         )
@@ -170,7 +170,10 @@ def _failed(
         return Transition(
             TaskState.DEAD, row.attempt, row.lost_count, finished_at=now, error=failure
         )
-    delay = policy.backoff_us(failures, rng)
+    if failure.retry_delay_us is not None:
+        delay = policy.requested_us(failure.retry_delay_us)
+    else:
+        delay = policy.backoff_us(failures, rng)
     return Transition(
         TaskState.RETRYING if delay > 0 else TaskState.PENDING,
         row.attempt,

@@ -65,8 +65,19 @@ def _settle(record: core.FireRecord, refused: set[str]) -> core.FireRecord:
         record,
         result=core.FireResult.FAILED,
         task_id=None,
+        run_at=None,
         message="the task's queue is at its max_depth",
     )
+
+
+def _journal_fires(
+    env: Env, name: str, records: Sequence[core.FireRecord], tasks: Sequence[NewTask]
+) -> None:
+    by_id = {t.id: t for t in tasks}
+    some = tasks[0] if tasks else None
+    for r in records:
+        task = by_id.get(r.task_id or "", some)
+        env.journal.fire(name, r, task.queue if task else "", task.type if task else "")
 
 
 def _last_started(records: Sequence[core.FireRecord]) -> str | None:
@@ -106,6 +117,7 @@ class FireSchedules(Op[Fired]):
                 last_task_id=_last_started([*released, *records]),
             )
             self._settled.append((item.before.name, [*released, *records]))
+            _journal_fires(env, item.before.name, [*released, *records], item.tasks)
         started = tuple(i for i in self._ids if i)
         return Fired(len(won), len(self.items) - len(won), started)
 
@@ -153,10 +165,17 @@ class RunNow(Op[ManualRun]):
         if refused:
             return ManualRun(None, refused=True)
         fire = core.FireRecord(
-            record.id, at, True, core.FireResult.STARTED, recorded_at=at, task_id=new.id
+            record.id,
+            at,
+            True,
+            core.FireResult.STARTED,
+            recorded_at=at,
+            task_id=new.id,
+            run_at=new.run_at,
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)
+        env.journal.fire(record.name, fire, new.queue, new.type)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:

@@ -136,12 +136,16 @@ def plan_item(
                 out = _failed(out, error.message)
             else:
                 item.tasks.append(task)
-                out = replace(out, task_id=task.id)
+                out = replace(out, task_id=task.id, run_at=task.run_at)
         (item.released if released else item.records).append(out)
     return item
 
 
 def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core.FireRecord:
+    message = None
+    if fire.result is core.FireResult.SKIPPED:
+        cap = record.policies.max_instances
+        message = f"{fire.unfinished} earlier run(s) unfinished; max_instances is {cap}"
     return core.FireRecord(
         schedule_id=record.id,
         fire_time=fire.fire_time,
@@ -150,6 +154,7 @@ def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core
         recorded_at=now,
         count=fire.count,
         last_missed_at=fire.last_missed,
+        message=message,
     )
 
 

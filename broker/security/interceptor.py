@@ -171,11 +171,17 @@ class Guard(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        if not method.startswith(self._open):
+            early = self._refuse_early(handler_call_details.invocation_metadata)
+            if early is not None:
+                return self._refuser(method, early)
+        return self.handler_for(method, handler)
+
+    def handler_for(self, method: str, handler: Handler | None) -> Handler | None:
+        """`handler` behind the guard: what every call of `method` runs once its headers
+        passed (the HTTP gateway, broker/http/gate.py, wraps its endpoints with this)."""
         if method.startswith(self._open):
             return self._cached(method, handler, self._cap_open)
-        early = self._refuse_early(handler_call_details.invocation_metadata)
-        if early is not None:
-            return self._refuser(method, early)
         return self._cached(method, handler, self._wrap)
 
     def _cached(
@@ -481,14 +487,15 @@ class Guard(grpc.aio.ServerInterceptor):
 
 
 def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
-    """A response serializer that sends bytes as they are: a servicer may yield a message it
-    serialized once for many streams (WatchTask, api/watch_frames.py)."""
+    """A response serializer that sends a message serialized once for many streams as it is:
+    an object with the bytes in `wire` (WatchTask's frames, api/watch_frames.py)."""
     if serialize is None:
         return None
     inner = serialize
 
     def serializer(message: Any) -> bytes:
-        return message if isinstance(message, bytes) else inner(message)
+        wire = getattr(message, "wire", None)
+        return wire if isinstance(wire, bytes) else inner(message)
 
     return serializer
 

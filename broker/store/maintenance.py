@@ -21,6 +21,7 @@ from broker.store.schema import (
     state_is,
     task,
     task_attempt,
+    task_log,
     task_payload,
     task_result,
 )
@@ -38,16 +39,17 @@ class Moved:
     queue: str
     type: str
     source: TaskState
+    attempt: int = 0
 
 
 async def _select_moving(
     conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
 ) -> list[Moved]:
-    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state).where(where)
-    query = query.order_by(order).limit(limit)
+    columns = (task.c.id, task.c.queue, task.c.type, task.c.state, task.c.attempt)
+    query = sa.select(*columns).where(where).order_by(order).limit(limit)
     if is_pg(conn):
         query = query.with_for_update(skip_locked=True)
-    return [Moved(r.id, r.queue, r.type, _S(r.state)) for r in await conn.execute(query)]
+    return [Moved(r.id, r.queue, r.type, _S(r.state), r.attempt) for r in await conn.execute(query)]
 
 
 async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
@@ -116,6 +118,8 @@ class Retried:
     task_id: str
     queue: str
     source: TaskState
+    type: str = ""
+    attempt: int = 0
 
 
 async def retry_tasks(
@@ -153,7 +157,7 @@ async def retry_tasks(
             )
         )
         if result.rowcount:
-            out.append(Retried(r.id, r.queue, r.state))
+            out.append(Retried(r.id, r.queue, r.state, r.type, r.attempt))
     return out
 
 
@@ -221,6 +225,7 @@ async def purge(
         (task_payload, task_payload.c.task_id),
         (task_result, task_result.c.task_id),
         (task_attempt, task_attempt.c.task_id),
+        (task_log, task_log.c.task_id),
     ):
         await conn.execute(sa.delete(table).where(column.in_(ids)))
     await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))

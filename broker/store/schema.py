@@ -87,7 +87,7 @@ task = sa.Table(
     sa.Column("trace_context", sa.Text),
     # The identity that created it (revision 0006); NULL without authentication.
     sa.Column("owner", sa.String(200)),
-    # The identity whose Lease stream holds the current lease (revision 0007);
+    # The identity whose Lease stream holds the current lease (revision 0009);
     # NULL without authentication or for a lease taken before that revision.
     sa.Column("leased_by", sa.String(200)),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
@@ -156,7 +156,7 @@ task = sa.Table(
         sqlite_where=sa.text("owner IS NOT NULL"),
         postgresql_where=sa.text("owner IS NOT NULL"),
     ),
-    # Idempotency keys are per owner (revision 0007): another owner's key is
+    # Idempotency keys are per owner (revision 0009): another owner's key is
     # invisible to it. Tasks without an owner (no authentication) share one
     # namespace, the second index. Both lead with request_id.
     sa.Index(
@@ -206,6 +206,24 @@ task_attempt = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("error_details", sa.Text),
 )
+
+# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0009). Rows are
+# inserted in the committer's batches with the lease extensions that carried them, read a
+# task at a time in id order, and deleted with their task by retention and purges.
+task_log = sa.Table(
+    "task_log",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("task_id", sa.String(26), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_task_log_task", "task_id", "id"),
+)  # fmt: skip
 
 # One row per background duty; a replica runs a tick only if it wins the
 # compare-and-set on ran_at (see store.maintenance.claim_tick).
@@ -319,7 +337,7 @@ schedule = sa.Table(
     ],
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
-    # The identity that created it (revision 0007); NULL without authentication
+    # The identity that created it (revision 0009); NULL without authentication
     # or for schedules from the --schedules file.
     sa.Column("owner", sa.String(200)),
     sa.Index("ux_schedule_name", "name", unique=True),
@@ -342,4 +360,15 @@ schedule_fire = sa.Table(
     sa.Column("last_missed_at", sa.BigInteger),
     sa.Column("message", sa.Text),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
+    sa.Column("run_at", sa.BigInteger),  # revision 0011: fire time + jitter
+)
+
+# The tasks each schedule started that may still be unfinished (revision 0011):
+# what `max_instances` counts, joined with `task` for their states. Rows whose
+# task finished or was deleted are pruned in the transactions that fire.
+schedule_instance = sa.Table(
+    "schedule_instance",
+    metadata,
+    sa.Column("schedule_id", sa.String(26), primary_key=True),
+    sa.Column("task_id", sa.String(26), primary_key=True),
 )

@@ -1,6 +1,6 @@
 """Idempotency keys are per owner: another tenant's key returns nothing of its task, blocks
-nothing and cannot be probed; without tokens a key is broker-wide as before. Migration 0007
-keeps existing keys under their owner."""
+nothing and cannot be probed; without tokens a key is broker-wide as before. The migration
+(`*_request_scope`) keeps existing keys under their owner."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 
 from broker.store import database
 from taskyard.v1 import task_pb2
@@ -90,7 +91,19 @@ async def test_without_tokens_a_key_is_broker_wide_as_before(db_url: str, tmp_pa
         await broker.stop()
 
 
-# --- Migration 0007 ------------------------------------------------------------------------
+# --- The migration ------------------------------------------------------------------------
+
+
+def _revisions() -> tuple[str, str]:
+    """(the request-scope revision, the one before it): found by name, so renumbering at a
+    merge changes nothing here."""
+    scripts = ScriptDirectory.from_config(database._alembic_config())
+    (ours,) = [r for r in scripts.walk_revisions() if r.path.endswith("_request_scope.py")]
+    assert isinstance(ours.down_revision, str)
+    return ours.revision, ours.down_revision
+
+
+SCOPE, BEFORE = _revisions()
 
 
 def _task_row(task_id: str, owner: str | None, key: str, state: int = 2) -> dict[str, Any]:
@@ -113,14 +126,14 @@ _IDS = {
 }
 
 
-async def _at_0006_with_data(db_url: str, backend: str) -> None:
+async def _before_with_data(db_url: str, backend: str) -> None:
     db = database.open_database(db_url)
     try:
         if backend == "postgresql":
             async with db.writer.begin() as conn:  # the test database is a migrated copy
                 await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
                 await conn.execute(sa.text("CREATE SCHEMA public"))
-        await database.upgrade(db, "0006")
+        await database.upgrade(db, BEFORE)
         rows = [
             _task_row(_IDS["alice"], "alice", "old-key"),
             _task_row(_IDS["anonymous"], None, "anon-key"),
@@ -134,15 +147,15 @@ async def _at_0006_with_data(db_url: str, backend: str) -> None:
                 sa.text("INSERT INTO task_payload (task_id, data) VALUES (:id, :data)"),
                 {"id": _IDS["alice"], "data": task_pb2.Task().SerializeToString()},
             )
-        assert await database.upgrade(db) == ("0006", database.head_revision())
+        assert await database.upgrade(db) == (BEFORE, database.head_revision())
     finally:
         await db.dispose()
 
 
-async def test_migration_0007_keeps_existing_keys_under_their_owner(
+async def test_the_migration_keeps_existing_keys_under_their_owner(
     db_url: str, backend: str, tmp_path: Path
 ) -> None:
-    await _at_0006_with_data(db_url, backend)
+    await _before_with_data(db_url, backend)
     tokens = TokensFile(tmp_path / "tokens.toml")
     tokens.add("alice", "submitter")
     tokens.add("bob", "submitter")
@@ -167,21 +180,21 @@ async def test_migration_0007_keeps_existing_keys_under_their_owner(
         await broker.stop()
 
 
-async def test_migration_0007_downgrades_to_one_namespace(db_url: str, backend: str) -> None:
-    await _at_0006_with_data(db_url, backend)
+async def test_the_migration_downgrades_to_one_namespace(db_url: str, backend: str) -> None:
+    await _before_with_data(db_url, backend)
     db = database.open_database(db_url)
     try:
         async with db.writer.begin() as conn:
-            # A second owner reuses a key, as only revision 0007 allows.
+            # A second owner reuses a key, as only the request-scope revision allows.
             row = _task_row("01ARZ3NDEKTSV4RRFFQ69G5FA9", "bob", "old-key")
             columns, values = ", ".join(row), ", ".join(f":{c}" for c in row)
             await conn.execute(sa.text(f"INSERT INTO task ({columns}) VALUES ({values})"), row)
         async with db.writer.connect() as conn:
             await conn.run_sync(
-                lambda sync: command.downgrade(database._alembic_config(sync), "0006")
+                lambda sync: command.downgrade(database._alembic_config(sync), BEFORE)
             )
             await conn.commit()
-        assert await database.current_revision(db) == "0006"
+        assert await database.current_revision(db) == BEFORE
         async with db.writer.connect() as conn:
             rows = await conn.execute(sa.text("SELECT id, request_id FROM task ORDER BY id"))
             keys: dict[str, str | None] = {r[0]: r[1] for r in rows}

@@ -344,8 +344,8 @@ def test_a_watch_frame_carries_each_field_once() -> None:
     """Every runtime reads it alike: protobufjs replaces a sub-message seen twice."""
     task = task_pb2.Task(id="t" * 26, type="echo", payload=payload_pb2.Payload(binary=b"p" * 300))
     snapshot = Snapshot(task.SerializeToString())
-    assert ts.WatchTaskResponse.FromString(snapshot.base).task == task
-    framed = snapshot.frame(Progress(50.0, "half", 1, 2, 1_700_000_000_000_000))
+    assert ts.WatchTaskResponse.FromString(snapshot.base.wire).task == task
+    framed = snapshot.frame(Progress(50.0, "half", 1, 2, 1_700_000_000_000_000)).wire
     decoded = ts.WatchTaskResponse.FromString(framed)
     assert decoded.task.progress.message == "half" and decoded.task.payload == task.payload
     # One length-delimited field 1 spanning the whole message: no second occurrence.
