@@ -10,11 +10,10 @@ it is used, with a warning on stderr.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 
 def from_file(path: str, flag: str) -> str:
@@ -35,10 +34,16 @@ def on_command_line(name: str) -> bool:
 
 
 def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (a plain SQLite path never does).
+
+    urllib, not SQLAlchemy: the worker and client commands import this module,
+    and their install has no SQLAlchemy."""
+    if "://" not in url:
+        return False
     try:
-        return make_url(url).password is not None
-    except ArgumentError:
-        return False  # a plain SQLite path
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
 
 
 def warn(message: str) -> None:

@@ -94,9 +94,10 @@ async def test_hello_strings_are_escaped_in_the_worker_line(
 async def test_refusals_are_logged_once_per_peer_per_interval_with_a_count(
     db_url: str, tmp_path: Path, tokens: TokensFile
 ) -> None:
-    """Before: one line per refused call (an outsider wrote ~1,400 lines a second)."""
-    args = ["--tokens", str(tokens.path), "--refusal-log-interval", "1"]
-    broker = await _start(db_url, tmp_path, *args)
+    """Before: one line per refused call (an outsider wrote ~1,400 lines a second).
+
+    With the default interval (10 s): the summary comes when it ends."""
+    broker = await _start(db_url, tmp_path, "--tokens", str(tokens.path))
     request = ts.CreateTaskRequest(task=task_pb2.Task(type="echo"))
     try:
         assert broker.process is not None
@@ -122,7 +123,7 @@ async def test_refusals_are_logged_once_per_peer_per_interval_with_a_count(
     finally:
         await broker.stop()
     lines = [line for line in _log(broker).splitlines() if "refused" in line]
-    assert len(lines) <= 5, lines  # the first, then one per interval the burst lasted
+    assert len(lines) <= 3, lines  # the first, then one per interval the burst lasted
 
 
 def test_escape_leaves_plain_text_and_escapes_what_could_forge_or_hide() -> None:
