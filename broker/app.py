@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from broker import config_file
+from broker import config_file, memory
 from broker.api import schedule_convert, schedules_file, services
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
@@ -55,6 +55,7 @@ from broker.loops.retention import RetentionLoop
 from broker.loops.supervisor import Policy, Supervisor
 from broker.loops.ticker import Ticker
 from broker.security.interceptor import Guard
+from broker.security.limits import budget_of
 from broker.server import build_server, set_serving
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
@@ -85,6 +86,7 @@ class Broker:
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     clock = clock or system_clock()
+    memory.return_freed_memory()
     files = config_file.load(
         settings.config_path,
         heartbeat_us=int(settings.lease_duration_s * MICROS),
@@ -111,8 +113,10 @@ async def build(
     # In-memory state.
     queues = QueueRegistry(db=db, defaults=files.defaults)
     await queues.load()
+    # Submissions per identity, counted alike through the API and by schedule fires.
+    budget = budget_of(settings.limits)
     # The schedules file is read and checked now: a bad one stops the start.
-    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
+    factory = schedule_convert.Factory(settings, files.defaults, queues.options, budget=budget)
     declared = schedules_file.load(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
@@ -132,6 +136,9 @@ async def build(
         db=db,
         dispatcher=dispatcher,
         tracing=tracing,
+        queues=queues,
+        configured_queues=files.defaults.queues.keys(),
+        metrics_token=settings.metrics_token,
     )
     env = Env(
         clock=clock,
@@ -160,15 +167,14 @@ async def build(
         queues=queues,
         schedule_hint=fires.due_at,
         replica_id=replica_id,
+        budget=budget,
     )
-    guard = Guard(settings=settings, db=db)
+    guard = Guard(settings=settings, db=db, budget=budget)
     served = services.build(runtime)
     server, health_servicer, port = build_server(runtime, guard=guard, served=served)
     http = None
     if settings.http_listen:
-        apps = await gate.applications(
-            served, guard, read_max_bytes=settings.limits.max_message_bytes
-        )
+        apps = await gate.applications(served, guard, read_max_bytes=settings.limits.receive_bytes)
         http = HttpServer(Router(apps), settings)
 
     # The loops.

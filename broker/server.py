@@ -36,14 +36,19 @@ SERVICE_NAMES = (
 def build_server(
     runtime: Runtime, *, guard: Guard | None = None, served: list[Service] | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    limit = runtime.settings.limits.max_message_bytes
+    limits = runtime.settings.limits
     # Authentication, authorization and per-identity limits (broker/security).
     guard = guard or Guard(settings=runtime.settings, db=runtime.db)
     server = grpc.aio.server(
         interceptors=[guard],
         options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
+            # The largest legal request and reply (config.Limits), not more: a
+            # caller cannot make the broker buffer a bigger message.
+            ("grpc.max_receive_message_length", limits.receive_bytes),
+            ("grpc.max_send_message_length", limits.send_bytes),
+            # HTTP/2 streams one connection may have open at once; more wait
+            # in the client for a free one.
+            ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
             # Workers keep their streams alive with pings; let them.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

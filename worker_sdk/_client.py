@@ -43,6 +43,7 @@ from worker_sdk._requests import (
     MAX_BATCH,
     batch_items,
     batch_request,
+    chunk_ranges,
     create_request,
     list_request,
     not_sent,
@@ -198,8 +199,8 @@ class Client(ScheduleMethods):
         deadline = asyncio.get_running_loop().time() + rate_limit_wait
         results: builtins.list[Task | TaskyardError] = []
         with _tracing.submit_span(items[0].type if items else "", None, len(items)):
-            for start in range(0, len(items), chunk_size):
-                chunk = items[start : start + chunk_size]
+            for start, end in chunk_ranges(items, chunk_size):
+                chunk = items[start:end]
                 try:
                     response = await self._create_batch(batch_request(chunk), deadline)
                 except TaskyardError as error:

@@ -16,6 +16,10 @@ from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_BATCH = 1000
+# Bytes per batched message (BatchCreateTasks, a Lease message's completions):
+# half the broker's default --max-batch-bytes, so batches of large payloads fit
+# its receive limit. One item larger than this goes in a message of its own.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -97,6 +101,22 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
 
 def batch_request(specs: Sequence[TaskSpec]) -> task_service_pb2.BatchCreateTasksRequest:
     return task_service_pb2.BatchCreateTasksRequest(requests=[create_request(s) for s in specs])
+
+
+def chunk_ranges(specs: Sequence[TaskSpec], chunk_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each call: at most `chunk_size` tasks and MAX_BATCH_BYTES of requests
+    (the broker's receive limit is a few MiB); a larger task goes alone."""
+    ranges: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, spec in enumerate(specs):
+        item_size = create_request(spec).ByteSize() + 8  # the field's tag and length
+        if index > start and (index - start == chunk_size or size + item_size > MAX_BATCH_BYTES):
+            ranges.append((start, index))
+            start, size = index, 0
+        size += item_size
+    if start < len(specs):
+        ranges.append((start, len(specs)))
+    return ranges
 
 
 def batch_items(

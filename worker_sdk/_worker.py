@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from worker_sdk._context import TaskContext
@@ -40,7 +41,7 @@ from worker_sdk._lifecycle import (
 from worker_sdk._payload import to_payload
 from worker_sdk._process_pool import Pool, ProcessPool
 from worker_sdk._registration import Registration
-from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
+from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET, MAX_BATCH_BYTES
 from worker_sdk._task_log import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES, TaskLog
 from worker_sdk._tracing import task_fields, task_scope
 from worker_sdk._version import __version__
@@ -137,9 +138,23 @@ T = TypeVar("T")
 
 
 def _chunks(items: list[T]) -> list[list[T]]:
-    return [
-        items[i : i + MAX_ITEMS_PER_MESSAGE] for i in range(0, len(items), MAX_ITEMS_PER_MESSAGE)
-    ]
+    """At most MAX_ITEMS_PER_MESSAGE items and MAX_BATCH_BYTES per message (results can be
+    large); an item larger than that goes alone."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        item_size = item.ByteSize() + 8 if isinstance(item, Message) else 0
+        if current and (
+            len(current) == MAX_ITEMS_PER_MESSAGE or size + item_size > MAX_BATCH_BYTES
+        ):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class Worker(Registration):

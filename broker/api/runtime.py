@@ -14,6 +14,7 @@ from broker.engine.dispatcher import Dispatcher
 from broker.engine.events import TaskEvents
 from broker.engine.journal import Journal
 from broker.engine.queue_registry import QueueRegistry
+from broker.security.limits import SubmitBudget
 from broker.store.database import Database
 
 
@@ -32,5 +33,7 @@ class Runtime:
     # The ticker's alarm (loops/alarm.py): a schedule changed here may fire sooner.
     schedule_hint: Callable[[int | None], None]
     replica_id: str = ""
+    # Per-identity submission buckets, shared by the interceptor and schedule fires.
+    budget: SubmitBudget | None = None
     shutting_down: bool = False
     sessions: Sessions = field(default_factory=Sessions)

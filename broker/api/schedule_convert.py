@@ -22,6 +22,8 @@ from broker.core.options import Defaults, TaskOptions
 from broker.core.validation import name as check_name
 from broker.errors import InvalidArgument
 from broker.ids import new_ulid
+from broker.security.limits import SubmitBudget, rate_limited
+from broker.security.roles import ANONYMOUS
 from taskyard.v1 import schedule_pb2, task_pb2, task_service_pb2
 
 LABEL_SCHEDULE = "taskyard.schedule"
@@ -177,21 +179,41 @@ def new_record(
 
 
 class Factory:
-    """Builds a fire's task with CreateTask's own `new_task` (see loops.ticker.TaskFactory)."""
+    """Builds a fire's task with CreateTask's own `new_task` (see loops.ticker.TaskFactory).
+
+    With a `budget`, every fire (manual runs too) is a submission by the
+    schedule's owner: it takes one task and the template's bytes from the
+    owner's buckets, as CreateTask would, and fails with RATE_LIMITED when
+    they are empty (a schedule without an owner draws from `anonymous`).
+    """
 
     def __init__(
         self,
         settings: Settings,
         defaults: Defaults,
         queue_options: Callable[[str], TaskOptions] | None = None,
+        budget: SubmitBudget | None = None,
     ) -> None:
         self._settings = settings
         self._defaults = defaults
         self._queue_options = queue_options
+        self._budget = budget
 
     def __call__(
         self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
     ) -> NewTask:
+        new = self.build(record, fire_time=fire_time, now=now, manual=manual)
+        if self._budget is not None:
+            owner = record.owner or ANONYMOUS
+            over = self._budget.take(owner, tasks=1, size=len(record.template))
+            if over is not None:
+                raise rate_limited(owner, over)
+        return new
+
+    def build(
+        self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
+    ) -> NewTask:
+        """The task of a fire, without charging anyone's budget."""
         spec = task_pb2.Task.FromString(record.template)
         spec.labels[LABEL_SCHEDULE] = record.name
         spec.labels[LABEL_FIRE_TIME] = rfc3339(fire_time)
@@ -208,7 +230,7 @@ class Factory:
 
     def check(self, record: core.ScheduleRecord, now: int) -> None:
         """INVALID_ARGUMENT now, rather than a FAILED fire later, for a bad template."""
-        self(record, fire_time=now, now=now, manual=True)
+        self.build(record, fire_time=now, now=now, manual=True)
 
 
 # --- Output ---------------------------------------------------------------------------------

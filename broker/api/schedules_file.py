@@ -52,7 +52,7 @@ from broker.api.runtime import Runtime
 from broker.config import Settings
 from broker.core import cron
 from broker.core import schedules as core
-from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
+from broker.engine.schedule_ops import Inserted, InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
 from broker.store import schedules as store
 from taskyard.v1 import schedule_pb2, task_pb2
@@ -360,7 +360,8 @@ class Reconciler:
             async with rt.db.reader.connect() as conn:
                 before = await store.get_schedule(conn, wanted.name)
             if before is None:
-                if await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint)):
+                inserted = await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint))
+                if inserted is Inserted.INSERTED:
                     return "created"
                 continue  # another replica created it meanwhile: compare with theirs
             if core.same_settings(before, wanted):

@@ -31,6 +31,7 @@ from broker.core.models import (
     Cancelled,
     Claimed,
     Failed,
+    Holder,
     LeaseEnd,
     LeaseRef,
     LogLine,
@@ -62,6 +63,11 @@ pb = worker_service_pb2
 HANDSHAKE_TIMEOUT_S = 10.0
 _LEASE_LOST = error_details_pb2.ItemError(
     code=9, reason="LEASE_LOST", message="the lease is no longer held; drop this task"
+)
+_DUPLICATE = error_details_pb2.ItemError(
+    code=3,
+    reason="DUPLICATE_TASK_ID",
+    message="this task id appears earlier in the same heartbeats message; only the first counts",
 )
 _WIRE_REASON = {
     StopReason.CANCEL_REQUESTED: pb.CANCEL_REASON_REQUESTED,
@@ -124,6 +130,13 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
     for q in hello.queues:
         validation.name("hello.queues[]", q, limits, reason="HANDSHAKE_REQUIRED")
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
+    # Re-adopting is a write per lease inside the one writer: bound it like a batch.
+    if len(hello.held_leases) > limits.max_lease_items:
+        raise InvalidArgument(
+            f"hello.held_leases holds {len(hello.held_leases)} leases; a worker may re-adopt at "
+            f"most {limits.max_lease_items} (--max-lease-items)",
+            reason="BATCH_TOO_LARGE",
+        )
 
 
 def _check_items(kind: str, batch: Message, limits: Limits) -> None:
@@ -157,6 +170,15 @@ class Session:
         self.types = tuple(dict.fromkeys(hello.task_types))
         self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
         self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
+        # Only this identity, within its queues and types, may act on this
+        # session's leases (store/leases.holds); its name is recorded on each.
+        principal = grant.principal if (grant := access.current()) is not None else None
+        self.identity = principal.owner if principal is not None else None
+        self._by = (
+            Holder(self.identity, principal.queues, principal.types)
+            if principal is not None
+            else Holder(None)
+        )
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
         self._outbox: asyncio.Queue[worker_service_pb2.LeaseResponse | None] = asyncio.Queue()
@@ -177,10 +199,19 @@ class Session:
     def deliver(self, claimed: list[Claimed]) -> None:
         for c in claimed:
             self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at, c.heartbeat_timeout_us)
-        message = pb.LeaseResponse(
-            assignments=pb.Assignments(assignments=[convert.assignment(c) for c in claimed])
-        )
-        self._send(message)
+        # Split by size: a claim of many large payloads must not exceed the send limit.
+        limits = self._rt.settings.limits
+        budget = min(limits.max_batch_bytes, limits.send_bytes) - 1024
+        chunk: list[worker_service_pb2.Assignment] = []
+        size = 0
+        for c in claimed:
+            assignment = convert.assignment(c)
+            size += assignment.ByteSize()
+            if chunk and size > budget:
+                self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
+                chunk, size = [], assignment.ByteSize()
+            chunk.append(assignment)
+        self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
 
     def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None:
         lease = self._leases.get(ref.task_id)
@@ -268,7 +299,8 @@ class Session:
             for item in held
             if (lease_id := convert.lease_id(item.lease_id)) is not None
         ]
-        kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id)) if refs else {}
+        adopt = AdoptLeases(refs, self.worker_id, self._by)
+        kept = await self._rt.committer.submit(adopt) if refs else {}
         for ref in refs:
             if ref.task_id in kept:
                 expires = kept[ref.task_id]
@@ -340,9 +372,14 @@ class Session:
         now = self._rt.clock.now_us()
         acks: list[worker_service_pb2.HeartbeatAck] = []
         slow: list[Extension] = []
+        seen: set[str] = set()
         for hb in heartbeats:
             ack = pb.HeartbeatAck(task_id=hb.task_id, lease_id=hb.lease_id)
             acks.append(ack)
+            if hb.task_id in seen:
+                ack.error.CopyFrom(_DUPLICATE)
+                continue
+            seen.add(hb.task_id)
             lease_id = convert.lease_id(hb.lease_id)
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
@@ -362,7 +399,7 @@ class Session:
                 convert.set_timestamp(ack.lease_expire_time, lease.expires)
                 ack.cancel_requested = lease.cancel_requested
             else:
-                slow.append(Extension(hb.task_id, lease_id, progress, logs))
+                slow.append(Extension(hb.task_id, lease_id, progress, logs=logs, by=self._by))
         if not slow:
             self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
             return
@@ -398,7 +435,7 @@ class Session:
         if future.cancelled() or future.exception() is not None:
             return  # the worker heartbeats again; the lease is not extended meanwhile
         results = future.result()
-        by_id = {a.task_id: a for a in acks}
+        by_id = {a.task_id: a for a in acks if not a.HasField("error")}
         adopted: list[LeaseRef] = []
         for item in slow:
             ack, result = by_id[item.task_id], results[item.task_id]
@@ -443,7 +480,7 @@ class Session:
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
                 continue
-            ends.append(LeaseEnd(c.task_id, lease_id, outcome))
+            ends.append(LeaseEnd(c.task_id, lease_id, outcome, self._by))
             pending.append(ack)
         if not ends:
             self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))

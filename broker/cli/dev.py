@@ -118,12 +118,12 @@ def dev_command(
             "--listen",
             listen,
             *(("--http-listen", http_listen) if http_listen else ()),
-            "--db",
-            url,
             *logs,
         ),
         sys.stderr,
         level,
+        # The URL may hold a password: the environment, not the child's arguments (ps).
+        env={"TASKYARD_DB": url},
     )
     workers = [
         launcher.Child(

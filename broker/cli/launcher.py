@@ -21,7 +21,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -59,12 +59,14 @@ class Child:
     http_url: str | None = None  # the broker's HTTP API, announced before its gRPC port
     _pump: asyncio.Task[None] | None = None
     _exited: asyncio.Task[int] | None = None
+    env: Mapping[str, str] | None = None  # added to this process's environment (secrets)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.port, self.connected = loop.create_future(), loop.create_future()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
+            env=None if self.env is None else {**os.environ, **self.env},
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             process_group=0,

@@ -529,6 +529,7 @@ class ScheduleRecord:
     created_at: int
     updated_at: int
     running: int = 0
+    owner: str | None = None  # the identity that created it (None: no auth, or the file)
 
     @property
     def state(self) -> ScheduleState:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -33,6 +33,9 @@ from broker.store import leases as store
 log = logging.getLogger(__name__)
 
 MAX_CLAIM = 1000
+# Queues and task types remembered as served by some worker (for metrics labels),
+# at most this many of each: a worker declaring thousands gets no more.
+MAX_SERVED = 1000
 
 
 class StopReason(Enum):
@@ -46,6 +49,7 @@ class LeaseHolder(Protocol):
 
     key: str
     worker_id: str
+    identity: str | None  # who authenticated the stream; only it may act on its leases
     types: tuple[str, ...]
     queues: tuple[str, ...]
 
@@ -86,7 +90,7 @@ class Dispatcher:
         wake: WakeFn,
         queues: QueueView | None = None,
         on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
-        rng: random.Random | None = None,
+        lease_ids: Callable[[], int] = lambda: secrets.randbits(63),
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
         self._slots: dict[str, _Slot] = {}
@@ -95,7 +99,9 @@ class Dispatcher:
         # or adopted; every lookup checks the lease id, since a task can be
         # leased again while word of its previous lease is still on its way.
         self._owners: dict[str, tuple[LeaseHolder, int]] = {}
-        self._rng = rng or random.Random()
+        # Lease ids fence results and name a lease to its holder: a cryptographic
+        # generator, so that one cannot be predicted from others seen.
+        self._lease_ids = lease_ids
         self._turn = 0
         self._frozen = False
         self._handed: list[Plan] = []
@@ -104,11 +110,19 @@ class Dispatcher:
         # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
         self._on_deliver = on_deliver
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Every queue and task type a worker session declared since start (bounded).
+        self.served_queues: set[str] = set()
+        self.served_types: set[str] = set()
 
     # --- Sessions and credits ---------------------------------------------------------------
 
     def attach(self, holder: LeaseHolder) -> None:
         self._slots[holder.key] = _Slot(holder)
+        for served, names in (
+            (self.served_queues, holder.queues),
+            (self.served_types, holder.types),
+        ):
+            served.update(names[: max(MAX_SERVED - len(served), 0)])
 
     def detach(self, holder: LeaseHolder) -> list[LeaseRef]:
         """Forget a session; return the leases it still held, for release."""
@@ -185,7 +199,7 @@ class Dispatcher:
                 continue
             plan = plans.get(slot.holder.key)
             if plan is None:
-                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._rng.getrandbits(63))
+                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._lease_ids())
             slot.credits -= 1
             plan.limit += 1
             timeouts = t.timeouts
@@ -197,7 +211,7 @@ class Dispatcher:
                 worker_id=slot.holder.worker_id, heartbeat_timeout_us=timeouts.heartbeat_us,
                 deadline_at=_after(now, timeouts.execution_us),
                 soft_deadline_at=_after(now, timeouts.soft_us),
-                trace_context=t.trace_context,
+                trace_context=t.trace_context, leased_by=slot.holder.identity,
             )  # fmt: skip
             plan.claimed.append(claimed)
             out[t.id] = claimed
@@ -238,7 +252,7 @@ class Dispatcher:
                     continue
                 limit = min(slot.credits, MAX_CLAIM)
                 slot.credits -= limit
-                lease_id = self._rng.getrandbits(63)
+                lease_id = self._lease_ids()
                 plans.append(Plan(slot, queue, limit, generation, lease_id))
         return handed + plans
 
@@ -266,6 +280,7 @@ class Dispatcher:
                     worker_id=holder.worker_id,
                     lease_id=p.lease_id,
                     now=now,
+                    leased_by=holder.identity,
                 )
                 continue
             limited = await flow.claim_limited(
@@ -277,6 +292,7 @@ class Dispatcher:
                 worker_id=holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,
+                leased_by=holder.identity,
             )
             p.claimed = limited.claimed
             leased_here[p.queue] = leased_here.get(p.queue, 0) + len(p.claimed)

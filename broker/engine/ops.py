@@ -16,7 +16,16 @@ from typing import ClassVar, Generic, Protocol, Self, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.clock import Clock
-from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
+from broker.core.models import (
+    Claimed,
+    Holder,
+    LeaseEnd,
+    LeaseRef,
+    LossReason,
+    Lost,
+    NewTask,
+    Released,
+)
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
 from broker.engine.dispatcher import Dispatcher, StopReason
@@ -295,15 +304,17 @@ class AdoptLeases(Op[dict[str, int]]):
 
     order = 50
 
-    def __init__(self, refs: Sequence[LeaseRef], worker_id: str) -> None:
+    def __init__(self, refs: Sequence[LeaseRef], worker_id: str, by: Holder | None = None) -> None:
         super().__init__()
         self.refs = refs
         self.worker_id = worker_id
+        self.by = by  # only leases this identity may act on are kept
 
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[AdoptLeases], env: Env, now: int
     ) -> list[dict[str, int]]:
         return [
-            await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now) for op in ops
+            await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now, by=op.by)
+            for op in ops
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -184,24 +185,44 @@ class RunNow(Op[ManualRun]):
             fires_committed(env.metrics, self._committed[0], [self._committed[1]])
 
 
-class InsertSchedule(Op[bool]):
-    """Create a schedule; False when the name is taken."""
+class Inserted(Enum):
+    INSERTED = 1
+    NAME_TAKEN = 2
+    OVER_CAP = 3  # its owner has max_owned schedules already
+
+
+class InsertSchedule(Op[Inserted]):
+    """Create a schedule, unless the name is taken or its owner has `max_owned` (0: no cap).
+
+    The count and the insert share the committer's transaction, so concurrent
+    creations cannot pass the cap together.
+    """
 
     order = 14
 
-    def __init__(self, record: core.ScheduleRecord, hint: Hint = _no_hint) -> None:
+    def __init__(
+        self, record: core.ScheduleRecord, hint: Hint = _no_hint, *, max_owned: int = 0
+    ) -> None:
         super().__init__()
         self.record = record
         self.hint = hint
+        self.max_owned = max_owned
 
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[InsertSchedule], env: Env, now: int
-    ) -> list[bool]:
-        return [await store.insert_schedule(conn, op.record) for op in ops]
+    ) -> list[Inserted]:
+        return [await op._apply(conn) for op in ops]
 
-    def after_commit(self, result: bool, env: Env) -> None:
-        if result:
+    async def _apply(self, conn: AsyncConnection) -> Inserted:
+        if self.max_owned and await store.count_owned(conn, self.record.owner) >= self.max_owned:
+            return Inserted.OVER_CAP
+        if await store.insert_schedule(conn, self.record):
+            return Inserted.INSERTED
+        return Inserted.NAME_TAKEN
+
+    def after_commit(self, result: Inserted, env: Env) -> None:
+        if result is Inserted.INSERTED:
             self.hint(self.record.next_fire_at)
 
 
@@ -261,6 +282,7 @@ __all__ = [
     "FireSchedules",
     "Fired",
     "InsertSchedule",
+    "Inserted",
     "ManualRun",
     "PruneFires",
     "ReplaceSchedule",

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from broker.api.event_wire import Batch
+from broker.api.watch_frames import Frame
 
 
 class RawRequest:
@@ -30,6 +31,10 @@ class RawRequest:
         self.message_class = message_class
         self.is_json = is_json
 
+    def __len__(self) -> int:
+        """Bytes as received: what the per-identity byte rate counts, as for gRPC."""
+        return len(self.data)
+
 
 class _Codec:
     def __init__(self, *, is_json: bool) -> None:
@@ -41,6 +46,10 @@ class _Codec:
     def encode(self, message: Any) -> bytes:
         if isinstance(message, Batch):
             return message.json() if self._json else message.proto()
+        if isinstance(message, Frame):  # WatchTask's shared, serialized messages
+            if not self._json:
+                return message.wire
+            message = message.message()
         if self._json:
             return json_format.MessageToJson(message, indent=None).encode()
         return bytes(message.SerializeToString())

@@ -22,7 +22,7 @@ from broker.core import schedules as core
 from broker.core.models import NewTask
 from broker.engine.committer import Committer
 from broker.engine.schedule_ops import FireItem, FireSchedules, PruneFires
-from broker.errors import InvalidArgument
+from broker.errors import InvalidArgument, ResourceExhausted
 from broker.loops.alarm import Alarm
 from broker.store import schedules as store
 from broker.store.database import Database
@@ -132,7 +132,7 @@ def plan_item(
         if fire.result is core.FireResult.STARTED:
             try:
                 task = factory(record, fire_time=fire.fire_time, now=now, manual=False)
-            except InvalidArgument as error:
+            except (InvalidArgument, ResourceExhausted) as error:  # a bad template, a rate
                 out = _failed(out, error.message)
             else:
                 item.tasks.append(task)

@@ -42,6 +42,7 @@ async def claim_limited(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
 ) -> LimitedClaim:
     """Lease up to `limit` tasks within the queue's limits.
 
@@ -67,7 +68,13 @@ async def claim_limited(
             ids = await _pick_within_keys(conn, settings, types, want, now)
             if ids:
                 claimed = await claim_ids(
-                    conn, ids=ids, types=types, worker_id=worker_id, lease_id=lease_id, now=now
+                    conn,
+                    ids=ids,
+                    types=types,
+                    worker_id=worker_id,
+                    lease_id=lease_id,
+                    now=now,
+                    leased_by=leased_by,
                 )
         else:
             claimed = await claim(
@@ -78,6 +85,7 @@ async def claim_limited(
                 worker_id=worker_id,
                 lease_id=lease_id,
                 now=now,
+                leased_by=leased_by,
             )
     retry_at = None
     if bucket is not None:

@@ -16,10 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.core.leases import LeaseRow, Transition, decide
+from broker.core.leases import LeaseRow, Transition, decide, may_act
 from broker.core.models import (
     Claimed,
     Failure,
+    Holder,
     LeaseEnd,
     LeaseRef,
     LogLine,
@@ -78,6 +79,7 @@ def _lease_values(update: sa.Update) -> sa.Update:
         started_at=_b("b_now"),
         updated_at=_b("b_now"),
         worker_id=_b("b_worker_id"),
+        leased_by=_b("b_leased_by", type_=sa.String),
     ).returning(*_CLAIM_RETURNING)
 
 
@@ -126,8 +128,12 @@ async def claim(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
 ) -> list[Claimed]:
-    """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within."""
+    """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within.
+
+    `leased_by` is the identity of the session they go to: only it may act on them.
+    """
     params = {
         "b_queue": queue,
         "b_types": list(types),
@@ -135,9 +141,10 @@ async def claim(
         "b_lease_id": lease_id,
         "b_now": now,
         "b_worker_id": worker_id,
+        "b_leased_by": leased_by,
     }
     rows = list(await conn.execute(_CLAIM[is_pg(conn)], params))
-    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now, leased_by=leased_by)
 
 
 async def claim_ids(
@@ -148,14 +155,23 @@ async def claim_ids(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
 ) -> list[Claimed]:
     """Lease exactly these pending tasks (those still pending)."""
-    params = {"b_ids": list(ids), "b_lease_id": lease_id, "b_now": now, "b_worker_id": worker_id}
+    params = {
+        "b_ids": list(ids),
+        "b_lease_id": lease_id,
+        "b_now": now,
+        "b_worker_id": worker_id,
+        "b_leased_by": leased_by,
+    }
     rows = list(await conn.execute(_CLAIM_IDS, params))
-    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now, leased_by=leased_by)
 
 
-def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> list[Claimed]:
+def _claimed(
+    rows: list[Any], *, lease_id: int, worker_id: str, now: int, leased_by: str | None
+) -> list[Claimed]:
     # Rows unpack in _CLAIM_RETURNING's order (a claim converts hundreds at a time).
     rows.sort(key=lambda r: (-r[3], r[8], r[0]))  # priority, run_at, id
     return [
@@ -163,7 +179,7 @@ def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> lis
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
             lease_id, expires, payload, worker_id, heartbeat, deadline,
             None if soft is None else now + soft,
-            trace,
+            trace, leased_by,
         )
         for (
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
@@ -191,6 +207,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.worker_id,
         task.c.started_at,
         task.c.type,
+        task.c.leased_by,
     ).where(task.c.id.in_(list(ids)))
     if is_pg(conn):
         # In id order, so that two replicas locking overlapping rows cannot deadlock.
@@ -206,8 +223,14 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
 _STATE_OF = {int(s): s for s in TaskState}
 
 
-def holds(row: LeaseRow | None, lease_id: int) -> bool:
-    return row is not None and row.state is _S.RUNNING and row.lease_id == lease_id
+def holds(row: LeaseRow | None, lease_id: int, by: Holder | None = None) -> bool:
+    """The lease is current, and `by` (a worker; None: the broker) may act on it."""
+    return (
+        row is not None
+        and row.state is _S.RUNNING
+        and row.lease_id == lease_id
+        and may_act(row, by)
+    )
 
 
 # --- Extension ------------------------------------------------------------------------------
@@ -218,6 +241,7 @@ class Extension:
     task_id: str
     lease_id: int
     progress: Progress | None
+    by: Holder | None = None  # the worker asking; see holds()
     logs: tuple[LogLine, ...] = ()
 
 
@@ -264,7 +288,7 @@ async def extend_leases(
     logged: list[tuple[Any, ...]] = []
     for item in items:
         row = rows.get(item.task_id)
-        if row is None or not holds(row, item.lease_id):
+        if row is None or not holds(row, item.lease_id, item.by):
             results[item.task_id] = ExtendResult(False)
             continue
         expires = now + row.heartbeat_timeout_us
@@ -302,15 +326,23 @@ def _extend_params(item: Extension, expires: int, now: int) -> dict[str, Any]:
 
 
 async def adopt_leases(
-    conn: AsyncConnection, refs: Sequence[LeaseRef], *, worker_id: str, now: int
+    conn: AsyncConnection,
+    refs: Sequence[LeaseRef],
+    *,
+    worker_id: str,
+    now: int,
+    by: Holder | None = None,
 ) -> dict[str, int]:
-    """Re-attach leases a reconnecting worker still holds; return {task id: new expiry}."""
+    """Re-attach leases a reconnecting worker still holds; return {task id: new expiry}.
+
+    Only leases `by` may act on are kept, and they are bound to its identity.
+    """
     rows = await lease_rows(conn, {r.task_id for r in refs})
     kept: dict[str, int] = {}
     params = []
     for ref in refs:
         row = rows.get(ref.task_id)
-        if row is None or not holds(row, ref.lease_id):
+        if row is None or not holds(row, ref.lease_id, by):
             continue
         kept[ref.task_id] = now + row.heartbeat_timeout_us
         params.append(
@@ -320,11 +352,18 @@ async def adopt_leases(
                 "b_expires": kept[ref.task_id],
                 "b_now": now,
                 "b_worker": worker_id,
+                "b_leased_by": None if by is None else by.identity,
             }
         )
     if params:
-        await conn.execute(_EXTEND.values(worker_id=_b("b_worker")), params)
+        await conn.execute(_ADOPT, params)
     return kept
+
+
+_ADOPT = _EXTEND.values(
+    worker_id=_b("b_worker"),
+    leased_by=sa.func.coalesce(_b("b_leased_by", type_=sa.String), task.c.leased_by),
+)
 
 
 # --- Ending ---------------------------------------------------------------------------------
@@ -419,7 +458,7 @@ async def end_leases(
     seen: set[str] = set()
     for end in ends:
         row = rows.get(end.task_id)
-        if row is None or not holds(row, end.lease_id) or end.task_id in seen:
+        if row is None or not holds(row, end.lease_id, end.by) or end.task_id in seen:
             out.append(None)
             continue
         seen.add(end.task_id)

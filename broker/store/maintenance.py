@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
 from broker.store.dialect import insert, is_pg
-from broker.store.schema import maintenance as maintenance_table
 from broker.store.schema import (
+    OWNED_KEY,
+    OWNERLESS_KEY,
     state_is,
     task,
     task_attempt,
@@ -24,6 +25,7 @@ from broker.store.schema import (
     task_payload,
     task_result,
 )
+from broker.store.schema import maintenance as maintenance_table
 from broker.store.tasks import _last_attempt, _record
 
 _S = TaskState
@@ -231,16 +233,25 @@ async def purge(
 
 
 async def forget_request_ids(conn: AsyncConnection, *, created_before: int, limit: int) -> int:
-    """Release idempotency keys older than their retention, in a bounded batch."""
-    old = (
-        sa.select(task.c.id)
-        .where(sa.text("request_id IS NOT NULL"), task.c.created_at < created_before)
-        .limit(limit)
-    )
-    result = await conn.execute(
-        sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
-    )
-    return int(result.rowcount or 0)
+    """Release idempotency keys older than their retention, in a bounded batch.
+
+    One statement per namespace (owned, ownerless), each spelled as its
+    partial index is so that the index can serve it.
+    """
+    forgotten = 0
+    for namespace in (OWNED_KEY, OWNERLESS_KEY):
+        old = (
+            sa.select(task.c.id)
+            .where(sa.text(namespace), task.c.created_at < created_before)
+            .limit(limit - forgotten)
+        )
+        result = await conn.execute(
+            sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
+        )
+        forgotten += int(result.rowcount or 0)
+        if forgotten >= limit:
+            break
+    return forgotten
 
 
 async def grant_restart_grace(conn: AsyncConnection, *, until: int) -> int:

@@ -63,6 +63,7 @@ def _record(row: sa.Row[Any]) -> core.ScheduleRecord:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         running=int(m["running"] or 0),
+        owner=m["owner"],
     )
 
 
@@ -87,6 +88,7 @@ def _values(r: core.ScheduleRecord) -> dict[str, Any]:
         "failed_count": r.counts.failed,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
+        "owner": r.owner,
     }
 
 
@@ -101,6 +103,12 @@ async def insert_schedule(conn: AsyncConnection, record: core.ScheduleRecord) ->
         .on_conflict_do_nothing(index_elements=["name"])
     )
     return bool(result.rowcount)
+
+
+async def count_owned(conn: AsyncConnection, owner: str | None) -> int:
+    """Schedules of this owner (None: those without one)."""
+    owned = schedule.c.owner.is_(None) if owner is None else schedule.c.owner == owner
+    return int((await conn.execute(sa.select(sa.func.count()).where(owned))).scalar() or 0)
 
 
 async def get_schedule(conn: AsyncConnection, name: str) -> core.ScheduleRecord | None:

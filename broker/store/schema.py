@@ -33,6 +33,11 @@ def state_is(
     return column.in_([sa.literal_column(str(int(s))) for s in states])
 
 
+# The two namespaces of idempotency keys, spelled as the partial indexes are,
+# so that SQLite can match a query's WHERE to them.
+OWNED_KEY = "request_id IS NOT NULL AND owner IS NOT NULL"
+OWNERLESS_KEY = "request_id IS NOT NULL AND owner IS NULL"
+
 _TERMINAL_SQL = ", ".join(str(int(s)) for s in sorted(TERMINAL))
 
 task = sa.Table(
@@ -82,6 +87,9 @@ task = sa.Table(
     sa.Column("trace_context", sa.Text),
     # The identity that created it (revision 0006); NULL without authentication.
     sa.Column("owner", sa.String(200)),
+    # The identity whose Lease stream holds the current lease (revision 0009);
+    # NULL without authentication or for a lease taken before that revision.
+    sa.Column("leased_by", sa.String(200)),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
@@ -148,12 +156,23 @@ task = sa.Table(
         sqlite_where=sa.text("owner IS NOT NULL"),
         postgresql_where=sa.text("owner IS NOT NULL"),
     ),
+    # Idempotency keys are per owner (revision 0009): another owner's key is
+    # invisible to it. Tasks without an owner (no authentication) share one
+    # namespace, the second index. Both lead with request_id.
+    sa.Index(
+        "ux_task_request_owner",
+        "request_id",
+        "owner",
+        unique=True,
+        sqlite_where=sa.text(OWNED_KEY),
+        postgresql_where=sa.text(OWNED_KEY),
+    ),
     sa.Index(
         "ux_task_request_id",
         "request_id",
         unique=True,
-        sqlite_where=sa.text("request_id IS NOT NULL"),
-        postgresql_where=sa.text("request_id IS NOT NULL"),
+        sqlite_where=sa.text(OWNERLESS_KEY),
+        postgresql_where=sa.text(OWNERLESS_KEY),
     ),
 )
 
@@ -318,6 +337,9 @@ schedule = sa.Table(
     ],
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # The identity that created it (revision 0009); NULL without authentication
+    # or for schedules from the --schedules file.
+    sa.Column("owner", sa.String(200)),
     sa.Index("ux_schedule_name", "name", unique=True),
     sa.Index("ix_schedule_next", "next_fire_at"),
 )
