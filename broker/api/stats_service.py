@@ -79,6 +79,11 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 "the range must be non-empty and at most 31 days; check start_time and end_time",
                 reason="INVALID_RANGE",
             )
+        if request.by_minute and end - start > 24 * HOUR_US:
+            raise InvalidArgument(
+                "by_minute is allowed for ranges of at most 24 hours; shorten the range",
+                reason="INVALID_RANGE",
+            )
         async with self._rt.db.reader.connect() as conn:
             groups = await store.ranged(
                 conn,
@@ -87,15 +92,16 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 queue=request.queue or None,
                 type_=request.type or None,
                 unwritten=self._unwritten(),
+                by_minute=request.by_minute,
             )
         response = ss.GetTaskStatsResponse(
-            groups=[_task_stats(g, start, end) for g in groups],
-            total=_task_stats(stats.merge(groups), start, end),
+            groups=[_task_stats(g, start, end, request.by_minute) for g in groups],
+            total=_task_stats(stats.merge(groups), start, end, request.by_minute),
         )
         return response
 
 
-def _task_stats(g: stats.Group, start: int, end: int) -> ss.TaskStats:
+def _task_stats(g: stats.Group, start: int, end: int, by_minute: bool) -> ss.TaskStats:
     c = g.counters
     out = ss.TaskStats(
         queue=g.queue,
@@ -112,6 +118,24 @@ def _task_stats(g: stats.Group, start: int, end: int) -> ss.TaskStats:
         finished_per_minute=stats.series(g.per_minute, start, end, stats.MINUTE_US),
         finished_per_hour=stats.series(g.per_minute, start, end, HOUR_US),
     )
+    _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))
+    _set_distribution(out.wait_time, stats.distribution(c["wait_sum_us"], g.wait))
+    if by_minute:
+        out.minutes.extend(
+            _minute(bucket, g.minutes.get(bucket)) for bucket in stats.minute_starts(start, end)
+        )
+    return out
+
+
+def _minute(bucket: int, g: stats.Group | None) -> ss.MinuteStats:
+    out = ss.MinuteStats()
+    convert.set_timestamp(out.start_time, bucket)
+    if g is None:
+        return out
+    c = g.counters
+    out.submitted, out.started = c["submitted"], c["started"]
+    out.succeeded, out.failed = c["succeeded"], c["failed"]
+    out.finished = sum(c[name] for name in stats.FINISHED)
     _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))
     _set_distribution(out.wait_time, stats.distribution(c["wait_sum_us"], g.wait))
     return out

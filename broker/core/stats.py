@@ -86,6 +86,8 @@ class Group:
     run: Counter[int] = field(default_factory=Counter)
     wait: Counter[int] = field(default_factory=Counter)
     per_minute: Counter[int] = field(default_factory=Counter)
+    # Each minute's own rollup (bucket → Group), kept only when asked for (charts).
+    minutes: dict[int, Group] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -95,6 +97,15 @@ class Group:
     def add(self, bucket: int, counters: Mapping[str, int]) -> None:
         self.counters.update(counters)
         self.per_minute[bucket] += sum(counters.get(name, 0) for name in FINISHED)
+
+    def absorb(self, other: Group) -> None:
+        """Add another group's counts, histograms and minutes to this one."""
+        self.counters.update(other.counters)
+        self.run.update(other.run)
+        self.wait.update(other.wait)
+        self.per_minute.update(other.per_minute)
+        for bucket, group in other.minutes.items():
+            self.minutes.setdefault(bucket, Group(self.queue, self.type)).absorb(group)
 
 
 def series(per_minute: Mapping[int, int], start: int, end: int, step_us: int) -> list[int]:
@@ -125,8 +136,10 @@ def recent(per_minute: Mapping[int, int], now: int, window_us: int) -> int:
 def merge(groups: Iterable[Group]) -> Group:
     total = Group()
     for g in groups:
-        total.counters.update(g.counters)
-        total.run.update(g.run)
-        total.wait.update(g.wait)
-        total.per_minute.update(g.per_minute)
+        total.absorb(g)
     return total
+
+
+def minute_starts(start: int, end: int) -> list[int]:
+    """The minute buckets from the one holding `start` up to `end` (µs), oldest first."""
+    return list(range(minute(start), end, MINUTE_US))

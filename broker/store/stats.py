@@ -62,17 +62,17 @@ async def ranged(
     queue: str | None,
     type_: str | None,
     unwritten: Unwritten | None = None,
+    by_minute: bool = False,
 ) -> list[Group]:
-    """Rollups of [start, end) summed per (queue, type)."""
+    """Rollups of [start, end) summed per (queue, type); with `by_minute`, each minute's too."""
     per_bucket = await _rollups(conn, start, end, queue=queue, type_=type_)
     _add_unwritten(per_bucket, unwritten, start, end, queue, type_)
     groups: dict[tuple[str, str], Group] = {}
-    for (_, q, t), g in per_bucket.items():
+    for (bucket, q, t), g in per_bucket.items():
         group = groups.setdefault((q, t), Group(q, t))
-        group.counters.update(g.counters)
-        group.per_minute.update(g.per_minute)
-        group.run.update(g.run)
-        group.wait.update(g.wait)
+        group.absorb(g)
+        if by_minute:
+            group.minutes[bucket] = g
     return [groups[k] for k in sorted(groups)]
 
 

@@ -6,7 +6,8 @@ reader pool.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,18 +263,24 @@ class TaskFilter:
     owner: str | None = None  # only this identity's tasks (a submitter's listing)
     created_from_us: int | None = None  # created_at >= this
     created_before_us: int | None = None  # created_at < this
+    labels: Mapping[str, str] | None = None  # every one of these labels, with these values
 
 
-async def list_tasks(
-    conn: AsyncConnection,
-    filters: TaskFilter,
-    *,
-    limit: int,
-    before_id: str | None,
-    full: bool,
-) -> list[TaskRecord]:
-    """Newest first; `before_id` is the keyset cursor of the previous page."""
-    query = _with_blobs(full)
+# Labels are JSON text, not indexed: a listing filtered by labels examines at most this many
+# tasks per page (newest first) and says where it stopped, so every page costs the same
+# however rarely the labels occur (docs/dashboard.md, "Paging").
+LABEL_SCAN = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    records: list[TaskRecord]
+    # With a labels filter: the last task examined when the scan budget ran out before the
+    # page was full (continue after it); None when the scan reached the end.
+    scanned_to: str | None = None
+
+
+def _filtered(query: sa.Select[Any], filters: TaskFilter, before_id: str | None) -> sa.Select[Any]:
     if filters.queue is not None:
         query = query.where(task.c.queue == filters.queue)
     if filters.state is not None:
@@ -288,8 +295,31 @@ async def list_tasks(
         query = query.where(task.c.created_at < filters.created_before_us)
     if before_id is not None:
         query = query.where(task.c.id < before_id)
-    rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))
-    return _records(rows, full)
+    return query.order_by(task.c.id.desc())
+
+
+async def list_tasks(
+    conn: AsyncConnection,
+    filters: TaskFilter,
+    *,
+    limit: int,
+    before_id: str | None,
+    full: bool,
+) -> Listing:
+    """Newest first; `before_id` is the keyset cursor of the previous page."""
+    if not filters.labels:
+        rows = await conn.execute(_filtered(_with_blobs(full), filters, before_id).limit(limit))
+        return Listing(_records(rows, full))
+    scan = _filtered(sa.select(task.c.id, task.c.labels), filters, before_id).limit(LABEL_SCAN)
+    seen = (await conn.execute(scan)).all()
+    wanted = filters.labels.items()
+    ids = [r.id for r in seen if r.labels and wanted <= json.loads(r.labels).items()][:limit]
+    records: list[TaskRecord] = []
+    if ids:
+        query = _with_blobs(full).where(task.c.id.in_(ids)).order_by(task.c.id.desc())
+        records = _records(await conn.execute(query), full)
+    cut = len(seen) == LABEL_SCAN and len(ids) < limit
+    return Listing(records, seen[-1].id if cut else None)
 
 
 async def list_attempts(conn: AsyncConnection, record: TaskRecord) -> list[Attempt]:
