@@ -1,4 +1,4 @@
-"""The web dashboard's files: `/` is the page, `/static/…` its scripts, styles and vendored libraries.
+"""The web dashboard's files: `/` is the page; `/static/…` its modules, styles and libraries.
 
 The dashboard is a single page of plain ES modules (broker/http/static/,
 docs/dashboard.md) that calls the same Connect API as every other HTTP
