@@ -148,8 +148,8 @@ async def _exercise(broker: Broker, client: Client, tmp_path: Path) -> None:
     ok = await client.submit_many(TaskSpec("echo", i) for i in range(5))
     failed = await client.submit("fail", max_attempts=2)  # retried once, then dead
     for task in [*ok, failed]:
-        async for seen in client.watch(task.id):
-            if seen.done:
+        async for update in client.watch(task.id):
+            if update.done:
                 break
     idle = await client.submit("echo", queue="nobody")  # pending: a queue without workers
     await client.cancel((await client.submit("echo", queue="nobody")).id)
