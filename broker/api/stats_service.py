@@ -95,13 +95,13 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 by_minute=request.by_minute,
             )
         response = ss.GetTaskStatsResponse(
-            groups=[_task_stats(g, start, end, request.by_minute) for g in groups],
-            total=_task_stats(stats.merge(groups), start, end, request.by_minute),
+            groups=[_task_stats(g, start, end, by_minute=False) for g in groups],
+            total=_task_stats(stats.merge(groups), start, end, by_minute=request.by_minute),
         )
         return response
 
 
-def _task_stats(g: stats.Group, start: int, end: int, by_minute: bool) -> ss.TaskStats:
+def _task_stats(g: stats.Group, start: int, end: int, *, by_minute: bool) -> ss.TaskStats:
     c = g.counters
     out = ss.TaskStats(
         queue=g.queue,

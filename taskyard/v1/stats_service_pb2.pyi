@@ -163,8 +163,9 @@ class GetTaskStatsRequest(_message.Message):
     type: _builtins.str
     """Only this task type; empty means every type."""
     by_minute: _builtins.bool
-    """Also fill each TaskStats' `minutes`: one entry per minute of the range,
-    for charts. Allowed for ranges of at most 24 hours.
+    """Also fill the total's `minutes`: one entry per minute of the range, for
+    charts (the groups' stay empty: filter by `queue` and `type` for one
+    group's). Allowed for ranges of at most 24 hours.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -283,8 +284,8 @@ class TaskStats(_message.Message):
 
     @_builtins.property
     def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteStats]:
-        """With `by_minute`: every minute of the range, oldest first, empty ones
-        included.
+        """With `by_minute`, in the total: every minute of the range, oldest first,
+        empty ones included.
         """
 
     def __init__(

@@ -82,7 +82,7 @@ class TaskService(Protocol):
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
         (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`), or more than 10 labels (`INVALID_LABELS`).
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -459,7 +459,7 @@ class TaskServiceClient(ConnectClient):
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
         (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`), or more than 10 labels (`INVALID_LABELS`).
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         return await self.execute_unary(
             request=request,
@@ -744,7 +744,7 @@ class TaskServiceSync(Protocol):
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
         (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`), or more than 10 labels (`INVALID_LABELS`).
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -1119,7 +1119,7 @@ class TaskServiceClientSync(ConnectClientSync):
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
         (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`), or more than 10 labels (`INVALID_LABELS`).
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         return self.execute_unary(
             request=request,

@@ -306,7 +306,8 @@ class ListTasksRequest(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only tasks carrying all of these labels with these values (at most 10).
+        """Only tasks carrying all of these labels with these values (as many as a
+        task may carry, `max_labels`).
         Labels are not indexed: a page with a labels filter examines at most
         10,000 tasks, so it may hold fewer than `page_size` tasks (even none)
         and still have a `next_page_token` to continue from.

@@ -147,7 +147,7 @@ class TaskServiceServicer:
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
         (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`), or more than 10 labels (`INVALID_LABELS`).
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

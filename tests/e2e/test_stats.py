@@ -100,8 +100,9 @@ async def test_by_minute_splits_the_range_into_minutes_that_add_up(
     request.end_time.FromDatetime(end)
     async with broker.channel() as channel:
         stub = stats_service_pb2_grpc.StatsServiceStub(channel)
-        total = (await stub.GetTaskStats(request)).total
-        minutes = total.minutes
+        reply = await stub.GetTaskStats(request)
+        total, minutes = reply.total, reply.total.minutes
+        assert [len(g.minutes) for g in reply.groups] == [0]  # the total's only
         # An hour that does not start on a minute boundary touches 61 minute buckets.
         assert len(minutes) in (60, 61)
         starts = [m.start_time.ToMicroseconds() for m in minutes]
