@@ -74,9 +74,9 @@ def _queue_of(rng: random.Random) -> str:
 
 
 def rows(n: int, now_us: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
-    """N tasks, oldest first, created evenly over the last 24 hours; the newest 0.5% wait."""
+    """N tasks, oldest first, created evenly over the last 23 hours; the newest 0.5% wait."""
     rng = random.Random(seed)
-    step = 24 * HOUR_US // max(n, 1)
+    step = 23 * HOUR_US // max(n, 1)  # inside 24 h: retention (24 h for succeeded) stays idle
     for i in range(n):
         created = now_us - (n - i) * step
         queue = _queue_of(rng)
