@@ -85,23 +85,26 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 reason="INVALID_RANGE",
             )
         async with self._rt.db.reader.connect() as conn:
-            groups = await store.ranged(
+            groups, minutes = await store.ranged(
                 conn,
                 start=start,
                 end=end,
                 queue=request.queue or None,
                 type_=request.type or None,
                 unwritten=self._unwritten(),
-                by_minute=request.by_minute,
             )
         response = ss.GetTaskStatsResponse(
-            groups=[_task_stats(g, start, end, by_minute=False) for g in groups],
-            total=_task_stats(stats.merge(groups), start, end, by_minute=request.by_minute),
+            groups=[_task_stats(g, start, end) for g in groups],
+            total=_task_stats(stats.merge(groups), start, end),
         )
+        if request.by_minute:
+            response.total.minutes.extend(
+                _minute(bucket, minutes.get(bucket)) for bucket in stats.minute_starts(start, end)
+            )
         return response
 
 
-def _task_stats(g: stats.Group, start: int, end: int, *, by_minute: bool) -> ss.TaskStats:
+def _task_stats(g: stats.Group, start: int, end: int) -> ss.TaskStats:
     c = g.counters
     out = ss.TaskStats(
         queue=g.queue,
@@ -120,10 +123,6 @@ def _task_stats(g: stats.Group, start: int, end: int, *, by_minute: bool) -> ss.
     )
     _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))
     _set_distribution(out.wait_time, stats.distribution(c["wait_sum_us"], g.wait))
-    if by_minute:
-        out.minutes.extend(
-            _minute(bucket, g.minutes.get(bucket)) for bucket in stats.minute_starts(start, end)
-        )
     return out
 
 

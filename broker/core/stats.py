@@ -86,8 +86,6 @@ class Group:
     run: Counter[int] = field(default_factory=Counter)
     wait: Counter[int] = field(default_factory=Counter)
     per_minute: Counter[int] = field(default_factory=Counter)
-    # Each minute's own rollup (bucket → Group), kept only when asked for (charts).
-    minutes: dict[int, Group] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -99,13 +97,11 @@ class Group:
         self.per_minute[bucket] += sum(counters.get(name, 0) for name in FINISHED)
 
     def absorb(self, other: Group) -> None:
-        """Add another group's counts, histograms and minutes to this one."""
+        """Add another group's counts and histograms to this one."""
         self.counters.update(other.counters)
         self.run.update(other.run)
         self.wait.update(other.wait)
         self.per_minute.update(other.per_minute)
-        for bucket, group in other.minutes.items():
-            self.minutes.setdefault(bucket, Group(self.queue, self.type)).absorb(group)
 
 
 def series(per_minute: Mapping[int, int], start: int, end: int, step_us: int) -> list[int]:

@@ -135,11 +135,16 @@ function Shell({ onSignOut }) {
     </main>`;
 }
 
+// Asked before the first render, in parallel with it: every page needs the answer first.
+let firstCaller = call("SystemService/GetCaller");
+
 function App() {
   const [phase, setPhase] = useState({ name: "loading" });
 
   const load = async () => {
-    const { caller: me } = await call("SystemService/GetCaller");
+    const pending = firstCaller || call("SystemService/GetCaller");
+    firstCaller = null;
+    const { caller: me } = await pending;
     setCaller(me);
     if (may("EventService/WatchEvents")) {
       // A queue-limited identity must name its queues (docs/events.md).

@@ -3,8 +3,11 @@
 // canvas shows, for screen readers and tests alike.
 
 import { useEffect, useRef } from "preact/hooks";
-import uPlot from "uplot";
 import { html } from "./html.js";
+
+// uPlot (145 KB) is loaded when the first chart is drawn, not with every page.
+let uPlotModule = null;
+const loadUPlot = () => (uPlotModule ||= import("uplot").then((m) => m.default));
 
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 const HEIGHT = 180;
@@ -13,9 +16,29 @@ export function Chart({ title, xs, series, unit, testid, summary }) {
   const box = useRef(null);
   const plot = useRef(null);
 
+  const data = useRef(null);
+  data.current = [xs, ...series.map((s) => s.values)];
+
   useEffect(() => {
+    let alive = true;
+    let resize = null;
+    loadUPlot().then((uPlot) => {
+      if (!alive) return;
+      plot.current = create(uPlot);
+      resize = () => plot.current?.setSize({ width: Math.max(box.current.clientWidth, 240), height: HEIGHT });
+      addEventListener("resize", resize);
+    });
+    return () => {
+      alive = false;
+      if (resize) removeEventListener("resize", resize);
+      plot.current?.destroy();
+      plot.current = null;
+    };
+  }, []);
+
+  const create = (uPlot) => {
     const width = Math.max(box.current.clientWidth, 240);
-    plot.current = new uPlot(
+    return new uPlot(
       {
         width,
         height: HEIGHT,
@@ -30,20 +53,13 @@ export function Chart({ title, xs, series, unit, testid, summary }) {
           })),
         ],
       },
-      [xs, ...series.map((s) => s.values)],
+      data.current,
       box.current,
     );
-    const resize = () => plot.current?.setSize({ width: Math.max(box.current.clientWidth, 240), height: HEIGHT });
-    addEventListener("resize", resize);
-    return () => {
-      removeEventListener("resize", resize);
-      plot.current?.destroy();
-      plot.current = null;
-    };
-  }, []);
+  };
 
   useEffect(() => {
-    plot.current?.setData([xs, ...series.map((s) => s.values)]);
+    plot.current?.setData(data.current);
   }, [xs, series]);
 
   const points = series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0);
