@@ -10,7 +10,7 @@ DB ?= taskyard.db
 LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard run demo clean node system-tools
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard screenshots run demo clean node system-tools
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ chaos: venv ## Kill brokers and workers under load; check nothing acknowledged i
 
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)
+
+screenshots: venv system-tools ## Renew the dashboard's pictures in docs/img (a broker, workers and Chromium)
+	$(PY) -m tests.web.screenshots docs/img
 
 DASHBOARD_TASKS ?= 1000000
 bench-dashboard: venv system-tools ## Time the dashboard's overview and first tasks page with DASHBOARD_TASKS stored (both backends)
