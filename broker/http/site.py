@@ -89,11 +89,11 @@ class Site:
         found = self._index if path == "/" else None
         if path.startswith(f"/{STATIC}/"):
             found = self._files.get(path.removeprefix(f"/{STATIC}/"))
-        if scope["method"] not in ("GET", "HEAD"):
-            await self._answer(send, 405, b"text/plain; charset=utf-8", b"GET or HEAD only\n")
-        elif found is None:
+        if found is None:
             body = f"no such path: {path}\n".encode()
             await self._answer(send, 404, b"text/plain; charset=utf-8", body)
+        elif scope["method"] not in ("GET", "HEAD"):
+            await self._answer(send, 405, b"text/plain; charset=utf-8", b"GET or HEAD only\n")
         elif found.etag in _if_none_match(scope):
             await self._answer(send, 304, found.content_type.encode(), b"", found.etag)
         else:

@@ -22,7 +22,7 @@ def test_the_page_preloads_every_module_it_imports() -> None:
 
 
 async def _get(
-    site: Site, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    site: Site, path: str, headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
 ) -> dict[str, Any]:
     sent: list[dict[str, Any]] = []
 
@@ -32,7 +32,7 @@ async def _get(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": path, "headers": headers or []}
+    scope = {"type": "http", "method": method, "path": path, "headers": headers or []}
     await site(scope, receive, send)
     start, body = sent
     return {"status": start["status"], "headers": dict(start["headers"]), "body": body["body"]}
@@ -50,3 +50,5 @@ async def test_the_site_serves_the_page_and_its_files_and_nothing_else() -> None
     assert again["status"] == 304
     for missing in ("/static/../site.py", "/static/vendor/VENDOR.md", "/nope", "/static/"):
         assert (await _get(site, missing))["status"] == 404, missing
+    assert (await _get(site, "/nope", method="POST"))["status"] == 404  # not an RPC either
+    assert (await _get(site, "/", method="POST"))["status"] == 405
