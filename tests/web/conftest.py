@@ -25,7 +25,7 @@ from tests.helpers import ROOT, Broker
 CHROMIUM = Path(os.environ.get("TASKYARD_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("TASKYARD_WEB_ARTIFACTS", ROOT / ".artifacts" / "web"))
 # Generous for a loaded 2-core machine; each expect() still returns as soon as it holds.
-expect.set_options(timeout=20_000)
+expect.set_options(timeout=30_000)
 
 
 @pytest.fixture
