@@ -52,7 +52,7 @@ def _load(root: resources.abc.Traversable, prefix: str = "") -> dict[str, _File]
             continue
         content_type = _TYPES.get(PurePosixPath(entry.name).suffix)
         if content_type is None or entry.name.startswith("."):
-            continue  # licences, VENDOR.md, editor files: in the package, not served
+            continue  # VENDOR.md and hidden files: in the package, not served
         body = entry.read_bytes()
         etag = b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
         files[name] = _File(body, content_type, etag)
