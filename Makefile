@@ -10,7 +10,7 @@ DB ?= taskyard.db
 LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench run demo clean node
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard screenshots run demo clean node system-tools
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -57,7 +57,20 @@ NODE_EXAMPLES := examples/node-worker examples/node-client
 	cd $* && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-sqlite-stock and test-node
+# The dashboard's browser tests (tests/web) drive Debian's chromium through Playwright
+# (never `playwright install`); tests/deploy runs promtool from Debian's prometheus package.
+SYSTEM_TOOLS := /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
+
+system-tools: ## Install Debian's chromium and prometheus (promtool) when missing
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing$$missing with apt-get"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; fi
+
+test: venv system-tools $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-sqlite-stock and test-node
 	$(PY) -m pytest -m "not bench and not chaos" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-sqlite-stock
 	$(MAKE) --no-print-directory test-node
@@ -94,6 +107,13 @@ chaos: venv ## Kill brokers and workers under load; check nothing acknowledged i
 
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)
+
+screenshots: venv system-tools ## Renew the dashboard's pictures in docs/img (a broker, workers and Chromium)
+	$(PY) -m tests.web.screenshots docs/img
+
+DASHBOARD_TASKS ?= 1000000
+bench-dashboard: venv system-tools ## Time the dashboard's overview and first tasks page with DASHBOARD_TASKS stored (both backends)
+	$(PY) -m bench.dashboard --tasks $(DASHBOARD_TASKS) $(BENCH_ARGS)
 
 # `taskyard dev` starts the broker, waits for its health check, starts the worker, prints a
 # banner, and on Ctrl-C stops the worker, then the broker, and exits 0 (broker/cli/dev.py).

@@ -45,6 +45,7 @@ from broker.engine.queue_registry import QueueRegistry
 from broker.http import gate
 from broker.http.router import Router
 from broker.http.server import HttpServer
+from broker.http.site import Site
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
 from broker.loops.polls import poll_ready, refresh_queues
@@ -175,7 +176,7 @@ async def build(
     http = None
     if settings.http_listen:
         apps = await gate.applications(served, guard, read_max_bytes=settings.limits.receive_bytes)
-        http = HttpServer(Router(apps), settings)
+        http = HttpServer(Router(apps, site=Site()), settings)
 
     # The loops.
     poll_s = settings.promote_poll_s
@@ -299,6 +300,7 @@ def _announce_http(settings: Settings, http: HttpServer) -> None:
     assert settings.http_listen is not None
     host = settings.http_listen.rsplit(":", 1)[0] or "127.0.0.1"
     log.info("HTTP/JSON API at %s://%s:%d/", http.scheme, host, http.port)
+    log.info("web dashboard at %s://%s:%d/", http.scheme, host, http.port)
 
 
 def _announce(settings: Settings, port: int, backend: str) -> None:

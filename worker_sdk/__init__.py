@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, WorkerInfo
+from worker_sdk._admin import Caller, Distribution, Queue, QueueStats, TaskStats, WorkerInfo
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import CONTEXT, TaskContext
 from worker_sdk._definition import SyncTaskHandle, TaskCall, TaskDefinition, TaskHandle, task
@@ -39,6 +39,7 @@ __all__ = [
     "CONTEXT",
     "Attempt",
     "BatchSubmitError",
+    "Caller",
     "Client",
     "Distribution",
     "Event",

@@ -7,7 +7,7 @@ import builtins
 import itertools
 import random
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,8 @@ from taskyard.v1 import (
     queue_service_pb2_grpc,
     stats_service_pb2,
     stats_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
@@ -26,6 +28,7 @@ from taskyard.v1 import (
 from worker_sdk import _events, _tracing
 from worker_sdk._admin import (
     QS,
+    Caller,
     Queue,
     QueueStats,
     TaskStats,
@@ -389,12 +392,14 @@ class Client(ScheduleMethods):
         full: bool = False,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Task]:
         """Iterate over matching tasks, newest first, fetching page after page.
 
         Args:
             created_after: Only tasks created at or after this (time-zone aware).
             created_before: Only tasks created before this.
+            labels: Only tasks carrying all of these labels with these values.
         """
         token = ""
         while True:
@@ -407,6 +412,7 @@ class Client(ScheduleMethods):
                 full=full,
                 created_after=created_after,
                 created_before=created_before,
+                labels=labels,
             )
             for task in tasks:
                 yield task
@@ -424,10 +430,13 @@ class Client(ScheduleMethods):
         full: bool = False,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[builtins.list[Task], str]:
         """One page of `list`: its tasks and the next page's token ("" after the last).
 
-        Pass the token back with the same filters to get the following page.
+        Pass the token back with the same filters to get the following page. With
+        `labels` a page may be short (even empty) and still have a next token: the
+        broker examines a bounded number of tasks per page (labels are not indexed).
         """
         request = list_request(
             queue=queue,
@@ -438,6 +447,7 @@ class Client(ScheduleMethods):
             full=full,
             created_after=created_after,
             created_before=created_before,
+            labels=labels,
         )
         response = await self._call(self._stub.ListTasks, request)
         return [Task.from_proto(t) for t in response.tasks], response.next_page_token
@@ -523,6 +533,12 @@ class Client(ScheduleMethods):
         response = await self._call(self._admin.workers.DrainWorker, request)
         return [WorkerInfo.from_proto(w) for w in response.sessions]
 
+    async def caller(self) -> Caller:
+        """Who the broker takes this client to be: identity, roles, queues, allowed methods."""
+        request = system_service_pb2.GetCallerRequest()
+        response = await self._call(self._admin.system.GetCaller, request)
+        return Caller.from_proto(response.caller)
+
     async def _call(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self._timeout)
@@ -585,6 +601,7 @@ class SyncClient:
     task_stats = blocking(Client.task_stats)
     workers = blocking(Client.workers)
     drain_worker = blocking(Client.drain_worker)
+    caller = blocking(Client.caller)
     create_schedule = blocking(Client.create_schedule)
     get_schedule = blocking(Client.get_schedule)
     list_schedules = iterating(Client.list_schedules)
@@ -606,6 +623,7 @@ class _AdminStubs:
         self.queues = queue_service_pb2_grpc.QueueServiceStub(channel)
         self.stats = stats_service_pb2_grpc.StatsServiceStub(channel)
         self.workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        self.system = system_service_pb2_grpc.SystemServiceStub(channel)
 
 
 def field_mask(paths: list[str]) -> field_mask_pb2.FieldMask:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -154,8 +154,10 @@ def list_request(
     full: bool,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> task_service_pb2.ListTasksRequest:
     request = task_service_pb2.ListTasksRequest(
+        labels=dict(labels or {}),
         queue=queue or "",
         state=TaskState(state).to_proto() if state else 0,  # type: ignore[arg-type]
         type=type or "",

@@ -14,7 +14,7 @@ from broker.cli.events import events
 from broker.cli.extra import broker_installed, missing
 from broker.cli.helpgroup import HelpGroup
 from broker.cli.logs import logs
-from broker.cli.operations import attempts, purge, retry
+from broker.cli.operations import attempts, purge, retry, whoami
 from broker.cli.schedules import schedule_group
 from broker.cli.stats import stats
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
@@ -70,6 +70,7 @@ for command in (
     stats,
     schedule_group,
     token_group,
+    whoami,
 ):
     cli.add_command(command)
 

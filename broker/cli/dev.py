@@ -27,8 +27,7 @@ class Banner:
     workers: list[tuple[str, list[str]]] = field(default_factory=list)  # (app, task types)
     # The HTTP/JSON API's base URL (docs/http.md), when serving it.
     http_url: str | None = None
-    # DASHBOARD: set to the web dashboard's URL (http_url, where `/` serves it)
-    # once the dashboard exists.
+    # The web dashboard's URL: `/` on the HTTP port (docs/dashboard.md).
     dashboard_url: str | None = None
 
     def lines(self) -> list[str]:
@@ -136,7 +135,12 @@ def dev_command(
     ]
 
     async def ready(target: str, worker_ids: list[str]) -> None:
-        banner = Banner(target=target, database=_database_label(db, url), http_url=broker.http_url)
+        banner = Banner(
+            target=target,
+            database=_database_label(db, url),
+            http_url=broker.http_url,
+            dashboard_url=broker.http_url,
+        )
         banner.workers = await _worker_types(target, list(zip(apps, worker_ids, strict=True)))
         click.echo("\n".join(banner.lines()))
 

@@ -2,9 +2,9 @@
 
 `POST /taskyard.v1.<Service>/<Method>` goes to that service's Connect
 application (broker/http/gate.py). Every other request goes to `site`: the
-place for the web dashboard (`/`, `/static/…`). Until one is plugged in,
-`Index` answers `/` with a short text pointing at docs/http.md and anything
-else with 404.
+web dashboard (`/`, `/static/…`, broker/http/site.py). Without one, `index`
+answers `/` with a short text pointing at docs/http.md and anything else
+with 404.
 """
 
 from __future__ import annotations

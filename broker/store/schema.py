@@ -167,6 +167,9 @@ task = sa.Table(
         sqlite_where=sa.text(OWNED_KEY),
         postgresql_where=sa.text(OWNED_KEY),
     ),
+    # Listings by queue or type, newest first (revision 0010, the dashboard's filters).
+    sa.Index("ix_task_queue_id", "queue", "id"),
+    sa.Index("ix_task_type_id", "type", "id"),
     sa.Index(
         "ux_task_request_id",
         "request_id",

@@ -6,7 +6,8 @@ reader pool.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,17 +305,25 @@ class TaskFilter:
     owner: str | None = None  # only this identity's tasks (a submitter's listing)
     created_from_us: int | None = None  # created_at >= this
     created_before_us: int | None = None  # created_at < this
+    labels: Mapping[str, str] | None = None  # every one of these labels, with these values
 
 
 # A task row's size in a reply besides its text columns and blobs (ids, names,
 # timestamps, policy): enough for the page arithmetic, which only has to bound.
 ROW_BYTES = 1024
+# Labels are JSON text, not indexed: a listing filtered by labels examines at most this many
+# tasks per page (newest first) and says where it stopped, so every page costs the same
+# however rarely the labels occur (docs/dashboard.md, "Paging").
+LABEL_SCAN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
     records: list[TaskRecord]
     more: bool  # tasks after these match too: the caller hands out a page token
+    # With a labels filter: the last task examined when the scan budget ran out before
+    # the page was full (the next page continues after it); None otherwise.
+    scanned_to: str | None = None
 
 
 async def list_tasks(
@@ -334,10 +343,14 @@ async def list_tasks(
     memory follows the bound, not `limit` times the largest task.
     """
     conditions = _filters(filters, before_id)
+    scanned_to = None
+    if filters.labels:
+        ids, scanned_to = await _label_matches(conn, conditions, filters.labels, limit + 1)
+        conditions = [task.c.id.in_(ids)]
     if max_bytes is None:
         query = _with_blobs(full).where(*conditions).order_by(task.c.id.desc())
         records = _records(await conn.execute(query.limit(limit + 1)), full)
-        return Page(records[:limit], len(records) > limit)
+        return Page(records[:limit], len(records) > limit, scanned_to)
     sizes = await conn.execute(
         _sizes(full).where(*conditions).order_by(task.c.id.desc()).limit(limit + 1)
     )
@@ -351,11 +364,32 @@ async def list_tasks(
         chosen.append(task_id)
         total += size
     if not chosen:
-        return Page([], False)
+        return Page([], False, scanned_to)
     rows = await conn.execute(
         _with_blobs(full).where(task.c.id.in_(chosen)).order_by(task.c.id.desc())
     )
-    return Page(_records(rows, full), more)
+    return Page(_records(rows, full), more, None if more else scanned_to)
+
+
+async def _label_matches(
+    conn: AsyncConnection,
+    conditions: list[sa.ColumnElement[bool]],
+    labels: Mapping[str, str],
+    wanted: int,
+) -> tuple[list[str], str | None]:
+    """Up to `wanted` ids (newest first) of tasks carrying every label, within LABEL_SCAN
+    tasks; with the last task examined when the budget ran out first."""
+    scan = (
+        sa.select(task.c.id, task.c.labels)
+        .where(*conditions)
+        .order_by(task.c.id.desc())
+        .limit(LABEL_SCAN)
+    )
+    seen = (await conn.execute(scan)).all()
+    items = labels.items()
+    ids = [r.id for r in seen if r.labels and items <= json.loads(r.labels).items()][:wanted]
+    cut = len(seen) == LABEL_SCAN and len(ids) < wanted
+    return ids, seen[-1].id if cut else None
 
 
 def _filters(filters: TaskFilter, before_id: str | None) -> list[sa.ColumnElement[bool]]:

@@ -58,7 +58,8 @@ class StatsService(Protocol):
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -179,7 +180,8 @@ class StatsServiceClient(ConnectClient):
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
         return await self.execute_unary(
             request=request,
@@ -216,7 +218,8 @@ class StatsServiceSync(Protocol):
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -335,7 +338,8 @@ class StatsServiceClientSync(ConnectClientSync):
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
         return self.execute_unary(
             request=request,

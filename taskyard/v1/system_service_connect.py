@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .system_service_pb2 import GetSystemInfoRequest, GetSystemInfoResponse
+from .system_service_pb2 import GetCallerRequest, GetCallerResponse, GetSystemInfoRequest, GetSystemInfoResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -45,6 +45,20 @@ class SystemService(Protocol):
     async def get_system_info(self, request: GetSystemInfoRequest, ctx: RequestContext[GetSystemInfoRequest, GetSystemInfoResponse], /) -> GetSystemInfoResponse:
         """
         GetSystemInfo returns the broker's version, storage and capabilities.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_caller(self, request: GetCallerRequest, ctx: RequestContext[GetCallerRequest, GetCallerResponse], /) -> GetCallerResponse:
+        """
+        GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -72,6 +86,17 @@ class SystemServiceASGIApplication(ConnectASGIApplication[SystemService]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.get_system_info,
+                ),
+                "/taskyard.v1.SystemService/GetCaller": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetCaller",
+                        service_name="taskyard.v1.SystemService",
+                        input=GetCallerRequest,
+                        output=GetCallerResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_caller,
                 ),
             },
             interceptors=interceptors,
@@ -138,6 +163,37 @@ class SystemServiceClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def get_caller(
+        self,
+        request: GetCallerRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetCallerResponse:
+        """
+        GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetCaller",
+                service_name="taskyard.v1.SystemService",
+                input=GetCallerRequest,
+                output=GetCallerResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class SystemServiceSync(Protocol):
     """
@@ -147,6 +203,20 @@ class SystemServiceSync(Protocol):
     def get_system_info(self, request: GetSystemInfoRequest, ctx: RequestContext[GetSystemInfoRequest, GetSystemInfoResponse], /) -> GetSystemInfoResponse:
         """
         GetSystemInfo returns the broker's version, storage and capabilities.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_caller(self, request: GetCallerRequest, ctx: RequestContext[GetCallerRequest, GetCallerResponse], /) -> GetCallerResponse:
+        """
+        GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -172,6 +242,17 @@ class SystemServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.get_system_info,
+                ),
+                "/taskyard.v1.SystemService/GetCaller": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetCaller",
+                        service_name="taskyard.v1.SystemService",
+                        input=GetCallerRequest,
+                        output=GetCallerResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_caller,
                 ),
             },
             interceptors=interceptors,
@@ -232,6 +313,37 @@ class SystemServiceClientSync(ConnectClientSync):
                 service_name="taskyard.v1.SystemService",
                 input=GetSystemInfoRequest,
                 output=GetSystemInfoResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_caller(
+        self,
+        request: GetCallerRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> GetCallerResponse:
+        """
+        GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetCaller",
+                service_name="taskyard.v1.SystemService",
+                input=GetCallerRequest,
+                output=GetCallerResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),

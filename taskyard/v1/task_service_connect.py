@@ -81,8 +81,8 @@ class TaskService(Protocol):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -458,8 +458,8 @@ class TaskServiceClient(ConnectClient):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         return await self.execute_unary(
             request=request,
@@ -743,8 +743,8 @@ class TaskServiceSync(Protocol):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -1118,8 +1118,8 @@ class TaskServiceClientSync(ConnectClientSync):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         return self.execute_unary(
             request=request,

@@ -146,8 +146,8 @@ class TaskServiceServicer:
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,8 +64,8 @@ class TaskServiceStub:
 
     Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
     a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-    range (`INVALID_TIMESTAMP`).
+    (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -168,8 +168,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
     a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-    range (`INVALID_TIMESTAMP`).
+    (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -293,8 +293,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
 
     @_abc_1.abstractmethod

@@ -97,7 +97,8 @@ async def test_dev_serves_a_task_and_ctrl_c_stops_everything_with_exit_0(
         assert "database" in text and "export TASKYARD_TARGET=" in text
         target = Dev(proc, banner).target
         http = re.search(r"HTTP\s+http://127\.0\.0\.1:(\d+)/", text)
-        assert http, text  # the HTTP/JSON API, where the dashboard will be
+        assert http, text  # the HTTP/JSON API
+        assert re.search(rf"dashboard\s+http://127\.0\.0\.1:{http.group(1)}/\n", text + "\n")
         reply = await Http(int(http.group(1))).call("SystemService/GetSystemInfo")
         assert reply.status == 200 and "events.watch" in reply.body["capabilities"]
         kids = children_of(proc.pid)

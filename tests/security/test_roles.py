@@ -54,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "StatsService/*": {OPS, ADM},
     "ScheduleService/*": {OPS, ADM},
     "SystemService/GetSystemInfo": {SUB, WRK, OPS, ADM},
+    "SystemService/GetCaller": {SUB, WRK, OPS, ADM},
     "EventService/WatchEvents": {SUB, OPS, ADM},
 }
 
@@ -336,3 +337,28 @@ async def test_role_may_call_only_its_rpcs_over_http_too(
         return
     assert error is not None and error["code"] == "permission_denied", error
     assert error_reason(error) == "ROLE_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_get_caller_lists_what_the_role_may_call(
+    secured: Broker, tokens_file: TokensFile, role: str
+) -> None:
+    """GetCaller (what the dashboard offers) agrees with the matrix above, method by method."""
+    reply = await Http(secured.http_port, token=tokens_file.tokens[WHO[role]]).call(
+        "SystemService/GetCaller"
+    )
+    assert reply.status == 200, reply
+    caller = reply.body["caller"]
+    assert (caller["name"], caller["authenticated"], caller["roles"]) == (WHO[role], True, [role])
+    assert "queueLimited" not in caller  # this file's tokens are not limited to queues
+    expected = sorted(
+        f"{m.containing_service.full_name}/{m.name}"
+        for m in _methods()
+        if role in (_allowed(m) or set())
+    )
+    assert caller["methods"] == expected
+    own = {"TaskService/GetTask", "TaskService/ListTasks", "TaskService/CancelTask"}
+    if role == SUB:
+        assert {f"taskyard.v1.{m}" for m in own} <= set(caller["ownTaskMethods"])
+    else:
+        assert "ownTaskMethods" not in caller
