@@ -109,7 +109,12 @@ async def build(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
     tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
-    dispatcher = Dispatcher(wake=doorbell.set, queues=queues, on_deliver=tracing.on_deliver)
+    dispatcher = Dispatcher(
+        wake=doorbell.set,
+        queues=queues,
+        on_deliver=tracing.on_deliver,
+        parents_budget=settings.limits.max_payload_bytes,
+    )
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"

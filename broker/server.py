@@ -13,6 +13,7 @@ from broker.api.stats_service import StatsService
 from broker.api.system_service import SystemService
 from broker.api.task_service import TaskService
 from broker.api.worker_service import WorkerService
+from broker.api.workflow_service import WorkflowService
 from broker.errors import ConfigError
 from broker.security.interceptor import Guard
 from broker.security.tls import add_port
@@ -29,6 +30,8 @@ from taskyard.v1 import (
     task_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -38,6 +41,7 @@ SERVICE_NAMES = (
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
 )
 
 
@@ -67,6 +71,9 @@ def build_server(
     stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsService(runtime), server)
     schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
         ScheduleService(runtime), server
+    )
+    workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
+        WorkflowService(runtime), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

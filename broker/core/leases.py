@@ -43,6 +43,7 @@ class LeaseRow:
     worker_id: str | None = None
     started_at: int | None = None
     type: str = ""
+    workflow_id: str | None = None
 
 
 @record

@@ -57,6 +57,8 @@ _CLAIM_RETURNING = (
     task.c.heartbeat_timeout_us,
     task.c.soft_timeout_us,
     task.c.trace_context,
+    task.c.workflow_id,
+    task.c.node,
     # A correlated subquery saves a second round trip for the payloads; both
     # SQLite and PostgreSQL allow it in RETURNING.
     sa.select(task_payload.c.data)
@@ -161,11 +163,11 @@ def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> lis
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
             lease_id, expires, payload, worker_id, heartbeat, deadline,
             None if soft is None else now + soft,
-            trace,
+            trace, workflow, node,
         )
         for (
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
-            expires, deadline, heartbeat, soft, trace, payload,
+            expires, deadline, heartbeat, soft, trace, workflow, node, payload,
         ) in rows
     ]  # fmt: skip
 
@@ -189,6 +191,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.worker_id,
         task.c.started_at,
         task.c.type,
+        task.c.workflow_id,
     ).where(task.c.id.in_(list(ids)))
     if is_pg(conn):
         # In id order, so that two replicas locking overlapping rows cannot deadlock.
@@ -328,6 +331,7 @@ class Ended:
     started_at: int | None = None
     counted: bool = True  # False for a released lease: the attempt never ran
     lost: bool = False
+    workflow_id: str | None = None  # of a workflow node (engine/flows.py settles it)
 
 
 _END = (
@@ -426,6 +430,7 @@ async def end_leases(
                 started_at=row.started_at,
                 counted=not isinstance(outcome, Released),
                 lost=isinstance(outcome, Lost),
+                workflow_id=row.workflow_id,
             )
         )
     await _END_WRITE.run(conn, params)

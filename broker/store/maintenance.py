@@ -30,16 +30,19 @@ class Moved:
     queue: str
     type: str
     source: TaskState
+    workflow_id: str | None = None
 
 
 async def _select_moving(
     conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
 ) -> list[Moved]:
-    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state).where(where)
-    query = query.order_by(order).limit(limit)
+    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state, task.c.workflow_id)
+    query = query.where(where).order_by(order).limit(limit)
     if is_pg(conn):
         query = query.with_for_update(skip_locked=True)
-    return [Moved(r.id, r.queue, r.type, _S(r.state)) for r in await conn.execute(query)]
+    return [
+        Moved(r.id, r.queue, r.type, _S(r.state), r.workflow_id) for r in await conn.execute(query)
+    ]
 
 
 async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
@@ -170,7 +173,11 @@ async def finished_records(
 ) -> list[TaskRecord]:
     rows = await conn.execute(
         sa.select(task)
-        .where(task.c.queue == queue, task.c.state.in_([int(s) for s in states]))
+        .where(
+            task.c.queue == queue,
+            task.c.state.in_([int(s) for s in states]),
+            task.c.workflow_id.is_(None),  # nodes are retried with their workflow
+        )
         .order_by(task.c.id)
         .limit(limit)
     )
@@ -196,6 +203,8 @@ async def purge(
             sa.text("finished_at IS NOT NULL"),
             task.c.finished_at < finished_before,
             task.c.state.in_([int(s) for s in states]),
+            # Nodes go with their workflow (store.workflow_reads.purge_workflows).
+            task.c.workflow_id.is_(None),
         )
         .order_by(task.c.finished_at)
         .limit(limit)
