@@ -6,6 +6,7 @@ from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, Worker
 from worker_sdk._client import Client, SyncClient
 from worker_sdk._context import TaskContext
 from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
+from worker_sdk._node_context import NodeContext
 from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
     Attempt,
@@ -19,13 +20,28 @@ from worker_sdk._types import (
 )
 from worker_sdk._version import __version__
 from worker_sdk._worker import Worker
+from worker_sdk._workflows import (
+    NodeInfo,
+    ParentResult,
+    TemplateParam,
+    Workflow,
+    WorkflowInfo,
+    WorkflowState,
+    WorkflowTemplate,
+    chain,
+    chord,
+    group,
+)
 
 __all__ = [
     "Attempt",
     "BatchSubmitError",
     "Client",
     "Distribution",
+    "NodeContext",
+    "NodeInfo",
     "NonRetryableError",
+    "ParentResult",
     "Progress",
     "Queue",
     "QueueStats",
@@ -41,8 +57,16 @@ __all__ = [
     "TaskState",
     "TaskStats",
     "TaskyardError",
+    "TemplateParam",
     "Timeouts",
     "Worker",
     "WorkerInfo",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowState",
+    "WorkflowTemplate",
     "__version__",
+    "chain",
+    "chord",
+    "group",
 ]

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from taskyard.v1 import task_pb2, worker_service_pb2
 from worker_sdk._errors import NonRetryableError
+from worker_sdk._node_context import ChannelOf, NodeContext
 from worker_sdk._payload import from_payload
 
 
@@ -42,6 +43,7 @@ class TaskContext:
         self,
         assignment: worker_service_pb2.Assignment,
         report: Callable[[str, task_pb2.Progress], None],
+        channel_of: ChannelOf | None = None,
     ) -> None:
         self.task_id = assignment.task_id
         self.type = assignment.type
@@ -65,6 +67,9 @@ class TaskContext:
         self._loop = asyncio.get_running_loop()
         self._on_soft: Callable[[], None] | None = None
         self._progress: task_pb2.Progress | None = None
+        self._workflow: NodeContext | None = None
+        if assignment.workflow_id:
+            self._workflow = NodeContext(assignment, channel_of or _no_channel, self._loop)
 
     @property
     def id(self) -> str:
@@ -86,6 +91,11 @@ class TaskContext:
                 f"{', '.join(sorted(set(public)))}. The task fails without retries: this is "
                 "a bug in the handler"
             )
+
+    @property
+    def workflow(self) -> NodeContext | None:
+        """For a workflow node: its workflow, its parents' results, spawning. None otherwise."""
+        return self._workflow
 
     @property
     def payload(self) -> Any:
@@ -199,3 +209,7 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def _no_channel() -> None:
+    return None

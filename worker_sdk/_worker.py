@@ -162,6 +162,7 @@ class Worker:
         self._broker_drained = False
         self._heartbeat_interval = 3.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: grpc.aio.Channel | None = None
         self.completed = 0
 
     # --- Registration and configuration ---------------------------------------------------
@@ -290,6 +291,9 @@ class Worker:
             self._drained.set()
             self._wake.set()
 
+    def _rpc_channel(self) -> grpc.aio.Channel | None:
+        return self._channel
+
     # --- Connection -----------------------------------------------------------------------
 
     async def _connect_loop(self, channels: dict[str, grpc.aio.Channel]) -> None:
@@ -316,6 +320,7 @@ class Worker:
                 await asyncio.wait_for(self._drained.wait(), delay)
 
     async def _session(self, channel: grpc.aio.Channel, target: str) -> bool:
+        self._channel = channel  # workflow nodes call WorkflowService on it (_node_context)
         call = worker_service_pb2_grpc.WorkerServiceStub(channel).Lease()
         await call.write(pb.LeaseRequest(hello=self._hello()))
         first = await call.read()
@@ -530,7 +535,7 @@ class Worker:
         job = _Job(
             assignment.task_id,
             assignment.lease_id,
-            TaskContext(assignment, self._report),
+            TaskContext(assignment, self._report, self._rpc_channel),
             self._handlers.get(assignment.type),
             heartbeat_interval=assignment.heartbeat_interval.ToTimedelta().total_seconds(),
             last_heartbeat=time.monotonic(),

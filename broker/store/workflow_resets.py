@@ -56,7 +56,7 @@ async def join_spawned(conn: AsyncConnection, spawner_id: str, child_ids: Sequen
     )
     await insert_edges(
         conn,
-        [Edge(child, j, rules[j], True, False) for j in joins for child in child_ids],
+        [Edge(j, child, rules[j], True, False) for j in joins for child in child_ids],
     )
 
 
