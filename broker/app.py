@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health
 
 from broker import config_file
-from broker.api import schedule_convert, schedules_file
+from broker.api import schedule_convert, schedules_file, workflow_file
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
@@ -158,8 +158,15 @@ async def build(
 
     # The loops.
     poll_s = settings.promote_poll_s
-    reconcile = (
-        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None
+    reconcile = _reconcilers(
+        workflow_file.TemplateRegistrar(
+            workflow_file.templates_from(settings.templates_path),
+            runtime=runtime,
+            path=settings.templates_path,
+        )
+        if settings.templates_path
+        else None,
+        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None,
     )
     loops: dict[str, Loop] = {
         "promoter": Promoter(
@@ -242,6 +249,24 @@ async def serve(broker: Broker) -> None:
     finally:
         await broker.telemetry.shutdown()
     log.info("stopped after %d commits", broker.committer.commits)
+
+
+def _reconcilers(
+    templates: workflow_file.TemplateRegistrar | None,
+    schedules: schedules_file.Reconciler | None,
+) -> Callable[[], Awaitable[None]] | None:
+    """What the ticker reconciles at its start: templates first (schedules may start them)."""
+    if templates is not None:
+        templates.check()  # a bad file stops the start
+    parts = [p for p in (templates, schedules) if p is not None]
+    if not parts:
+        return None
+
+    async def reconcile() -> None:
+        for part in parts:
+            await part()
+
+    return reconcile
 
 
 async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:

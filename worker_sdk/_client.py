@@ -458,6 +458,7 @@ class SyncClient:
     pause_schedule = blocking(Client.pause_schedule)
     resume_schedule = blocking(Client.resume_schedule)
     run_schedule = blocking(Client.run_schedule)
+    run_workflow_schedule = blocking(Client.run_workflow_schedule)
     preview_schedule = blocking(Client.preview_schedule)
     schedule_fires = iterating(Client.schedule_fires)
     create_workflow = blocking(Client.create_workflow)

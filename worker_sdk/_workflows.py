@@ -224,6 +224,28 @@ class WorkflowTemplate:
         return cls(t.name, t.version, t.description, params, nodes, _time(t, "create_time"))
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateStart:
+    """A registered template and its parameters: what a schedule starts at each fire
+    (``Client.create_schedule(name, TemplateStart("etl", {"day": "today"}), cron=...)``).
+
+    ``version`` 0 means the latest at the time the schedule is created or updated.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    def to_proto(self) -> workflow_pb2.WorkflowTemplateRef:
+        return workflow_pb2.WorkflowTemplateRef(
+            name=self.name, version=self.version, params=params_struct(self.params)
+        )
+
+    @classmethod
+    def from_proto(cls, ref: workflow_pb2.WorkflowTemplateRef) -> TemplateStart:
+        return cls(ref.name, json_format.MessageToDict(ref.params), ref.version)
+
+
 # --- Building a graph -----------------------------------------------------------------------
 
 

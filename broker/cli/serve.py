@@ -110,6 +110,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="YAML or TOML file of schedules, reconciled at start (docs/schedules.md).",
 )
 @click.option(
+    "--templates",
+    "templates_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_TEMPLATES",
+    help="YAML or TOML file of workflow templates, registered at start (docs/workflows.md).",
+)
+@click.option(
     "--metrics-listen",
     envvar="TASKYARD_METRICS_LISTEN",
     help="host:port for a Prometheus scrape endpoint (/metrics); port 0 picks a free port.",
@@ -142,6 +149,7 @@ def broker_command(
     sqlite_synchronous: str,
     port_file: str | None,
     schedules_path: str | None,
+    templates_path: str | None,
     metrics_listen: str | None,
     otlp_endpoint: str | None,
     log_level: str,
@@ -175,6 +183,7 @@ def broker_command(
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,
         schedules_path=schedules_path,
+        templates_path=templates_path,
         log_level=log_level,
         log_json=log_json,
         metrics_listen=metrics_listen,

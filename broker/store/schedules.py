@@ -18,20 +18,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core import schedules as core
 from broker.core.task_state import TERMINAL
 from broker.store.dialect import insert, is_pg
-from broker.store.schema import schedule, schedule_fire, task
+from broker.store.schema import schedule, schedule_fire, task, workflow
 
 _TERMINAL = [int(s) for s in TERMINAL]
 HISTORY_KEEP = 1000
 
 
 def _last_done() -> sa.ColumnElement[bool]:
-    """True unless the latest run's task exists and has not finished."""
-    return sa.or_(task.c.state.is_(None), task.c.state.in_(_TERMINAL))
+    """True unless the latest run's task (or workflow, docs/workflows.md) has not finished."""
+    return sa.and_(
+        sa.or_(task.c.state.is_(None), task.c.state.in_(_TERMINAL)),
+        sa.or_(workflow.c.id.is_(None), workflow.c.finished_at.is_not(None)),
+    )
 
 
 def _select() -> sa.Select[Any]:
-    return sa.select(schedule, _last_done().label("last_task_done")).outerjoin(
-        task, task.c.id == schedule.c.last_task_id
+    return (
+        sa.select(schedule, _last_done().label("last_task_done"))
+        .outerjoin(task, task.c.id == schedule.c.last_task_id)
+        .outerjoin(workflow, workflow.c.id == schedule.c.last_task_id)
     )
 
 
