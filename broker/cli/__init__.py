@@ -19,6 +19,7 @@ from broker.cli.stats import stats
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.token import token_group
 from broker.cli.worker import worker_command
+from broker.cli.workflows import workflow_group
 
 EPILOG = (
     "Client commands read the broker's address from --target or TASKYARD_TARGET "
@@ -55,6 +56,7 @@ for command in (
     workers_group,
     stats,
     schedule_group,
+    workflow_group,
     token_group,
 ):
     cli.add_command(command)
