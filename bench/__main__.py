@@ -12,6 +12,9 @@ Each scenario runs several times on a fresh database and reports the median.
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* workflow: broker CPU per node of a fan-out/fan-in of --fan nodes against per
+  plain task, and the per-hop latency of a chain of --chain nodes
+  (bench/workflows.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.schedules import schedule_lag
+from bench.workflows import chain_hops, fan_cost, plain_cost
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
 from worker_sdk import Client, TaskSpec
@@ -50,6 +54,8 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    fan: int = 10_000
+    chain: int = 1_000
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -228,6 +234,15 @@ async def stats_cost(args: Args, workdir: Path, index: int) -> dict[str, float]:
     }
 
 
+async def workflow_figures(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    """Fan-out/fan-in CPU per node against a plain task's, and chain hop latency."""
+    plain = await plain_cost(Setup(args, workdir, index + 500), _wait_done, args.fan)
+    fan = await fan_cost(Setup(args, workdir, index + 600), _wait_done, args.fan)
+    hops = await chain_hops(Setup(args, workdir, index + 700), args.chain)
+    ratio = fan["fan_cpu_per_node_us"] / plain["plain_cpu_per_task_us"]
+    return plain | fan | {"fan_cpu_ratio": ratio} | hops
+
+
 async def _median_of(
     runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
 ) -> dict[str, Any]:
@@ -259,6 +274,9 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
             )
+        if args.scenario == "workflow":
+            report["fan"], report["chain"] = args.fan, args.chain
+            report |= await _median_of(args.runs, lambda i: workflow_figures(args, workdir, i))
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -280,7 +298,7 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule"],
+        choices=["all", "throughput", "latency", "stats", "schedule", "workflow"],
         default="all",
     )
     parser.add_argument(
@@ -289,6 +307,8 @@ def _parse() -> Args:
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
     )
+    parser.add_argument("--fan", type=int, default=10_000, help="Workflow: fan-out width.")
+    parser.add_argument("--chain", type=int, default=1_000, help="Workflow: chain length.")
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
         parser.error("--replicas needs --db postgresql://...; a SQLite file serves one broker")
@@ -304,6 +324,8 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.fan,
+        ns.chain,
     )
 
 

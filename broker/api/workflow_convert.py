@@ -19,6 +19,7 @@ from broker.config import Settings
 from broker.core import templates, validation, workflows
 from broker.core.models import ParentOutcome
 from broker.core.options import Defaults, TaskOptions
+from broker.core.task_state import TaskState
 from broker.core.validation import name as check_name
 from broker.core.workflows import FailurePolicy, NewNode, NewWorkflow, Rule
 from broker.errors import InvalidArgument
@@ -182,6 +183,47 @@ def workflow_out(r: WorkflowRecord, nodes: Iterable[NodeRow] = ()) -> workflow_p
         convert.set_timestamp(out.finish_time, r.finished_at)
     for n in nodes:
         node_out(n, out.nodes.add())
+    return out
+
+
+def created_out(wf: NewWorkflow, leased: Iterable[str]) -> workflow_pb2.Workflow:
+    """The response for a workflow just created, built without reading it back.
+
+    `leased` are the roots handed straight to an idle worker (RUNNING already).
+    """
+    running = set(leased)
+    out = workflow_pb2.Workflow(
+        id=wf.id,
+        name=wf.name,
+        state=workflow_pb2.WORKFLOW_STATE_RUNNING,
+        failure_policy=workflow_pb2.FailurePolicy.ValueType(wf.failure_policy),
+        template_name=wf.template_name or "",
+        template_version=wf.template_version or 0,
+        request_id=wf.request_id or "",
+        counts=workflow_pb2.WorkflowNodeCounts(total=len(wf.nodes), unfinished=len(wf.nodes)),
+    )
+    if wf.labels:
+        out.labels.update(json.loads(wf.labels))
+    if wf.params:
+        out.params.update(json.loads(wf.params))
+    convert.set_timestamp(out.create_time, wf.created_at)
+    add = out.nodes.add
+    for n in wf.nodes:
+        t = n.task
+        state = TaskState.RUNNING if t.id in running else t.initial_state
+        node = add(
+            name=n.name,
+            task_id=t.id,
+            type=t.type,
+            queue=t.queue,
+            state=task_pb2.TaskState.ValueType(state),
+            trigger_rule=workflow_pb2.TriggerRule.ValueType(n.rule),
+            join_spawned=n.join_spawned,
+            attempt=1 if t.id in running else 0,
+        )
+        node.depends_on.extend(n.parents)
+        if t.id in running:
+            convert.set_timestamp(node.start_time, wf.created_at)
     return out
 
 

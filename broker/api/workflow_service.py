@@ -133,7 +133,9 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         )
         done = await self._rt.committer.submit(CreateWorkflow(wf))
         _raise(done.refusal)
-        return pb.CreateWorkflowResponse(workflow=await self._out(done.workflow_id))
+        if done.existing:  # a repeated request_id: the first request's workflow
+            return pb.CreateWorkflowResponse(workflow=await self._out(done.workflow_id))
+        return pb.CreateWorkflowResponse(workflow=wc.created_out(wf, done.leased))
 
     @maps_errors
     async def AddWorkflowNodes(

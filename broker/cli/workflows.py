@@ -9,7 +9,6 @@ from typing import Any
 import click
 from google.protobuf import json_format
 
-from broker.api import workflow_file
 from broker.cli.common import json_option, reports_errors, target_option
 from broker.cli.credentials import connect
 from broker.cli.helpgroup import HelpGroup
@@ -37,7 +36,10 @@ def _params(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _load(path: str) -> workflow_file.Start:
+def _load(path: str) -> Any:
+    """The file's workflow.Start (its parser loads the broker's modules: only when needed)."""
+    from broker.api import workflow_file
+
     try:
         return workflow_file.start_from(workflow_file.read(path), path)
     except ConfigError as error:
@@ -276,6 +278,8 @@ def _template_dict(t: WorkflowTemplate) -> dict[str, Any]:
 @reports_errors
 def register(file: str, target: str, as_json: bool) -> None:
     """Register every template of FILE (`templates:`, a list); unchanged ones keep their version."""
+    from broker.api import workflow_file
+
     try:
         found = workflow_file.templates_from(file)
     except ConfigError as error:

@@ -262,8 +262,9 @@ def check_graph(
                 reason="DUPLICATE_NODE",
             )
         new[name] = set(deps)
+    known = old | new.keys()
     for name, wanted in new.items():
-        unknown = sorted(wanted - set(new) - old)
+        unknown = sorted(wanted - known)
         if unknown:
             raise InvalidArgument(
                 f"node {name!r} depends on {unknown[0]!r}, which is no node of the workflow",

@@ -53,6 +53,7 @@ class Done:
     existing: bool = False  # a repeated request_id: the first request's workflow
     task_ids: tuple[str, ...] = ()
     refusal: Refusal | None = None
+    leased: tuple[str, ...] = ()  # tasks handed straight to an idle worker at insert
 
 
 class _Inserting(Op[Done]):
@@ -149,7 +150,8 @@ class CreateWorkflow(_Inserting):
         if got != wf.id:
             return Done(got, existing=True)
         await self._insert(conn, env, wf.id, wf.nodes, {}, now)
-        return Done(wf.id, task_ids=tuple(n.task.id for n in wf.nodes))
+        leased = tuple(self._inner[0].leased) if self._inner else ()
+        return Done(wf.id, task_ids=tuple(n.task.id for n in wf.nodes), leased=leased)
 
 
 class AddNodes(_Inserting):

@@ -32,6 +32,7 @@ from broker.store.schema import (
 from broker.store.workflows import chunks
 
 _S = TaskState
+_STATE = {int(s): s for s in TaskState}  # faster than TaskState(n) per row
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ async def nodes_of(
             joins.add(child)
     return [
         NodeRow(
-            r.id, r.node, r.type, r.queue, _S(r.state), r.attempt, _error(r), r.error_attempt,
+            r.id, r.node, r.type, r.queue, _STATE[r.state], r.attempt, _error(r), r.error_attempt,
             r.started_at, r.finished_at, r.updated_at,
             tuple(sorted(parents.get(r.id, ()))), rules.get(r.id, Rule.ALL_SUCCEEDED),
             r.id in joins,
@@ -186,7 +187,7 @@ async def node_ids(
                 task.c.workflow_id == wf_id, task.c.node.in_(part)
             )
         )
-        out |= {r.node: (r.id, _S(r.state)) for r in rows}
+        out |= {r.node: (r.id, _STATE[r.state]) for r in rows}
     return out
 
 
@@ -198,7 +199,7 @@ async def spawned_by(conn: AsyncConnection, wf_id: str, spawner: str) -> dict[st
             task.c.workflow_id == wf_id, task.c.node.like(_escape(spawner) + "/%", escape="\\")
         )
     )
-    return {r.id: _S(r.state) for r in rows if r.node.count("/") == depth}
+    return {r.id: _STATE[r.state] for r in rows if r.node.count("/") == depth}
 
 
 def _escape(text: str) -> str:
@@ -239,66 +240,83 @@ def _parent_select() -> sa.Select[Any]:
 
 
 def _outcome(r: Any, data: bytes | None, omitted: bool) -> ParentOutcome:
-    state = _S(r.state)
+    state = _STATE[r.state]
     return ParentOutcome(
         r.node, r.id, state, data, omitted, None if state is _S.SUCCEEDED else _error(r)
     )
+
+
+SMALL = 64 * 1024  # results up to this size come with the first read
+_IDS: sa.BindParameter[list[str]] = sa.bindparam("b_ids", expanding=True)
+# Claimed nodes' parents, small results included; joins of more than 100 parents left out.
+_PARENTS = (
+    _parent_select()
+    .add_columns(
+        sa.case((sa.func.length(task_result.c.data) <= SMALL, task_result.c.data)).label("data")
+    )
+    .outerjoin(wf_gate, wf_gate.c.task_id == wf_edge.c.child_id)
+    .where(
+        wf_edge.c.child_id.in_(_IDS),
+        sa.or_(wf_gate.c.n_total.is_(None), wf_gate.c.n_total <= MAX_INLINE_PARENTS),
+    )
+)
+_WIDE = sa.select(wf_gate.c.task_id).where(
+    wf_gate.c.task_id.in_(_IDS), wf_gate.c.n_total > MAX_INLINE_PARENTS
+)
+_DATA = sa.select(task_result.c.task_id, task_result.c.data).where(task_result.c.task_id.in_(_IDS))
 
 
 async def parent_outcomes(
     conn: AsyncConnection, child_ids: Sequence[str], *, budget: int
 ) -> dict[str, tuple[tuple[ParentOutcome, ...], bool]]:
     """Each node's parents, results inline within `budget` bytes per node; and whether the
-    worker must fetch the rest (ListNodeParents). Joins of more than 100 parents list none."""
-    big = sa.select(wf_gate.c.task_id).where(
-        wf_gate.c.task_id == wf_edge.c.child_id, wf_gate.c.n_total > MAX_INLINE_PARENTS
-    )
+    worker must fetch the rest (ListNodeParents). Joins of more than 100 parents list none.
+
+    One statement in the common case (small results); a second reads results too large
+    for the first that still fit, a third tells joins too wide to list from roots.
+    """
     rows: list[Any] = []
     for part in chunks(child_ids):
-        query = _parent_select().where(wf_edge.c.child_id.in_(part), ~sa.exists(big))
-        rows += list(await conn.execute(query))
+        rows += list(await conn.execute(_PARENTS, {"b_ids": list(part)}))
     by_child: dict[str, list[Any]] = {}
     for r in rows:
         by_child.setdefault(r.child_id, []).append(r)
-    out: dict[str, tuple[tuple[ParentOutcome, ...], bool]] = {}
-    wanted: list[str] = []
     plans: dict[str, list[tuple[Any, bool]]] = {}
+    large: list[str] = []
     for child, parents in by_child.items():
         parents.sort(key=lambda r: r.node)
         left, plan = budget, []
         for r in parents:
             size = r.size or 0
-            inline = size == 0 or size <= left
+            inline = size <= left
             left -= size if inline else 0
             plan.append((r, not inline))
-            if inline and size:
-                wanted.append(r.id)
+            if inline and size > SMALL:
+                large.append(r.id)
         plans[child] = plan
-    data = await _results(conn, wanted)
+    data = await _results(conn, large) if large else {}
+    out: dict[str, tuple[tuple[ParentOutcome, ...], bool]] = {}
     for child, plan in plans.items():
-        outcomes = tuple(_outcome(r, data.get(r.id), omitted) for r, omitted in plan)
+        outcomes = tuple(
+            _outcome(r, None if omitted else _data(r, data), omitted) for r, omitted in plan
+        )
         out[child] = (outcomes, any(omitted for _, omitted in plan))
     missing = [c for c in child_ids if c not in out]
-    if missing:
-        for part in chunks(missing):
-            truncated = await conn.execute(
-                sa.select(wf_gate.c.task_id).where(
-                    wf_gate.c.task_id.in_(part), wf_gate.c.n_total > MAX_INLINE_PARENTS
-                )
-            )
-            out |= {r[0]: ((), True) for r in truncated}
+    for part in chunks(missing):
+        out |= {r[0]: ((), True) for r in await conn.execute(_WIDE, {"b_ids": list(part)})}
     return out
+
+
+def _data(r: Any, large: dict[str, bytes]) -> bytes | None:
+    if r.data is not None:
+        return bytes(r.data)
+    return large.get(r.id)
 
 
 async def _results(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for part in chunks(list(ids)):
-        rows = await conn.execute(
-            sa.select(task_result.c.task_id, task_result.c.data).where(
-                task_result.c.task_id.in_(part)
-            )
-        )
-        out |= {r[0]: bytes(r[1]) for r in rows}
+        out |= {r[0]: bytes(r[1]) for r in await conn.execute(_DATA, {"b_ids": list(part)})}
     return out
 
 
@@ -421,7 +439,7 @@ async def purge_workflows(
                 sa.select(task.c.id, task.c.queue, task.c.state).where(task.c.workflow_id.in_(part))
             )
         )
-        deleted.update((r.queue, _S(r.state)) for r in nodes)
+        deleted.update((r.queue, _STATE[r.state]) for r in nodes)
         node_ids = [r.id for r in nodes]
         for piece in chunks(node_ids):
             for table, column in (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +34,7 @@ from broker.store.prepared import BatchWrite
 from broker.store.schema import state_is, task, wf_edge, wf_gate, workflow
 
 _S = TaskState
+_STATE = {int(s): s for s in TaskState}  # faster than TaskState(n) per row
 _b = sa.bindparam
 CHUNK = 2000  # ids per IN list: SQLite allows 32,766 variables, PostgreSQL 65,535
 
@@ -142,7 +144,7 @@ async def lock_nodes(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, tup
         if is_pg(conn):
             query = query.order_by(task.c.id).with_for_update(read=True)
         for r in await conn.execute(query):
-            out[r.id] = (_S(r.state), r.node)
+            out[r.id] = (_STATE[r.state], r.node)
     return out
 
 
@@ -244,7 +246,7 @@ async def release(conn: AsyncConnection, ids: Sequence[str], now: int) -> list[N
             )
             .returning(*_RELEASE_RETURNING)
         )
-        out += [NodeMove(r[0], r[1], r[2], r[3], _S.BLOCKED, _S(r[4]), r[5]) for r in rows]
+        out += [NodeMove(r[0], r[1], r[2], r[3], _S.BLOCKED, _STATE[r[4]], r[5]) for r in rows]
     return out
 
 
@@ -314,6 +316,14 @@ async def account(
     brings `nodes_open` to 0 sees 0.
     """
     ids = sorted(tallies)
+    if len(ids) == 1:  # the usual case (a chain's hop): one statement, not two
+        t = tallies[ids[0]]
+        values = {
+            "b_finished": t.finished, "b_added": t.added, "b_failed": t.failed,
+            "b_cancelled": t.cancelled, "b_now": now, "b_id": ids[0],
+        }  # fmt: skip
+        row = (await conn.execute(_ACCOUNT.returning(*_ROW), values)).first()
+        return {} if row is None else {row[0]: _row(row)}
     params = [
         (t.finished, t.added, t.failed, t.cancelled, now, i) for i in ids for t in (tallies[i],)
     ]
@@ -321,22 +331,27 @@ async def account(
     return await workflow_rows(conn, ids)
 
 
+_ROW = (
+    workflow.c.id, workflow.c.state, workflow.c.failure_policy, workflow.c.nodes_open,
+    workflow.c.nodes_failed, workflow.c.nodes_cancelled, workflow.c.finished_at,
+    workflow.c.nodes_total,
+)  # fmt: skip
+
+
+def _row(r: Any) -> WorkflowRow:
+    return WorkflowRow(r[0], WorkflowState(r[1]), r[2], r[3], r[4], r[5], r[6] is not None, r[7])
+
+
 async def workflow_rows(
     conn: AsyncConnection, ids: Iterable[str], *, lock: bool = False
 ) -> dict[str, WorkflowRow]:
     out: dict[str, WorkflowRow] = {}
     for part in chunks(sorted(set(ids))):
-        query = sa.select(
-            workflow.c.id, workflow.c.state, workflow.c.failure_policy, workflow.c.nodes_open,
-            workflow.c.nodes_failed, workflow.c.nodes_cancelled, workflow.c.finished_at,
-            workflow.c.nodes_total,
-        ).where(workflow.c.id.in_(part))  # fmt: skip
+        query = sa.select(*_ROW).where(workflow.c.id.in_(part))
         if lock and is_pg(conn):
             query = query.order_by(workflow.c.id).with_for_update()
         for r in await conn.execute(query):
-            out[r[0]] = WorkflowRow(
-                r[0], WorkflowState(r[1]), r[2], r[3], r[4], r[5], r[6] is not None, r[7]
-            )
+            out[r[0]] = _row(r)
     return out
 
 
@@ -399,8 +414,8 @@ async def cancel_nodes(
     if is_pg(conn):
         query = query.order_by(task.c.id).with_for_update()
     rows = list(await conn.execute(query))
-    waiting = [r for r in rows if _S(r.state) is not _S.RUNNING]
-    running = [r for r in rows if _S(r.state) is _S.RUNNING]
+    waiting = [r for r in rows if _STATE[r.state] is not _S.RUNNING]
+    running = [r for r in rows if _STATE[r.state] is _S.RUNNING]
     cancelled: list[NodeMove] = []
     for state in _WAITING_NODES:
         ids = [r.id for r in waiting if r.state == int(state)]
