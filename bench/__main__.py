@@ -238,7 +238,7 @@ async def workflow_figures(args: Args, workdir: Path, index: int) -> dict[str, f
     """Fan-out/fan-in CPU per node against a plain task's, and chain hop latency."""
     plain = await plain_cost(Setup(args, workdir, index + 500), _wait_done, args.fan)
     fan = await fan_cost(Setup(args, workdir, index + 600), _wait_done, args.fan)
-    hops = await chain_hops(Setup(args, workdir, index + 700), args.chain)
+    hops = await chain_hops(Setup(args, workdir, index + 700), _wait_done, args.chain)
     ratio = fan["fan_cpu_per_node_us"] / plain["plain_cpu_per_task_us"]
     return plain | fan | {"fan_cpu_ratio": ratio} | hops
 

@@ -47,6 +47,7 @@ from taskyard.v1 import workflow_pb2, workflow_service_pb2, workflow_service_pb2
 Context = Any  # grpc.aio.ServicerContext; untyped in the generated stubs
 pb = workflow_service_pb2
 WATCH_COALESCE_S = 0.05  # changes this close together go out as one message
+CLOCK_MARGIN_US = 2_000_000  # replicas' clocks may disagree this much (NTP keeps them close)
 
 _REFUSALS: dict[str, type[TaskyardError]] = {
     "QUEUE_FULL": ResourceExhausted,
@@ -202,13 +203,22 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         events = self._rt.events
         queue = events.subscribe(wf_id)  # before the first read: nothing slips in between
         try:
+            since = self._now() - CLOCK_MARGIN_US
             record, rows = await self._record(wf_id)
             yield pb.WatchWorkflowResponse(workflow=wc.workflow_out(record, rows))
             seen = {n.task_id: _fingerprint(n) for n in rows}
             summary = _summary(record)
             while record.finished_at is None:
                 await self._next_change(queue)
-                record, rows = await self._record(wf_id)
+                # Only nodes written lately (replicas' clocks may differ by the margin).
+                read_at = self._now()
+                async with self._rt.db.reader.connect() as conn:
+                    found = await reads.get_workflow(conn, wf_id)
+                    if found is None:
+                        return  # purged meanwhile
+                    record = found
+                    rows = await reads.changed_nodes(conn, wf_id, since)
+                since = read_at - CLOCK_MARGIN_US
                 changed = [n for n in rows if seen.get(n.task_id) != _fingerprint(n)]
                 if changed or _summary(record) != summary:
                     seen |= {n.task_id: _fingerprint(n) for n in changed}
