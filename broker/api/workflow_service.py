@@ -17,6 +17,7 @@ from broker.api import workflow_convert as wc
 from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import validation
+from broker.core.queues import DEFAULT_QUEUE
 from broker.core.task_state import TaskState
 from broker.core.workflows import MAX_SPAWN, WorkflowState, node_name
 from broker.engine.events import TaskEvent
@@ -124,6 +125,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument(
                 "set spec (the graph) or template (a registered one)", reason="INVALID_WORKFLOW"
             )
+        _check_queues([n.task.queue for n in spec.nodes])
         wf = wc.new_workflow(
             spec,
             factory=self._factory,
@@ -150,6 +152,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             raise FailedPrecondition(
                 f"workflow {wf_id} has finished (every node did)", reason="WORKFLOW_FINISHED"
             )
+        _check_queues([n.task.queue for n in request.nodes])
         nodes = wc.nodes_in(
             request.nodes,
             workflow_id=wf_id,
@@ -388,6 +391,21 @@ def _check_owner(record: WorkflowRecord | None, wf_id: str) -> None:
         raise NotFound(
             f"no workflow with id {wf_id!r}; it may never have existed or been purged",
             reason="WORKFLOW_NOT_FOUND",
+        )
+
+
+def _check_queues(queues: list[str]) -> None:
+    """An identity limited to some queues creates nodes only in them (templates' queues are
+    known only here, once instantiated; the interceptor checks what a request states)."""
+    grant = access.current()
+    allowed = grant.principal.queues if grant is not None else None
+    if allowed is None or grant is None:
+        return
+    outside = sorted({q or DEFAULT_QUEUE for q in queues} - allowed)
+    if outside:
+        raise PermissionDenied(
+            f"{grant.principal.describe()} may not use queue {', '.join(map(repr, outside))}",
+            reason="QUEUE_NOT_ALLOWED",
         )
 
 

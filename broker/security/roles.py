@@ -132,8 +132,8 @@ def _node_queues(request: Any) -> Sequence[str]:
 
 
 def _create_workflow_queues(request: Any) -> Sequence[str] | None:
-    # A template's queues are known only once it is read: every queue, then.
-    return _node_queues(request) if request.WhichOneof("source") == "spec" else None
+    # A template's queues are known only once it is read: the servicer checks them then.
+    return _node_queues(request) if request.WhichOneof("source") == "spec" else []
 
 
 def _spawned_queues(request: Any) -> Sequence[str]:
@@ -172,7 +172,8 @@ RULES: dict[str, Rule] = {
     _FLOWS + "GetWorkflow": _rule(_S, _O, own=[_S]),
     _FLOWS + "ListWorkflows": _rule(_S, _O, own=[_S]),
     _FLOWS + "WatchWorkflow": _rule(_S, _O, own=[_S]),
-    _FLOWS + "CancelWorkflow": _rule(_S, _O, own=[_S]),
+    # Like tasks: operators repair (retry) but do not cancel work.
+    _FLOWS + "CancelWorkflow": _rule(_S, own=[_S]),
     _FLOWS + "RetryWorkflow": _rule(_O),
     # A worker holding a node's lease (the lease is the proof) spawns children
     # into the queues its identity allows, and reads the node's parents.

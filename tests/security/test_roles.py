@@ -51,6 +51,20 @@ ALLOWED: dict[str, set[str]] = {
     "StatsService/*": {OPS, ADM},
     "ScheduleService/*": {OPS, ADM},
     "SystemService/GetSystemInfo": {SUB, WRK, OPS, ADM},
+    # Workflows: submitters create and act on their own, operators read and retry,
+    # workers (holding a node's lease) spawn and read its parents.
+    "WorkflowService/CreateWorkflow": {SUB, ADM},
+    "WorkflowService/AddWorkflowNodes": {SUB, ADM},
+    "WorkflowService/GetWorkflow": {SUB, OPS, ADM},
+    "WorkflowService/ListWorkflows": {SUB, OPS, ADM},
+    "WorkflowService/WatchWorkflow": {SUB, OPS, ADM},
+    "WorkflowService/CancelWorkflow": {SUB, ADM},
+    "WorkflowService/RetryWorkflow": {OPS, ADM},
+    "WorkflowService/SpawnNodes": {WRK, ADM},
+    "WorkflowService/ListNodeParents": {WRK, ADM},
+    "WorkflowService/CreateWorkflowTemplate": {OPS, ADM},
+    "WorkflowService/GetWorkflowTemplate": {SUB, OPS, ADM},
+    "WorkflowService/ListWorkflowTemplates": {SUB, OPS, ADM},
 }
 
 # Requests (as JSON) that an allowed caller can make succeed or fail for a
