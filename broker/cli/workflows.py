@@ -220,7 +220,14 @@ def retry(workflow_id: str, target: str, as_json: bool) -> None:
     help="Only workflows in this state.",
 )
 @click.option("--template", help="Only workflows started from this template.")
-@click.option("-n", "--page-size", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "-n",
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="Workflows per page (1 to 1,000).",
+)
 @click.option("--page-token", default="", help="Go on where a previous page ended.")
 @target_option
 @json_option
