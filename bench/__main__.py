@@ -7,11 +7,20 @@ Each scenario runs several times on a fresh database and reports the median.
 * process: the N queued tasks drained by W worker processes: N divided by the
   span from the first lease to the last completion (read from the database).
 * end-to-end: workers connected, N tasks submitted as fast as possible: N
-  divided by the span from the first submission to the last completion.
+  divided by the span from the first submission to the last completion. The
+  CPU time each part spent over that span, per task: the broker process, the
+  worker processes and this (client) process, read from /proc and
+  `time.process_time()` — what a task costs, independent of how busy the
+  machine is.
 * latency: idle workers, one CreateTask at a time at a fixed rate; the time from
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* events: end-to-end throughput with no WatchEvents subscriber and with
+  --subscribers (10) unfiltered ones; the difference in percent is what the
+  event stream costs (bench/events.py).
+* executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
+  its threads: first submission to last result (bench/executors.py).
 * workflow: broker CPU per node of a fan-out/fan-in of --fan nodes against per
   plain task, and the per-hop latency of a chain of --chain nodes
   (bench/workflows.py).
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +44,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.events import subscriber_cost
+from bench.executors import executor_spans
 from bench.schedules import schedule_lag
 from bench.workflows import chain_hops, fan_cost, plain_cost
 from broker.store.database import normalize_url
@@ -54,6 +66,8 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    subscribers: int = 10
+    cpu_seconds: float = 1.0
     fan: int = 10_000
     chain: int = 1_000
 
@@ -171,12 +185,51 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
     async with Setup(args, workdir, index + 100) as setup:
         await setup.start_workers()
         clients = setup.clients()
+        meter = CpuMeter(setup)
         t0 = time.time()
         await _submit(clients, n)
         _, last = await _wait_done(setup.db_url, n)
         e2e_rate = n / (last / 1e6 - t0)
+        cpu = meter.per_task_us(n)
         await _close(clients)
-    return {"submit_per_s": submit_rate, "process_per_s": process_rate, "e2e_per_s": e2e_rate}
+    return {
+        "submit_per_s": submit_rate,
+        "process_per_s": process_rate,
+        "e2e_per_s": e2e_rate,
+        **cpu,
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by the brokers, the workers and this process between start and stop."""
+
+    def __init__(self, setup: Setup) -> None:
+        self._brokers = [b.process.pid for b in setup.brokers if b.process is not None]
+        self._workers = [w.process.pid for w in setup.workers]
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        return (
+            sum(_cpu_s(pid) for pid in self._brokers),
+            sum(_cpu_s(pid) for pid in self._workers),
+            time.process_time(),
+        )
+
+    def per_task_us(self, n: int) -> dict[str, float]:
+        end = self._read()
+        broker, workers, client = (1e6 * (e - s) / n for e, s in zip(end, self._start, strict=True))
+        return {
+            "e2e_broker_cpu_us": broker,
+            "e2e_workers_cpu_us": workers,
+            "e2e_client_cpu_us": client,
+        }
 
 
 async def _close(clients: list[Client]) -> None:
@@ -274,6 +327,22 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
             )
+        if args.scenario == "events":
+            report["subscribers"] = args.subscribers
+            report |= await _median_of(
+                args.runs,
+                lambda i: subscriber_cost(
+                    lambda k: Setup(args, workdir, 500 + 2 * i + k),
+                    _submit,
+                    _wait_done,
+                    args.subscribers,
+                ),
+            )
+        if args.scenario == "executors":
+            report["cpu_seconds"] = args.cpu_seconds
+            report |= await _median_of(
+                args.runs, lambda i: executor_spans(Setup(args, workdir, i + 500), args.cpu_seconds)
+            )
         if args.scenario == "workflow":
             report["fan"], report["chain"] = args.fan, args.chain
             report |= await _median_of(args.runs, lambda i: workflow_figures(args, workdir, i))
@@ -298,7 +367,16 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule", "workflow"],
+        choices=[
+            "all",
+            "throughput",
+            "latency",
+            "stats",
+            "schedule",
+            "events",
+            "executors",
+            "workflow",
+        ],
         default="all",
     )
     parser.add_argument(
@@ -306,6 +384,12 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=10, help="Events: WatchEvents subscribers."
+    )
+    parser.add_argument(
+        "--cpu-seconds", type=float, default=1.0, help="Executors: CPU seconds per task."
     )
     parser.add_argument("--fan", type=int, default=10_000, help="Workflow: fan-out width.")
     parser.add_argument("--chain", type=int, default=1_000, help="Workflow: chain length.")
@@ -324,6 +408,8 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.subscribers,
+        ns.cpu_seconds,
         ns.fan,
         ns.chain,
     )
@@ -337,7 +423,7 @@ def _print(report: dict[str, Any]) -> None:
     )
     for key, value in report.items():
         if isinstance(value, dict):
-            print(f"  {key:<16} {value['median']:>10.1f}   {value['runs']}")
+            print(f"  {key:<40} {value['median']:>10.1f}   {value['runs']}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ running, reconnect to the restarted broker and re-adopt them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -30,16 +31,20 @@ import grpc
 from grpc_health.v1 import health
 
 from broker import config_file
-from broker.api import schedule_convert, schedules_file, workflow_file
+from broker.api import schedule_convert, schedules_file, services, workflow_file
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
 from broker.engine.committer import Committer
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.events import TaskEvents
+from broker.engine.journal import Journal
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
+from broker.http import gate
+from broker.http.router import Router
+from broker.http.server import HttpServer
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
 from broker.loops.polls import poll_ready, refresh_queues
@@ -58,6 +63,7 @@ from broker.telemetry import setup as telemetry_setup
 log = logging.getLogger("taskyard.broker")
 
 Loop = Callable[[], Awaitable[None]]
+LISTEN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +74,13 @@ class Broker:
     runtime: Runtime
     committer: Committer
     loops: dict[str, Loop]  # restarted by the supervisor when they crash
+    listener: Listener | None  # PostgreSQL: hears the other replicas
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
     guard: Guard
     telemetry: telemetry_setup.Telemetry
+    http: HttpServer | None  # the HTTP/JSON API, when --http-listen is given
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
@@ -118,6 +126,9 @@ async def build(
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
+    journal = Journal(
+        stream_id=replica_id, clock=clock, window=settings.event_window, relay=replicated
+    )
 
     # The write path.
     observe = telemetry_setup.start(
@@ -135,6 +146,7 @@ async def build(
         due=promotions,
         notices=Notices(replica_id=replica_id, enabled=replicated),
         queues=queues,
+        journal=journal,
         metrics=observe.sink,
     )
     committer = Committer(db=db, env=env, doorbell=doorbell)
@@ -147,6 +159,7 @@ async def build(
         committer=committer,
         dispatcher=dispatcher,
         events=events,
+        journal=journal,
         schema_version=schema,
         defaults=files.defaults,
         queues=queues,
@@ -154,7 +167,14 @@ async def build(
         replica_id=replica_id,
     )
     guard = Guard(settings=settings, db=db)
-    server, health_servicer, port = build_server(runtime, guard=guard)
+    served = services.build(runtime)
+    server, health_servicer, port = build_server(runtime, guard=guard, served=served)
+    http = None
+    if settings.http_listen:
+        apps = await gate.applications(
+            served, guard, read_max_bytes=settings.limits.max_message_bytes
+        )
+        http = HttpServer(Router(apps), settings)
 
     # The loops.
     poll_s = settings.promote_poll_s
@@ -194,24 +214,29 @@ async def build(
         "poll": functools.partial(poll_ready, dispatcher, poll_s),
         "queues": functools.partial(refresh_queues, queues),
     }
+    listener = None
     if replicated:
-        loops["listener"] = Listener(
+        listener = Listener(
             url=db.url,
             replica_id=replica_id,
             dispatcher=dispatcher,
             events=events,
+            journal=journal,
             drain=runtime.sessions.drain,
-        ).run
+        )
+        loops["listener"] = listener.run
     return Broker(
         settings=settings,
         runtime=runtime,
         committer=committer,
         loops=loops,
+        listener=listener,
         server=server,
         health=health_servicer,
         port=port,
         guard=guard,
         telemetry=observe,
+        http=http,
     )
 
 
@@ -228,7 +253,15 @@ async def serve(broker: Broker) -> None:
     supervisor.start("committer", broker.committer.run, Policy.STOP)
     for name, run_loop in broker.loops.items():
         supervisor.start(name, run_loop, Policy.RESTART)
+    if broker.listener is not None:
+        # Serve once the other replicas are heard, so that a subscriber's first
+        # events include theirs; a LISTEN that cannot connect only delays that.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(broker.listener.listening.wait(), LISTEN_WAIT_S)
     await broker.server.start()
+    if broker.http is not None:
+        await broker.http.start()
+        _announce_http(settings, broker.http)
     await set_serving(broker.health, True)
     _announce(settings, broker.port, runtime.db.backend)
     broker.guard.announce(settings.listen)
@@ -238,10 +271,14 @@ async def serve(broker: Broker) -> None:
     # Stop, in reverse: the door, the workers' streams, the loops, the committer.
     log.info("shutting down")
     runtime.shutting_down = True
+    runtime.journal.close()  # WatchEvents streams end with UNAVAILABLE
     await set_serving(broker.health, False)
     runtime.dispatcher.freeze()
     runtime.sessions.shutdown(settings.shutdown_grace_s, "broker shutting down")
-    await broker.server.stop(settings.shutdown_grace_s)
+    stopping = [broker.server.stop(settings.shutdown_grace_s)]
+    if broker.http is not None:
+        stopping.append(broker.http.stop())
+    await asyncio.gather(*stopping)
     await supervisor.cancel_restartable()
     broker.committer.stop()
     try:
@@ -279,6 +316,13 @@ async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
             kept,
             grace_us / MICROS,
         )
+
+
+def _announce_http(settings: Settings, http: HttpServer) -> None:
+    """The HTTP API's URL (tests and `taskyard dev` read this line)."""
+    assert settings.http_listen is not None
+    host = settings.http_listen.rsplit(":", 1)[0] or "127.0.0.1"
+    log.info("HTTP/JSON API at %s://%s:%d/", http.scheme, host, http.port)
 
 
 def _announce(settings: Settings, port: int, backend: str) -> None:

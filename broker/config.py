@@ -25,6 +25,9 @@ class Limits:
     max_lease_items: int = 5000  # heartbeats, completions or releases per Lease message
     submit_rate: float = 10_000.0
     submit_burst: int = 20_000
+    # Log records (ctx.log) stored per attempt; past either, one WARNING record says so.
+    task_log_lines: int = 1000
+    task_log_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class Settings:
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.
     metrics_listen: str | None = None
     otlp_endpoint: str | None = None
+    # The HTTP/JSON API (docs/http.md): host:port, or None for none.
+    http_listen: str | None = None
+    # WatchEvents resumes within the last this many events (docs/events.md).
+    event_window: int = 100_000
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)
 

@@ -1,4 +1,4 @@
-"""The gRPC server: our services, health and reflection on one port."""
+"""The gRPC server: our services (api/services.py), health and reflection on one port."""
 
 from __future__ import annotations
 
@@ -6,32 +6,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.api.queue_service import QueueService
+from broker.api import services
 from broker.api.runtime import Runtime
-from broker.api.schedule_service import ScheduleService
-from broker.api.stats_service import StatsService
-from broker.api.system_service import SystemService
-from broker.api.task_service import TaskService
-from broker.api.worker_service import WorkerService
-from broker.api.workflow_service import WorkflowService
+from broker.api.services import Service
 from broker.errors import ConfigError
 from broker.security.interceptor import Guard
 from broker.security.tls import add_port
 from taskyard.v1 import (
+    event_service_pb2,
     queue_service_pb2,
-    queue_service_pb2_grpc,
     schedule_service_pb2,
-    schedule_service_pb2_grpc,
     stats_service_pb2,
-    stats_service_pb2_grpc,
     system_service_pb2,
-    system_service_pb2_grpc,
     task_service_pb2,
-    task_service_pb2_grpc,
     worker_service_pb2,
-    worker_service_pb2_grpc,
     workflow_service_pb2,
-    workflow_service_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -41,12 +30,13 @@ SERVICE_NAMES = (
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
 )
 
 
 def build_server(
-    runtime: Runtime, *, guard: Guard | None = None
+    runtime: Runtime, *, guard: Guard | None = None, served: list[Service] | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     limit = runtime.settings.limits.max_message_bytes
     # Authentication, authorization and per-identity limits (broker/security).
@@ -64,17 +54,12 @@ def build_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
-    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(runtime), server)
-    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(runtime), server)
-    stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsService(runtime), server)
-    schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
-        ScheduleService(runtime), server
-    )
-    workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
-        WorkflowService(runtime), server
-    )
+    for service in served if served is not None else services.build(runtime):
+        handlers = service.handlers
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.name, handlers),)
+        )
+        server.add_registered_method_handlers(service.name, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

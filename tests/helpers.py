@@ -22,6 +22,7 @@ from taskyard.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on [^:]+:(\d+)")
+HTTP_READY = re.compile(r"HTTP/JSON API at https?://[^:]+:(\d+)/")
 START_TIMEOUT_S = 30.0
 
 
@@ -38,13 +39,15 @@ class LoggedProcess:
     outlives_test: bool = False  # set by module-scoped fixtures; kill_leftovers spares it
 
     @classmethod
-    async def start(cls, args: Sequence[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
+    async def start(
+        cls, args: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path = ROOT
+    ) -> LoggedProcess:
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         self = cls(proc, log_path)
@@ -158,6 +161,7 @@ class Broker:
     process: LoggedProcess | None = None
     port: int = 0
     starts: int = 0
+    http_port: int = 0  # with --http-listen among extra_args
 
     @property
     def target(self) -> str:
@@ -176,6 +180,10 @@ class Broker:
         self.process = await LoggedProcess.start(args, log_path, python_env())
         match = await self.process.wait_for_line(READY)
         self.port = int(match.group(1))
+        if "--http-listen" in self.extra_args:
+            # Announced before the gRPC line: already read.
+            http = await self.process.wait_for_line(HTTP_READY, timeout=1)
+            self.http_port = int(http.group(1))
 
     async def stop(self) -> int:
         assert self.process is not None

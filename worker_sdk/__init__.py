@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from worker_sdk._admin import Distribution, Queue, QueueStats, TaskStats, WorkerInfo
 from worker_sdk._client import Client, SyncClient
-from worker_sdk._context import TaskContext
-from worker_sdk._errors import BatchSubmitError, NonRetryableError, TaskFailed, TaskyardError
+from worker_sdk._context import CONTEXT, TaskContext
+from worker_sdk._definition import SyncTaskHandle, TaskCall, TaskDefinition, TaskHandle, task
+from worker_sdk._errors import (
+    BatchSubmitError,
+    FieldError,
+    MemoryLimitExceeded,
+    NonRetryableError,
+    Retry,
+    TaskFailed,
+    TaskyardError,
+    ValidationError,
+    WorkerProcessCrashed,
+)
+from worker_sdk._events import Event
+from worker_sdk._lifecycle import Resources
 from worker_sdk._node_context import NodeContext
+from worker_sdk._process_pool import ProcessPool
 from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
     Attempt,
+    LogRecord,
     Progress,
     RetryPolicy,
     Task,
@@ -35,25 +50,37 @@ from worker_sdk._workflows import (
 )
 
 __all__ = [
+    "CONTEXT",
     "Attempt",
     "BatchSubmitError",
     "Client",
     "Distribution",
+    "Event",
+    "FieldError",
+    "LogRecord",
+    "MemoryLimitExceeded",
     "NodeContext",
     "NodeInfo",
     "NonRetryableError",
     "ParentResult",
+    "ProcessPool",
     "Progress",
     "Queue",
     "QueueStats",
+    "Resources",
+    "Retry",
     "RetryPolicy",
     "Schedule",
     "ScheduleFire",
     "SyncClient",
+    "SyncTaskHandle",
     "Task",
+    "TaskCall",
     "TaskContext",
+    "TaskDefinition",
     "TaskError",
     "TaskFailed",
+    "TaskHandle",
     "TaskSpec",
     "TaskState",
     "TaskStats",
@@ -61,8 +88,10 @@ __all__ = [
     "TemplateParam",
     "TemplateStart",
     "Timeouts",
+    "ValidationError",
     "Worker",
     "WorkerInfo",
+    "WorkerProcessCrashed",
     "Workflow",
     "WorkflowInfo",
     "WorkflowState",
@@ -71,4 +100,5 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "task",
 ]

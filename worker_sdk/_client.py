@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import itertools
+import random
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
@@ -21,7 +23,7 @@ from taskyard.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from worker_sdk import _tracing
+from worker_sdk import _events, _tracing
 from worker_sdk._admin import (
     QS,
     Queue,
@@ -32,20 +34,32 @@ from worker_sdk._admin import (
     task_stats_request,
 )
 from worker_sdk._credentials import ChannelSecurity, aio_channel
-from worker_sdk._errors import TaskFailed, TaskyardError
+from worker_sdk._errors import BatchSubmitError, TaskFailed, TaskyardError, maybe_applied
+from worker_sdk._events import Event
 from worker_sdk._portal import Portal, blocking, iterating, opening
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
-    batch_requests,
-    batch_results,
+    MAX_BATCH,
+    batch_items,
+    batch_request,
     create_request,
     list_request,
+    not_sent,
     purge_request,
     spec_of,
 )
 from worker_sdk._schedules import ScheduleMethods
-from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, Timeouts
+from worker_sdk._types import (
+    Attempt,
+    LogRecord,
+    RetryPolicy,
+    Specified,
+    Task,
+    TaskSpec,
+    TaskState,
+    Timeouts,
+)
 from worker_sdk._workflow_client import WorkflowMethods
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
@@ -147,24 +161,80 @@ class Client(ScheduleMethods, WorkflowMethods):
             timeouts=timeouts,
             concurrency_key=concurrency_key,
         )
-        with _tracing.submit_span(type, queue) as span:
+        return await self._submit_spec(spec)
+
+    async def _submit_spec(self, spec: TaskSpec) -> Task:
+        with _tracing.submit_span(spec.type, spec.queue) as span:
             response = await self._call(self._stub.CreateTask, create_request(spec))
             _tracing.submitted(span, response.task.id)
         return Task.from_proto(response.task)
 
-    async def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
-        """Submit many tasks, 1,000 per call.
+    async def submit_many(
+        self,
+        specs: Iterable[TaskSpec | Specified],
+        *,
+        chunk_size: int = MAX_BATCH,
+        rate_limit_wait: float = 60.0,
+    ) -> builtins.list[Task]:
+        """Submit many tasks: `chunk_size` per call, one call after another.
+
+        A chunk refused because the caller submits too fast (``RATE_LIMITED``) is sent again
+        after the broker's retry hint (or an exponential backoff), for up to
+        ``rate_limit_wait`` seconds in all.
+
+        Args:
+            specs: `TaskSpec`s, or typed calls (``resize.call(...)``).
+            chunk_size: Tasks per call, 1 to 1,000 (the broker's limit per call).
+            rate_limit_wait: Seconds the whole submission may spend waiting on rate limits.
 
         Raises:
-            BatchSubmitError: some items were rejected (the rest were created).
+            BatchSubmitError: not every task was created. Items the broker rejected do not
+                stop the others; a chunk refused or lost as a whole stops the batch. The
+                error lists what was created (``created``, ``results``) and which items
+                may or may not exist (``uncertain``).
         """
-        items = list(specs)
+        if not 1 <= chunk_size <= MAX_BATCH:
+            raise ValueError(f"chunk_size must be 1 to {MAX_BATCH}, got {chunk_size}")
+        items = [s if isinstance(s, TaskSpec) else s.spec for s in specs]
+        deadline = asyncio.get_running_loop().time() + rate_limit_wait
+        results: builtins.list[Task | TaskyardError] = []
         with _tracing.submit_span(items[0].type if items else "", None, len(items)):
-            responses = [
-                await self._call(self._stub.BatchCreateTasks, request)
-                for request in batch_requests(items)
-            ]
-        return batch_results(responses)
+            for start in range(0, len(items), chunk_size):
+                chunk = items[start : start + chunk_size]
+                try:
+                    response = await self._create_batch(batch_request(chunk), deadline)
+                except TaskyardError as error:
+                    uncertain = range(start, start + len(chunk)) if maybe_applied(error) else ()
+                    results += [error] * len(chunk)
+                    results += [not_sent(error)] * (len(items) - len(results))
+                    raise BatchSubmitError(results, uncertain=uncertain) from error
+                results += batch_items(response)
+        if any(isinstance(r, TaskyardError) for r in results):
+            raise BatchSubmitError(results)
+        return [r for r in results if isinstance(r, Task)]
+
+    async def _create_batch(
+        self, request: task_service_pb2.BatchCreateTasksRequest, deadline: float
+    ) -> task_service_pb2.BatchCreateTasksResponse:
+        """BatchCreateTasks, sent again while it is rate-limited and the deadline allows."""
+        loop = asyncio.get_running_loop()
+        for attempt in itertools.count():
+            try:
+                response: task_service_pb2.BatchCreateTasksResponse = await self._call(
+                    self._stub.BatchCreateTasks, request
+                )
+                return response
+            except TaskyardError as error:
+                if error.reason != "RATE_LIMITED":
+                    raise
+                # Never sooner than the broker's hint; the jitter spreads clients out.
+                hint = error.retry_after
+                wait = hint if hint is not None else min(5.0, 0.1 * 2**attempt)
+                wait *= random.uniform(1.0, 1.25)
+                if loop.time() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def get(self, task_id: str, *, full: bool = True) -> Task:
         """One task; ``full=False`` leaves out its payload and result."""
@@ -209,6 +279,39 @@ class Client(ScheduleMethods, WorkflowMethods):
         request = purge_request(queue=queue, states=states, finished_before=finished_before)
         return int((await self._call(self._stub.PurgeTasks, request)).purged_count)
 
+    async def logs(
+        self, task_id: str, *, follow: bool = False, attempt: int | None = None
+    ) -> AsyncIterator[LogRecord]:
+        """The log records a task's handlers wrote (``ctx.log``), oldest first.
+
+        Args:
+            follow: Keep waiting for new records until the task finishes.
+            attempt: Only this attempt's records.
+        """
+        if follow:
+            request = task_service_pb2.FollowTaskLogsRequest(id=task_id, attempt=attempt or 0)
+            call = self._stub.FollowTaskLogs(request)
+            try:
+                async for response in call:
+                    for record in response.records:
+                        yield LogRecord.from_proto(record)
+            except grpc.RpcError as error:
+                raise TaskyardError.from_rpc_error(error, self.target) from None
+            finally:
+                call.cancel()
+            return
+        token = ""
+        while True:
+            page = task_service_pb2.ListTaskLogsRequest(
+                id=task_id, attempt=attempt or 0, page_token=token
+            )
+            response = await self._call(self._stub.ListTaskLogs, page)
+            for record in response.records:
+                yield LogRecord.from_proto(record)
+            token = response.next_page_token
+            if not token:
+                return
+
     async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[Task]:
         """Yield the task on every state change and progress report until it finishes.
 
@@ -226,6 +329,36 @@ class Client(ScheduleMethods, WorkflowMethods):
             raise TaskyardError.from_rpc_error(error, self.target) from None
         finally:
             call.cancel()
+
+    async def events(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        queues: Iterable[str] = (),
+        types: Iterable[str] = (),
+        states: Iterable[TaskState | str] = (),
+        labels: dict[str, str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield what happens in the broker from now on, until the loop stops (docs/events.md).
+
+        Args:
+            kinds: Any of "task_state", "task_progress", "schedule_fire", "worker"; all if
+                empty.
+            queues: Only events of these queues.
+            types: Only events of these task types.
+            states: Only task events whose task is now in one of these states.
+            labels: Only task events of tasks with all of these labels.
+
+        When the broker stops, this reconnects and resumes after the last event
+        it delivered; events it can no longer deliver come as one ``Event``
+        of kind "gap".
+
+        Raises:
+            TaskyardError: the broker refused the subscription.
+        """
+        request = _events.request(kinds, queues, types, states, labels)
+        async for event in _events.follow(self._channel, request, self.target):
+            yield event
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the task to finish and return its result.
@@ -438,6 +571,8 @@ class SyncClient:
     attempts = blocking(Client.attempts)
     purge = blocking(Client.purge)
     watch = iterating(Client.watch)
+    events = iterating(Client.events)
+    logs = iterating(Client.logs)
     wait = blocking(Client.wait)
     create_queue = blocking(Client.create_queue)
     get_queue = blocking(Client.get_queue)

@@ -44,7 +44,7 @@ class NodeContext:
         self,
         assignment: worker_service_pb2.Assignment,
         channel_of: ChannelOf,
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         self.workflow_id = assignment.workflow_id
         self.node = assignment.workflow_node
@@ -124,6 +124,12 @@ class NodeContext:
         return self._blocking(self.fetch_parents())
 
     def _blocking(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coroutine.close()
+            raise RuntimeError(
+                "a handler in a worker's process pool cannot spawn or fetch parents; its "
+                "parents' results are in ctx.workflow.parents"
+            )
         if _on(self._loop):
             raise RuntimeError("call the async method with await on the event loop")
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(

@@ -6,9 +6,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import grpc
+
 from taskyard.v1 import task_pb2, task_service_pb2
 from worker_sdk import _tracing
-from worker_sdk._errors import BatchSubmitError, TaskyardError
+from worker_sdk._errors import TaskyardError
 from worker_sdk._payload import to_payload
 from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
@@ -93,38 +95,33 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
     return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
 
 
-def batch_requests(specs: Iterable[TaskSpec]) -> list[task_service_pb2.BatchCreateTasksRequest]:
-    requests: list[task_service_pb2.BatchCreateTasksRequest] = []
-    current = task_service_pb2.BatchCreateTasksRequest()
-    for spec in specs:
-        current.requests.append(create_request(spec))
-        if len(current.requests) == MAX_BATCH:
-            requests.append(current)
-            current = task_service_pb2.BatchCreateTasksRequest()
-    if current.requests:
-        requests.append(current)
-    return requests
+def batch_request(specs: Sequence[TaskSpec]) -> task_service_pb2.BatchCreateTasksRequest:
+    return task_service_pb2.BatchCreateTasksRequest(requests=[create_request(s) for s in specs])
 
 
-def batch_results(
-    responses: Sequence[task_service_pb2.BatchCreateTasksResponse],
-) -> list[Task]:
+def batch_items(
+    response: task_service_pb2.BatchCreateTasksResponse,
+) -> list[Task | TaskyardError]:
+    """One entry per item of a BatchCreateTasks answer: its task, or why it was rejected."""
     results: list[Task | TaskyardError] = []
-    for response in responses:
-        for item in response.results:
-            if item.HasField("task"):
-                results.append(Task.from_proto(item.task))
-            else:
-                import grpc
+    for item in response.results:
+        if item.HasField("task"):
+            results.append(Task.from_proto(item.task))
+        else:
+            code = next(
+                (c for c in grpc.StatusCode if c.value[0] == item.error.code),
+                grpc.StatusCode.UNKNOWN,
+            )
+            results.append(TaskyardError(code, item.error.reason, item.error.message))
+    return results
 
-                code = next(
-                    (c for c in grpc.StatusCode if c.value[0] == item.error.code),
-                    grpc.StatusCode.UNKNOWN,
-                )
-                results.append(TaskyardError(code, item.error.reason, item.error.message))
-    if any(isinstance(r, TaskyardError) for r in results):
-        raise BatchSubmitError(results)
-    return [r for r in results if isinstance(r, Task)]
+
+def not_sent(error: TaskyardError) -> TaskyardError:
+    return TaskyardError(
+        grpc.StatusCode.CANCELLED,
+        "NOT_SENT",
+        f"not sent: an earlier chunk of the batch failed ({error.reason})",
+    )
 
 
 def list_request(

@@ -12,6 +12,7 @@ from broker.core.options import Defaults
 from broker.engine.committer import Committer
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.events import TaskEvents
+from broker.engine.journal import Journal
 from broker.engine.queue_registry import QueueRegistry
 from broker.store.database import Database
 
@@ -24,6 +25,7 @@ class Runtime:
     committer: Committer
     dispatcher: Dispatcher
     events: TaskEvents
+    journal: Journal  # the global event stream (WatchEvents)
     schema_version: str
     defaults: Defaults
     queues: QueueRegistry

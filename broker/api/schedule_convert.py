@@ -72,15 +72,19 @@ def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
     which = spec.WhichOneof("trigger")
     if which is None:
         raise InvalidArgument(
-            "spec needs a trigger: spec.cron, spec.interval or spec.once", reason=cron.REASON
+            "spec needs a trigger: spec.cron, spec.interval, spec.once or spec.recurrence",
+            reason=cron.REASON,
         )
     out = core.Spec(
         kind={
             "cron": core.TriggerKind.CRON,
             "interval": core.TriggerKind.INTERVAL,
             "once": core.TriggerKind.ONCE,
+            "recurrence": core.TriggerKind.RRULE,
         }[which],
         cron=spec.cron.expression.strip() if which == "cron" else None,
+        rrule=spec.recurrence.rule.strip() if which == "recurrence" else None,
+        exclusions=tuple((r.start_date, r.end_date or r.start_date) for r in spec.exclusions),
         every_us=_dur(spec.interval.every) if which == "interval" else None,
         once_at=_us(spec.once.fire_time)
         if which == "once" and spec.once.HasField("fire_time")
@@ -102,6 +106,7 @@ def policies_in(p: schedule_pb2.SchedulePolicies) -> core.Policies:
         catchup=core.Catchup(p.catchup) if p.catchup else core.Catchup.ONE,
         catchup_limit=p.catchup_limit or core.DEFAULT_CATCHUP_LIMIT,
         overlap=core.Overlap(p.overlap) if p.overlap else core.Overlap.SKIP,
+        max_instances=p.max_instances or 1,
     )
     problems = out.problems()
     if problems:
@@ -279,6 +284,10 @@ def spec_out(spec: core.Spec) -> schedule_pb2.ScheduleSpec:
         out.end_time.CopyFrom(_ts(spec.end_at))
     if spec.jitter_us:
         out.jitter.FromMicroseconds(spec.jitter_us)
+    if spec.kind is core.TriggerKind.RRULE:
+        out.recurrence.rule = spec.rrule or ""
+    for first, last in spec.exclusions:
+        out.exclusions.add(start_date=first, end_date=last)
     return out
 
 
@@ -287,6 +296,7 @@ def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
         catchup=schedule_pb2.CatchupPolicy.ValueType(p.catchup),
         catchup_limit=p.catchup_limit,
         overlap=schedule_pb2.OverlapPolicy.ValueType(p.overlap),
+        max_instances=p.max_instances,
     )
     out.misfire_grace.FromMicroseconds(p.misfire_grace_us)
     return out
@@ -307,6 +317,8 @@ def fire_out(f: core.FireRecord, *, workflow: bool = False) -> schedule_pb2.Sche
     out.record_time.CopyFrom(_ts(f.recorded_at))
     if f.last_missed_at is not None:
         out.last_missed_time.CopyFrom(_ts(f.last_missed_at))
+    if f.run_at is not None:
+        out.run_time.CopyFrom(_ts(f.run_at))
     return out
 
 
@@ -336,6 +348,7 @@ def schedule_out(
     info.missed_count, info.failed_count = c.missed, c.failed
     if record.buffered_at is not None:
         info.buffered_fire_time.CopyFrom(_ts(record.buffered_at))
+    info.running_count = record.running
     out.create_time.CopyFrom(_ts(record.created_at))
     out.update_time.CopyFrom(_ts(record.updated_at))
     return out

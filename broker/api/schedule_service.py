@@ -46,9 +46,19 @@ pb = schedule_service_pb2
 CAS_ATTEMPTS = 20
 MAX_PREVIEW = 1000
 _SUBFIELDS = {
-    "spec": {"cron", "interval", "once", "time_zone", "start_time", "end_time", "jitter"},
+    "spec": {
+        "cron",
+        "interval",
+        "once",
+        "recurrence",
+        "time_zone",
+        "start_time",
+        "end_time",
+        "jitter",
+        "exclusions",
+    },
     "task": set(sc.TEMPLATE_FIELDS),
-    "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap"},
+    "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap", "max_instances"},
 }
 _SETTABLE = ("description", "spec", "task", "policies", "workflow")
 # A change computed from a fresh read: (schedule, now) -> changed schedule, or the same one.

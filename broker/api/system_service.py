@@ -16,6 +16,7 @@ CAPABILITIES = (
     "lease.adopt",
     "task.idempotency",
     "task.watch",
+    "events.watch",
 )
 
 

@@ -24,7 +24,7 @@ from broker.errors import (
     TaskyardError,
 )
 from broker.security import access
-from broker.store import maintenance, tasks
+from broker.store import maintenance, task_logs, tasks
 from taskyard.v1 import (
     error_details_pb2,
     task_pb2,
@@ -263,6 +263,62 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     @maps_errors
+    async def ListTaskLogs(
+        self, request: task_service_pb2.ListTaskLogsRequest, context: Context
+    ) -> task_service_pb2.ListTaskLogsResponse:
+        task_id = validation.task_id(request.id)
+        attempt = _attempt_filter(request.attempt)
+        limit = _log_page_size(request.page_size)
+        fingerprint = convert.filter_fingerprint("logs", task_id, attempt)
+        after = convert.parse_page_token(request.page_token, fingerprint)
+        async with self._rt.db.reader.connect() as conn:
+            if await tasks.get_task(conn, task_id, full=False) is None:
+                raise TaskNotFound(task_id)
+            rows = await task_logs.page(
+                conn, task_id, attempt=attempt, after_id=_log_cursor(after), limit=limit + 1
+            )
+        response = task_service_pb2.ListTaskLogsResponse(
+            records=[convert.log_record(r) for r in rows[:limit]]
+        )
+        if len(rows) > limit:
+            response.next_page_token = convert.page_token(str(rows[limit - 1].id), fingerprint)
+        return response
+
+    @maps_errors
+    async def FollowTaskLogs(
+        self, request: task_service_pb2.FollowTaskLogsRequest, context: Context
+    ) -> AsyncIterator[task_service_pb2.FollowTaskLogsResponse]:
+        task_id = validation.task_id(request.id)
+        attempt = _attempt_filter(request.attempt)
+        events = self._rt.events
+        # Subscribe before the first read, so that no record can slip in between.
+        queue = events.subscribe(task_id)
+        try:
+            after = 0
+            while True:
+                async with self._rt.db.reader.connect() as conn:
+                    # The state first: records are committed no later than the outcome,
+                    # so once it is final, the records read next are all there are.
+                    record = await tasks.get_task(conn, task_id, full=False)
+                    if record is None:
+                        raise TaskNotFound(task_id)
+                    rows = await task_logs.page(
+                        conn, task_id, attempt=attempt, after_id=after, limit=LOG_PAGE
+                    )
+                if rows:
+                    after = rows[-1].id
+                    yield task_service_pb2.FollowTaskLogsResponse(
+                        records=[convert.log_record(r) for r in rows]
+                    )
+                if len(rows) == LOG_PAGE:
+                    continue
+                if record.state.is_terminal:
+                    return
+                await self._next_event(queue)
+        finally:
+            events.unsubscribe(task_id, queue)
+
+    @maps_errors
     async def PurgeTasks(
         self, request: task_service_pb2.PurgeTasksRequest, context: Context
     ) -> task_service_pb2.PurgeTasksResponse:
@@ -299,6 +355,8 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             yield task_service_pb2.WatchTaskResponse(task=snapshot)
             while not record.state.is_terminal:
                 event = await self._next_event(queue)
+                if event is not None and event.logs:
+                    continue  # log records: nothing a watcher of the task sees
                 if event is not None and event.progress is not None:
                     if record.state is TaskState.RUNNING:
                         convert.set_progress(snapshot.progress, event.progress)
@@ -343,6 +401,34 @@ def _terminal_states(values: Iterable[int], *, default: set[TaskState]) -> set[T
             reason="INVALID_STATE",
         )
     return chosen
+
+
+LOG_PAGE = 1000
+MAX_LOG_PAGE = 10_000
+
+
+def _log_page_size(size: int) -> int:
+    if size < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {size}", reason="INVALID_PAGE_SIZE")
+    return min(size or LOG_PAGE, MAX_LOG_PAGE)
+
+
+def _attempt_filter(attempt: int) -> int | None:
+    if attempt < 0:
+        raise InvalidArgument(
+            f"attempt must be >= 0 (0: every attempt), got {attempt}", reason="INVALID_ARGUMENT"
+        )
+    return attempt or None
+
+
+def _log_cursor(after: str | None) -> int:
+    try:
+        return int(after or 0)
+    except ValueError:
+        raise InvalidArgument(
+            "page_token is not a token this broker issued; pass next_page_token unchanged",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
 
 
 def _bound(request: task_service_pb2.ListTasksRequest, field: str) -> int | None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -33,11 +33,14 @@ from broker.core.models import (
     Failed,
     LeaseEnd,
     LeaseRef,
+    LogLine,
     Outcome,
     Succeeded,
 )
 from broker.core.queues import DEFAULT_QUEUE
+from broker.core.task_logs import LogBudget, admit
 from broker.engine.dispatcher import StopReason
+from broker.engine.event_record import WorkerChange
 from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
 from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
@@ -73,6 +76,7 @@ class _Lease:
     expires: int  # as last written to the database
     timeout_us: int  # the task's heartbeat timeout
     cancel_requested: bool = False
+    logs: LogBudget = field(default_factory=LogBudget)  # log records stored this attempt
 
 
 class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceServicer):
@@ -217,13 +221,16 @@ class Session:
         self.draining = True
         self._rt.dispatcher.drain(self)
         self._send(pb.LeaseResponse(drain=pb.Drain(message=message)))
+        row = self.row()
+        self._rt.committer.submit(WriteSessions([row], change=(WorkerChange.DRAINING, row)))
 
     async def run(self) -> None:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
         rt.sessions.add(self)
-        rt.committer.submit(WriteSessions([self.row()]))
+        row = self.row()
+        rt.committer.submit(WriteSessions([row], change=(WorkerChange.CONNECTED, row)))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
             self.worker_id,
@@ -241,7 +248,10 @@ class Session:
             self._open = False
             self._outbox.put_nowait(None)
             rt.sessions.remove(self)
-            rt.committer.submit(WriteSessions([], gone=[self.key]))
+            final = self.row()
+            rt.committer.submit(
+                WriteSessions([], gone=[self.key], change=(WorkerChange.DISCONNECTED, final))
+            )
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:
                 # The worker is gone: its tasks may run again elsewhere now.
@@ -339,6 +349,7 @@ class Session:
                 continue
             lease = self._leases.get(hb.task_id)
             progress = convert.progress(hb.progress, now) if hb.HasField("progress") else None
+            logs = self._admit_logs(hb, lease, now) if hb.logs else ()
             # A lease written to the database with more than half its timeout
             # to go needs no write now: answer from memory.
             fresh = (
@@ -346,17 +357,36 @@ class Session:
                 and lease.lease_id == lease_id
                 and lease.expires - now > lease.timeout_us // 2
             )
-            if fresh and progress is None:
+            if fresh and progress is None and not logs:
                 assert lease is not None
                 convert.set_timestamp(ack.lease_expire_time, lease.expires)
                 ack.cancel_requested = lease.cancel_requested
             else:
-                slow.append(Extension(hb.task_id, lease_id, progress))
+                slow.append(Extension(hb.task_id, lease_id, progress, logs))
         if not slow:
             self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
             return
         future = self._rt.committer.submit(ExtendLeases(slow))
         future.add_done_callback(lambda f: self._extended(f, acks, slow, now))
+
+    def _admit_logs(
+        self, hb: worker_service_pb2.Heartbeat, lease: _Lease | None, now: int
+    ) -> tuple[LogLine, ...]:
+        """The heartbeat's log records that fit its attempt's budget (`--task-log-lines`)."""
+        limits = self._rt.settings.limits
+        # A lease this session does not know yet (adopted through the heartbeat) starts
+        # a budget of its own.
+        budget = lease.logs if lease is not None else LogBudget()
+        lines = convert.log_lines(hb.logs, now)
+        return tuple(
+            admit(
+                budget,
+                lines,
+                max_lines=limits.task_log_lines,
+                max_bytes=limits.task_log_bytes,
+                now_us=now,
+            )
+        )
 
     def _extended(
         self,
@@ -436,6 +466,9 @@ class Session:
             self._leases.pop(ack.task_id, None)
             if ended is None:
                 ack.error.CopyFrom(_LEASE_LOST)
+            else:
+                # The worker learns whether a failure will be retried (on_retry/on_failure).
+                ack.state = int(ended.state)  # type: ignore[assignment]
         self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
 
     def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:

@@ -57,6 +57,18 @@ LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
         click.IntRange(1),
         "Tasks one identity may submit at once above the rate.",
     ),
+    (
+        "--task-log-lines",
+        "task_log_lines",
+        click.IntRange(0),
+        "Log records (ctx.log) stored per task attempt; the rest are dropped, with a notice.",
+    ),
+    (
+        "--task-log-bytes",
+        "task_log_bytes",
+        click.IntRange(0),
+        "Bytes of log text stored per task attempt; the rest are dropped, with a notice.",
+    ),
 ]
 
 

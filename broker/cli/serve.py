@@ -122,6 +122,19 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="host:port for a Prometheus scrape endpoint (/metrics); port 0 picks a free port.",
 )
 @click.option(
+    "--http-listen",
+    envvar="TASKYARD_HTTP_LISTEN",
+    help="host:port to serve the same API over HTTP/1.1 + JSON (Connect protocol; docs/http.md); "
+    "off unless given. Port 0 picks a free port.",
+)
+@click.option(
+    "--event-window",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.event_window,
+    show_default=True,
+    help="Events kept for WatchEvents subscribers to resume from (docs/events.md).",
+)
+@click.option(
     "--otlp-endpoint",
     envvar="TASKYARD_OTLP_ENDPOINT",
     help="Send metrics and dispatch spans over OTLP to this URL (OTEL_EXPORTER_OTLP_* also work).",
@@ -151,6 +164,8 @@ def broker_command(
     schedules_path: str | None,
     templates_path: str | None,
     metrics_listen: str | None,
+    http_listen: str | None,
+    event_window: int,
     otlp_endpoint: str | None,
     log_level: str,
     log_json: bool,
@@ -187,6 +202,8 @@ def broker_command(
         log_level=log_level,
         log_json=log_json,
         metrics_listen=metrics_listen,
+        http_listen=http_listen or None,
+        event_window=event_window,
         otlp_endpoint=otlp_endpoint,
         **security_settings(
             security, replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes)

@@ -143,7 +143,7 @@ def _failed(
     rng: random.Random | None,
     recorded: AttemptOutcome,
 ) -> Transition:
-    if failure.non_retryable or failure.type in policy.non_retryable_error_types:
+    if failure.non_retryable or not policy.retries(failure.type):
         return Transition(
             TaskState.FAILED, row.attempt, row.lost_count, finished_at=now, error=failure
         )
@@ -152,7 +152,10 @@ def _failed(
         return Transition(
             TaskState.DEAD, row.attempt, row.lost_count, finished_at=now, error=failure
         )
-    delay = policy.backoff_us(failures, rng)
+    if failure.retry_delay_us is not None:
+        delay = policy.requested_us(failure.retry_delay_us)
+    else:
+        delay = policy.backoff_us(failures, rng)
     return Transition(
         TaskState.RETRYING if delay > 0 else TaskState.PENDING,
         row.attempt,

@@ -60,11 +60,23 @@ class Progress:
 
 
 @record
+class LogLine:
+    """One log record a handler wrote: when (its worker's clock), how severe, what."""
+
+    at_us: int
+    level: int  # 1 DEBUG, 2 INFO, 3 WARNING, 4 ERROR, 5 CRITICAL (taskyard.v1.TaskLogLevel)
+    message: str
+
+
+@record
 class Failure:
     type: str
     message: str
     details: str = ""
     non_retryable: bool = False
+    # The delay the handler asked for before the next attempt (µs), or None
+    # for the policy's backoff. Decides one transition; never stored.
+    retry_delay_us: int | None = None
 
 
 @record

@@ -125,6 +125,7 @@ async def apply_decisions(
     released = await store.release(conn, release, now) if release else []
     for m in released:
         env.ledger.moved(m.queue, TaskState.BLOCKED, m.state)
+        env.journal.task(m.task_id, m.queue, m.type, m.state, TaskState.BLOCKED, 0)
     env.ready(m.queue for m in released if m.state is TaskState.PENDING)
     later = [m.run_at for m in released if m.state is TaskState.SCHEDULED]
     if later:
@@ -136,6 +137,7 @@ async def apply_decisions(
         )
     for m in skipped:
         env.ledger.moved(m.queue, TaskState.BLOCKED, TaskState.SKIPPED)
+        env.journal.task(m.task_id, m.queue, m.type, TaskState.SKIPPED, TaskState.BLOCKED, 0)
     touched(env, [m.workflow_id for m in released], [m.task_id for m in released])
     return skipped
 
@@ -185,6 +187,7 @@ async def cancel_all(
     for m in cancelled:
         env.ledger.moved(m.queue, m.source, TaskState.CANCELLED)
         env.ledger.finished_waiting(m.queue, m.type, now, TaskState.CANCELLED)
+        env.journal.task(m.task_id, m.queue, m.type, TaskState.CANCELLED, m.source, 0)
     for ref in running:
         env.notices.cancel(ref)
     stop_later(env, running)

@@ -21,6 +21,7 @@ from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
 from broker.engine import flows
 from broker.engine.dispatcher import Dispatcher, StopReason
+from broker.engine.journal import Journal
 from broker.engine.ledger import Ledger
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.engine.notices import Notices
@@ -33,6 +34,8 @@ T = TypeVar("T")
 
 class EventSink(Protocol):
     def state_changed(self, task_ids: Sequence[str]) -> None: ...
+
+    def logged(self, task_ids: Sequence[str]) -> None: ...
 
 
 class DueSink(Protocol):
@@ -50,6 +53,7 @@ class Env:
     due: DueSink
     notices: Notices
     queues: QueueRegistry
+    journal: Journal  # the event stream (WatchEvents)
     ledger: Ledger = field(default_factory=Ledger)
     metrics: MetricsSink = field(default_factory=NoMetrics)
     # Effects of the current transaction to run once it commits (dropped if it
@@ -134,6 +138,7 @@ class CreateTasks(Op[list[str]]):
         for t in new:
             if inserted[t.id] == t.id:  # inserted, not deduplicated
                 _account_insert(env, t, t.id in leased, now)
+                _journal_insert(env, t, t.id in leased)
         ready = {
             t.queue for t in new if t.initial_state is TaskState.PENDING and t.id not in leased
         }
@@ -167,6 +172,11 @@ async def _over_depth(conn: AsyncConnection, offered: Sequence[NewTask], env: En
     return refused
 
 
+def _journal_insert(env: Env, t: NewTask, leased: bool) -> None:
+    state = TaskState.RUNNING if leased else t.initial_state
+    env.journal.task(t.id, t.queue, t.type, state, None, int(leased), (t.owner, t.labels))
+
+
 def _account_insert(env: Env, t: NewTask, leased: bool, now: int) -> None:
     env.ledger.moved(t.queue, None, TaskState.RUNNING if leased else t.initial_state)
     env.ledger.submitted(t.queue, t.type, now)
@@ -195,6 +205,7 @@ class CancelTask(Op[tasks.CancelOutcome]):
             if waited and o.state is TaskState.CANCELLED and o.source is not None:
                 env.ledger.moved(o.queue, o.source, TaskState.CANCELLED)
                 env.ledger.finished_waiting(o.queue, o.type, now, TaskState.CANCELLED)
+                env.journal.task(op.task_id, o.queue, o.type, o.state, o.source, o.attempt)
                 if o.workflow_id is not None:
                     nodes.append(
                         flows.NodeMove(
@@ -224,7 +235,17 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
         cls, conn: AsyncConnection, ops: Sequence[ExtendLeases], env: Env, now: int
     ) -> list[dict[str, leases.ExtendResult]]:
         results = await leases.extend_leases(conn, [i for op in ops for i in op.items], now)
+        for op in ops:
+            for i in op.items:
+                result = results[i.task_id]
+                if i.progress is not None and result.ok:
+                    env.journal.progress(i.task_id, result.queue, result.type, i.progress)
         return [{i.task_id: results[i.task_id] for i in op.items} for op in ops]
+
+    def after_commit(self, result: dict[str, leases.ExtendResult], env: Env) -> None:
+        logged = [i.task_id for i in self.items if i.logs and result[i.task_id].ok]
+        if logged:
+            env.events.logged(logged)
 
 
 class EndLeases(Op[list[leases.Ended | None]]):
@@ -262,6 +283,7 @@ def route_ended(results: Sequence[leases.Ended | None], env: Env, now: int) -> N
         if e is None:
             continue
         env.ledger.moved(e.queue, TaskState.RUNNING, e.state)
+        env.journal.task(e.task_id, e.queue, e.type, e.state, TaskState.RUNNING, e.attempt)
         if e.counted:
             run_us = None if e.started_at is None else now - e.started_at
             env.ledger.ended(e.queue, e.type, now, e.state, run_us, e.lost)

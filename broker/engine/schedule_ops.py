@@ -66,7 +66,9 @@ def _settle(record: core.FireRecord, refused: set[str] | dict[str, str]) -> core
     message = "the task's queue is at its max_depth"
     if isinstance(refused, dict):
         message = refused[record.task_id]
-    return replace(record, result=core.FireResult.FAILED, task_id=None, message=message)
+    return replace(
+        record, result=core.FireResult.FAILED, task_id=None, run_at=None, message=message
+    )
 
 
 async def _start_workflows(
@@ -77,6 +79,16 @@ async def _start_workflows(
     done = await CreateWorkflow.apply_all(conn, ops, env, now) if ops else []
     refused = {d.workflow_id: d.refusal.message for d in done if d.refusal is not None}
     return ops, refused
+
+
+def _journal_fires(
+    env: Env, name: str, records: Sequence[core.FireRecord], tasks: Sequence[NewTask]
+) -> None:
+    by_id = {t.id: t for t in tasks}
+    some = tasks[0] if tasks else None
+    for r in records:
+        task = by_id.get(r.task_id or "", some)
+        env.journal.fire(name, r, task.queue if task else "", task.type if task else "")
 
 
 def _last_started(records: Sequence[core.FireRecord]) -> str | None:
@@ -119,6 +131,9 @@ class FireSchedules(Op[Fired]):
                 last_task_id=_last_started([*released, *records]),
             )
             self._settled.append((item.before.name, [*released, *records]))
+            # A workflow's fires are journaled with its first root's queue and type.
+            firsts = [replace(w.nodes[0].task, id=w.id) for w in item.workflows]
+            _journal_fires(env, item.before.name, [*released, *records], [*item.tasks, *firsts])
         started = tuple(i for i in self._ids if i)
         return Fired(len(won), len(self.items) - len(won), started)
 
@@ -176,10 +191,19 @@ class RunNow(Op[ManualRun]):
             if refused:
                 return ManualRun(None, refused=True)
         fire = core.FireRecord(
-            record.id, at, True, core.FireResult.STARTED, recorded_at=at, task_id=new.id
+            record.id,
+            at,
+            True,
+            core.FireResult.STARTED,
+            recorded_at=at,
+            task_id=new.id,
+            run_at=new.run_at if isinstance(new, NewTask) else at,
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)
+        # A workflow's fire is journaled with its first root's queue and type.
+        first = new if isinstance(new, NewTask) else new.nodes[0].task
+        env.journal.fire(record.name, fire, first.queue, first.type)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:

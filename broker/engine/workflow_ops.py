@@ -374,6 +374,7 @@ class RetryWorkflow(Op["int | Refusal"]):
         plan = await workflow_resets.plan_retry(conn, wf_id)
         for m in await workflow_resets.reset(conn, wf_id, plan, now):
             env.ledger.moved(m.queue, m.source, TaskState.BLOCKED)
+            env.journal.task(m.task_id, m.queue, m.type, TaskState.BLOCKED, m.source, 0)
         decisions = {i: RELEASE for i in plan.roots} | plan.decided
         await store.mark_decided(conn, [i for i in plan.decided if i in plan.gated], now)
         skipped = await flows.apply_decisions(conn, env, decisions, now)

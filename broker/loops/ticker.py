@@ -138,14 +138,20 @@ def plan_item(
             else:
                 if isinstance(task, NewWorkflow):
                     item.workflows.append(task)
+                    run_at = task.nodes[0].task.run_at  # its roots' (jittered) start
                 else:
                     item.tasks.append(task)
-                out = replace(out, task_id=task.id)
+                    run_at = task.run_at
+                out = replace(out, task_id=task.id, run_at=run_at)
         (item.released if released else item.records).append(out)
     return item
 
 
 def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core.FireRecord:
+    message = None
+    if fire.result is core.FireResult.SKIPPED:
+        cap = record.policies.max_instances
+        message = f"{fire.unfinished} earlier run(s) unfinished; max_instances is {cap}"
     return core.FireRecord(
         schedule_id=record.id,
         fire_time=fire.fire_time,
@@ -154,6 +160,7 @@ def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core
         recorded_at=now,
         count=fire.count,
         last_missed_at=fire.last_missed,
+        message=message,
     )
 
 

@@ -97,6 +97,10 @@ def _batch_queues(request: Any) -> Sequence[str]:
     return [r.task.queue or DEFAULT_QUEUE for r in request.requests]
 
 
+def _queues_field(request: Any) -> Sequence[str] | None:
+    return list(request.queues) or None
+
+
 def _queue_message(request: Any) -> Sequence[str] | None:
     return [request.queue.name] if request.queue.name else None
 
@@ -147,6 +151,8 @@ RULES: dict[str, Rule] = {
     _TASKS + "ListTasks": _rule(_S, _O, scope=named("queue"), own=[_S]),
     _TASKS + "WatchTask": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "ListTaskAttempts": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "ListTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "FollowTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "CancelTask": _rule(_S, scope=TASK, own=[_S]),
     _TASKS + "RetryTask": _rule(_O, scope=TASK),
     _TASKS + "RetryTasks": _rule(_O, scope=named("queue")),
@@ -165,6 +171,11 @@ RULES: dict[str, Rule] = {
     _STATS + "GetQueueStats": _rule(_O, scope=named("queue")),
     _STATS + "GetTaskStats": _rule(_O, scope=named("queue")),
     "/taskyard.v1.SystemService/GetSystemInfo": _rule(*EVERYONE),
+    # Submitters see their own tasks' events only; queue-limited identities
+    # must name their queues (docs/events.md).
+    "/taskyard.v1.EventService/WatchEvents": _rule(
+        _S, _O, scope=Scope("request", _queues_field), own=[_S]
+    ),
     # Workflows: submitters create them and act on their own (the servicer
     # compares the workflow's owner); operators everything.
     _FLOWS + "CreateWorkflow": _rule(_S, scope=Scope("request", _create_workflow_queues)),

@@ -22,6 +22,7 @@ from broker.core.models import (
     Failure,
     LeaseEnd,
     LeaseRef,
+    LogLine,
     Lost,
     Progress,
     Released,
@@ -30,6 +31,7 @@ from broker.core.models import (
 from broker.core.record import record
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
+from broker.store import task_logs
 from broker.store.dialect import is_pg
 from broker.store.prepared import BatchWrite
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
@@ -219,6 +221,7 @@ class Extension:
     task_id: str
     lease_id: int
     progress: Progress | None
+    logs: tuple[LogLine, ...] = ()
 
 
 @record
@@ -226,6 +229,8 @@ class ExtendResult:
     ok: bool
     cancel_requested: bool = False
     expires: int = 0
+    queue: str = ""
+    type: str = ""
 
 
 _EXTEND = (
@@ -250,24 +255,33 @@ _EXTEND_WITH_PROGRESS = _EXTEND.values(
 async def extend_leases(
     conn: AsyncConnection, items: Sequence[Extension], now: int
 ) -> dict[str, ExtendResult]:
-    """Extend each held lease by its task's heartbeat timeout, recording any progress."""
+    """Extend each held lease by its task's heartbeat timeout, recording progress and logs.
+
+    Log records are stored with the attempt that holds the lease; those of a lease no
+    longer held are dropped with it.
+    """
     rows = await lease_rows(conn, {i.task_id for i in items})
     results: dict[str, ExtendResult] = {}
     plain: list[dict[str, Any]] = []
     with_progress: list[dict[str, Any]] = []
+    logged: list[tuple[Any, ...]] = []
     for item in items:
         row = rows.get(item.task_id)
         if row is None or not holds(row, item.lease_id):
             results[item.task_id] = ExtendResult(False)
             continue
         expires = now + row.heartbeat_timeout_us
-        results[item.task_id] = ExtendResult(True, row.cancel_requested, expires)
+        results[item.task_id] = ExtendResult(
+            True, row.cancel_requested, expires, row.queue, row.type
+        )
         params = _extend_params(item, expires, now)
         (plain if item.progress is None else with_progress).append(params)
+        logged += [(row.id, row.attempt, x.at_us, x.level, x.message) for x in item.logs]
     if plain:
         await conn.execute(_EXTEND, plain, execution_options=DEFERRED)
     if with_progress:
         await conn.execute(_EXTEND_WITH_PROGRESS, with_progress, execution_options=DEFERRED)
+    await task_logs.insert(conn, logged)
     return results
 
 
@@ -331,6 +345,7 @@ class Ended:
     started_at: int | None = None
     counted: bool = True  # False for a released lease: the attempt never ran
     lost: bool = False
+    attempt: int = 0  # the task's attempt number after the end
     workflow_id: str | None = None  # of a workflow node (engine/flows.py settles it)
 
 
@@ -430,6 +445,7 @@ async def end_leases(
                 started_at=row.started_at,
                 counted=not isinstance(outcome, Released),
                 lost=isinstance(outcome, Lost),
+                attempt=transition.attempt,
                 workflow_id=row.workflow_id,
             )
         )

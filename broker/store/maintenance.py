@@ -16,7 +16,14 @@ from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
 from broker.store.dialect import insert, is_pg
 from broker.store.schema import maintenance as maintenance_table
-from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
+from broker.store.schema import (
+    state_is,
+    task,
+    task_attempt,
+    task_log,
+    task_payload,
+    task_result,
+)
 from broker.store.tasks import _last_attempt, _record
 
 _S = TaskState
@@ -30,18 +37,20 @@ class Moved:
     queue: str
     type: str
     source: TaskState
+    attempt: int = 0
     workflow_id: str | None = None
 
 
 async def _select_moving(
     conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
 ) -> list[Moved]:
-    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state, task.c.workflow_id)
-    query = query.where(where).order_by(order).limit(limit)
+    columns = (task.c.id, task.c.queue, task.c.type, task.c.state, task.c.attempt)
+    query = sa.select(*columns, task.c.workflow_id).where(where).order_by(order).limit(limit)
     if is_pg(conn):
         query = query.with_for_update(skip_locked=True)
     return [
-        Moved(r.id, r.queue, r.type, _S(r.state), r.workflow_id) for r in await conn.execute(query)
+        Moved(r.id, r.queue, r.type, _S(r.state), r.attempt, r.workflow_id)
+        for r in await conn.execute(query)
     ]
 
 
@@ -111,6 +120,8 @@ class Retried:
     task_id: str
     queue: str
     source: TaskState
+    type: str = ""
+    attempt: int = 0
 
 
 async def retry_tasks(
@@ -148,7 +159,7 @@ async def retry_tasks(
             )
         )
         if result.rowcount:
-            out.append(Retried(r.id, r.queue, r.state))
+            out.append(Retried(r.id, r.queue, r.state, r.type, r.attempt))
     return out
 
 
@@ -222,6 +233,7 @@ async def purge(
         (task_payload, task_payload.c.task_id),
         (task_result, task_result.c.task_id),
         (task_attempt, task_attempt.c.task_id),
+        (task_log, task_log.c.task_id),
     ):
         await conn.execute(sa.delete(table).where(column.in_(ids)))
     await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))

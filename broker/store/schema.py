@@ -82,7 +82,7 @@ task = sa.Table(
     sa.Column("trace_context", sa.Text),
     # The identity that created it (revision 0006); NULL without authentication.
     sa.Column("owner", sa.String(200)),
-    # Workflow nodes (revision 0010): NULL for plain tasks, which pay nothing.
+    # Workflow nodes (revision 0009): NULL for plain tasks, which pay nothing.
     sa.Column("workflow_id", sa.String(26)),
     sa.Column("node", sa.String(200)),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
@@ -200,6 +200,24 @@ task_attempt = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("error_details", sa.Text),
 )
+
+# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0009). Rows are
+# inserted in the committer's batches with the lease extensions that carried them, read a
+# task at a time in id order, and deleted with their task by retention and purges.
+task_log = sa.Table(
+    "task_log",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("task_id", sa.String(26), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_task_log_task", "task_id", "id"),
+)  # fmt: skip
 
 # One row per background duty; a replica runs a tick only if it wins the
 # compare-and-set on ran_at (see store.maintenance.claim_tick).
@@ -333,9 +351,20 @@ schedule_fire = sa.Table(
     sa.Column("last_missed_at", sa.BigInteger),
     sa.Column("message", sa.Text),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
+    sa.Column("run_at", sa.BigInteger),  # revision 0011: fire time + jitter
 )
 
-# Workflows (revision 0010, docs/workflows.md). The counters are changed in
+# The tasks each schedule started that may still be unfinished (revision 0011):
+# what `max_instances` counts, joined with `task` for their states. Rows whose
+# task finished or was deleted are pruned in the transactions that fire.
+schedule_instance = sa.Table(
+    "schedule_instance",
+    metadata,
+    sa.Column("schedule_id", sa.String(26), primary_key=True),
+    sa.Column("task_id", sa.String(26), primary_key=True),
+)
+
+# Workflows (revision 0009, docs/workflows.md). The counters are changed in
 # the transactions that finish nodes: `nodes_open` reaching 0 finishes the
 # workflow, with a row lock serialising replicas.
 workflow = sa.Table(

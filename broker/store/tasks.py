@@ -6,7 +6,7 @@ reader pool.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +126,7 @@ class CancelOutcome:
     queue: str = ""
     type: str = ""
     source: TaskState | None = None  # before the cancel
+    attempt: int = 0
     workflow_id: str | None = None  # of a workflow node
 
 
@@ -155,7 +156,9 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
                 error_attempt=row.attempt,
             )
         )
-        return CancelOutcome(True, _S.CANCELLED, None, row.queue, row.type, state, row.workflow_id)
+        return CancelOutcome(
+            True, _S.CANCELLED, None, row.queue, row.type, state, row.attempt, row.workflow_id
+        )
     if state is _S.RUNNING:
         await conn.execute(
             sa.update(task)
@@ -344,3 +347,23 @@ def _last_attempt(record: TaskRecord) -> Attempt:
         outcome=outcome,
         error=error if outcome is not AttemptOutcome.RUNNING else None,
     )
+
+
+# --- Facts for the event stream ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFacts:
+    """What never changes about a task: where it runs, what it is, whose it is."""
+
+    queue: str
+    type: str
+    owner: str | None
+    labels: str | None  # JSON
+
+
+async def task_facts(conn: AsyncConnection, ids: Collection[str]) -> dict[str, TaskFacts]:
+    """The facts of those of these tasks that still exist."""
+    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.owner, task.c.labels)
+    rows = await conn.execute(query.where(task.c.id.in_(list(ids))))
+    return {r.id: TaskFacts(r.queue, r.type, r.owner, r.labels) for r in rows}

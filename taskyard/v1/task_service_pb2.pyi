@@ -630,3 +630,117 @@ class PurgeTasksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeTasksResponse: _TypeAlias = PurgeTasksResponse  # noqa: Y015
+
+@_typing.final
+class ListTaskLogsRequest(_message.Message):
+    """ListTaskLogsRequest is the input of ListTaskLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The task's id."""
+    attempt: _builtins.int
+    """Only this attempt's records; 0 means every attempt's."""
+    page_size: _builtins.int
+    """At most this many records per page: 0 means 1,000, values above 10,000
+    are lowered to 10,000, negative values are INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskLogsRequest: _TypeAlias = ListTaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskLogsResponse(_message.Message):
+    """ListTaskLogsResponse is the output of ListTaskLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` to get the next page; empty on the last page."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskLogRecord]:
+        """The page of records, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_task_pb2.TaskLogRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskLogsResponse: _TypeAlias = ListTaskLogsResponse  # noqa: Y015
+
+@_typing.final
+class FollowTaskLogsRequest(_message.Message):
+    """FollowTaskLogsRequest is the input of FollowTaskLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The task's id."""
+    attempt: _builtins.int
+    """Only this attempt's records; 0 means every attempt's."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowTaskLogsRequest: _TypeAlias = FollowTaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class FollowTaskLogsResponse(_message.Message):
+    """FollowTaskLogsResponse is one message of a FollowTaskLogs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskLogRecord]:
+        """Records not sent before, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_task_pb2.TaskLogRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FollowTaskLogsResponse: _TypeAlias = FollowTaskLogsResponse  # noqa: Y015

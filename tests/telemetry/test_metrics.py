@@ -149,14 +149,19 @@ async def test_running_tasks_show_as_leases_in_flight_and_running(
     await worker.stop()
 
 
+@pytest.mark.parametrize("max_instances", [1, 3])
 async def test_schedule_fires_and_skips_match_the_schedules_own_counts(
-    broker: Broker, client: Client
+    broker: Broker, client: Client, max_instances: int
 ) -> None:
     port = await metrics_port(broker)
-    # Every second; nobody serves the queue, so the first run never finishes and
-    # overlap=skip skips every later fire.
+    # Every second; nobody serves the queue, so no run ever finishes: the first
+    # `max_instances` fires start, and overlap=skip skips every later one.
     await client.create_schedule(
-        "skipper", TaskSpec("echo", queue="unserved"), cron="* * * * * *", overlap="skip"
+        "skipper",
+        TaskSpec("echo", queue="unserved"),
+        cron="* * * * * *",
+        overlap="skip",
+        max_instances=max_instances,
     )
     # Fire times pass on the broker's clock: poll the schedule (no event to await).
     async with asyncio.timeout(30):
@@ -168,10 +173,11 @@ async def test_schedule_fires_and_skips_match_the_schedules_own_counts(
     # the counts are final once it returns.
     await client.pause_schedule("skipper")
     final = await client.get_schedule("skipper")
-    assert final.started_count == 1 and final.skipped_count >= 2 and final.missed_count == 0
+    assert final.started_count == max_instances and final.missed_count == 0
+    assert final.skipped_count >= 2 and final.running_count == max_instances
 
     m = await scrape(port)
-    assert value(m, "taskyard_schedule_fires_total", schedule="skipper") == 1
+    assert value(m, "taskyard_schedule_fires_total", schedule="skipper") == max_instances
     skipped = value(m, "taskyard_schedule_misses_total", schedule="skipper", reason="skipped")
     assert skipped == final.skipped_count
-    assert value(m, "taskyard_schedule_lag_seconds_count", schedule="skipper") == 1
+    assert value(m, "taskyard_schedule_lag_seconds_count", schedule="skipper") == max_instances

@@ -28,9 +28,11 @@ from tests.helpers import ROOT
 FIRST_PARTY = {"broker", "worker_sdk", "taskyard", "__future__"}
 
 
-def _requirements() -> dict[str, Requirement]:
+def _requirements(*, broker: bool = True) -> dict[str, Requirement]:
+    """The client side's dependencies, and (with `broker`) the broker extra's."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    lines = project["dependencies"] + (project["optional-dependencies"]["broker"] if broker else [])
+    return {canonicalize_name(r.name): r for r in map(Requirement, lines)}
 
 
 def _floor(name: str) -> Version:
@@ -39,10 +41,10 @@ def _floor(name: str) -> Version:
     return low
 
 
-def _imported_modules() -> set[str]:
+def _imported_modules(packages: tuple[str, ...] = ("broker", "worker_sdk", "taskyard")) -> set[str]:
     """Every module the shipped code imports by absolute name (`from a import b` counts a.b)."""
     modules: set[str] = set()
-    for package in ("broker", "worker_sdk", "taskyard"):
+    for package in packages:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
@@ -83,6 +85,19 @@ def test_every_library_the_code_imports_is_a_declared_dependency() -> None:
         and canonicalize_name(dist) not in declared
     }
     assert undeclared == {}, "imported directly but not in pyproject.toml's dependencies"
+
+
+def test_the_sdk_imports_only_the_client_sides_dependencies() -> None:
+    # `pip install taskyard` (no extra) must be enough for workers and clients; the SDK may
+    # use opentelemetry-api when it is there (worker_sdk/_tracing.py imports it guarded).
+    client_side = set(_requirements(broker=False)) | {"opentelemetry-api"}
+    beyond = {
+        module: dist
+        for module in sorted(_imported_modules(("worker_sdk", "taskyard")))
+        if (dist := _distribution_of(module)) is not None
+        and canonicalize_name(dist) not in client_side
+    }
+    assert beyond == {}, "the SDK imports a broker-only dependency"
 
 
 def test_some_imports_were_traced_to_their_distributions() -> None:
