@@ -8,13 +8,36 @@ processes (and broker restarts) from the outside.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from typing import Any
 
-from worker_sdk import NonRetryableError, TaskContext, TaskSpec, Worker
+from worker_sdk import CONTEXT, NonRetryableError, TaskContext, TaskSpec, Worker, task
 
-worker = Worker(concurrency=8, shutdown_grace=5.0)
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+@task("wf.typed.point")
+async def point(x: int, y: int) -> Point:
+    """A typed task whose result a child reads back as a Point."""
+    return Point(x, y)
+
+
+@task("wf.typed.total")
+async def total(ctx: TaskContext = CONTEXT) -> dict[str, Any]:
+    """Read each parent's result typed: as the `point` task returns it, or as a type."""
+    assert ctx.workflow is not None
+    first = ctx.workflow.result("p1", point)
+    second = ctx.workflow.result("p2", Point)
+    return {"sum": first.x + first.y + second.x + second.y, "types": [type(first).__name__]}
+
+
+worker = Worker(concurrency=8, shutdown_grace=5.0, tasks=[point, total])
 
 
 def _record(event: str, ctx: TaskContext, *extra: object) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, overload
 
 import grpc
 
@@ -24,6 +24,8 @@ from worker_sdk._types import TaskSpec, TaskState
 from worker_sdk._workflows import NodeInfo, ParentResult, spawned_node
 
 T = TypeVar("T")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 pb = workflow_service_pb2
 ChannelOf = Callable[[], grpc.aio.Channel | None]
 
@@ -69,6 +71,42 @@ class NodeContext:
                 "carries; use `await ctx.workflow.fetch_parents()`"
             )
         return {n: p.result for n, p in self.parents.items() if p.state is TaskState.SUCCEEDED}
+
+    @overload
+    def result(self, node: str) -> Any: ...
+
+    @overload
+    def result(self, node: str, as_: _Typed[Awaitable[R]]) -> R: ...  # an async task's
+
+    @overload
+    def result(self, node: str, as_: _Typed[R]) -> R: ...
+
+    @overload
+    def result(self, node: str, as_: type[R]) -> R: ...
+
+    def result(self, node: str, as_: Any = None) -> Any:
+        """A parent's result, typed: converted to what the parent's typed task returns
+        (pass its `@task` definition) or to a type (a dataclass, a model, ``list[Row]``…).
+
+        Example::
+
+            @task("etl.load")
+            async def load(ctx: TaskContext = CONTEXT) -> int:
+                rows = ctx.workflow.result("extract", extract)   # list[Row], checked
+                return len(rows)
+
+        Raises:
+            LookupError: no parent of that name succeeded, or its result was not in the
+                assignment (``truncated``; ``await fetch_parents()`` gets them all).
+            ValidationError: the result does not match the type.
+        """
+        parent = self.parents.get(node)
+        if parent is None or parent.state is not TaskState.SUCCEEDED or parent.omitted:
+            why = "its result is not in the assignment" if parent else "it is no parent"
+            if parent is not None and parent.state is not TaskState.SUCCEEDED:
+                why = f"it ended {parent.state.value}"
+            raise LookupError(f"no result of parent {node!r} of node {self.node!r}: {why}")
+        return typed(parent.result, as_)
 
     async def fetch_parents(self) -> dict[str, ParentResult]:
         """Every parent's outcome with its result, fetched from the broker when the assignment
@@ -155,3 +193,26 @@ def _on(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+class _Typed(Protocol[R_co]):
+    """A typed task definition as `result` uses it: something with `returns.decode`."""
+
+    @property
+    def returns(self) -> _Decoder[R_co]: ...
+
+
+class _Decoder(Protocol[R_co]):
+    def decode(self, data: Any) -> R_co: ...
+
+
+def typed(value: Any, as_: Any) -> Any:
+    """JSON as a typed task's result type, or as a type (pydantic, loaded only when asked)."""
+    if as_ is None:
+        return value
+    returns = getattr(as_, "returns", None)
+    if returns is not None and hasattr(returns, "decode"):
+        return returns.decode(value)
+    from worker_sdk._convert import Returns
+
+    return Returns(as_).decode(value)

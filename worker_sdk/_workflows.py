@@ -312,13 +312,15 @@ class Workflow:
     def add(
         self,
         name: str,
-        task: TaskSpec,
+        task: TaskSpec | Any,
         *,
         after: Iterable[Node | str] = (),
         trigger_rule: str = "all_succeeded",
         join_spawned: bool = False,
     ) -> Node:
-        """Add a node running ``task`` (a `TaskSpec`); see `node`."""
+        """Add a node running ``task``: a `TaskSpec`, or a typed task's call
+        (``resize.call(path="a.png")``, checked against its signature); see `node`."""
+        task = _spec(task)
         if task.request_id is not None:
             raise ValueError("a node's task takes no request_id; give create_workflow one")
         message = workflow_pb2.WorkflowNode(
@@ -352,6 +354,17 @@ def _task(spec: TaskSpec) -> task_pb2.Task:
     return create_request(spec).task
 
 
+def _spec(task: Any) -> TaskSpec:
+    """A TaskSpec, or the spec of a typed task's `TaskCall` (kept duck-typed: the typed
+    SDK, and pydantic with it, load only for applications that use them)."""
+    if isinstance(task, TaskSpec):
+        return task
+    spec = getattr(task, "spec", None)
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"a node runs a TaskSpec or a typed task's call, not {task!r}")
+    return spec
+
+
 # --- Celery-style canvas --------------------------------------------------------------------
 
 
@@ -368,7 +381,7 @@ class Canvas:
         raise NotImplementedError
 
 
-Item = TaskSpec | Canvas
+Item = TaskSpec | Canvas | Any  # Any: a typed task's TaskCall
 
 
 def _position(prefix: str, index: int) -> str:
@@ -456,7 +469,8 @@ def params_struct(params: dict[str, Any] | None) -> struct_pb2.Struct:
     return out
 
 
-def spawned_node(key: str, task: TaskSpec) -> workflow_service_pb2.SpawnedNode:
+def spawned_node(key: str, task: TaskSpec | Any) -> workflow_service_pb2.SpawnedNode:
+    task = _spec(task)
     if task.request_id is not None:
         raise ValueError("a spawned task takes no request_id; its key makes the spawn idempotent")
     return workflow_service_pb2.SpawnedNode(key=key, task=_task(task))

@@ -353,3 +353,18 @@ async def test_a_workflow_finishes_with_no_client_connected(
     async with Client(broker.target) as later:
         done = await later.wait_workflow(created.id, timeout=max(1.0, deadline - time.monotonic()))
     assert done.state is WorkflowState.SUCCEEDED
+
+
+async def test_typed_tasks_build_nodes_and_read_their_parents_typed(
+    client: Client, worker: WorkerProcess
+) -> None:
+    from tests.workflow_workers import point, total
+
+    wf = Workflow("typed")
+    p1 = wf.add("p1", point.call(1, 2))
+    p2 = wf.add("p2", point.call(x=3, y=4))
+    wf.add("sum", total.call(), after=[p1, p2])
+    done = await client.wait_workflow((await client.create_workflow(wf)).id, timeout=WAIT_S)
+
+    assert done.state is WorkflowState.SUCCEEDED
+    assert (await client.get(done.node("sum").task_id)).result == {"sum": 10, "types": ["Point"]}
