@@ -26,7 +26,7 @@ pytestmark = pytest.mark.chaos
 
 APP = "tests.workflow_workers:worker"
 LOAD_SECONDS = 18
-PACE_S = 0.25
+PACE_S = 0.15
 FAN = 4
 SPAWNED = 3
 
@@ -127,7 +127,7 @@ async def test_acknowledged_workflows_finish_once_through_broker_and_worker_cras
         f"{len(not_once)} nodes not succeeded exactly once, {len(join_reruns)} joins re-run "
         f"(in flight at a crash)"
     )
-    assert len(load.acked) > 20
+    assert len(load.acked) >= 10  # each of a dozen nodes: enough to catch some mid-crash
     assert not failed, [(w.id, w.state, [(n.name, n.state) for n in w.nodes]) for w in failed[:3]]
     assert not wrong_nodes, wrong_nodes[:3]
     assert all(n.state is TaskState.SUCCEEDED for n in nodes)
