@@ -155,7 +155,8 @@ async def _workflows(
         fail_fast = row.failure_policy == FailurePolicy.FAIL_FAST
         if fail_fast and row.state is WorkflowState.RUNNING and row.nodes_failed:
             follow += await fail(conn, env, wf_id, now)
-        elif row.nodes_open == 0 and not row.finished:
+        # Nodes cancelled by a fail-fast were open: they finish it in the next round.
+        if row.nodes_open == 0 and not row.finished:
             await store.finish(conn, wf_id, final_state(row.nodes_failed, row.nodes_cancelled), now)
     return follow
 

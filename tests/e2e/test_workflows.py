@@ -199,6 +199,16 @@ async def test_fail_fast_stops_running_nodes_within_a_second_and_cancels_the_res
     assert error_type(done.node("after_slow")) == "WorkflowFailed"
 
 
+async def test_fail_fast_finishes_a_workflow_whose_only_unfinished_node_failed(
+    client: Client, worker: WorkerProcess
+) -> None:
+    wf = Workflow("alone", failure_policy="fail_fast")
+    wf.node("ok", "wf.noop")
+    wf.node("bad", "wf.fail", after=["ok"])
+    done = await client.wait_workflow((await client.create_workflow(wf)).id, timeout=WAIT_S)
+    assert done.state is WorkflowState.FAILED and done.done
+
+
 async def test_retry_reruns_failed_nodes_and_their_dependents_never_succeeded_ones(
     client: Client, worker: WorkerProcess, tmp_path: Path
 ) -> None:
