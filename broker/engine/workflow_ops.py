@@ -372,6 +372,11 @@ class RetryWorkflow(Op["int | Refusal"]):
                 "retried",
             )
         plan = await workflow_resets.plan_retry(conn, wf_id)
+        if not plan.nodes:  # cancelled, yet every node succeeded (a result beat the cancel)
+            return Refusal(
+                "WORKFLOW_NOT_RETRYABLE",
+                f"no node of workflow {wf_id} failed or was cancelled: nothing to re-run",
+            )
         for m in await workflow_resets.reset(conn, wf_id, plan, now):
             env.ledger.moved(m.queue, m.source, TaskState.BLOCKED)
             env.journal.task(m.task_id, m.queue, m.type, TaskState.BLOCKED, m.source, 0)
