@@ -21,6 +21,9 @@ Each scenario runs several times on a fresh database and reports the median.
   event stream costs (bench/events.py).
 * executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
   its threads: first submission to last result (bench/executors.py).
+* workflow: broker CPU per node of a fan-out/fan-in of --fan nodes against per
+  plain task, and the per-hop latency of a chain of --chain nodes
+  (bench/workflows.py).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.events import subscriber_cost
 from bench.executors import executor_spans
 from bench.schedules import schedule_lag
+from bench.workflows import chain_hops, fan_cost, plain_cost
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
 from worker_sdk import Client, TaskSpec
@@ -64,6 +68,8 @@ class Args:
     stats_tasks: int = 1_000_000
     subscribers: int = 10
     cpu_seconds: float = 1.0
+    fan: int = 10_000
+    chain: int = 1_000
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -281,6 +287,15 @@ async def stats_cost(args: Args, workdir: Path, index: int) -> dict[str, float]:
     }
 
 
+async def workflow_figures(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    """Fan-out/fan-in CPU per node against a plain task's, and chain hop latency."""
+    plain = await plain_cost(Setup(args, workdir, index + 500), _wait_done, args.fan)
+    fan = await fan_cost(Setup(args, workdir, index + 600), _wait_done, args.fan)
+    hops = await chain_hops(Setup(args, workdir, index + 700), _wait_done, args.chain)
+    ratio = fan["fan_cpu_per_node_us"] / plain["plain_cpu_per_task_us"]
+    return plain | fan | {"fan_cpu_ratio": ratio} | hops
+
+
 async def _median_of(
     runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
 ) -> dict[str, Any]:
@@ -328,6 +343,9 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: executor_spans(Setup(args, workdir, i + 500), args.cpu_seconds)
             )
+        if args.scenario == "workflow":
+            report["fan"], report["chain"] = args.fan, args.chain
+            report |= await _median_of(args.runs, lambda i: workflow_figures(args, workdir, i))
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
     return report
@@ -349,7 +367,16 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule", "events", "executors"],
+        choices=[
+            "all",
+            "throughput",
+            "latency",
+            "stats",
+            "schedule",
+            "events",
+            "executors",
+            "workflow",
+        ],
         default="all",
     )
     parser.add_argument(
@@ -364,6 +391,8 @@ def _parse() -> Args:
     parser.add_argument(
         "--cpu-seconds", type=float, default=1.0, help="Executors: CPU seconds per task."
     )
+    parser.add_argument("--fan", type=int, default=10_000, help="Workflow: fan-out width.")
+    parser.add_argument("--chain", type=int, default=1_000, help="Workflow: chain length.")
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
         parser.error("--replicas needs --db postgresql://...; a SQLite file serves one broker")
@@ -381,6 +410,8 @@ def _parse() -> Args:
         ns.stats_tasks,
         ns.subscribers,
         ns.cpu_seconds,
+        ns.fan,
+        ns.chain,
     )
 
 

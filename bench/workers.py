@@ -18,3 +18,10 @@ async def noop(ctx: TaskContext) -> None:
 async def stamp(ctx: TaskContext) -> float:
     """Return when the handler started, for submit→start latency."""
     return time.time()
+
+
+@worker.task("hop")
+async def hop(ctx: TaskContext) -> dict[str, float]:
+    """A chain link: when the handler started, and when it returns."""
+    start = time.time()
+    return {"start": start, "end": time.time()}

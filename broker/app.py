@@ -31,7 +31,7 @@ import grpc
 from grpc_health.v1 import health
 
 from broker import config_file, memory
-from broker.api import schedule_convert, schedules_file, services
+from broker.api import schedule_convert, schedules_file, services, workflow_file
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
@@ -122,7 +122,12 @@ async def build(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
     tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
-    dispatcher = Dispatcher(wake=doorbell.set, queues=queues, on_deliver=tracing.on_deliver)
+    dispatcher = Dispatcher(
+        wake=doorbell.set,
+        queues=queues,
+        on_deliver=tracing.on_deliver,
+        parents_budget=settings.limits.max_payload_bytes,
+    )
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
@@ -180,8 +185,15 @@ async def build(
 
     # The loops.
     poll_s = settings.promote_poll_s
-    reconcile = (
-        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None
+    reconcile = _reconcilers(
+        workflow_file.TemplateRegistrar(
+            workflow_file.templates_from(settings.templates_path),
+            runtime=runtime,
+            path=settings.templates_path,
+        )
+        if settings.templates_path
+        else None,
+        schedules_file.Reconciler(declared, runtime=runtime, factory=factory) if declared else None,
     )
     loops: dict[str, Loop] = {
         "promoter": Promoter(
@@ -281,6 +293,24 @@ async def serve(broker: Broker) -> None:
     finally:
         await broker.telemetry.shutdown()
     log.info("stopped after %d commits", broker.committer.commits)
+
+
+def _reconcilers(
+    templates: workflow_file.TemplateRegistrar | None,
+    schedules: schedules_file.Reconciler | None,
+) -> Callable[[], Awaitable[None]] | None:
+    """What the ticker reconciles at its start: templates first (schedules may start them)."""
+    if templates is not None:
+        templates.check()  # a bad file stops the start
+    parts = [p for p in (templates, schedules) if p is not None]
+    if not parts:
+        return None
+
+    async def reconcile() -> None:
+        for part in parts:
+            await part()
+
+    return reconcile
 
 
 async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:

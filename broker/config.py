@@ -106,6 +106,7 @@ class Settings:
     sqlite_synchronous: str = "NORMAL"
     port_file: str | None = None
     schedules_path: str | None = None  # --schedules (broker/api/schedules_file.py)
+    templates_path: str | None = None  # --templates (broker/api/workflow_file.py)
     log_level: str = "INFO"
     log_json: bool = False
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.

@@ -20,6 +20,7 @@ from taskyard.v1 import (
     system_service_pb2,
     task_service_pb2,
     worker_service_pb2,
+    workflow_service_pb2,
 )
 
 SERVICE_NAMES = (
@@ -30,6 +31,7 @@ SERVICE_NAMES = (
     stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
     event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
 )
 
 

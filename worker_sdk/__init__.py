@@ -19,6 +19,7 @@ from worker_sdk._errors import (
 )
 from worker_sdk._events import Event
 from worker_sdk._lifecycle import Resources
+from worker_sdk._node_context import NodeContext
 from worker_sdk._process_pool import ProcessPool
 from worker_sdk._schedules import Schedule, ScheduleFire
 from worker_sdk._types import (
@@ -34,6 +35,19 @@ from worker_sdk._types import (
 )
 from worker_sdk._version import __version__
 from worker_sdk._worker import Worker
+from worker_sdk._workflows import (
+    NodeInfo,
+    ParentResult,
+    TemplateParam,
+    TemplateStart,
+    Workflow,
+    WorkflowInfo,
+    WorkflowState,
+    WorkflowTemplate,
+    chain,
+    chord,
+    group,
+)
 
 __all__ = [
     "CONTEXT",
@@ -46,7 +60,10 @@ __all__ = [
     "FieldError",
     "LogRecord",
     "MemoryLimitExceeded",
+    "NodeContext",
+    "NodeInfo",
     "NonRetryableError",
+    "ParentResult",
     "ProcessPool",
     "Progress",
     "Queue",
@@ -69,11 +86,20 @@ __all__ = [
     "TaskState",
     "TaskStats",
     "TaskyardError",
+    "TemplateParam",
+    "TemplateStart",
     "Timeouts",
     "ValidationError",
     "Worker",
     "WorkerInfo",
     "WorkerProcessCrashed",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowState",
+    "WorkflowTemplate",
     "__version__",
+    "chain",
+    "chord",
+    "group",
     "task",
 ]

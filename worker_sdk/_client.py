@@ -64,6 +64,7 @@ from worker_sdk._types import (
     TaskState,
     Timeouts,
 )
+from worker_sdk._workflow_client import WorkflowMethods
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
 _BASIC = task_service_pb2.TASK_VIEW_BASIC
@@ -71,7 +72,7 @@ SS = stats_service_pb2
 WS = worker_service_pb2
 
 
-class Client(ScheduleMethods):
+class Client(ScheduleMethods, WorkflowMethods):
     """An asyncio client for TaskService.
 
     Args:
@@ -610,8 +611,22 @@ class SyncClient:
     pause_schedule = blocking(Client.pause_schedule)
     resume_schedule = blocking(Client.resume_schedule)
     run_schedule = blocking(Client.run_schedule)
+    run_workflow_schedule = blocking(Client.run_workflow_schedule)
     preview_schedule = blocking(Client.preview_schedule)
     schedule_fires = iterating(Client.schedule_fires)
+    create_workflow = blocking(Client.create_workflow)
+    start_workflow = blocking(Client.start_workflow)
+    add_workflow_nodes = blocking(Client.add_workflow_nodes)
+    get_workflow = blocking(Client.get_workflow)
+    list_workflows = iterating(Client.list_workflows)
+    list_workflows_page = blocking(Client.list_workflows_page)
+    cancel_workflow = blocking(Client.cancel_workflow)
+    retry_workflow = blocking(Client.retry_workflow)
+    watch_workflow = iterating(Client.watch_workflow)
+    wait_workflow = blocking(Client.wait_workflow)
+    register_template = blocking(Client.register_template)
+    get_template = blocking(Client.get_template)
+    list_templates = iterating(Client.list_templates)
     list_page = blocking(Client.list_page)
     list = iterating(Client.list)  # last: it shadows the builtin in this class's body
 

@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2
 
 from taskyard.v1 import task_pb2, worker_service_pb2
 from worker_sdk._errors import NonRetryableError, Retry
+from worker_sdk._node_context import ChannelOf, NodeContext
 from worker_sdk._payload import from_payload
 from worker_sdk._task_log import task_logger
 
@@ -51,6 +52,7 @@ class TaskContext:
         log_level: int = logging.INFO,
         resources: dict[str, Any] | None = None,
         detached: bool = False,
+        channel_of: ChannelOf | None = None,
     ) -> None:
         self.task_id = assignment.task_id
         self.type = assignment.type
@@ -82,6 +84,9 @@ class TaskContext:
         self._log_sink = log_sink
         self._log_level = log_level
         self._logger: logging.Logger | None = None
+        self._workflow: NodeContext | None = None
+        if assignment.workflow_id:
+            self._workflow = NodeContext(assignment, channel_of or _no_channel, self._loop)
 
     @property
     def id(self) -> str:
@@ -118,6 +123,11 @@ class TaskContext:
             sink = self._log_sink or (lambda when, level, message: None)
             self._logger = task_logger(self.task_id, sink, self._log_level)
         return self._logger
+
+    @property
+    def workflow(self) -> NodeContext | None:
+        """For a workflow node: its workflow, its parents' results, spawning. None otherwise."""
+        return self._workflow
 
     @property
     def payload(self) -> Any:
@@ -270,3 +280,7 @@ class _ContextMarker:
 # Typed as a TaskContext so that `ctx: TaskContext = CONTEXT` type-checks; the worker always
 # passes the real context to a parameter annotated TaskContext.
 CONTEXT: TaskContext = _ContextMarker()  # type: ignore[assignment]
+
+
+def _no_channel() -> None:
+    return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import grpc
 from google.protobuf import field_mask_pb2
 
 from taskyard.v1 import (
@@ -17,9 +18,11 @@ from taskyard.v1 import (
     schedule_service_pb2_grpc,
     task_pb2,
 )
+from worker_sdk._errors import TaskyardError
 from worker_sdk._payload import from_payload
 from worker_sdk._requests import create_request
 from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
+from worker_sdk._workflows import TemplateStart
 
 pb = schedule_service_pb2
 _CATCHUP = ("skip", "one", "all")
@@ -69,6 +72,7 @@ class ScheduleFire:
     last_missed_time: datetime | None = None
     message: str = ""
     run_time: datetime | None = None
+    workflow_id: str = ""  # for a schedule that starts workflows (then task_id is "")
 
     @classmethod
     def from_proto(cls, f: schedule_pb2.ScheduleFire) -> ScheduleFire:
@@ -83,6 +87,7 @@ class ScheduleFire:
             last_missed_time=_time(f, "last_missed_time"),
             message=f.message,
             run_time=_time(f, "run_time"),
+            workflow_id=f.workflow_id,
         )
 
 
@@ -131,6 +136,8 @@ class Schedule:
     exclusions: list[tuple[date, date]] = field(default_factory=list)
     max_instances: int = 1
     running_count: int = 0
+    # For a schedule that starts a workflow (its `task` then has an empty type).
+    workflow: TemplateStart | None = None
 
     @classmethod
     def from_proto(cls, s: schedule_pb2.Schedule) -> Schedule:
@@ -176,6 +183,7 @@ class Schedule:
             ],
             max_instances=pol.max_instances or 1,
             running_count=info.running_count,
+            workflow=TemplateStart.from_proto(s.workflow) if s.HasField("workflow") else None,
         )
 
 
@@ -195,7 +203,7 @@ def _spec_of(t: task_pb2.Task) -> TaskSpec:
 def schedule_request(
     name: str,
     *,
-    task: TaskSpec | None = None,
+    task: TaskSpec | TemplateStart | None = None,
     cron: str | None = None,
     every: Seconds | None = None,
     at: datetime | None = None,
@@ -250,7 +258,10 @@ def schedule_request(
     if max_instances is not None:
         out.policies.max_instances = max_instances
         paths.append("policies.max_instances")
-    if task is not None:
+    if isinstance(task, TemplateStart):
+        out.workflow.CopyFrom(task.to_proto())
+        paths.append("workflow")
+    elif task is not None:
         if task.run_at is not None or task.request_id is not None:
             raise ValueError("a schedule's task takes neither run_at nor request_id")
         out.task.CopyFrom(create_request(task).task)
@@ -339,12 +350,15 @@ class ScheduleMethods:
         )
         return stub
 
-    async def create_schedule(self, /, name: str, task: TaskSpec, **options: Any) -> Schedule:
+    async def create_schedule(
+        self, /, name: str, task: TaskSpec | TemplateStart, **options: Any
+    ) -> Schedule:
         """Create a schedule that submits `task` at each fire time.
 
         Args:
             name: The schedule's name (letters, digits and _ . : - /).
-            task: The task to submit (no run_at, no request_id).
+            task: The task to submit (no run_at, no request_id), or a
+                `TemplateStart`: a registered workflow template to start.
             **options: One trigger: ``cron`` (expression), ``every`` (seconds or
                 timedelta), ``at`` (aware datetime) or ``rrule`` (an RFC 5545
                 rule such as ``"FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17"``); and
@@ -412,9 +426,26 @@ class ScheduleMethods:
         return Schedule.from_proto(response.schedule)
 
     async def run_schedule(self, name: str) -> Task:
-        """Submit the schedule's task once, now; the timetable is unchanged."""
+        """Submit the schedule's task once, now; the timetable is unchanged.
+
+        Raises:
+            TaskyardError: ``SCHEDULE_STARTS_WORKFLOWS`` for a schedule that starts a
+                workflow: it did, and the message names it (see ``run_workflow_schedule``).
+        """
         response = await self._call(self._schedules.RunSchedule, pb.RunScheduleRequest(name=name))
+        if response.workflow_id:
+            raise TaskyardError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "SCHEDULE_STARTS_WORKFLOWS",
+                f"schedule {name!r} starts workflows: it started {response.workflow_id}; "
+                "use run_workflow_schedule",
+            )
         return Task.from_proto(response.task)
+
+    async def run_workflow_schedule(self, name: str) -> str:
+        """Start the workflow of a schedule that starts workflows once, now; returns its id."""
+        response = await self._call(self._schedules.RunSchedule, pb.RunScheduleRequest(name=name))
+        return str(response.workflow_id)
 
     async def preview_schedule(
         self,

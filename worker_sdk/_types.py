@@ -25,6 +25,8 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
     DEAD = "dead"
     EXPIRED = "expired"
+    BLOCKED = "blocked"  # a workflow node waiting for its parents
+    SKIPPED = "skipped"  # a workflow node whose trigger rule can no longer hold
 
     @property
     def is_terminal(self) -> bool:
@@ -41,7 +43,14 @@ class TaskState(StrEnum):
 _TO_PROTO = {s: task_pb2.TaskState.Value(f"TASK_STATE_{s.name}") for s in TaskState}
 _FROM_PROTO = {v: s for s, v in _TO_PROTO.items()}
 _TERMINAL = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.DEAD, TaskState.EXPIRED}
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.DEAD,
+        TaskState.EXPIRED,
+        TaskState.SKIPPED,
+    }
 )
 
 

@@ -226,6 +226,7 @@ class Worker(Registration):
         self._broker_drained = False
         self._heartbeat_interval = 3.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: grpc.aio.Channel | None = None
         self.completed = 0
         self._lifecycle = Lifecycle()
         self._pool_settings = process_pool or ProcessPool()
@@ -362,6 +363,9 @@ class Worker(Registration):
             self._drained.set()
             self._wake.set()
 
+    def _rpc_channel(self) -> grpc.aio.Channel | None:
+        return self._channel
+
     # --- Connection -----------------------------------------------------------------------
 
     async def _connect_loop(self, channels: dict[str, grpc.aio.Channel]) -> None:
@@ -388,6 +392,7 @@ class Worker(Registration):
                 await asyncio.wait_for(self._drained.wait(), delay)
 
     async def _session(self, channel: grpc.aio.Channel, target: str) -> bool:
+        self._channel = channel  # workflow nodes call WorkflowService on it (_node_context)
         call = worker_service_pb2_grpc.WorkerServiceStub(channel).Lease()
         await call.write(pb.LeaseRequest(hello=self._hello()))
         first = await call.read()
@@ -618,6 +623,7 @@ class Worker(Registration):
             log_sink=logs.add,
             log_level=self._log_level,
             resources=self._lifecycle.resources,
+            channel_of=self._rpc_channel,
         )
         job = _Job(
             task_id,

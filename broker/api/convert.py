@@ -13,7 +13,15 @@ from google.protobuf import timestamp_pb2
 from broker.api import options
 from broker.config import Limits, Settings
 from broker.core import task_logs, validation
-from broker.core.models import Claimed, Failure, LogLine, NewTask, Progress, TaskRecord
+from broker.core.models import (
+    Claimed,
+    Failure,
+    LogLine,
+    NewTask,
+    ParentOutcome,
+    Progress,
+    TaskRecord,
+)
 from broker.core.options import Defaults, TaskOptions, Timeouts
 from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
@@ -227,6 +235,9 @@ def task(record: TaskRecord, *, full: bool, default_policy: RetryPolicy) -> task
     )
     if record.trace_context:
         out.trace_context.update(json.loads(record.trace_context))
+    if record.workflow_id is not None:
+        out.workflow_id = record.workflow_id
+        out.workflow_node = record.node or ""
     _set_ts(out.create_time, record.created_at)
     _set_ts(out.run_time, record.run_at)
     if record.started_at is not None:
@@ -345,6 +356,39 @@ def assignment(c: Claimed) -> worker_service_pb2.Assignment:
         _set_ts(out.deadline, c.deadline_at)
     if c.soft_deadline_at is not None:
         _set_ts(out.soft_deadline, c.soft_deadline_at)
+    if c.workflow_id is not None:
+        _node_assignment(out, c)
+    return out
+
+
+def _node_assignment(out: worker_service_pb2.Assignment, c: Claimed) -> None:
+    """A workflow node's assignment: where it belongs and how its parents ended."""
+    out.workflow_id = c.workflow_id or ""
+    out.workflow_node = c.node or ""
+    for p in c.parents:
+        parent_outcome(p, out.parents.add())
+    out.parents_truncated = c.parents_truncated
+
+
+def parent_outcome(
+    p: ParentOutcome, out: worker_service_pb2.ParentOutcome | None = None
+) -> worker_service_pb2.ParentOutcome:
+    out = out if out is not None else worker_service_pb2.ParentOutcome()
+    out.node = p.node
+    out.task_id = p.task_id
+    out.state = _STATE(p.state)
+    out.result_omitted = p.omitted
+    if p.result:
+        out.result.MergeFromString(p.result)
+    elif p.state is TaskState.SUCCEEDED and not p.omitted:
+        out.result.SetInParent()
+    if p.error is not None:
+        e = p.error
+        out.error.CopyFrom(
+            task_pb2.TaskError(
+                type=e.type, message=e.message, details=e.details, non_retryable=e.non_retryable
+            )
+        )
     return out
 
 

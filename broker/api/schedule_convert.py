@@ -13,18 +13,19 @@ from datetime import UTC
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from broker.api import convert
+from broker.api import convert, workflow_convert
 from broker.config import Settings
 from broker.core import cron
 from broker.core import schedules as core
 from broker.core.models import NewTask
 from broker.core.options import Defaults, TaskOptions
 from broker.core.validation import name as check_name
+from broker.core.workflows import NewWorkflow
 from broker.errors import InvalidArgument
 from broker.ids import new_ulid
 from broker.security.limits import SubmitBudget, rate_limited
 from broker.security.roles import ANONYMOUS
-from taskyard.v1 import schedule_pb2, task_pb2, task_service_pb2
+from taskyard.v1 import schedule_pb2, task_pb2, task_service_pb2, workflow_pb2
 
 LABEL_SCHEDULE = "taskyard.schedule"
 LABEL_FIRE_TIME = "taskyard.fire_time"
@@ -137,6 +138,38 @@ def template_in(task: task_pb2.Task, settings: Settings) -> bytes:
     return kept.SerializeToString(deterministic=True)
 
 
+# A schedule that starts a workflow keeps, in place of the serialized Task,
+# b"W" + the length of the serialized WorkflowTemplateRef (4 bytes, big
+# endian) + that ref (version resolved) + the serialized WorkflowTemplate it
+# names. A serialized Task never starts with b"W" (0x57 would be field 10 of
+# wire type 7, which does not exist), so the two cannot be confused.
+_WORKFLOW = b"W"
+
+
+def is_workflow(template: bytes) -> bool:
+    return template[:1] == _WORKFLOW
+
+
+def workflow_target_in(
+    ref: workflow_pb2.WorkflowTemplateRef, found: workflow_pb2.WorkflowTemplate
+) -> bytes:
+    """A workflow target to store: the ref, its version resolved, and the template itself."""
+    kept = workflow_pb2.WorkflowTemplateRef()
+    kept.CopyFrom(ref)
+    kept.version = found.version
+    head = kept.SerializeToString(deterministic=True)
+    body = found.SerializeToString(deterministic=True)
+    return _WORKFLOW + len(head).to_bytes(4, "big") + head + body
+
+
+def workflow_target(
+    template: bytes,
+) -> tuple[workflow_pb2.WorkflowTemplateRef, workflow_pb2.WorkflowTemplate]:
+    size = int.from_bytes(template[1:5], "big")
+    ref = workflow_pb2.WorkflowTemplateRef.FromString(template[5 : 5 + size])
+    return ref, workflow_pb2.WorkflowTemplate.FromString(template[5 + size :])
+
+
 def description_in(text: str) -> str:
     if len(text) > MAX_DESCRIPTION:
         raise InvalidArgument(
@@ -201,23 +234,26 @@ class Factory:
 
     def __call__(
         self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
-    ) -> NewTask:
-        new = self.build(record, fire_time=fire_time, now=now, manual=manual)
+    ) -> NewTask | NewWorkflow:
+        made = self.build(record, fire_time=fire_time, now=now, manual=manual)
         if self._budget is not None:
             owner = record.owner or ANONYMOUS
-            over = self._budget.take(owner, tasks=1, size=len(record.template))
+            count = 1 if isinstance(made, NewTask) else len(made.nodes)
+            over = self._budget.take(owner, tasks=count, size=len(record.template))
             if over is not None:
                 raise rate_limited(owner, over)
-        return new
+        return made
 
     def build(
         self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
-    ) -> NewTask:
-        """The task of a fire, without charging anyone's budget."""
+    ) -> NewTask | NewWorkflow:
+        """What a fire submits (a task, or a template's workflow), charging no budget."""
+        delay = 0 if manual else core.jitter_offset(record.id, fire_time, record.spec.jitter_us)
+        if is_workflow(record.template):
+            return self._workflow(record, fire_time=fire_time, now=now, delay=delay)
         spec = task_pb2.Task.FromString(record.template)
         spec.labels[LABEL_SCHEDULE] = record.name
         spec.labels[LABEL_FIRE_TIME] = rfc3339(fire_time)
-        delay = 0 if manual else core.jitter_offset(record.id, fire_time, record.spec.jitter_us)
         if delay:
             spec.run_time.CopyFrom(_ts(max(now, fire_time) + delay))
         return convert.new_task(
@@ -226,6 +262,27 @@ class Factory:
             settings=self._settings,
             defaults=self._defaults,
             queue_options=self._queue_options,
+        )
+
+    def _workflow(
+        self, record: core.ScheduleRecord, *, fire_time: int, now: int, delay: int
+    ) -> NewWorkflow:
+        """The workflow a fire starts: the stored template with the stored parameters."""
+        ref, found = workflow_target(record.template)
+        spec, values = workflow_convert.instantiate(found, ref.params)
+        spec.labels[LABEL_SCHEDULE] = record.name
+        spec.labels[LABEL_FIRE_TIME] = rfc3339(fire_time)
+        if delay:
+            for node in spec.nodes:
+                node.task.run_time.CopyFrom(_ts(max(now, fire_time) + delay))
+        factory = workflow_convert.NodeFactory(self._settings, self._defaults, self._queue_options)
+        return workflow_convert.new_workflow(
+            spec,
+            factory=factory,
+            now=now,
+            owner=record.owner,  # the schedule's owner owns what it starts
+            request_id=None,
+            template=(found.name, found.version, values),
         )
 
     def check(self, record: core.ScheduleRecord, now: int) -> None:
@@ -268,11 +325,13 @@ def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
     return out
 
 
-def fire_out(f: core.FireRecord) -> schedule_pb2.ScheduleFire:
+def fire_out(f: core.FireRecord, *, workflow: bool = False) -> schedule_pb2.ScheduleFire:
+    """A fire record; for a schedule starting workflows, `task_id` holds the workflow's id."""
     out = schedule_pb2.ScheduleFire(
         result=schedule_pb2.ScheduleFireResult.ValueType(f.result),
-        task_id=f.task_id or "",
-        task_state=task_pb2.TaskState.ValueType(f.task_state or 0),
+        task_id="" if workflow else f.task_id or "",
+        workflow_id=(f.task_id or "") if workflow else "",
+        task_state=task_pb2.TaskState.ValueType(0 if workflow else f.task_state or 0),
         manual=f.manual,
         missed_count=f.count,
         message=f.message or "",
@@ -293,17 +352,20 @@ def schedule_out(
         name=record.name,
         description=record.description,
         spec=spec_out(record.spec),
-        task=task_pb2.Task.FromString(record.template),
         policies=policies_out(record.policies),
         state=schedule_pb2.ScheduleState.ValueType(record.state),
         pause_note=record.pause_note or "",
     )
+    if is_workflow(record.template):
+        out.workflow.CopyFrom(workflow_target(record.template)[0])
+    else:
+        out.task.CopyFrom(task_pb2.Task.FromString(record.template))
     info = out.info
     if record.state is core.ScheduleState.ACTIVE and record.next_fire_at is not None:
         upcoming = [record.next_fire_at, *record.spec.upcoming(record.next_fire_at, NEXT_SHOWN - 1)]
         info.next_fire_times.extend(_ts(t) for t in upcoming)
     if last is not None:
-        info.last_fire.CopyFrom(fire_out(last))
+        info.last_fire.CopyFrom(fire_out(last, workflow=is_workflow(record.template)))
     c = record.counts
     info.started_count, info.skipped_count = c.started, c.skipped
     info.missed_count, info.failed_count = c.missed, c.failed

@@ -13,13 +13,14 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 
-from broker.api import convert
+from broker.api import convert, workflow_convert
 from broker.api import schedule_convert as sc
 from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.core import schedules as core
 from broker.core import validation
 from broker.core.models import NewTask
+from broker.core.workflows import NewWorkflow
 from broker.engine.schedule_ops import (
     DeleteSchedule,
     Hint,
@@ -31,6 +32,7 @@ from broker.engine.schedule_ops import (
 from broker.errors import (
     AlreadyExists,
     InvalidArgument,
+    NotFound,
     QueueFull,
     ResourceExhausted,
     ScheduleNotFound,
@@ -39,7 +41,7 @@ from broker.errors import (
 )
 from broker.security.access import owner_of_new_task
 from broker.store import schedules as store
-from broker.store import tasks
+from broker.store import tasks, workflow_reads
 from taskyard.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc, task_pb2
 
 Context = Any  # grpc.aio.ServicerContext; untyped in the generated stubs
@@ -61,7 +63,7 @@ _SUBFIELDS = {
     "task": set(sc.TEMPLATE_FIELDS),
     "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap", "max_instances"},
 }
-_SETTABLE = ("description", "spec", "task", "policies")
+_SETTABLE = ("description", "spec", "task", "policies", "workflow")
 # A change computed from a fresh read: (schedule, now) -> changed schedule, or the same one.
 Change = Callable[[core.ScheduleRecord, int], core.ScheduleRecord]
 
@@ -95,17 +97,39 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
             last = await store.last_fire(conn, record.id)
         return sc.schedule_out(record, last, now=self._now())
 
-    def _build(self, s: schedule_pb2.Schedule, now: int) -> core.ScheduleRecord:
+    def _build(
+        self, s: schedule_pb2.Schedule, now: int, workflow: bytes | None = None
+    ) -> core.ScheduleRecord:
         record = sc.new_record(
             self._name(s.name),
             sc.description_in(s.description),
             sc.spec_in(s.spec, now=now),
             sc.policies_in(s.policies),
-            sc.template_in(s.task, self._rt.settings),
+            workflow or sc.template_in(s.task, self._rt.settings),
             now=now,
         )
         self._factory.check(record, now)
         return record
+
+    async def _workflow_target(self, s: schedule_pb2.Schedule) -> bytes | None:
+        """A schedule that starts a workflow: its template, read now (the version resolved)."""
+        if not s.HasField("workflow"):
+            return None
+        if s.HasField("task"):
+            raise InvalidArgument(
+                "give a schedule either a task or a workflow, not both",
+                reason="INVALID_SCHEDULE_TASK",
+            )
+        ref = s.workflow
+        async with self._rt.db.reader.connect() as conn:
+            row = await workflow_reads.get_template(conn, ref.name, ref.version)
+        if row is None:
+            raise NotFound(
+                f"no template named {ref.name!r}"
+                + (f" with version {ref.version}" if ref.version else ""),
+                reason="TEMPLATE_NOT_FOUND",
+            )
+        return sc.workflow_target_in(ref, workflow_convert.template_out(row))
 
     @maps_errors
     async def CreateSchedule(
@@ -114,7 +138,10 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         if self._rt.shutting_down:
             raise ShuttingDown()
         # Owned by its creator: for the per-identity cap and its fires' submission budget.
-        record = replace(self._build(request.schedule, self._now()), owner=owner_of_new_task())
+        workflow = await self._workflow_target(request.schedule)
+        record = replace(
+            self._build(request.schedule, self._now(), workflow), owner=owner_of_new_task()
+        )
         cap = self._rt.settings.limits.max_schedules_per_identity
         inserted = await self._rt.committer.submit(
             InsertSchedule(record, self._hint, max_owned=cap)
@@ -160,9 +187,15 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
     ) -> pb.UpdateScheduleResponse:
         name = self._name(request.schedule.name)
         paths = _paths(request.update_mask)
+        workflow = None
+        if "workflow" in paths and request.schedule.HasField("workflow"):
+            # A new workflow target, resolved now; it replaces a task target.
+            workflow = await self._workflow_target(request.schedule)
+            paths = [p for p in paths if not p.startswith("task")]
+        paths = [p for p in paths if p != "workflow"]
 
         def change(before: core.ScheduleRecord, now: int) -> core.ScheduleRecord:
-            return self._changed(before, request.schedule, paths, now)
+            return self._changed(before, request.schedule, paths, now, workflow)
 
         return pb.UpdateScheduleResponse(schedule=await self._replace(name, change))
 
@@ -172,22 +205,31 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         given: schedule_pb2.Schedule,
         paths: list[str],
         now: int,
+        workflow: bytes | None = None,
     ) -> core.ScheduleRecord:
         merged = schedule_pb2.Schedule(
             description=before.description,
             spec=sc.spec_out(before.spec),
-            task=task_pb2.Task.FromString(before.template),
             policies=sc.policies_out(before.policies),
         )
+        starts_workflow = sc.is_workflow(before.template)
+        if not starts_workflow:
+            merged.task.CopyFrom(task_pb2.Task.FromString(before.template))
         field_mask_pb2.FieldMask(paths=paths).MergeMessage(
             given, merged, replace_message_field=True, replace_repeated_field=True
         )
+        template = workflow
+        if template is None:
+            # A workflow target stays unless a task path replaces it with a task.
+            task_given = any(p.startswith("task") for p in paths) and given.HasField("task")
+            keep = starts_workflow and not task_given
+            template = before.template if keep else sc.template_in(merged.task, self._rt.settings)
         after = core.with_settings(
             before,
             description=sc.description_in(merged.description),
             spec=sc.spec_in(merged.spec, now=now),
             policies=sc.policies_in(merged.policies),
-            template=sc.template_in(merged.task, self._rt.settings),
+            template=template,
             now=now,
         )
         self._factory.check(after, now)
@@ -266,16 +308,19 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         record = await self._get(name)
         self._factory.check(record, self._now())  # a bad template fails here, not in a commit
 
-        def make(rec: core.ScheduleRecord, at: int) -> NewTask:
+        def make(rec: core.ScheduleRecord, at: int) -> NewTask | NewWorkflow:
             return self._factory(rec, fire_time=at, now=at, manual=True)
 
         run = await self._rt.committer.submit(RunNow(name, make))
         if run.refused:
-            queue = self._factory.build(record, fire_time=0, now=0, manual=True).queue
+            made = self._factory.build(record, fire_time=0, now=0, manual=True)
+            queue = made.queue if isinstance(made, NewTask) else made.nodes[0].task.queue
             settings = self._rt.queues.get(queue)
             raise QueueFull(queue, settings.max_depth if settings else None)
         if run.task_id is None:
             raise ScheduleNotFound(name)
+        if sc.is_workflow(record.template):
+            return pb.RunScheduleResponse(workflow_id=run.task_id)
         async with self._rt.db.reader.connect() as conn:
             found = await tasks.get_task(conn, run.task_id, full=True)
         assert found is not None
@@ -316,7 +361,10 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
         before = None if token is None else _fire_cursor(token)
         async with self._rt.db.reader.connect() as conn:
             fires = await store.list_fires(conn, record.id, before=before, limit=limit + 1)
-        response = pb.ListScheduleFiresResponse(fires=[sc.fire_out(f) for f in fires[:limit]])
+        workflow = sc.is_workflow(record.template)
+        response = pb.ListScheduleFiresResponse(
+            fires=[sc.fire_out(f, workflow=workflow) for f in fires[:limit]]
+        )
         if len(fires) > limit:
             last = fires[limit - 1]
             cursor = f"{last.fire_time}:{int(last.manual)}"
@@ -341,7 +389,8 @@ def _paths(mask: field_mask_pb2.FieldMask) -> list[str]:
     for path in mask.paths:
         head, _, rest = path.partition(".")
         ok = head in _SETTABLE and (
-            not rest or (head != "description" and rest.split(".")[0] in _SUBFIELDS[head])
+            not rest
+            or (head not in ("description", "workflow") and rest.split(".")[0] in _SUBFIELDS[head])
         )
         if not ok:
             raise InvalidArgument(

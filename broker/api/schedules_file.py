@@ -48,6 +48,7 @@ from google.protobuf import json_format, struct_pb2
 
 from broker import config_file
 from broker.api import schedule_convert as sc
+from broker.api import workflow_convert
 from broker.api.runtime import Runtime
 from broker.config import Settings
 from broker.core import cron
@@ -55,6 +56,7 @@ from broker.core import schedules as core
 from broker.engine.schedule_ops import Inserted, InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
 from broker.store import schedules as store
+from broker.store import workflow_reads
 from taskyard.v1 import schedule_pb2, task_pb2
 
 log = logging.getLogger("taskyard.schedules")
@@ -64,9 +66,10 @@ Table = dict[object, object]  # a YAML or TOML table, keys not yet checked
 _ENTRY_KEYS = {
     "name", "description", "cron", "every", "at", "rrule", "time_zone", "start_time",
     "end_time", "jitter", "exclude", "misfire_grace", "catchup", "catchup_limit", "overlap",
-    "max_instances", "task",
+    "max_instances", "task", "workflow",
 }  # fmt: skip
 _TRIGGERS = ("cron", "every", "at", "rrule")
+_WORKFLOW_KEYS = {"template", "version", "params"}
 _TASK_KEYS = {
     "type", "queue", "priority", "payload", "labels", "max_attempts", "retry", "timeouts",
     "concurrency_key",
@@ -112,7 +115,9 @@ def load(path: str | None, *, settings: Settings, factory: sc.Factory, now: int)
         where = f"{path}: schedules[{index}]" + (f" ({label})" if label else "")
         try:
             schedule = _schedule(entry, where)
-            record = _record(schedule, settings, factory, now)
+            # A workflow target is checked at reconcile time, once templates are registered.
+            target = b"" if schedule.HasField("workflow") else None
+            record = _record(schedule, settings, factory, now, target)
         except InvalidArgument as error:
             raise ConfigError(f"{where}: {error.message}") from None
         if record.name in seen:
@@ -147,17 +152,23 @@ def _entries(path: str) -> list[object]:
 
 
 def _record(
-    s: schedule_pb2.Schedule, settings: Settings, factory: sc.Factory, now: int
+    s: schedule_pb2.Schedule,
+    settings: Settings,
+    factory: sc.Factory,
+    now: int,
+    target: bytes | None = None,
 ) -> core.ScheduleRecord:
+    """`target`: a workflow target (schedule_convert.workflow_target_in); b"": not read yet."""
     record = sc.new_record(
         sc.schedule_name(s.name, settings),
         sc.description_in(s.description),
         sc.spec_in(s.spec, now=now),
         sc.policies_in(s.policies),
-        sc.template_in(s.task, settings),
+        sc.template_in(s.task, settings) if target is None else target,
         now=now,
     )
-    factory.check(record, now)
+    if target != b"":
+        factory.check(record, now)
     return record
 
 
@@ -192,8 +203,17 @@ def _schedule(value: object, where: str) -> schedule_pb2.Schedule:
         first, last = _date_range(item, f"{where}.exclude[{index}]")
         spec.exclusions.add(start_date=first, end_date=last)
     _policies(out.policies, entry, where)
-    if "task" not in entry:
-        raise ConfigError(f"{where}: task is required (at least task.type)")
+    if ("task" in entry) == ("workflow" in entry):
+        raise ConfigError(
+            f"{where}: give a task (at least task.type) or a workflow (workflow.template)"
+        )
+    if "workflow" in entry:
+        ref = _table(entry["workflow"], _WORKFLOW_KEYS, f"{where}.workflow")
+        out.workflow.name = _str(ref.get("template", ""), f"{where}.workflow.template")
+        out.workflow.version = _int(ref.get("version", 0), f"{where}.workflow.version")
+        params = _table(ref.get("params", {}), None, f"{where}.workflow.params")
+        json_format.ParseDict(_jsonable(params), out.workflow.params)
+        return out
     out.task.CopyFrom(_task(entry["task"], f"{where}.task"))
     return out
 
@@ -343,8 +363,11 @@ class Reconciler:
     async def __call__(self) -> None:
         tally = {"created": 0, "updated": 0, "unchanged": 0}
         for item in self._declared:
+            target = await self._workflow_target(item)
+            if target == b"":
+                continue
             wanted = _record(
-                item.schedule, self._rt.settings, self._factory, self._rt.clock.now_us()
+                item.schedule, self._rt.settings, self._factory, self._rt.clock.now_us(), target
             )
             tally[await self._one(wanted)] += 1
         log.info(
@@ -353,6 +376,23 @@ class Reconciler:
             tally["updated"],
             tally["unchanged"],
         )
+
+    async def _workflow_target(self, item: Declared) -> bytes | None:
+        """A workflow schedule's target, from its template as registered now; b"" if missing."""
+        if not item.schedule.HasField("workflow"):
+            return None
+        ref = item.schedule.workflow
+        async with self._rt.db.reader.connect() as conn:
+            row = await workflow_reads.get_template(conn, ref.name, ref.version)
+        if row is None:
+            log.error(
+                "%s: no template named %r (version %s); the schedule is left as it is",
+                item.where,
+                ref.name,
+                ref.version or "latest",
+            )
+            return b""
+        return sc.workflow_target_in(ref, workflow_convert.template_out(row))
 
     async def _one(self, wanted: core.ScheduleRecord) -> str:
         rt = self._rt

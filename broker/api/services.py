@@ -23,6 +23,7 @@ from broker.api.stats_service import StatsService
 from broker.api.system_service import SystemService
 from broker.api.task_service import TaskService
 from broker.api.worker_service import WorkerService
+from broker.api.workflow_service import WorkflowService
 from taskyard.v1 import (
     event_service_pb2_grpc,
     queue_service_pb2_grpc,
@@ -31,6 +32,7 @@ from taskyard.v1 import (
     system_service_pb2_grpc,
     task_service_pb2_grpc,
     worker_service_pb2_grpc,
+    workflow_service_pb2_grpc,
 )
 
 
@@ -61,6 +63,7 @@ _ADDERS: tuple[tuple[Callable[[Any, Any], None], Callable[[Runtime], Any]], ...]
     (stats_service_pb2_grpc.add_StatsServiceServicer_to_server, StatsService),
     (schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server, ScheduleService),
     (event_service_pb2_grpc.add_EventServiceServicer_to_server, EventService),
+    (workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server, WorkflowService),
 )
 
 

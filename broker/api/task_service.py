@@ -236,6 +236,12 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> task_service_pb2.RetryTaskResponse:
         task_id = validation.task_id(request.id)
         before = await self._get(task_id, full=False)
+        if before.workflow_id is not None:
+            raise FailedPrecondition(
+                f"task {task_id} is node {before.node!r} of workflow {before.workflow_id}; "
+                "retry the workflow (RetryWorkflow), which re-runs what depends on it too",
+                reason="WORKFLOW_NODE",
+            )
         if before.state not in maintenance.RETRYABLE:
             raise FailedPrecondition(
                 f"task {task_id} is {before.state.label}; only failed, dead, cancelled or "

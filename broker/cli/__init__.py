@@ -20,6 +20,7 @@ from broker.cli.stats import stats
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.token import token_group
 from broker.cli.worker import worker_command
+from broker.cli.workflows import workflow_group
 
 broker_side: list[click.Command]
 if broker_installed():
@@ -69,6 +70,7 @@ for command in (
     workers_group,
     stats,
     schedule_group,
+    workflow_group,
     token_group,
     whoami,
 ):

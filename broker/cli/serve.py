@@ -119,6 +119,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="YAML or TOML file of schedules, reconciled at start (docs/schedules.md).",
 )
 @click.option(
+    "--templates",
+    "templates_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_TEMPLATES",
+    help="YAML or TOML file of workflow templates, registered at start (docs/workflows.md).",
+)
+@click.option(
     "--metrics-listen",
     envvar="TASKYARD_METRICS_LISTEN",
     help="PORT (on 127.0.0.1) or HOST:PORT for a Prometheus scrape endpoint (/metrics); "
@@ -179,6 +186,7 @@ def broker_command(
     sqlite_synchronous: str,
     port_file: str | None,
     schedules_path: str | None,
+    templates_path: str | None,
     metrics_listen: str | None,
     metrics_token: str | None,
     metrics_token_file: str | None,
@@ -220,6 +228,7 @@ def broker_command(
         sqlite_synchronous=sqlite_synchronous,
         port_file=port_file,
         schedules_path=schedules_path,
+        templates_path=templates_path,
         log_level=log_level,
         log_json=log_json,
         metrics_listen=metrics_listen,

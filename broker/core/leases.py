@@ -45,6 +45,7 @@ class LeaseRow:
     started_at: int | None = None
     type: str = ""
     leased_by: str | None = None  # the identity holding the lease (None: not recorded)
+    workflow_id: str | None = None
 
 
 @record

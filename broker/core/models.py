@@ -32,6 +32,11 @@ class NewTask:
     concurrency_key: str | None = None
     trace_context: str | None = None  # JSON of the W3C headers
     owner: str | None = None  # the identity that created it (broker/security/access.py)
+    # Workflow nodes (core/workflows.py): their workflow, name, and whether
+    # they wait for parents (BLOCKED) rather than start.
+    workflow_id: str | None = None
+    node: str | None = None
+    blocked: bool = False
 
     @property
     def expire_at(self) -> int | None:
@@ -40,6 +45,8 @@ class NewTask:
 
     @property
     def initial_state(self) -> TaskState:
+        if self.blocked:
+            return TaskState.BLOCKED
         return TaskState.SCHEDULED if self.run_at > self.created_at else TaskState.PENDING
 
 
@@ -105,6 +112,8 @@ class TaskRecord:
     trace_context: str | None = None
     payload: bytes | None = None
     result: bytes | None = None
+    workflow_id: str | None = None
+    node: str | None = None
 
 
 @record
@@ -129,6 +138,24 @@ class Claimed:
     soft_deadline_at: int | None = None
     trace_context: str | None = None
     leased_by: str | None = None  # the identity of the session it went to
+    # Workflow nodes: their workflow and name, and how their parents ended
+    # (read in the claim's transaction; see store.workflows.parent_outcomes).
+    workflow_id: str | None = None
+    node: str | None = None
+    parents: tuple[ParentOutcome, ...] = ()
+    parents_truncated: bool = False
+
+
+@record
+class ParentOutcome:
+    """How a parent of a workflow node ended, as its child's worker is told."""
+
+    node: str
+    task_id: str
+    state: TaskState
+    result: bytes | None  # a serialized Payload; None when omitted or not succeeded
+    omitted: bool = False  # the result did not fit the assignment's budget
+    error: Failure | None = None
 
 
 # How an attempt (a lease) ended.

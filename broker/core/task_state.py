@@ -21,6 +21,9 @@ class TaskState(IntEnum):
     CANCELLED = 7
     DEAD = 8
     EXPIRED = 9
+    # Workflow nodes (docs/workflows.md): waiting for parents, or never to run.
+    BLOCKED = 10
+    SKIPPED = 11
 
     @property
     def is_terminal(self) -> bool:
@@ -38,6 +41,7 @@ TERMINAL = frozenset(
         TaskState.CANCELLED,
         TaskState.DEAD,
         TaskState.EXPIRED,
+        TaskState.SKIPPED,
     }
 )
 
@@ -55,11 +59,16 @@ _ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     _S.RUNNING: frozenset(
         {_S.SUCCEEDED, _S.FAILED, _S.DEAD, _S.CANCELLED, _S.RETRYING, _S.PENDING}
     ),
-    # Terminal states only leave through an explicit retry by an operator.
-    _S.FAILED: frozenset({_S.PENDING}),
-    _S.DEAD: frozenset({_S.PENDING}),
-    _S.CANCELLED: frozenset({_S.PENDING}),
-    _S.EXPIRED: frozenset({_S.PENDING}),
+    # A workflow node waits for its parents (not in WAITING: no promotion or
+    # expiry applies to it); its trigger rule releases or skips it.
+    _S.BLOCKED: frozenset({_S.PENDING, _S.SCHEDULED, _S.SKIPPED, _S.CANCELLED}),
+    # Terminal states only leave through an explicit retry by an operator
+    # (RetryTask; RetryWorkflow puts a workflow's nodes back to BLOCKED).
+    _S.FAILED: frozenset({_S.PENDING, _S.BLOCKED}),
+    _S.DEAD: frozenset({_S.PENDING, _S.BLOCKED}),
+    _S.CANCELLED: frozenset({_S.PENDING, _S.BLOCKED}),
+    _S.EXPIRED: frozenset({_S.PENDING, _S.BLOCKED}),
+    _S.SKIPPED: frozenset({_S.BLOCKED}),
     _S.SUCCEEDED: frozenset(),
 }
 

@@ -108,6 +108,7 @@ class Committer:
             env.notices.discard()
             env.ledger.discard()
             env.journal.discard()
+            env.deferred.clear()
             await self._drop_connection()
             if plans and ops:
                 # Claims must never sink the writes they rode along with.
@@ -123,6 +124,9 @@ class Committer:
             if not op.future.done():
                 op.future.set_result(result)
             op.after_commit(result, env)
+        deferred, env.deferred = env.deferred, []
+        for effect in deferred:
+            effect()
         # After the ops' effects: a lease that ended in this commit is stopped
         # before its task is handed to its next holder.
         self._handoff(plans)
@@ -146,6 +150,8 @@ class Committer:
     def _handoff(self, plans: list[Plan]) -> None:
         orphans = self._env.dispatcher.deliver(plans)
         claimed = [c.id for p in plans for c in p.claimed]
+        # Workflow watchers hear of their nodes starting (ids of both kinds are ULIDs).
+        claimed += {c.workflow_id for p in plans for c in p.claimed if c.workflow_id}
         if claimed:
             self._env.events.state_changed(claimed)
         if orphans:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from broker.core.models import Claimed, LeaseRef, NewTask
 from broker.core.queues import QueueSettings
 from broker.store import flow
 from broker.store import leases as store
+from broker.store import workflow_reads as workflows
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,12 @@ class Dispatcher:
         queues: QueueView | None = None,
         on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
         lease_ids: Callable[[], int] = lambda: secrets.randbits(63),
+        parents_budget: int = 1024 * 1024,
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
+        # Workflow nodes' assignments carry their parents' results up to this
+        # many bytes in all (the payload limit); the rest go by reference.
+        self._parents_budget = parents_budget
         self._slots: dict[str, _Slot] = {}
         self._generation: dict[str, int] = {}
         # task id -> (session, lease id) for every lease this replica handed out
@@ -159,7 +164,8 @@ class Dispatcher:
     def mark_ready(self, queues: Iterable[str]) -> None:
         rang = False
         for queue in queues:
-            self._generation[queue] = self._generation.get(queue, 0) + 1
+            # Unseen queues count as generation 1 (see _wants): the first change is 2.
+            self._generation[queue] = self._generation.get(queue, 1) + 1
             rang = True
         if rang and self.wants_claim():
             self._wake()
@@ -212,6 +218,7 @@ class Dispatcher:
                 deadline_at=_after(now, timeouts.execution_us),
                 soft_deadline_at=_after(now, timeouts.soft_us),
                 trace_context=t.trace_context, leased_by=slot.holder.identity,
+                workflow_id=t.workflow_id, node=t.node,
             )  # fmt: skip
             plan.claimed.append(claimed)
             out[t.id] = claimed
@@ -298,6 +305,21 @@ class Dispatcher:
             leased_here[p.queue] = leased_here.get(p.queue, 0) + len(p.claimed)
             if limited.retry_at is not None:
                 self._ready_at(p.queue, limited.retry_at - now)
+        await self._with_parents(conn, plans)
+
+    async def _with_parents(self, conn: AsyncConnection, plans: list[Plan]) -> None:
+        """Workflow nodes just claimed learn how their parents ended (no query otherwise)."""
+        nodes = [c.id for p in plans if p.generation for c in p.claimed if c.workflow_id]
+        if not nodes:
+            return
+        found = await workflows.parent_outcomes(conn, nodes, budget=self._parents_budget)
+        for p in plans:
+            p.claimed = [
+                c
+                if c.id not in found
+                else replace(c, parents=found[c.id][0], parents_truncated=found[c.id][1])
+                for c in p.claimed
+            ]
 
     def _ready_at(self, queue: str, delay_us: int) -> None:
         """Look at a rate-limited queue again when its next token is due."""

@@ -9,7 +9,7 @@ Time-driven and operator ops live in `upkeep.py`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
@@ -28,6 +28,7 @@ from broker.core.models import (
 )
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
+from broker.engine import flows
 from broker.engine.dispatcher import Dispatcher, StopReason
 from broker.engine.journal import Journal
 from broker.engine.ledger import Ledger
@@ -64,6 +65,9 @@ class Env:
     journal: Journal  # the event stream (WatchEvents)
     ledger: Ledger = field(default_factory=Ledger)
     metrics: MetricsSink = field(default_factory=NoMetrics)
+    # Effects of the current transaction to run once it commits (dropped if it
+    # fails), for work shared by ops of several kinds (engine/flows.py).
+    deferred: list[Callable[[], None]] = field(default_factory=list)
 
     def ready(self, queues: Iterable[str]) -> None:
         """Tasks became claimable in these queues: wake this replica and the others."""
@@ -71,6 +75,9 @@ class Env:
         if queues:
             self.dispatcher.mark_ready(queues)
             self.notices.ready(queues)
+
+    def after_commit(self, effect: Callable[[], None]) -> None:
+        self.deferred.append(effect)
 
 
 class Op(Generic[R]):
@@ -157,6 +164,9 @@ class CreateTasks(Op[list[str]]):
 async def _over_depth(conn: AsyncConnection, offered: Sequence[NewTask], env: Env) -> set[str]:
     """Ids of tasks refused because their queue would pass its max_depth."""
     refused: set[str] = set()
+    # Blocked workflow nodes wait for parents, not for workers: their release
+    # must never be refused, so they are not counted against the depth.
+    offered = [t for t in offered if not t.blocked]
     for name in {t.queue for t in offered}:
         settings = env.queues.get(name)
         if settings is None or settings.max_depth is None:
@@ -196,13 +206,23 @@ class CancelTask(Op[tasks.CancelOutcome]):
         cls, conn: AsyncConnection, ops: Sequence[CancelTask], env: Env, now: int
     ) -> list[tasks.CancelOutcome]:
         outcomes = [await tasks.cancel(conn, op.task_id, reason=op.reason, now=now) for op in ops]
+        nodes: list[flows.NodeMove] = []
         for op, o in zip(ops, outcomes, strict=True):
             if o.lease is not None:
                 env.notices.cancel(o.lease)
-            if o.source in WAITING and o.state is TaskState.CANCELLED:
+            waited = o.source in WAITING or o.source is TaskState.BLOCKED
+            if waited and o.state is TaskState.CANCELLED and o.source is not None:
                 env.ledger.moved(o.queue, o.source, TaskState.CANCELLED)
                 env.ledger.finished_waiting(o.queue, o.type, now, TaskState.CANCELLED)
                 env.journal.task(op.task_id, o.queue, o.type, o.state, o.source, o.attempt)
+                if o.workflow_id is not None:
+                    nodes.append(
+                        flows.NodeMove(
+                            op.task_id, o.workflow_id, o.queue, o.type, o.source, o.state
+                        )
+                    )
+        if nodes:
+            await flows.settle(conn, env, nodes, now)
         return outcomes
 
     def after_commit(self, result: tasks.CancelOutcome, env: Env) -> None:
@@ -253,6 +273,7 @@ class EndLeases(Op[list[leases.Ended | None]]):
         ends = [e for op in ops for e in op.ends]
         results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
         route_ended(results, env, now)
+        await flows.settle_ended(conn, env, results, now)
         return split([len(op.ends) for op in ops], results)
 
     def after_commit(self, result: list[leases.Ended | None], env: Env) -> None:

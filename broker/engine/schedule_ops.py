@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core import schedules as core
 from broker.core.models import NewTask
+from broker.core.workflows import NewWorkflow
 from broker.engine.metrics import fires_committed
 from broker.engine.ops import CreateTasks, Env, Op
+from broker.engine.workflow_ops import CreateWorkflow, Done
 from broker.store import schedules as store
 
 Hint = Callable[[int | None], None]
@@ -37,6 +39,7 @@ class FireItem:
     records: list[core.FireRecord]
     released: list[core.FireRecord] = field(default_factory=list)  # BUFFERED rows now settled
     tasks: list[NewTask] = field(default_factory=list)
+    workflows: list[NewWorkflow] = field(default_factory=list)  # schedules starting workflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +61,25 @@ async def _insert_tasks(
     return inner, ids, refused
 
 
-def _settle(record: core.FireRecord, refused: set[str]) -> core.FireRecord:
+def _settle(record: core.FireRecord, refused: set[str] | dict[str, str]) -> core.FireRecord:
     if record.task_id is None or record.task_id not in refused:
         return record
+    message = "the task's queue is at its max_depth"
+    if isinstance(refused, dict):
+        message = refused[record.task_id]
     return replace(
-        record,
-        result=core.FireResult.FAILED,
-        task_id=None,
-        run_at=None,
-        message="the task's queue is at its max_depth",
+        record, result=core.FireResult.FAILED, task_id=None, run_at=None, message=message
     )
+
+
+async def _start_workflows(
+    conn: AsyncConnection, new: list[NewWorkflow], env: Env, now: int
+) -> tuple[list[CreateWorkflow], dict[str, str]]:
+    """Create the fires' workflows (as CreateWorkflow does); returns the ops and refusals."""
+    ops = [CreateWorkflow(wf) for wf in new]
+    done = await CreateWorkflow.apply_all(conn, ops, env, now) if ops else []
+    refused = {d.workflow_id: d.refusal.message for d in done if d.refusal is not None}
+    return ops, refused
 
 
 def _journal_fires(
@@ -94,6 +106,7 @@ class FireSchedules(Op[Fired]):
         self._inner: CreateTasks | None = None
         self._ids: list[str] = []
         self._settled: list[tuple[str, list[core.FireRecord]]] = []  # for telemetry
+        self._flows: list[CreateWorkflow] = []
 
     @classmethod
     async def apply_all(
@@ -106,9 +119,11 @@ class FireSchedules(Op[Fired]):
         self._settled = []  # a retried transaction applies the op again
         new = [t for i in won for t in i.tasks]
         self._inner, self._ids, refused = await _insert_tasks(conn, new, env, now)
+        flows = [w for i in won for w in i.workflows]
+        self._flows, failed = await _start_workflows(conn, flows, env, now)
         for item in won:
-            records = [_settle(r, refused) for r in item.records]
-            released = [_settle(r, refused) for r in item.released]
+            records = [_settle(_settle(r, refused), failed) for r in item.records]
+            released = [_settle(_settle(r, refused), failed) for r in item.released]
             await store.record_fires(
                 conn,
                 item.before.id,
@@ -117,13 +132,17 @@ class FireSchedules(Op[Fired]):
                 last_task_id=_last_started([*released, *records]),
             )
             self._settled.append((item.before.name, [*released, *records]))
-            _journal_fires(env, item.before.name, [*released, *records], item.tasks)
+            # A workflow's fires are journaled with its first root's queue and type.
+            firsts = [replace(w.nodes[0].task, id=w.id) for w in item.workflows]
+            _journal_fires(env, item.before.name, [*released, *records], [*item.tasks, *firsts])
         started = tuple(i for i in self._ids if i)
         return Fired(len(won), len(self.items) - len(won), started)
 
     def after_commit(self, result: Fired, env: Env) -> None:
         if self._inner is not None:
             self._inner.after_commit(self._ids, env)
+        for op in self._flows:
+            op.after_commit(Done(op.wf.id), env)
         for name, records in self._settled:
             fires_committed(env.metrics, name, records)
 
@@ -139,12 +158,15 @@ class RunNow(Op[ManualRun]):
 
     order = 13
 
-    def __init__(self, name: str, make: Callable[[core.ScheduleRecord, int], NewTask]) -> None:
+    def __init__(
+        self, name: str, make: Callable[[core.ScheduleRecord, int], NewTask | NewWorkflow]
+    ) -> None:
         super().__init__()
         self.name = name
         self.make = make  # may raise InvalidArgument: the op then fails alone
         self._inner: CreateTasks | None = None
         self._ids: list[str] = []
+        self._flows: list[CreateWorkflow] = []
         self._committed: tuple[str, core.FireRecord] | None = None
 
     @classmethod
@@ -161,9 +183,14 @@ class RunNow(Op[ManualRun]):
         if record is None:
             return ManualRun(None)
         new = self.make(record, at)
-        self._inner, self._ids, refused = await _insert_tasks(conn, [new], env, at)
-        if refused:
-            return ManualRun(None, refused=True)
+        if isinstance(new, NewWorkflow):
+            self._flows, failed = await _start_workflows(conn, [new], env, at)
+            if failed:
+                return ManualRun(None, refused=True)
+        else:
+            self._inner, self._ids, refused = await _insert_tasks(conn, [new], env, at)
+            if refused:
+                return ManualRun(None, refused=True)
         fire = core.FireRecord(
             record.id,
             at,
@@ -171,16 +198,20 @@ class RunNow(Op[ManualRun]):
             core.FireResult.STARTED,
             recorded_at=at,
             task_id=new.id,
-            run_at=new.run_at,
+            run_at=new.run_at if isinstance(new, NewTask) else at,
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)
-        env.journal.fire(record.name, fire, new.queue, new.type)
+        # A workflow's fire is journaled with its first root's queue and type.
+        first = new if isinstance(new, NewTask) else new.nodes[0].task
+        env.journal.fire(record.name, fire, first.queue, first.type)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:
         if self._inner is not None:
             self._inner.after_commit(self._ids, env)
+        for op in self._flows:
+            op.after_commit(Done(op.wf.id), env)
         if self._committed is not None:
             fires_committed(env.metrics, self._committed[0], [self._committed[1]])
 

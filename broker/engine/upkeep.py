@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, TimedOut
 from broker.core.queues import QueueSettings
 from broker.core.task_state import TERMINAL, TaskState
+from broker.engine import flows
 from broker.engine.dispatcher import StopReason
 from broker.engine.ops import Env, Op, route_ended
 from broker.store import leases, maintenance, queues, tasks
@@ -92,6 +93,7 @@ async def _end(conn: AsyncConnection, ends: list[LeaseEnd], env: Env, now: int) 
         return []
     results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
     route_ended(results, env, now)
+    await flows.settle_ended(conn, env, results, now)
     return [
         LeaseRef(e.task_id, e.lease_id) for e, r in zip(ends, results, strict=True) if r is not None
     ]
@@ -115,6 +117,13 @@ class ExpireTasks(Op[list[str]]):
             env.ledger.moved(m.queue, m.source, TaskState.EXPIRED)
             env.journal.task(m.task_id, m.queue, m.type, TaskState.EXPIRED, m.source, m.attempt)
             env.ledger.finished_waiting(m.queue, m.type, now, TaskState.EXPIRED)
+        nodes = [
+            flows.NodeMove(m.task_id, m.workflow_id, m.queue, m.type, m.source, TaskState.EXPIRED)
+            for m in expired
+            if m.workflow_id is not None
+        ]
+        if nodes:
+            await flows.settle(conn, env, nodes, now)
         return [[m.task_id for m in expired]] + [[] for _ in ops[1:]]
 
     def after_commit(self, result: list[str], env: Env) -> None:

@@ -13,12 +13,15 @@ from collections.abc import Sequence
 
 from broker.clock import MICROS, Clock
 from broker.core.retention import Retention, RetentionPolicy
+from broker.core.workflows import WorkflowState
 from broker.engine.committer import Committer
 from broker.engine.upkeep import ClaimTick, ForgetRequestIds, Purge
+from broker.engine.workflow_ops import PurgeWorkflows
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+WORKFLOW_BATCH = 50  # whole workflows (their nodes: up to 100,000 each)
 
 
 class RetentionLoop:
@@ -48,6 +51,9 @@ class RetentionLoop:
         for queue, retention in self._policy.queues.items():
             purged += await self._purge(retention, now, queue=queue)
         purged += await self._purge(self._policy.default, now, exclude=named)
+        workflows = await self._purge_workflows(self._policy.default, now)
+        if workflows:
+            log.info("retention purged %d finished workflows with their nodes", workflows)
         while (
             await self._committer.submit(
                 ForgetRequestIds(created_before=now - self._policy.request_id_us, limit=BATCH)
@@ -59,6 +65,24 @@ class RetentionLoop:
             log.info("retention purged %d finished tasks", purged)
         self.purged += purged
         return purged
+
+    async def _purge_workflows(self, retention: Retention, now: int) -> int:
+        """Finished workflows go whole, nodes and all, by the broker's default periods.
+
+        Per-queue periods do not apply: a workflow's nodes may sit in many queues,
+        and none of them is purged while its workflow is unfinished.
+        """
+        cutoffs = {
+            WorkflowState.SUCCEEDED: now - retention.succeeded_us,
+            WorkflowState.FAILED: now - retention.failed_us,
+            WorkflowState.CANCELLED: now - retention.cancelled_us,
+        }
+        total = 0
+        while True:
+            deleted = await self._committer.submit(PurgeWorkflows(cutoffs, limit=WORKFLOW_BATCH))
+            total += deleted
+            if deleted < WORKFLOW_BATCH:
+                return total
 
     async def _purge(
         self,

@@ -20,6 +20,7 @@ from typing import Protocol
 from broker.clock import MICROS, Clock
 from broker.core import schedules as core
 from broker.core.models import NewTask
+from broker.core.workflows import NewWorkflow
 from broker.engine.committer import Committer
 from broker.engine.schedule_ops import FireItem, FireSchedules, PruneFires
 from broker.errors import InvalidArgument, ResourceExhausted
@@ -41,7 +42,7 @@ class TaskFactory(Protocol):
 
     def __call__(
         self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
-    ) -> NewTask: ...
+    ) -> NewTask | NewWorkflow: ...
 
 
 class Ticker:
@@ -135,8 +136,13 @@ def plan_item(
             except (InvalidArgument, ResourceExhausted) as error:  # a bad template, a rate
                 out = _failed(out, error.message)
             else:
-                item.tasks.append(task)
-                out = replace(out, task_id=task.id, run_at=task.run_at)
+                if isinstance(task, NewWorkflow):
+                    item.workflows.append(task)
+                    run_at = task.nodes[0].task.run_at  # its roots' (jittered) start
+                else:
+                    item.tasks.append(task)
+                    run_at = task.run_at
+                out = replace(out, task_id=task.id, run_at=run_at)
         (item.released if released else item.records).append(out)
     return item
 

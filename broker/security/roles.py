@@ -126,6 +126,23 @@ _TASKS = "/taskyard.v1.TaskService/"
 _WORKERS = "/taskyard.v1.WorkerService/"
 _QUEUES = "/taskyard.v1.QueueService/"
 _STATS = "/taskyard.v1.StatsService/"
+_FLOWS = "/taskyard.v1.WorkflowService/"
+
+
+def _node_queues(request: Any) -> Sequence[str]:
+    """The queues of a workflow's nodes, as the request states them (templates: unknown)."""
+    nodes = request.nodes if hasattr(request, "nodes") else request.spec.nodes
+    return [n.task.queue or DEFAULT_QUEUE for n in nodes]
+
+
+def _create_workflow_queues(request: Any) -> Sequence[str] | None:
+    # A template's queues are known only once it is read: the servicer checks them then.
+    return _node_queues(request) if request.WhichOneof("source") == "spec" else []
+
+
+def _spawned_queues(request: Any) -> Sequence[str]:
+    return [c.task.queue or DEFAULT_QUEUE for c in request.children]
+
 
 RULES: dict[str, Rule] = {
     _TASKS + "CreateTask": _rule(_S, scope=Scope("request", _task_queue)),
@@ -160,6 +177,23 @@ RULES: dict[str, Rule] = {
     "/taskyard.v1.EventService/WatchEvents": _rule(
         _S, _O, scope=Scope("request", _queues_field), own=[_S]
     ),
+    # Workflows: submitters create them and act on their own (the servicer
+    # compares the workflow's owner); operators everything.
+    _FLOWS + "CreateWorkflow": _rule(_S, scope=Scope("request", _create_workflow_queues)),
+    _FLOWS + "AddWorkflowNodes": _rule(_S, scope=Scope("request", _node_queues), own=[_S]),
+    _FLOWS + "GetWorkflow": _rule(_S, _O, own=[_S]),
+    _FLOWS + "ListWorkflows": _rule(_S, _O, own=[_S]),
+    _FLOWS + "WatchWorkflow": _rule(_S, _O, own=[_S]),
+    # Like tasks: operators repair (retry) but do not cancel work.
+    _FLOWS + "CancelWorkflow": _rule(_S, own=[_S]),
+    _FLOWS + "RetryWorkflow": _rule(_O),
+    # A worker holding a node's lease (the lease is the proof) spawns children
+    # into the queues its identity allows, and reads the node's parents.
+    _FLOWS + "SpawnNodes": _rule(_W, scope=Scope("request", _spawned_queues)),
+    _FLOWS + "ListNodeParents": _rule(_W),
+    _FLOWS + "GetWorkflowTemplate": _rule(_S, _O),
+    _FLOWS + "ListWorkflowTemplates": _rule(_S, _O),
+    _FLOWS + "CreateWorkflowTemplate": _rule(_O, scope=ALL_QUEUES),
 }
 
 # Whole services: every method, including ones added later, gets this rule.

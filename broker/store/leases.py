@@ -60,6 +60,8 @@ _CLAIM_RETURNING = (
     task.c.heartbeat_timeout_us,
     task.c.soft_timeout_us,
     task.c.trace_context,
+    task.c.workflow_id,
+    task.c.node,
     # A correlated subquery saves a second round trip for the payloads; both
     # SQLite and PostgreSQL allow it in RETURNING.
     sa.select(task_payload.c.data)
@@ -179,11 +181,11 @@ def _claimed(
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
             lease_id, expires, payload, worker_id, heartbeat, deadline,
             None if soft is None else now + soft,
-            trace, leased_by,
+            trace, leased_by, workflow, node,
         )
         for (
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
-            expires, deadline, heartbeat, soft, trace, payload,
+            expires, deadline, heartbeat, soft, trace, workflow, node, payload,
         ) in rows
     ]  # fmt: skip
 
@@ -208,6 +210,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.started_at,
         task.c.type,
         task.c.leased_by,
+        task.c.workflow_id,
     ).where(task.c.id.in_(list(ids)))
     if is_pg(conn):
         # In id order, so that two replicas locking overlapping rows cannot deadlock.
@@ -382,6 +385,7 @@ class Ended:
     counted: bool = True  # False for a released lease: the attempt never ran
     lost: bool = False
     attempt: int = 0  # the task's attempt number after the end
+    workflow_id: str | None = None  # of a workflow node (engine/flows.py settles it)
 
 
 _END = (
@@ -481,6 +485,7 @@ async def end_leases(
                 counted=not isinstance(outcome, Released),
                 lost=isinstance(outcome, Lost),
                 attempt=transition.attempt,
+                workflow_id=row.workflow_id,
             )
         )
     await _END_WRITE.run(conn, params)

@@ -40,16 +40,20 @@ class Moved:
     type: str
     source: TaskState
     attempt: int = 0
+    workflow_id: str | None = None
 
 
 async def _select_moving(
     conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
 ) -> list[Moved]:
     columns = (task.c.id, task.c.queue, task.c.type, task.c.state, task.c.attempt)
-    query = sa.select(*columns).where(where).order_by(order).limit(limit)
+    query = sa.select(*columns, task.c.workflow_id).where(where).order_by(order).limit(limit)
     if is_pg(conn):
         query = query.with_for_update(skip_locked=True)
-    return [Moved(r.id, r.queue, r.type, _S(r.state), r.attempt) for r in await conn.execute(query)]
+    return [
+        Moved(r.id, r.queue, r.type, _S(r.state), r.attempt, r.workflow_id)
+        for r in await conn.execute(query)
+    ]
 
 
 async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
@@ -182,7 +186,11 @@ async def finished_records(
 ) -> list[TaskRecord]:
     rows = await conn.execute(
         sa.select(task)
-        .where(task.c.queue == queue, task.c.state.in_([int(s) for s in states]))
+        .where(
+            task.c.queue == queue,
+            task.c.state.in_([int(s) for s in states]),
+            task.c.workflow_id.is_(None),  # nodes are retried with their workflow
+        )
         .order_by(task.c.id)
         .limit(limit)
     )
@@ -208,6 +216,8 @@ async def purge(
             sa.text("finished_at IS NOT NULL"),
             task.c.finished_at < finished_before,
             task.c.state.in_([int(s) for s in states]),
+            # Nodes go with their workflow (store.workflow_reads.purge_workflows).
+            task.c.workflow_id.is_(None),
         )
         .order_by(task.c.finished_at)
         .limit(limit)

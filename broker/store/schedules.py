@@ -21,18 +21,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core import schedules as core
 from broker.core.task_state import TERMINAL
 from broker.store.dialect import insert, is_pg
-from broker.store.schema import schedule, schedule_fire, schedule_instance, task
+from broker.store.schema import schedule, schedule_fire, schedule_instance, task, workflow
 
 _TERMINAL = [int(s) for s in TERMINAL]
 HISTORY_KEEP = 1000
 
 
+def _unfinished() -> sa.ColumnElement[bool]:
+    """A run whose task exists and has not finished, or whose workflow has not finished
+    (a schedule starting workflows records the workflow's id as the run, docs/workflows.md)."""
+    task_open = sa.exists().where(
+        task.c.id == schedule_instance.c.task_id, task.c.state.not_in(_TERMINAL)
+    )
+    workflow_open = sa.exists().where(
+        workflow.c.id == schedule_instance.c.task_id, workflow.c.finished_at.is_(None)
+    )
+    return sa.or_(task_open, workflow_open)
+
+
 def _running() -> sa.ScalarSelect[Any]:
-    """How many of the schedule's runs have a task that exists and has not finished."""
+    """How many of the schedule's runs are unfinished."""
     return (
         sa.select(sa.func.count())
-        .select_from(schedule_instance.join(task, task.c.id == schedule_instance.c.task_id))
-        .where(schedule_instance.c.schedule_id == schedule.c.id, task.c.state.not_in(_TERMINAL))
+        .select_from(schedule_instance)
+        .where(schedule_instance.c.schedule_id == schedule.c.id, _unfinished())
         .scalar_subquery()
     )
 
@@ -265,12 +277,9 @@ async def record_fires(
 
 async def _track_runs(conn: AsyncConnection, schedule_id: str, started: list[str]) -> None:
     """Forget the schedule's runs that finished, and remember the ones just started."""
-    unfinished = sa.exists().where(
-        task.c.id == schedule_instance.c.task_id, task.c.state.not_in(_TERMINAL)
-    )
     await conn.execute(
         sa.delete(schedule_instance).where(
-            schedule_instance.c.schedule_id == schedule_id, sa.not_(unfinished)
+            schedule_instance.c.schedule_id == schedule_id, sa.not_(_unfinished())
         )
     )
     if started:

@@ -90,6 +90,9 @@ task = sa.Table(
     # The identity whose Lease stream holds the current lease (revision 0009);
     # NULL without authentication or for a lease taken before that revision.
     sa.Column("leased_by", sa.String(200)),
+    # Workflow nodes (revision 0011): NULL for plain tasks, which pay nothing.
+    sa.Column("workflow_id", sa.String(26)),
+    sa.Column("node", sa.String(200)),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"
@@ -177,6 +180,16 @@ task = sa.Table(
         sqlite_where=sa.text(OWNERLESS_KEY),
         postgresql_where=sa.text(OWNERLESS_KEY),
     ),
+    # A node's name is unique in its workflow (spawns are idempotent by it),
+    # and the index serves "every node of a workflow".
+    sa.Index(
+        "ux_task_node",
+        "workflow_id",
+        "node",
+        unique=True,
+        sqlite_where=sa.text("workflow_id IS NOT NULL"),
+        postgresql_where=sa.text("workflow_id IS NOT NULL"),
+    ),
 )
 
 task_payload = sa.Table(
@@ -210,7 +223,7 @@ task_attempt = sa.Table(
     sa.Column("error_details", sa.Text),
 )
 
-# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0009). Rows are
+# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0008). Rows are
 # inserted in the committer's batches with the lease extensions that carried them, read a
 # task at a time in id order, and deleted with their task by retention and purges.
 task_log = sa.Table(
@@ -374,4 +387,87 @@ schedule_instance = sa.Table(
     metadata,
     sa.Column("schedule_id", sa.String(26), primary_key=True),
     sa.Column("task_id", sa.String(26), primary_key=True),
+)
+
+# Workflows (revision 0011, docs/workflows.md). The counters are changed in
+# the transactions that finish nodes: `nodes_open` reaching 0 finishes the
+# workflow, with a row lock serialising replicas.
+workflow = sa.Table(
+    "workflow",
+    metadata,
+    sa.Column("id", sa.String(26), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("failure_policy", sa.SmallInteger, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("nodes_total", sa.Integer, nullable=False),
+    sa.Column("nodes_open", sa.Integer, nullable=False),
+    sa.Column("nodes_failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("nodes_cancelled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("labels", sa.Text),
+    sa.Column("template_name", sa.String(200)),
+    sa.Column("template_version", sa.Integer),
+    sa.Column("params", sa.Text),
+    sa.Column("request_id", sa.String(200)),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Index(
+        "ux_workflow_request_id",
+        "request_id",
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_workflow_finished",
+        "finished_at",
+        sqlite_where=sa.text("finished_at IS NOT NULL"),
+        postgresql_where=sa.text("finished_at IS NOT NULL"),
+    ),
+)
+
+# One row per dependency: the child waits for the parent. `rule` is the
+# child's trigger rule and `gated` whether the child keeps a gate row, so
+# that a parent's move settles a single-parent child from this row alone;
+# `joins` marks a child that also waits for what the parent spawns.
+wf_edge = sa.Table(
+    "wf_edge",
+    metadata,
+    sa.Column("child_id", sa.String(26), primary_key=True),
+    sa.Column("parent_id", sa.String(26), primary_key=True),
+    sa.Column("rule", sa.SmallInteger, nullable=False),
+    sa.Column("gated", sa.Boolean, nullable=False),
+    sa.Column("joins", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_wf_edge_parent", "parent_id", "child_id"),
+)
+
+# The counters of a node with several parents (or joining spawned children),
+# changed under its row lock in the transactions that finish its parents;
+# `decided_at` is set by the one transaction that released or skipped it.
+wf_gate = sa.Table(
+    "wf_gate",
+    metadata,
+    sa.Column("task_id", sa.String(26), primary_key=True),
+    sa.Column("rule", sa.SmallInteger, nullable=False),
+    sa.Column("n_total", sa.Integer, nullable=False),
+    sa.Column("n_ok", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("n_failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("n_cancelled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("n_skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("open_spawners", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("decided_at", sa.BigInteger),
+)
+
+# Registered templates: immutable (name, version); `spec` is the serialized
+# WorkflowTemplate, `spec_hash` makes an unchanged registration a no-op.
+wf_template = sa.Table(
+    "wf_template",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("spec", sa.LargeBinary, nullable=False),
+    sa.Column("spec_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )

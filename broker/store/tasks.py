@@ -50,12 +50,14 @@ _TASK_COLUMNS = (
     "worker_id", "cancel_requested", "request_id", "labels", "retry_policy", "attempt_base",
     "execution_timeout_us", "heartbeat_timeout_us", "soft_timeout_us", "expire_at",
     "deadline_at", "concurrency_key", "trace_context", "owner", "leased_by",
+    "workflow_id", "node",
 )  # fmt: skip
 _INSERT_TASK = BatchWrite(task.insert(), _TASK_COLUMNS)
 _INSERT_PAYLOAD = BatchWrite(task_payload.insert(), ("task_id", "data"))
 _PENDING = int(_S.PENDING)
 _SCHEDULED = int(_S.SCHEDULED)
 _RUNNING = int(_S.RUNNING)
+_BLOCKED = int(_S.BLOCKED)
 
 
 def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
@@ -67,6 +69,8 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
     expire_at = None if timeouts.expiry_us is None else t.run_at + timeouts.expiry_us
     if lease is None:
         state, attempt = (_SCHEDULED if t.run_at > t.created_at else _PENDING), 0
+        if t.blocked:
+            state = _BLOCKED
         started = lease_id = expires = worker = deadline = holder = None
     else:
         state, attempt = _RUNNING, 1
@@ -79,7 +83,7 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
         False, t.request_id, t.labels, t.retry_policy, 0,
         timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
         deadline,
-        t.concurrency_key, t.trace_context, t.owner, holder,
+        t.concurrency_key, t.trace_context, t.owner, holder, t.workflow_id, t.node,
     )  # fmt: skip
 
 
@@ -154,19 +158,21 @@ class CancelOutcome:
     type: str = ""
     source: TaskState | None = None  # before the cancel
     attempt: int = 0
+    workflow_id: str | None = None  # of a workflow node
 
 
 async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) -> CancelOutcome:
     query = sa.select(
-        task.c.state, task.c.lease_id, task.c.attempt, task.c.queue, task.c.type
-    ).where(task.c.id == task_id)
+        task.c.state, task.c.lease_id, task.c.attempt, task.c.queue, task.c.type,
+        task.c.workflow_id,
+    ).where(task.c.id == task_id)  # fmt: skip
     if is_pg(conn):
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
         return CancelOutcome(False, None)
     state = _S(row.state)
-    if state in WAITING:
+    if state in WAITING or state is _S.BLOCKED:
         await conn.execute(
             sa.update(task)
             .where(task.c.id == task_id, task.c.state == int(state))
@@ -181,7 +187,9 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
                 error_attempt=row.attempt,
             )
         )
-        return CancelOutcome(True, _S.CANCELLED, None, row.queue, row.type, state, row.attempt)
+        return CancelOutcome(
+            True, _S.CANCELLED, None, row.queue, row.type, state, row.attempt, row.workflow_id
+        )
     if state is _S.RUNNING:
         await conn.execute(
             sa.update(task)
@@ -259,6 +267,8 @@ def _record(
         trace_context=m["trace_context"],
         payload=payload,
         result=result,
+        workflow_id=m["workflow_id"],
+        node=m["node"],
     )
 
 

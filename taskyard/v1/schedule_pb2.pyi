@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from taskyard.v1 import task_pb2 as _task_pb2
+from taskyard.v1 import workflow_pb2 as _workflow_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -209,6 +210,7 @@ class Schedule(_message.Message):
     INFO_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The schedule's identifier, chosen by the client, e.g. `nightly-report`:
     1 to 200 letters, digits and _ . : - /. Fired tasks carry it in the
@@ -252,6 +254,16 @@ class Schedule(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When its settings last changed (update, pause, resume). Output only."""
 
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.WorkflowTemplateRef:
+        """Instead of `task`: the workflow template each fire starts, with its
+        parameters (docs/workflows.md#schedules). Exactly one of `task` and
+        `workflow` is set. The template's version is resolved when the schedule
+        is created or updated (0 = the latest then) and shown resolved; the
+        overlap policy's "previous run" is the previous fire's workflow, which
+        is unfinished until its last node finished.
+        """
+
     def __init__(
         self,
         *,
@@ -265,10 +277,11 @@ class Schedule(_message.Message):
         info: Global___ScheduleInfo | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        workflow: _workflow_pb2.WorkflowTemplateRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "info", b"info", "policies", b"policies", "spec", b"spec", "task", b"task", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "info", b"info", "policies", b"policies", "spec", b"spec", "task", b"task", "update_time", b"update_time", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "info", b"info", "name", b"name", "pause_note", b"pause_note", "policies", b"policies", "spec", b"spec", "state", b"state", "task", b"task", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "info", b"info", "name", b"name", "pause_note", b"pause_note", "policies", b"policies", "spec", b"spec", "state", b"state", "task", b"task", "update_time", b"update_time", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -608,6 +621,7 @@ class ScheduleFire(_message.Message):
     LAST_MISSED_TIME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     RUN_TIME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     result: Global___ScheduleFireResult.ValueType
     """What happened."""
     task_id: _builtins.str
@@ -625,6 +639,10 @@ class ScheduleFire(_message.Message):
     message: _builtins.str
     """For FAILED fires: why no task was submitted. For SKIPPED ones: how many
     runs were unfinished.
+    """
+    workflow_id: _builtins.str
+    """For STARTED fires of a schedule that starts a workflow: the workflow
+    (`task_id` and `task_state` are then unset).
     """
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp:
@@ -659,10 +677,11 @@ class ScheduleFire(_message.Message):
         last_missed_time: _timestamp_pb2.Timestamp | None = ...,
         message: _builtins.str = ...,
         run_time: _timestamp_pb2.Timestamp | None = ...,
+        workflow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "record_time", b"record_time", "run_time", b"run_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "manual", b"manual", "message", b"message", "missed_count", b"missed_count", "record_time", b"record_time", "result", b"result", "run_time", b"run_time", "task_id", b"task_id", "task_state", b"task_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "manual", b"manual", "message", b"message", "missed_count", b"missed_count", "record_time", b"record_time", "result", b"result", "run_time", b"run_time", "task_id", b"task_id", "task_state", b"task_state", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

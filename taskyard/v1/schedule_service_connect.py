@@ -56,8 +56,10 @@ class ScheduleService(Protocol):
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -349,8 +351,10 @@ class ScheduleServiceClient(ConnectClient):
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
         return await self.execute_unary(
             request=request,
@@ -640,8 +644,10 @@ class ScheduleServiceSync(Protocol):
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -931,8 +937,10 @@ class ScheduleServiceClientSync(ConnectClientSync):
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
         return self.execute_unary(
             request=request,

@@ -109,8 +109,10 @@ class ScheduleServiceServicer:
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,8 +48,10 @@ class ScheduleServiceStub:
     an unknown time zone, a missing trigger, an out-of-range interval,
     jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
     template that CreateTask would refuse (its reasons, e.g.
-    `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-    UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+    `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+    both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+    for a workflow template that is not registered; UNAVAILABLE
+    (`SHUTTING_DOWN`) while the broker drains.
     """
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.GetScheduleRequest, _schedule_service_pb2.GetScheduleResponse]
     """GetSchedule returns one schedule with its next fire times, last fire and
@@ -147,8 +149,10 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     an unknown time zone, a missing trigger, an out-of-range interval,
     jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
     template that CreateTask would refuse (its reasons, e.g.
-    `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-    UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+    `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+    both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+    for a workflow template that is not registered; UNAVAILABLE
+    (`SHUTTING_DOWN`) while the broker drains.
     """
     GetSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.GetScheduleRequest, _schedule_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
     """GetSchedule returns one schedule with its next fire times, last fire and
@@ -249,8 +253,10 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         an unknown time zone, a missing trigger, an out-of-range interval,
         jitter or start/end), bad policies (`INVALID_SCHEDULE_POLICY`) or a task
         template that CreateTask would refuse (its reasons, e.g.
-        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time);
-        UNAVAILABLE (`SHUTTING_DOWN`) while the broker drains.
+        `INVALID_TYPE`, or `INVALID_SCHEDULE_TASK` for a set run_time, or for
+        both or neither of task and workflow); NOT_FOUND (`TEMPLATE_NOT_FOUND`)
+        for a workflow template that is not registered; UNAVAILABLE
+        (`SHUTTING_DOWN`) while the broker drains.
         """
 
     @_abc_1.abstractmethod

@@ -52,14 +52,25 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     """
     TASK_STATE_EXPIRED: _TaskState.ValueType  # 9
     """Terminal: the task was not started before its expiry and never ran."""
+    TASK_STATE_BLOCKED: _TaskState.ValueType  # 10
+    """A workflow node waiting for its parents to finish (docs/workflows.md);
+    never leased. It becomes PENDING when its trigger rule holds, SKIPPED
+    when the rule can no longer hold, or CANCELLED.
+    """
+    TASK_STATE_SKIPPED: _TaskState.ValueType  # 11
+    """Terminal: a workflow node whose trigger rule can no longer hold (e.g. a
+    parent failed under ALL_SUCCEEDED); it never ran. `error` says why
+    (type `UpstreamFailed`, `UpstreamCancelled`, `UpstreamSkipped` or
+    `NoParentFailed`).
+    """
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
     """TaskState is where a task is in its life.
 
     States change only through the broker's verbs (dispatch, completion,
     CancelTask, expiry); no RPC sets a state directly. The terminal states are
-    SUCCEEDED, FAILED, CANCELLED, DEAD and EXPIRED: a task in one of them never
-    runs again on its own.
+    SUCCEEDED, FAILED, CANCELLED, DEAD, EXPIRED and SKIPPED: a task in one of
+    them never runs again on its own.
     """
 
 TASK_STATE_UNSPECIFIED: TaskState.ValueType  # 0
@@ -86,6 +97,17 @@ holds the last failure.
 """
 TASK_STATE_EXPIRED: TaskState.ValueType  # 9
 """Terminal: the task was not started before its expiry and never ran."""
+TASK_STATE_BLOCKED: TaskState.ValueType  # 10
+"""A workflow node waiting for its parents to finish (docs/workflows.md);
+never leased. It becomes PENDING when its trigger rule holds, SKIPPED
+when the rule can no longer hold, or CANCELLED.
+"""
+TASK_STATE_SKIPPED: TaskState.ValueType  # 11
+"""Terminal: a workflow node whose trigger rule can no longer hold (e.g. a
+parent failed under ALL_SUCCEEDED); it never ran. `error` says why
+(type `UpstreamFailed`, `UpstreamCancelled`, `UpstreamSkipped` or
+`NoParentFailed`).
+"""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _BackoffStrategy:
@@ -530,6 +552,8 @@ class Task(_message.Message):
     LEASE_LOSSES_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique, time-sortable identifier (a ULID: 26 characters of Crockford
     base32 whose order is creation order). Output only.
@@ -568,6 +592,14 @@ class Task(_message.Message):
     concurrency_key: _builtins.str
     """Tasks with the same key in a queue with `concurrency_key_limit` K run at
     most K at a time (e.g. a customer id). Up to 200 characters.
+    """
+    workflow_id: _builtins.str
+    """The workflow this task is a node of; empty for a plain task. Output
+    only (nodes are created by WorkflowService).
+    """
+    workflow_node: _builtins.str
+    """The node's name in its workflow (children spawned by a running node are
+    named `spawner/key`); empty for a plain task. Output only.
     """
     @_builtins.property
     def payload(self) -> _payload_pb2.Payload:
@@ -655,10 +687,12 @@ class Task(_message.Message):
         lease_losses: _builtins.int = ...,
         concurrency_key: _builtins.str = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "payload", b"payload", "progress", b"progress", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "lease_losses", b"lease_losses", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "trace_context", b"trace_context", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "labels", b"labels", "lease_losses", b"lease_losses", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "request_id", b"request_id", "result", b"result", "retry_policy", b"retry_policy", "run_time", b"run_time", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "trace_context", b"trace_context", "type", b"type", "worker_id", b"worker_id", "workflow_id", b"workflow_id", "workflow_node", b"workflow_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -618,6 +618,10 @@ class Assignment(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     SOFT_DEADLINE_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NODE_FIELD_NUMBER: _builtins.int
+    PARENTS_FIELD_NUMBER: _builtins.int
+    PARENTS_TRUNCATED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id."""
     lease_id: _builtins.str
@@ -634,6 +638,15 @@ class Assignment(_message.Message):
     """The attempt number, counted from 1."""
     max_attempts: _builtins.int
     """The attempts allowed in all."""
+    workflow_id: _builtins.str
+    """The workflow this task is a node of; empty for a plain task."""
+    workflow_node: _builtins.str
+    """The node's name in its workflow; empty for a plain task."""
+    parents_truncated: _builtins.bool
+    """True when the node has more than 100 parents (a join) and `parents` is
+    left empty, or when some result was omitted: page through all of them,
+    results included, with WorkflowService.ListNodeParents.
+    """
     @_builtins.property
     def payload(self) -> _payload_pb2.Payload:
         """The task's input."""
@@ -675,6 +688,14 @@ class Assignment(_message.Message):
         the handler's span as its child.
         """
 
+    @_builtins.property
+    def parents(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParentOutcome]:
+        """The outcomes of the node's parents, by node name (ascending), with their
+        results inline while all inlined results together stay within the
+        payload limit (1 MiB by default); a parent whose result did not fit has
+        `result_omitted` set. Empty for a plain task and for a workflow's roots.
+        """
+
     def __init__(
         self,
         *,
@@ -693,14 +714,72 @@ class Assignment(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         soft_deadline: _timestamp_pb2.Timestamp | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_node: _builtins.str = ...,
+        parents: _abc.Iterable[Global___ParentOutcome] | None = ...,
+        parents_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline", b"deadline", "heartbeat_interval", b"heartbeat_interval", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "soft_deadline", b"soft_deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "deadline", b"deadline", "heartbeat_interval", b"heartbeat_interval", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "soft_deadline", b"soft_deadline", "task_id", b"task_id", "trace_context", b"trace_context", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "deadline", b"deadline", "heartbeat_interval", b"heartbeat_interval", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "lease_id", b"lease_id", "max_attempts", b"max_attempts", "parents", b"parents", "parents_truncated", b"parents_truncated", "payload", b"payload", "priority", b"priority", "queue", b"queue", "soft_deadline", b"soft_deadline", "task_id", b"task_id", "trace_context", b"trace_context", "type", b"type", "workflow_id", b"workflow_id", "workflow_node", b"workflow_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class ParentOutcome(_message.Message):
+    """ParentOutcome is how one parent of a workflow node ended, handed to the
+    node's worker in its assignment.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    RESULT_OMITTED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """The parent's node name."""
+    task_id: _builtins.str
+    """The parent's task id."""
+    state: _task_pb2.TaskState.ValueType
+    """The parent's final state: SUCCEEDED, or (for nodes whose trigger rule is
+    ALL_FINISHED or ANY_FAILED) FAILED, DEAD, CANCELLED, EXPIRED or SKIPPED.
+    """
+    result_omitted: _builtins.bool
+    """True when the result was left out to keep the assignment within the
+    payload limit: fetch it with WorkflowService.ListNodeParents.
+    """
+    @_builtins.property
+    def result(self) -> _payload_pb2.Payload:
+        """The parent's result, for a SUCCEEDED parent (an empty Payload when it
+        returned nothing), unless `result_omitted`.
+        """
+
+    @_builtins.property
+    def error(self) -> _task_pb2.TaskError:
+        """The parent's last error, for a parent that did not succeed."""
+
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        state: _task_pb2.TaskState.ValueType = ...,
+        result: _payload_pb2.Payload | None = ...,
+        result_omitted: _builtins.bool = ...,
+        error: _task_pb2.TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "node", b"node", "result", b"result", "result_omitted", b"result_omitted", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentOutcome: _TypeAlias = ParentOutcome  # noqa: Y015
 
 @_typing.final
 class Heartbeats(_message.Message):

@@ -17,6 +17,7 @@ from taskyard.v1 import (
     system_service_pb2,
     task_service_pb2,
     worker_service_pb2,
+    workflow_service_pb2,
 )
 from tests.helpers import ROOT, Broker
 
@@ -25,6 +26,7 @@ SERVICES = [
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"],
     system_service_pb2.DESCRIPTOR.services_by_name["SystemService"],
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"],
 ]
 
 

@@ -2,8 +2,9 @@
 
 The commands are read from the fenced `sh` blocks between the walkthrough markers of
 README.md, in order. The address `127.0.0.1:50051` becomes the test broker's, `$TASK`
-the id of the task the latest CreateTask in the walkthrough created; each answer is
-checked for what the prose around it promises.
+the id of the task the latest CreateTask in the walkthrough created (`$WORKFLOW`: the
+latest CreateWorkflow's workflow); each answer is checked for what the prose around it
+promises.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ REQUIRED = {
     "taskyard.v1.TaskService/GetTask",
     "taskyard.v1.TaskService/WatchTask",
     "taskyard.v1.TaskService/CancelTask",
+    "taskyard.v1.WorkflowService/CreateWorkflow",
+    "taskyard.v1.WorkflowService/WatchWorkflow",
     "grpc.health.v1.Health/Check",
 }
 
@@ -108,18 +111,21 @@ async def test_every_walkthrough_command_works_against_a_real_broker(
     broker: Broker, client: Client, tmp_path: Path, commands: list[str]
 ) -> None:
     worker = await start_worker(broker, tmp_path, name="demo", app="examples.demo_worker:worker")
-    task_id = ""
+    task_id = workflow_id = ""
     for command in commands:
         # The test needs no time to copy ids: the first sleep is shortened (checked above).
         if SLEEP.search(command) and _sleep_seconds(command) < 60:
             command = SLEEP.sub('"seconds": 3', command)
         text = command.replace('"$TASK"', task_id).replace("$TASK", task_id)
+        text = text.replace("$WORKFLOW", workflow_id)
         argv = shlex.split(text.replace(README_TARGET, broker.target))
         argv[0] = GRPCURL
         output = await run(argv)
         method = method_of(shlex.split(text))
         if method == "taskyard.v1.TaskService/CreateTask":
             task_id = json_messages(output)[0]["task"]["id"]
+        if method == "taskyard.v1.WorkflowService/CreateWorkflow":
+            workflow_id = json_messages(output)[0]["workflow"]["id"]
         await check(method, output, task_id, client)
     await worker.stop()
 
@@ -154,6 +160,13 @@ async def check(method: str, output: str, task_id: str, client: Client) -> None:
         async for update in client.watch(task_id):
             if update.state.is_terminal:
                 assert update.state is TaskState.CANCELLED
+    elif method == "taskyard.v1.WorkflowService/CreateWorkflow":
+        nodes = messages[0]["workflow"]["nodes"]
+        assert [(n["name"], n["state"]) for n in nodes][1] == ("second", "TASK_STATE_BLOCKED")
+    elif method == "taskyard.v1.WorkflowService/WatchWorkflow":
+        last = messages[-1]["workflow"]
+        assert last["state"] == "WORKFLOW_STATE_SUCCEEDED" and "finish_time" in last, last
+        assert len(messages[0]["workflow"]["nodes"]) == 2
     elif method == "grpc.health.v1.Health/Check":
         assert messages == [{"status": "SERVING"}]
     else:

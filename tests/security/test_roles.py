@@ -56,6 +56,20 @@ ALLOWED: dict[str, set[str]] = {
     "SystemService/GetSystemInfo": {SUB, WRK, OPS, ADM},
     "SystemService/GetCaller": {SUB, WRK, OPS, ADM},
     "EventService/WatchEvents": {SUB, OPS, ADM},
+    # Workflows: submitters create and act on their own, operators read and retry,
+    # workers (holding a node's lease) spawn and read its parents.
+    "WorkflowService/CreateWorkflow": {SUB, ADM},
+    "WorkflowService/AddWorkflowNodes": {SUB, ADM},
+    "WorkflowService/GetWorkflow": {SUB, OPS, ADM},
+    "WorkflowService/ListWorkflows": {SUB, OPS, ADM},
+    "WorkflowService/WatchWorkflow": {SUB, OPS, ADM},
+    "WorkflowService/CancelWorkflow": {SUB, ADM},
+    "WorkflowService/RetryWorkflow": {OPS, ADM},
+    "WorkflowService/SpawnNodes": {WRK, ADM},
+    "WorkflowService/ListNodeParents": {WRK, ADM},
+    "WorkflowService/CreateWorkflowTemplate": {OPS, ADM},
+    "WorkflowService/GetWorkflowTemplate": {SUB, OPS, ADM},
+    "WorkflowService/ListWorkflowTemplates": {SUB, OPS, ADM},
 }
 
 # Requests (as JSON) that an allowed caller can make succeed or fail for a

@@ -27,6 +27,12 @@ LEGAL = {
     # Only an operator's retry brings a finished task back, and never a success.
     (S.FAILED, S.PENDING), (S.DEAD, S.PENDING), (S.CANCELLED, S.PENDING),
     (S.EXPIRED, S.PENDING),
+    # A workflow node waits BLOCKED for its parents; its rule releases or skips it.
+    (S.BLOCKED, S.PENDING), (S.BLOCKED, S.SCHEDULED), (S.BLOCKED, S.SKIPPED),
+    (S.BLOCKED, S.CANCELLED),
+    # RetryWorkflow puts failed, cancelled and skipped nodes back to wait.
+    (S.FAILED, S.BLOCKED), (S.DEAD, S.BLOCKED), (S.CANCELLED, S.BLOCKED),
+    (S.EXPIRED, S.BLOCKED), (S.SKIPPED, S.BLOCKED),
 }  # fmt: skip
 
 
@@ -47,7 +53,7 @@ def test_a_task_is_leased_only_from_pending() -> None:
 
 
 def test_terminal_states_are_the_finished_ones() -> None:
-    assert {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.DEAD, S.EXPIRED} == TERMINAL
+    assert {S.SUCCEEDED, S.FAILED, S.CANCELLED, S.DEAD, S.EXPIRED, S.SKIPPED} == TERMINAL
     assert all(s.is_terminal for s in TERMINAL)
     assert not any(s.is_terminal for s in set(S) - TERMINAL)
 
