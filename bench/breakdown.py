@@ -41,6 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.__main__ import Args, Setup, _wait_done
+from bench.percentile import rank
 from broker.store.database import normalize_url
 from worker_sdk import Client
 
@@ -49,11 +50,11 @@ Percentiles = dict[str, float]
 
 def percentiles(values: list[float]) -> Percentiles:
     ordered = sorted(values)
-
-    def rank(q: float) -> float:  # the ceil(q·n)-th smallest, as make bench reads p99
-        return ordered[max(0, int(len(ordered) * q) - 1)]
-
-    return {"p50": statistics.median(ordered), "p90": rank(0.90), "p99": rank(0.99)}
+    return {
+        "p50": statistics.median(ordered),
+        "p90": rank(ordered, 0.90),
+        "p99": rank(ordered, 0.99),
+    }
 
 
 async def paced(n: int, rate: float, call: Callable[[], Awaitable[Any]]) -> list[float]:

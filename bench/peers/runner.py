@@ -30,6 +30,7 @@ import redis.asyncio
 
 from bench.peers.probes import PgBackends, own_cpu, tree_cpu
 from bench.peers.systems import Env, Session, Spec, redis_pid
+from bench.percentile import rank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,15 +252,10 @@ async def _latency(
     calls = sorted(call * 1000 for _, _, call in sent)
     return {
         "start_p50_ms": statistics.median(waits),
-        "start_p99_ms": percentile(waits, 0.99),
+        "start_p99_ms": rank(waits, 0.99),
         "submit_call_p50_ms": statistics.median(calls),
-        "submit_call_p99_ms": percentile(calls, 0.99),
+        "submit_call_p99_ms": rank(calls, 0.99),
     }
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The same rank `make bench` uses: the ceil(q·n)-th smallest."""
-    return ordered[max(0, int(len(ordered) * q) - 1)]
 
 
 async def measure(spec: Spec, settings: Settings) -> dict[str, float]:
