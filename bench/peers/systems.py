@@ -74,6 +74,14 @@ class Session:
     async def __aenter__(self) -> Session:
         self.workdir.mkdir(parents=True)
         self.env.done_dir.mkdir()
+        try:
+            await self._prepare()
+        except BaseException:
+            await self.__aexit__()  # drop the scratch database, stop the broker
+            raise
+        return self
+
+    async def _prepare(self) -> None:
         if self.spec.backend == "postgresql":
             self.database = self.env.prefix
             await _admin(self.admin_dsn, f'CREATE DATABASE "{self.database}"')
@@ -86,7 +94,6 @@ class Session:
             self.env.target = self.broker.target
         if self.spec.app == "procrastinate_app":
             await self._run(["-m", "procrastinate", "--app", _PROCRASTINATE, "schema", "--apply"])
-        return self
 
     async def _run(self, args: list[str]) -> None:
         proc = await LoggedProcess.start(
