@@ -97,6 +97,11 @@ def stamp_sync(tag: str, seq: int) -> None:
 
 _async_clients: dict[int, Any] = {}
 
+#: Connections per asyncio worker process: like dramatiq's 8 threads. Unbounded, a pool opens
+#: one connection per concurrent handler (512 at concurrency 256), and the connects would be
+#: counted as the queue's CPU.
+ASYNC_CONNECTIONS = 8
+
 
 async def stamp_async(tag: str, seq: int) -> None:
     """The handler body for asyncio workers (Taskyard, procrastinate)."""
@@ -104,6 +109,9 @@ async def stamp_async(tag: str, seq: int) -> None:
     if client is None:
         import redis.asyncio
 
-        client = _async_clients[os.getpid()] = redis.asyncio.Redis.from_url(REDIS_URL)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            REDIS_URL, max_connections=ASYNC_CONNECTIONS, timeout=None
+        )
+        client = _async_clients[os.getpid()] = redis.asyncio.Redis(connection_pool=pool)
     await client.rpush(stamp_key(tag), stamp_value(seq))
     record_done(tag)
