@@ -1,7 +1,8 @@
 """`make profile`: where the broker and a worker spend their CPU under load (py-spy).
 
 Runs `make bench`'s end-to-end scenario once (a broker, --workers worker processes, --tasks
-no-op tasks submitted while they run) or its latency scenario (one CreateTask at a time at
+no-op tasks submitted while they run), its process scenario (`--scenario drain`: the tasks
+queued first, then the workers started) or its latency scenario (one CreateTask at a time at
 --rate into idle workers), with `py-spy record` sampling the broker and the first worker
 from outside the processes (`--nonblocking`: the targets are not paused to be read, so the
 profile perturbs them little; an occasional torn stack is the price). Each profile is
@@ -135,6 +136,11 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="taskyard-profile-") as tmp:
         async with Setup(args, Path(tmp), 0) as setup:
+            if ns.scenario == "drain":  # the backlog first, as make bench's process scenario
+                clients = setup.clients()
+                await _submit(clients, ns.tasks)
+                for client in clients:
+                    await client.close()
             await setup.start_workers()
             assert setup.broker.process is not None
             recorders = [
@@ -143,10 +149,14 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
             ]
             for recorder in recorders:
                 await recorder.start()
-            await asyncio.sleep(1.0)  # py-spy attaches before the load starts
+            if ns.scenario == "drain":  # already draining: py-spy misses its first moments
+                first, last = await _wait_done(setup.db_url, ns.tasks)
+                summary = f"drained {ns.tasks / ((last - first) / 1e6):,.0f} tasks/s"
+            else:
+                await asyncio.sleep(1.0)  # py-spy attaches before the load starts
             if ns.scenario == "e2e":
                 summary = await _end_to_end(setup, ns.tasks)
-            else:
+            elif ns.scenario == "latency":
                 summary = await _latency(setup, ns.tasks, ns.rate)
             for recorder in recorders:
                 await recorder.stop()
@@ -164,9 +174,9 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--scenario", choices=["e2e", "latency"], default="e2e")
+    parser.add_argument("--scenario", choices=["e2e", "drain", "latency"], default="e2e")
     parser.add_argument("--db", help="Database URL (default: a fresh SQLite file).")
-    parser.add_argument("--tasks", type=int, help="Default: 20,000 (e2e), 500 (latency).")
+    parser.add_argument("--tasks", type=int, help="Default: 20,000 (e2e, drain), 500 (latency).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="Per worker.")
     parser.add_argument("--rate", type=float, default=100.0, help="Latency: tasks per second.")
@@ -176,7 +186,7 @@ def main() -> None:
     parser.add_argument("--out", help="Directory (default bench/results/profile-<time>).")
     ns = parser.parse_args()
     if ns.tasks is None:
-        ns.tasks = 20_000 if ns.scenario == "e2e" else 500
+        ns.tasks = 500 if ns.scenario == "latency" else 20_000
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(ns.out or ROOT / "bench" / "results" / f"profile-{stamp}")
     out.mkdir(parents=True, exist_ok=True)

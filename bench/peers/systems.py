@@ -7,6 +7,7 @@ database, its own Redis key prefix, its broker (Taskyard) and its two worker pro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -108,15 +109,18 @@ class Session:
     async def start_workers(self) -> None:
         """Two worker processes (for huey, dramatiq and Celery: one parent forking two)."""
         if self.broker is not None:
-            self.workers = [
-                (
-                    await start_worker(
+            # Started together, as `make bench` starts them: one after the other, the first
+            # would drain a small backlog alone while the second is still importing.
+            started = await asyncio.gather(
+                *(
+                    start_worker(
                         self.broker, self.workdir, name=f"w{i}", concurrency=self.spec.concurrency,
                         app="bench.peers.apps.taskyard_app:worker", env=self.env.variables(),
                     )
-                ).process
-                for i in range(2)
-            ]  # fmt: skip
+                    for i in range(2)
+                )
+            )  # fmt: skip
+            self.workers = [w.process for w in started]
             return
         for i, args in enumerate(_worker_commands(self.spec)):
             self.workers.append(
