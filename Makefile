@@ -10,7 +10,7 @@ DB ?= taskyard.db
 LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard screenshots run demo clean node system-tools
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard bench-peers profile screenshots run demo clean node system-tools
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -115,6 +115,25 @@ DASHBOARD_TASKS ?= 1000000
 bench-dashboard: venv system-tools ## Time the dashboard's overview and first tasks page with DASHBOARD_TASKS stored (both backends)
 	$(PY) -m bench.dashboard --tasks $(DASHBOARD_TASKS) $(BENCH_ARGS)
 
+# The peers (huey, procrastinate, dramatiq, Celery) live in their own virtualenv with
+# Taskyard, never in .venv; pinned in bench/peers/requirements.txt. Not part of make test.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+LIMITS ?= ../shared/tools/limits/grpc_batch.py
+
+$(PEERS_STAMP): pyproject.toml requirements.lock bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -c requirements.lock \
+	  -r bench/peers/requirements.txt -e '.[broker]'
+	touch $@
+
+bench-peers: $(PEERS_STAMP) ## Taskyard beside huey, procrastinate, dramatiq and Celery on one workload (~15 min; PEERS_ARGS=--help)
+	$(PEERS_VENV)/bin/python -m bench.peers --limits-script '$(LIMITS)' $(PEERS_ARGS)
+
+profile: venv ## py-spy flame graphs of the broker and a worker under the end-to-end load; top frames by self time
+	$(PY) -m bench.profile $(PROFILE_ARGS)
+
 # `taskyard dev` starts the broker, waits for its health check, starts the worker, prints a
 # banner, and on Ctrl-C stops the worker, then the broker, and exits 0 (broker/cli/dev.py).
 run: venv ## Start a broker (SQLite: ./taskyard.db; HTTP on 127.0.0.1:50080) and the demo worker; Ctrl-C stops both
@@ -126,4 +145,4 @@ demo: venv ## A self-contained tour: broker, worker, a few tasks with progress
 	$(PY) -m examples.demo
 
 clean: ## Remove the virtualenv, caches and the default database
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache taskyard.db*
+	rm -rf $(VENV) $(PEERS_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache taskyard.db*

@@ -5,7 +5,8 @@ Each scenario runs several times on a fresh database and reports the median.
 * submit: N tasks through BatchCreateTasks (1,000 per call, 4 calls in flight)
   with no worker connected: tasks acknowledged per second.
 * process: the N queued tasks drained by W worker processes: N divided by the
-  span from the first lease to the last completion (read from the database).
+  span from the first lease to the last completion (read from the database); with
+  how much later the last worker's first lease came (process_start_skew_ms).
 * end-to-end: workers connected, N tasks submitted as fast as possible: N
   divided by the span from the first submission to the last completion. The
   CPU time each part spent over that span, per task: the broker process, the
@@ -182,6 +183,7 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
         await setup.start_workers()
         first, last = await _wait_done(setup.db_url, n)
         process_rate = n / ((last - first) / 1e6)
+        skew_ms = await _start_skew_ms(setup.db_url)
     async with Setup(args, workdir, index + 100) as setup:
         await setup.start_workers()
         clients = setup.clients()
@@ -195,9 +197,28 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
     return {
         "submit_per_s": submit_rate,
         "process_per_s": process_rate,
+        "process_start_skew_ms": skew_ms,
         "e2e_per_s": e2e_rate,
         **cpu,
     }
+
+
+async def _start_skew_ms(db_url: str) -> float:
+    """How much later than the first the last worker leased its first task, in the drain.
+
+    Until then fewer workers drain the queue: at ~10,000 tasks/s the whole drain lasts a
+    second or two, so a worker still importing when the first starts lowers the rate.
+    """
+    engine = create_async_engine(normalize_url(db_url))
+    try:
+        async with engine.connect() as conn:
+            firsts = (
+                await conn.execute(sa.text("SELECT min(started_at) FROM task GROUP BY worker_id"))
+            ).scalars()
+            starts = [int(s) for s in firsts]
+    finally:
+        await engine.dispose()
+    return (max(starts) - min(starts)) / 1000
 
 
 def _cpu_s(pid: int) -> float:

@@ -1,0 +1,1 @@
+"""The side-by-side comparison with other Python task queues (`make bench-peers`)."""
