@@ -42,6 +42,7 @@ from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
+from broker.loops.memory import trim_periodically
 from broker.loops.polls import poll_ready, refresh_queues
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
@@ -85,7 +86,8 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
-        await _restart_grace(db, clock, files.defaults.timeouts.heartbeat_us)
+        grace_us = max(int(settings.restart_grace_s * MICROS), files.defaults.timeouts.heartbeat_us)
+        await _restart_grace(db, clock, grace_us)
         await serve(await build(settings, files, clock, db, schema))
     finally:
         await db.dispose()
@@ -181,6 +183,7 @@ async def build(
         ).run,
         "poll": functools.partial(poll_ready, dispatcher, poll_s),
         "queues": functools.partial(refresh_queues, queues),
+        "memory": trim_periodically,
     }
     if replicated:
         loops["listener"] = Listener(
@@ -240,7 +243,12 @@ async def serve(broker: Broker) -> None:
 
 
 async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
-    """Leases left by a previous broker run get one heartbeat timeout to be re-adopted."""
+    """Leases left by a previous broker run get `grace_us` to be re-adopted.
+
+    After that the reaper may take them, but a lease it takes only lapses: until
+    the task is leased again its worker may still re-adopt it or report its
+    outcome (store/leases.lapsed).
+    """
     async with db.writer.begin() as conn:
         kept = await maintenance.grant_restart_grace(conn, until=clock.now_us() + grace_us)
     if kept:

@@ -51,6 +51,10 @@ class Settings:
     promote_poll_s: float = 1.0
     default_max_attempts: int = 3
     shutdown_grace_s: float = 2.0
+    # How long leases from before a restart wait for their workers to re-adopt
+    # them (at least one lease_duration): a worker reconnecting with the SDKs'
+    # backoff (capped at 10 s) gets about three tries.
+    restart_grace_s: float = 30.0
     retention_interval_s: float = 30.0
     config_path: str | None = None
     auto_migrate: bool = False

@@ -83,6 +83,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="Seconds in-flight calls get on SIGTERM.",
 )
 @click.option(
+    "--restart-grace",
+    type=float,
+    default=DEFAULTS.restart_grace_s,
+    show_default=True,
+    help="Seconds leases from before a restart wait for their workers (at least --lease-duration).",
+)
+@click.option(
     "--retention-interval",
     type=float,
     default=DEFAULTS.retention_interval_s,
@@ -137,6 +144,7 @@ def broker_command(
     max_attempts: int,
     max_payload_bytes: int,
     shutdown_grace: float,
+    restart_grace: float,
     retention_interval: float,
     auto_migrate: bool,
     sqlite_synchronous: str,
@@ -157,6 +165,7 @@ def broker_command(
         ("--lease-duration", lease_duration),
         ("--sweep-interval", sweep_interval),
         ("--retention-interval", retention_interval),
+        ("--restart-grace", restart_grace),
     ):
         if value <= 0:
             raise click.BadParameter(f"{name} must be positive, got {value}")
@@ -169,6 +178,7 @@ def broker_command(
         sweep_interval_s=sweep_interval,
         default_max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
+        restart_grace_s=restart_grace,
         retention_interval_s=retention_interval,
         config_path=config_path,
         auto_migrate=auto_migrate,

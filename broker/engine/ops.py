@@ -204,7 +204,19 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
         cls, conn: AsyncConnection, ops: Sequence[ExtendLeases], env: Env, now: int
     ) -> list[dict[str, leases.ExtendResult]]:
         results = await leases.extend_leases(conn, [i for op in ops for i in op.items], now)
+        restored(env, [r.restored for r in results.values() if r.restored is not None])
         return [{i.task_id: results[i.task_id] for i in op.items} for op in ops]
+
+    def after_commit(self, result: dict[str, leases.ExtendResult], env: Env) -> None:
+        back = [task_id for task_id, r in result.items() if r.restored is not None]
+        if back:
+            env.events.state_changed(back)
+
+
+def restored(env: Env, queues: Sequence[str]) -> None:
+    """Lapsed leases came back: their tasks run again under them (see store/leases.lapsed)."""
+    for queue in queues:
+        env.ledger.moved(queue, TaskState.PENDING, TaskState.RUNNING)
 
 
 class EndLeases(Op[list[leases.Ended | None]]):
@@ -240,7 +252,7 @@ def route_ended(results: Sequence[leases.Ended | None], env: Env, now: int) -> N
     for e in results:
         if e is None:
             continue
-        env.ledger.moved(e.queue, TaskState.RUNNING, e.state)
+        env.ledger.moved(e.queue, e.source, e.state)
         if e.counted:
             run_us = None if e.started_at is None else now - e.started_at
             env.ledger.ended(e.queue, e.type, now, e.state, run_us, e.lost)
@@ -268,8 +280,8 @@ def disconnected(ref: LeaseRef) -> LeaseEnd:
     return LeaseEnd(ref.task_id, ref.lease_id, Lost(LossReason.DISCONNECTED))
 
 
-class AdoptLeases(Op[dict[str, int]]):
-    """Re-attach the leases a reconnecting worker still holds: {task id: new expiry}."""
+class AdoptLeases(Op[dict[str, leases.Adopted]]):
+    """Re-attach the leases a reconnecting worker still holds, lapsed ones included."""
 
     order = 50
 
@@ -281,7 +293,15 @@ class AdoptLeases(Op[dict[str, int]]):
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[AdoptLeases], env: Env, now: int
-    ) -> list[dict[str, int]]:
-        return [
-            await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now) for op in ops
-        ]
+    ) -> list[dict[str, leases.Adopted]]:
+        out = []
+        for op in ops:
+            kept = await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now)
+            restored(env, [a.restored for a in kept.values() if a.restored is not None])
+            out.append(kept)
+        return out
+
+    def after_commit(self, result: dict[str, leases.Adopted], env: Env) -> None:
+        back = [task_id for task_id, a in result.items() if a.restored is not None]
+        if back:
+            env.events.state_changed(back)

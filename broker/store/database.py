@@ -99,8 +99,10 @@ def _open_sqlite(url: str, synchronous: str) -> Database:
     # that precede it in an op (fencing) cannot race because this connection
     # is the only writer (the lock file keeps other brokers out). Readers run
     # each statement in autocommit.
-    _install_pragmas(writer, synchronous.upper(), isolation_level="IMMEDIATE")
-    _install_pragmas(reader, synchronous.upper(), isolation_level=None)
+    _install_pragmas(
+        writer, synchronous.upper(), isolation_level="IMMEDIATE", cache_kib=WRITER_CACHE_KIB
+    )
+    _install_pragmas(reader, synchronous.upper(), isolation_level=None, cache_kib=READER_CACHE_KIB)
     return Database(url, writer, reader, lock_fd)
 
 
@@ -118,7 +120,17 @@ def _lock_file(path: Path) -> int:
     return fd
 
 
-def _install_pragmas(engine: AsyncEngine, synchronous: str, isolation_level: str | None) -> None:
+# SQLite's page cache is per connection and counts in the broker's memory: it fills as
+# the database grows and then stays. The one writer walks the hot ends of the indexes
+# on every commit; readers serve lookups and lists, where the OS file cache does as
+# well. At most 32 + 8 * 8 MiB in all (the reader pool has up to 8 connections).
+WRITER_CACHE_KIB = 32 * 1024
+READER_CACHE_KIB = 8 * 1024
+
+
+def _install_pragmas(
+    engine: AsyncEngine, synchronous: str, isolation_level: str | None, *, cache_kib: int
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -127,7 +139,7 @@ def _install_pragmas(engine: AsyncEngine, synchronous: str, isolation_level: str
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA temp_store=MEMORY")
-        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute(f"PRAGMA cache_size=-{cache_kib}")
         cursor.close()
         dbapi_connection.isolation_level = isolation_level
 
