@@ -52,7 +52,10 @@ _CLAIM_RETURNING = (
     task.c.queue,
     task.c.priority,
     task.c.attempt,
-    task.c.max_attempts,
+    # Not the policy's max_attempts: the number of the last attempt a failure may have,
+    # so that `attempt == max_attempts` tells a worker its attempt is the last (lost
+    # leases and attempts before a RetryTask advance the number, not the budget).
+    (task.c.max_attempts + task.c.lost_count + task.c.attempt_base).label("max_attempts"),
     task.c.labels,
     task.c.created_at,
     task.c.run_at,

@@ -644,9 +644,16 @@ class Assignment(_message.Message):
     priority: _builtins.int
     """The task's priority."""
     attempt: _builtins.int
-    """The attempt number, counted from 1."""
+    """The attempt number, counted from 1. Every lease of the task counts,
+    lost ones too, and numbers go on after RetryTask.
+    """
     max_attempts: _builtins.int
-    """The attempts allowed in all."""
+    """The number of the last attempt a failure may have: when `attempt`
+    equals it, a retryable failure makes the task DEAD. It is the retry
+    policy's max_attempts moved on by the task's lost leases (which use no
+    attempt; their own budget is RetryPolicy.max_lease_losses) and by the
+    attempts before a RetryTask, so it is never below `attempt`.
+    """
     @_builtins.property
     def payload(self) -> _payload_pb2.Payload:
         """The task's input."""
