@@ -136,6 +136,14 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
         validation.name("hello.task_types[]", t, limits, reason="HANDSHAKE_REQUIRED")
     for q in hello.queues:
         validation.name("hello.queues[]", q, limits, reason="HANDSHAKE_REQUIRED")
+    for field in ("sdk_language", "sdk_version"):
+        value = getattr(hello, field)
+        if len(value) > 100:
+            raise InvalidArgument(
+                f"hello.{field} is {len(value)} characters; the limit is 100",
+                reason="HANDSHAKE_REQUIRED",
+            )
+        validation.identifier(f"hello.{field}", value, reason="HANDSHAKE_REQUIRED")
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
 
 
@@ -169,7 +177,7 @@ class Session:
         self.worker_id = hello.worker_id
         self.types = tuple(dict.fromkeys(hello.task_types))
         self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
-        self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
+        self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()[:200]
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
         self._outbox: asyncio.Queue[tuple[worker_service_pb2.LeaseResponse, int] | None] = (
@@ -326,7 +334,7 @@ class Session:
         refs = [
             LeaseRef(item.task_id, lease_id)
             for item in held
-            if (lease_id := convert.lease_id(item.lease_id)) is not None
+            if (lease_id := convert.lease_ref(item.task_id, item.lease_id)) is not None
         ]
         kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id)) if refs else {}
         for ref in refs:
@@ -446,7 +454,7 @@ class Session:
         for hb in heartbeats:
             ack = pb.HeartbeatAck(task_id=hb.task_id, lease_id=hb.lease_id)
             acks.append(ack)
-            lease_id = convert.lease_id(hb.lease_id)
+            lease_id = convert.lease_ref(hb.task_id, hb.lease_id)
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
                 continue
@@ -513,7 +521,7 @@ class Session:
         for c in completions:
             ack = pb.CompletionAck(task_id=c.task_id, lease_id=c.lease_id)
             acks.append(ack)
-            lease_id = convert.lease_id(c.lease_id)
+            lease_id = convert.lease_ref(c.task_id, c.lease_id)
             try:
                 outcome = _outcome(c, limits)
             except InvalidArgument as error:
@@ -554,9 +562,10 @@ class Session:
     def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:
         ends = []
         for ref in refs:
-            lease_id = convert.lease_id(ref.lease_id)
-            lease = self._leases.pop(ref.task_id, None)
-            if lease_id is not None and lease is not None:
+            lease_id = convert.lease_ref(ref.task_id, ref.lease_id)
+            lease = self._leases.get(ref.task_id)
+            if lease_id is not None and lease is not None and lease.lease_id == lease_id:
+                del self._leases[ref.task_id]  # releasing a lease it does not hold does nothing
                 ends.append(released(LeaseRef(ref.task_id, lease_id)))
         if ends:
             self._rt.dispatcher.ended([LeaseRef(e.task_id, e.lease_id) for e in ends])
@@ -571,7 +580,7 @@ def _outcome(c: worker_service_pb2.Completion, limits: Limits) -> Outcome:
     if kind == "failure":
         return Failed(convert.failure(c.failure))
     if kind == "cancelled":
-        return Cancelled(c.cancelled.message[:1000])
+        return Cancelled(validation.printable(c.cancelled.message[:1000]))
     raise InvalidArgument(
         "completion has no outcome: set result, failure or cancelled", reason="INVALID_ARGUMENT"
     )
