@@ -40,6 +40,7 @@ from broker.engine.events import TaskEvents
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
+from broker.engine.storage import StorageHealth
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
 from broker.loops.memory import trim_periodically
@@ -51,7 +52,7 @@ from broker.loops.retention import RetentionLoop
 from broker.loops.supervisor import Policy, Supervisor
 from broker.loops.ticker import Ticker
 from broker.security.interceptor import Guard
-from broker.server import build_server, set_serving
+from broker.server import build_server, set_serving, watch_storage
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
 from broker.telemetry import setup as telemetry_setup
@@ -83,7 +84,11 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
         heartbeat_us=int(settings.lease_duration_s * MICROS),
         max_attempts=settings.default_max_attempts,
     )
-    db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
+    db = open_database(
+        settings.db,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_max_bytes=settings.sqlite_max_bytes,
+    )
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
         grace_us = max(int(settings.restart_grace_s * MICROS), files.defaults.timeouts.heartbeat_us)
@@ -111,6 +116,7 @@ async def build(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
     tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
+    storage = StorageHealth(clock)  # does the database take writes (health, metrics)
     dispatcher = Dispatcher(wake=doorbell.set, queues=queues, on_deliver=tracing.on_deliver)
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
@@ -123,6 +129,7 @@ async def build(
         db=db,
         dispatcher=dispatcher,
         tracing=tracing,
+        storage=storage,
     )
     env = Env(
         clock=clock,
@@ -133,6 +140,7 @@ async def build(
         notices=Notices(replica_id=replica_id, enabled=replicated),
         queues=queues,
         metrics=observe.sink,
+        storage=storage,
     )
     committer = Committer(db=db, env=env, doorbell=doorbell)
 
@@ -184,6 +192,7 @@ async def build(
         "poll": functools.partial(poll_ready, dispatcher, poll_s),
         "queues": functools.partial(refresh_queues, queues),
         "memory": trim_periodically,
+        "health": functools.partial(watch_storage, health_servicer, storage, runtime),
     }
     if replicated:
         loops["listener"] = Listener(

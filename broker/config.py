@@ -59,6 +59,9 @@ class Settings:
     config_path: str | None = None
     auto_migrate: bool = False
     sqlite_synchronous: str = "NORMAL"
+    # A cap on the SQLite file's size (PRAGMA max_page_count): writes that would grow
+    # it further fail as on a full disk (STORAGE_FULL). None: the disk is the limit.
+    sqlite_max_bytes: int | None = None
     port_file: str | None = None
     schedules_path: str | None = None  # --schedules (broker/api/schedules_file.py)
     log_level: str = "INFO"

@@ -105,6 +105,12 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="FULL survives power loss at the cost of commit latency.",
 )
 @click.option(
+    "--sqlite-max-bytes",
+    type=click.IntRange(min=1),
+    help="Cap the SQLite file at this size: writes that would grow it further are refused "
+    "with STORAGE_FULL, as on a full disk.",
+)
+@click.option(
     "--port-file",
     type=click.Path(dir_okay=False),
     help="Write the bound port here once serving (for --listen host:0).",
@@ -148,6 +154,7 @@ def broker_command(
     retention_interval: float,
     auto_migrate: bool,
     sqlite_synchronous: str,
+    sqlite_max_bytes: int | None,
     port_file: str | None,
     schedules_path: str | None,
     metrics_listen: str | None,
@@ -183,6 +190,7 @@ def broker_command(
         config_path=config_path,
         auto_migrate=auto_migrate,
         sqlite_synchronous=sqlite_synchronous,
+        sqlite_max_bytes=sqlite_max_bytes,
         port_file=port_file,
         schedules_path=schedules_path,
         log_level=log_level,

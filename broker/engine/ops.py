@@ -24,6 +24,7 @@ from broker.engine.ledger import Ledger
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.engine.notices import Notices
 from broker.engine.queue_registry import QueueRegistry
+from broker.engine.storage import StorageHealth
 from broker.store import leases, queues, tasks
 
 R = TypeVar("R")
@@ -51,6 +52,11 @@ class Env:
     queues: QueueRegistry
     ledger: Ledger = field(default_factory=Ledger)
     metrics: MetricsSink = field(default_factory=NoMetrics)
+    storage: StorageHealth | None = None  # made from the clock when not given
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = StorageHealth(self.clock)
 
     def ready(self, queues: Iterable[str]) -> None:
         """Tasks became claimable in these queues: wake this replica and the others."""

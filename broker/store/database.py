@@ -61,11 +61,13 @@ class Database:
             self._lock_fd = None
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+def open_database(
+    url: str, *, sqlite_synchronous: str = "NORMAL", sqlite_max_bytes: int | None = None
+) -> Database:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _open_sqlite(url, sqlite_synchronous)
+        return _open_sqlite(url, sqlite_synchronous, sqlite_max_bytes)
     if parsed.get_backend_name() == "postgresql":
         writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
         reader = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
@@ -76,7 +78,7 @@ def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
     )
 
 
-def _open_sqlite(url: str, synchronous: str) -> Database:
+def _open_sqlite(url: str, synchronous: str, max_bytes: int | None = None) -> Database:
     from broker.store import sqlite_driver
 
     parsed = make_url(url)
@@ -100,7 +102,11 @@ def _open_sqlite(url: str, synchronous: str) -> Database:
     # is the only writer (the lock file keeps other brokers out). Readers run
     # each statement in autocommit.
     _install_pragmas(
-        writer, synchronous.upper(), isolation_level="IMMEDIATE", cache_kib=WRITER_CACHE_KIB
+        writer,
+        synchronous.upper(),
+        isolation_level="IMMEDIATE",
+        cache_kib=WRITER_CACHE_KIB,
+        max_bytes=max_bytes,
     )
     _install_pragmas(reader, synchronous.upper(), isolation_level=None, cache_kib=READER_CACHE_KIB)
     return Database(url, writer, reader, lock_fd)
@@ -129,7 +135,12 @@ READER_CACHE_KIB = 8 * 1024
 
 
 def _install_pragmas(
-    engine: AsyncEngine, synchronous: str, isolation_level: str | None, *, cache_kib: int
+    engine: AsyncEngine,
+    synchronous: str,
+    isolation_level: str | None,
+    *,
+    cache_kib: int,
+    max_bytes: int | None = None,
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -140,6 +151,11 @@ def _install_pragmas(
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute(f"PRAGMA cache_size=-{cache_kib}")
+        if max_bytes is not None:
+            # Per connection, so set on each; the writer is the only one that grows the file.
+            cursor.execute("PRAGMA page_size")
+            page = cursor.fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count={max(max_bytes // page, 1)}")
         cursor.close()
         dbapi_connection.isolation_level = isolation_level
 

@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from broker.core.models import Claimed
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.metrics import MetricsSink, NoMetrics
+from broker.engine.storage import StorageHealth
 from broker.errors import ConfigError
 from broker.store import queues as store
 from broker.store.database import Database
@@ -118,6 +119,7 @@ def start(
     db: Database,
     dispatcher: Dispatcher,
     tracing: Tracing,
+    storage: StorageHealth | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Telemetry:
     """Build the metrics exporters; the caller hands `result.sink` to the committer's Env."""
@@ -140,6 +142,7 @@ def start(
             queue_counts=_queue_counts_reader(db, asyncio.get_running_loop()),
             leases_in_flight=lambda: dispatcher.leases_in_flight,
             sessions=lambda: dispatcher.sessions,
+            storage=None if storage is None else storage.problem,
         )
     return out
 
