@@ -12,6 +12,10 @@ Each scenario runs several times on a fresh database and reports the median.
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* soak (only when asked for, once): --soak-tasks (1M) no-op tasks through the
+  broker with a bounded backlog and a short retention; the broker's RSS after
+  every --soak-step (100k) tasks, and whether it stays within 10% after
+  --soak-settle (200k) (bench/soak.py).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.schedules import schedule_lag
+from bench.soak import soak
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
 from worker_sdk import Client, TaskSpec
@@ -50,6 +55,11 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    soak_tasks: int = 1_000_000
+    soak_step: int = 100_000
+    soak_settle: int = 200_000
+    soak_backlog: int = 20_000
+    soak_retention: str = "60s"
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -86,7 +96,9 @@ async def _submit(clients: list[Client], n: int, type_: str = "noop") -> None:
 
 
 class Setup:
-    def __init__(self, args: Args, workdir: Path, index: int) -> None:
+    def __init__(
+        self, args: Args, workdir: Path, index: int, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.args = args
         self.workdir = workdir / f"run{index}"
         self.workdir.mkdir()
@@ -100,7 +112,7 @@ class Setup:
                 Broker(
                     db_url=self.db_url,
                     workdir=self.workdir / f"r{r}",
-                    extra_args=("--submit-rate", "0"),
+                    extra_args=("--submit-rate", "0", *extra_args),
                 )
             )
         self.broker = self.brokers[0]
@@ -112,6 +124,11 @@ class Setup:
         await self.broker.start()  # the first migrates the schema
         await asyncio.gather(*(b.start() for b in self.brokers[1:]))
         return self
+
+    @property
+    def broker_pid(self) -> int:
+        assert self.broker.process is not None
+        return self.broker.process.pid
 
     def clients(self, timeout: float = 120) -> list[Client]:
         return [Client(b.target, timeout=timeout) for b in self.brokers]
@@ -228,6 +245,20 @@ async def stats_cost(args: Args, workdir: Path, index: int) -> dict[str, float]:
     }
 
 
+async def soak_run(args: Args, workdir: Path) -> dict[str, Any]:
+    config = workdir / "soak.toml"
+    config.write_text(f'[defaults.retention]\nsucceeded = "{args.soak_retention}"\n')
+    extra = ("--config", str(config), "--retention-interval", "5")
+    async with Setup(args, workdir, 500, extra) as setup:
+        return await soak(
+            setup,
+            total=args.soak_tasks,
+            step=args.soak_step,
+            settle=args.soak_settle,
+            backlog=args.soak_backlog,
+        )
+
+
 async def _median_of(
     runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
 ) -> dict[str, Any]:
@@ -261,6 +292,10 @@ async def main(args: Args) -> dict[str, Any]:
             )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
+        if args.scenario == "soak":
+            report["tasks"] = args.soak_tasks
+            report["runs"] = 1
+            report["soak"] = await soak_run(args, workdir)
     return report
 
 
@@ -280,7 +315,7 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule"],
+        choices=["all", "throughput", "latency", "stats", "schedule", "soak"],
         default="all",
     )
     parser.add_argument(
@@ -288,6 +323,17 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
+    parser.add_argument("--soak-tasks", type=int, default=1_000_000, help="Soak: tasks in all.")
+    parser.add_argument("--soak-step", type=int, default=100_000, help="Soak: RSS every N tasks.")
+    parser.add_argument(
+        "--soak-settle", type=int, default=200_000, help="Soak: RSS must be flat from here on."
+    )
+    parser.add_argument(
+        "--soak-backlog", type=int, default=20_000, help="Soak: unfinished tasks at most."
+    )
+    parser.add_argument(
+        "--soak-retention", default="60s", help="Soak: how long succeeded tasks are kept."
     )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
@@ -304,6 +350,11 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.soak_tasks,
+        ns.soak_step,
+        ns.soak_settle,
+        ns.soak_backlog,
+        ns.soak_retention,
     )
 
 
@@ -314,8 +365,22 @@ def _print(report: dict[str, Any]) -> None:
         f"runs={report['runs']} (median, then each run)"
     )
     for key, value in report.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "median" in value:
             print(f"  {key:<16} {value['median']:>10.1f}   {value['runs']}")
+    soak_report = report.get("soak")
+    if soak_report:
+        print(f"  soak: {soak_report['tasks_per_s']:.0f} tasks/s; broker RSS (MB) by tasks done:")
+        for n, mb in soak_report["rss_mb"]:
+            print(f"    {n:>9,}  {mb:7.1f}")
+        if "note" in soak_report:
+            print(f"  note: {soak_report['note']}")
+        spread = soak_report["rss_spread_after_settle"]
+        verdict = "flat" if soak_report["flat"] else "GROWING"
+        if spread is not None:
+            print(
+                f"  from {soak_report['settle_tasks']:,} tasks on: spread {spread:.1%} ({verdict}, "
+                "limit 10%)"
+            )
 
 
 if __name__ == "__main__":

@@ -334,10 +334,12 @@ class Worker:
         writer = asyncio.create_task(self._write(call), name="lease-writer")
         ticker = asyncio.create_task(self._tick(), name="lease-heartbeats")
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_EXCEPTION)
-            if not reader.done():
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and writer.exception() is None and not reader.done():
                 # The writer closed our side after draining; wait for the broker's.
                 await reader
+            # Otherwise the stream ended (or broke) first: the session is over, and a
+            # writer still waiting (say, for the broker's answer to our drain) stops.
         finally:
             for task in (reader, writer, ticker):
                 task.cancel()

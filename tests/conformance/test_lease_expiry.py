@@ -38,9 +38,9 @@ async def test_a_stalled_workers_stale_result_is_rejected_and_it_keeps_working(
     client: Client, workers: Workers
 ) -> None:
     stale = await workers.start("stale", concurrency=1)
-    # Attempt 1 takes 0.6 s, attempt 2 takes 3 s: long enough to look at the task
-    # while the second worker holds it.
-    task = await client.submit("conformance.sleep", {"seconds": [0.6, 3]})
+    # Attempt 1 takes 0.6 s, attempt 2 takes 8 s: long enough to look at the task
+    # while the second worker holds it, on a loaded machine too.
+    task = await client.submit("conformance.sleep", {"seconds": [0.6, 8]})
     await stale.wait_for_line(f"started task {task.id} attempt 1")
     await stale.pause()  # SIGSTOP mid-handler: no heartbeats, the lease expires
 
