@@ -427,8 +427,9 @@ class Hello(_message.Message):
     @_builtins.property
     def held_leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Leases the worker still holds from an earlier session (after a broker
-        restart or a reconnect). The broker keeps those that are still valid and
-        attached to this stream, and lists the rest in `Welcome.lost_leases`.
+        restart or a reconnect). The broker keeps those that are still valid —
+        held, or lapsed with no other lease of their task since — attaches them
+        to this stream, and lists the rest in `Welcome.lost_leases`.
         """
 
     def __init__(
