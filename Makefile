@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 LISTEN ?= 127.0.0.1:50051
+HTTP_LISTEN ?= 127.0.0.1:50080
 DB ?= taskyard.db
 LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos fuzz bench run demo clean node
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos fuzz bench bench-dashboard screenshots run demo clean node system-tools
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -19,7 +20,7 @@ venv: $(STAMP) ## Create .venv with pinned dependencies
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[broker,dev]'
 	touch $(STAMP)
 
 node_modules/.stamp: package.json package-lock.json
@@ -28,11 +29,15 @@ node_modules/.stamp: package.json package-lock.json
 
 node: node_modules/.stamp
 
-proto: venv ## Regenerate taskyard/v1 from protos/
+# *_connect.py (the HTTP/JSON side, broker/http) come from the same protos, with the
+# google.protobuf message classes the gRPC side uses.
+proto: venv ## Regenerate taskyard/v1 from protos/ (gRPC, typing stubs, Connect)
 	$(PY) -m grpc_tools.protoc -Iprotos \
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+	  --connectrpc_out=. --connectrpc_opt=protobuf=google \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  --plugin=protoc-gen-connectrpc=$(VENV)/bin/protoc-gen-connectrpc \
 	  protos/taskyard/v1/*.proto
 
 lint: venv node ## ruff, mypy --strict, import layers (lint-imports), buf lint/format/breaking
@@ -52,7 +57,20 @@ NODE_EXAMPLES := examples/node-worker examples/node-client
 	cd $* && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test: venv $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-sqlite-stock and test-node
+# The dashboard's browser tests (tests/web) drive Debian's chromium through Playwright
+# (never `playwright install`); tests/deploy runs promtool from Debian's prometheus package.
+SYSTEM_TOOLS := /usr/bin/chromium:chromium /usr/bin/promtool:prometheus
+
+system-tools: ## Install Debian's chromium and prometheus (promtool) when missing
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing$$missing with apt-get"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; fi
+
+test: venv system-tools $(NODE_EXAMPLES:%=%/node_modules/.stamp) ## Run the test suite (real broker and worker processes), then test-sqlite-stock and test-node
 	$(PY) -m pytest -m "not bench and not chaos" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-sqlite-stock
 	$(MAKE) --no-print-directory test-node
@@ -76,7 +94,7 @@ deps-floor: venv ## Install every dependency at its pyproject.toml floor in a sc
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(PY) .ci/floors.py > $(FLOOR_VENV)/floors.txt
-	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/floors.txt . $(FLOOR_TOOLS)
+	$(FLOOR_VENV)/bin/pip install -q -c $(FLOOR_VENV)/floors.txt '.[broker]' $(FLOOR_TOOLS)
 	$(FLOOR_VENV)/bin/python .ci/floors.py report
 	cd / && $(FLOOR_VENV)/bin/python -c 'import logging; logging.basicConfig(); \
 	  import broker.app, broker.cli, worker_sdk; from broker.store import sqlite_driver as d; \
@@ -96,10 +114,18 @@ fuzz: venv ## Fuzz a running broker with random seeds, FUZZ_EXAMPLES per propert
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)
 
+screenshots: venv system-tools ## Renew the dashboard's pictures in docs/img (a broker, workers and Chromium)
+	$(PY) -m tests.web.screenshots docs/img
+
+DASHBOARD_TASKS ?= 1000000
+bench-dashboard: venv system-tools ## Time the dashboard's overview and first tasks page with DASHBOARD_TASKS stored (both backends)
+	$(PY) -m bench.dashboard --tasks $(DASHBOARD_TASKS) $(BENCH_ARGS)
+
 # `taskyard dev` starts the broker, waits for its health check, starts the worker, prints a
 # banner, and on Ctrl-C stops the worker, then the broker, and exits 0 (broker/cli/dev.py).
-run: venv ## Start a broker (SQLite: ./taskyard.db) and the demo worker; Ctrl-C stops both
-	@$(VENV)/bin/taskyard dev --listen '$(LISTEN)' --db '$(DB)' --log-level '$(LOG_LEVEL)' \
+run: venv ## Start a broker (SQLite: ./taskyard.db; HTTP on 127.0.0.1:50080) and the demo worker; Ctrl-C stops both
+	@$(VENV)/bin/taskyard dev --listen '$(LISTEN)' --http-listen '$(HTTP_LISTEN)' --db '$(DB)' \
+	  --log-level '$(LOG_LEVEL)' \
 	  --worker examples.demo_worker:worker
 
 demo: venv ## A self-contained tour: broker, worker, a few tasks with progress

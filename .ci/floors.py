@@ -22,7 +22,9 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 def floors() -> dict[str, str]:
     """{distribution: floor} for every dependency with a `>=` bound."""
     out: dict[str, str] = {}
-    for line in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    # The client side's dependencies and the broker's extra (not the dev tools, which are pinned).
+    for line in project["dependencies"] + project["optional-dependencies"]["broker"]:
         requirement = Requirement(line)
         lows = [s.version for s in requirement.specifier if s.operator == ">="]
         if not lows:

@@ -7,7 +7,11 @@ Each scenario runs several times on a fresh database and reports the median.
 * process: the N queued tasks drained by W worker processes: N divided by the
   span from the first lease to the last completion (read from the database).
 * end-to-end: workers connected, N tasks submitted as fast as possible: N
-  divided by the span from the first submission to the last completion.
+  divided by the span from the first submission to the last completion. The
+  CPU time each part spent over that span, per task: the broker process, the
+  worker processes and this (client) process, read from /proc and
+  `time.process_time()` — what a task costs, independent of how busy the
+  machine is.
 * latency: idle workers, one CreateTask at a time at a fixed rate; the time from
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
@@ -16,6 +20,11 @@ Each scenario runs several times on a fresh database and reports the median.
   broker with a bounded backlog and a short retention; the broker's RSS after
   every --soak-step (100k) tasks, and whether it stays within 10% after
   --soak-settle (200k) (bench/soak.py).
+* events: end-to-end throughput with no WatchEvents subscriber and with
+  --subscribers (10) unfiltered ones; the difference in percent is what the
+  event stream costs (bench/events.py).
+* executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
+  its threads: first submission to last result (bench/executors.py).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +45,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.events import subscriber_cost
+from bench.executors import executor_spans
 from bench.schedules import schedule_lag
 from bench.soak import soak
 from broker.store.database import normalize_url
@@ -60,6 +72,8 @@ class Args:
     soak_settle: int = 200_000
     soak_backlog: int = 20_000
     soak_retention: str = "60s"
+    subscribers: int = 10
+    cpu_seconds: float = 1.0
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -182,12 +196,51 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
     async with Setup(args, workdir, index + 100) as setup:
         await setup.start_workers()
         clients = setup.clients()
+        meter = CpuMeter(setup)
         t0 = time.time()
         await _submit(clients, n)
         _, last = await _wait_done(setup.db_url, n)
         e2e_rate = n / (last / 1e6 - t0)
+        cpu = meter.per_task_us(n)
         await _close(clients)
-    return {"submit_per_s": submit_rate, "process_per_s": process_rate, "e2e_per_s": e2e_rate}
+    return {
+        "submit_per_s": submit_rate,
+        "process_per_s": process_rate,
+        "e2e_per_s": e2e_rate,
+        **cpu,
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by the brokers, the workers and this process between start and stop."""
+
+    def __init__(self, setup: Setup) -> None:
+        self._brokers = [b.process.pid for b in setup.brokers if b.process is not None]
+        self._workers = [w.process.pid for w in setup.workers]
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        return (
+            sum(_cpu_s(pid) for pid in self._brokers),
+            sum(_cpu_s(pid) for pid in self._workers),
+            time.process_time(),
+        )
+
+    def per_task_us(self, n: int) -> dict[str, float]:
+        end = self._read()
+        broker, workers, client = (1e6 * (e - s) / n for e, s in zip(end, self._start, strict=True))
+        return {
+            "e2e_broker_cpu_us": broker,
+            "e2e_workers_cpu_us": workers,
+            "e2e_client_cpu_us": client,
+        }
 
 
 async def _close(clients: list[Client]) -> None:
@@ -249,7 +302,7 @@ async def soak_run(args: Args, workdir: Path) -> dict[str, Any]:
     config = workdir / "soak.toml"
     config.write_text(f'[defaults.retention]\nsucceeded = "{args.soak_retention}"\n')
     extra = ("--config", str(config), "--retention-interval", "5")
-    async with Setup(args, workdir, 500, extra) as setup:
+    async with Setup(args, workdir, 700, extra) as setup:
         return await soak(
             setup,
             total=args.soak_tasks,
@@ -290,6 +343,22 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(
                 args.runs, lambda i: schedule_lag(Setup(args, workdir, i + 400))
             )
+        if args.scenario == "events":
+            report["subscribers"] = args.subscribers
+            report |= await _median_of(
+                args.runs,
+                lambda i: subscriber_cost(
+                    lambda k: Setup(args, workdir, 500 + 2 * i + k),
+                    _submit,
+                    _wait_done,
+                    args.subscribers,
+                ),
+            )
+        if args.scenario == "executors":
+            report["cpu_seconds"] = args.cpu_seconds
+            report |= await _median_of(
+                args.runs, lambda i: executor_spans(Setup(args, workdir, i + 500), args.cpu_seconds)
+            )
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
         if args.scenario == "soak":
@@ -315,7 +384,16 @@ def _parse() -> Args:
     parser.add_argument("--json", dest="json_out", help="Also write the report here.")
     parser.add_argument(
         "--scenario",
-        choices=["all", "throughput", "latency", "stats", "schedule", "soak"],
+        choices=[
+            "all",
+            "throughput",
+            "latency",
+            "stats",
+            "schedule",
+            "events",
+            "executors",
+            "soak",
+        ],
         default="all",
     )
     parser.add_argument(
@@ -334,6 +412,12 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--soak-retention", default="60s", help="Soak: how long succeeded tasks are kept."
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=10, help="Events: WatchEvents subscribers."
+    )
+    parser.add_argument(
+        "--cpu-seconds", type=float, default=1.0, help="Executors: CPU seconds per task."
     )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
@@ -355,6 +439,8 @@ def _parse() -> Args:
         ns.soak_settle,
         ns.soak_backlog,
         ns.soak_retention,
+        ns.subscribers,
+        ns.cpu_seconds,
     )
 
 
@@ -366,7 +452,7 @@ def _print(report: dict[str, Any]) -> None:
     )
     for key, value in report.items():
         if isinstance(value, dict) and "median" in value:
-            print(f"  {key:<16} {value['median']:>10.1f}   {value['runs']}")
+            print(f"  {key:<40} {value['median']:>10.1f}   {value['runs']}")
     soak_report = report.get("soak")
     if soak_report:
         print(f"  soak: {soak_report['tasks_per_s']:.0f} tasks/s; broker RSS (MB) by tasks done:")

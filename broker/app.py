@@ -17,6 +17,7 @@ running, reconnect to the restarted broker and re-adopt them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -29,21 +30,25 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from broker import config_file
-from broker.api import schedule_convert, schedules_file
+from broker import config_file, memory
+from broker.api import schedule_convert, schedules_file, services
 from broker.api.runtime import Runtime
 from broker.clock import MICROS, Clock, system_clock
 from broker.config import Settings
 from broker.engine.committer import Committer
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.events import TaskEvents
+from broker.engine.journal import Journal
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
 from broker.engine.storage import StorageHealth
+from broker.http import gate
+from broker.http.router import Router
+from broker.http.server import HttpServer
+from broker.http.site import Site
 from broker.loops.alarm import Alarm
 from broker.loops.listener import Listener
-from broker.loops.memory import trim_periodically
 from broker.loops.polls import poll_ready, refresh_queues
 from broker.loops.promoter import Promoter
 from broker.loops.reaper import Reaper
@@ -51,7 +56,9 @@ from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
 from broker.loops.supervisor import Policy, Supervisor
 from broker.loops.ticker import Ticker
+from broker.loops.trim import trim_periodically
 from broker.security.interceptor import Guard
+from broker.security.limits import budget_of
 from broker.server import build_server, set_serving, watch_storage
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
@@ -60,6 +67,7 @@ from broker.telemetry import setup as telemetry_setup
 log = logging.getLogger("taskyard.broker")
 
 Loop = Callable[[], Awaitable[None]]
+LISTEN_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +78,18 @@ class Broker:
     runtime: Runtime
     committer: Committer
     loops: dict[str, Loop]  # restarted by the supervisor when they crash
+    listener: Listener | None  # PostgreSQL: hears the other replicas
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
     guard: Guard
     telemetry: telemetry_setup.Telemetry
+    http: HttpServer | None  # the HTTP/JSON API, when --http-listen is given
 
 
 async def run(settings: Settings, *, clock: Clock | None = None) -> None:
     clock = clock or system_clock()
+    memory.return_freed_memory()
     files = config_file.load(
         settings.config_path,
         heartbeat_us=int(settings.lease_duration_s * MICROS),
@@ -110,8 +121,10 @@ async def build(
     # In-memory state.
     queues = QueueRegistry(db=db, defaults=files.defaults)
     await queues.load()
+    # Submissions per identity, counted alike through the API and by schedule fires.
+    budget = budget_of(settings.limits)
     # The schedules file is read and checked now: a bad one stops the start.
-    factory = schedule_convert.Factory(settings, files.defaults, queues.options)
+    factory = schedule_convert.Factory(settings, files.defaults, queues.options, budget=budget)
     declared = schedules_file.load(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
@@ -121,6 +134,9 @@ async def build(
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]
     replicated = db.backend == "postgresql"
+    journal = Journal(
+        stream_id=replica_id, clock=clock, window=settings.event_window, relay=replicated
+    )
 
     # The write path.
     observe = telemetry_setup.start(
@@ -130,6 +146,9 @@ async def build(
         dispatcher=dispatcher,
         tracing=tracing,
         storage=storage,
+        queues=queues,
+        configured_queues=files.defaults.queues.keys(),
+        metrics_token=settings.metrics_token,
     )
     env = Env(
         clock=clock,
@@ -139,6 +158,7 @@ async def build(
         due=promotions,
         notices=Notices(replica_id=replica_id, enabled=replicated),
         queues=queues,
+        journal=journal,
         metrics=observe.sink,
         storage=storage,
     )
@@ -152,14 +172,21 @@ async def build(
         committer=committer,
         dispatcher=dispatcher,
         events=events,
+        journal=journal,
         schema_version=schema,
         defaults=files.defaults,
         queues=queues,
         schedule_hint=fires.due_at,
         replica_id=replica_id,
+        budget=budget,
     )
-    guard = Guard(settings=settings, db=db)
-    server, health_servicer, port = build_server(runtime, guard=guard)
+    guard = Guard(settings=settings, db=db, budget=budget)
+    served = services.build(runtime)
+    server, health_servicer, port = build_server(runtime, guard=guard, served=served)
+    http = None
+    if settings.http_listen:
+        apps = await gate.applications(served, guard, read_max_bytes=settings.limits.receive_bytes)
+        http = HttpServer(Router(apps, site=Site()), settings)
 
     # The loops.
     poll_s = settings.promote_poll_s
@@ -194,24 +221,29 @@ async def build(
         "memory": trim_periodically,
         "health": functools.partial(watch_storage, health_servicer, storage, runtime),
     }
+    listener = None
     if replicated:
-        loops["listener"] = Listener(
+        listener = Listener(
             url=db.url,
             replica_id=replica_id,
             dispatcher=dispatcher,
             events=events,
+            journal=journal,
             drain=runtime.sessions.drain,
-        ).run
+        )
+        loops["listener"] = listener.run
     return Broker(
         settings=settings,
         runtime=runtime,
         committer=committer,
         loops=loops,
+        listener=listener,
         server=server,
         health=health_servicer,
         port=port,
         guard=guard,
         telemetry=observe,
+        http=http,
     )
 
 
@@ -228,7 +260,15 @@ async def serve(broker: Broker) -> None:
     supervisor.start("committer", broker.committer.run, Policy.STOP)
     for name, run_loop in broker.loops.items():
         supervisor.start(name, run_loop, Policy.RESTART)
+    if broker.listener is not None:
+        # Serve once the other replicas are heard, so that a subscriber's first
+        # events include theirs; a LISTEN that cannot connect only delays that.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(broker.listener.listening.wait(), LISTEN_WAIT_S)
     await broker.server.start()
+    if broker.http is not None:
+        await broker.http.start()
+        _announce_http(settings, broker.http)
     await set_serving(broker.health, True)
     _announce(settings, broker.port, runtime.db.backend)
     broker.guard.announce(settings.listen)
@@ -238,10 +278,14 @@ async def serve(broker: Broker) -> None:
     # Stop, in reverse: the door, the workers' streams, the loops, the committer.
     log.info("shutting down")
     runtime.shutting_down = True
+    runtime.journal.close()  # WatchEvents streams end with UNAVAILABLE
     await set_serving(broker.health, False)
     runtime.dispatcher.freeze()
     runtime.sessions.shutdown(settings.shutdown_grace_s, "broker shutting down")
-    await broker.server.stop(settings.shutdown_grace_s)
+    stopping = [broker.server.stop(settings.shutdown_grace_s)]
+    if broker.http is not None:
+        stopping.append(broker.http.stop())
+    await asyncio.gather(*stopping)
     await supervisor.cancel_restartable()
     broker.committer.stop()
     try:
@@ -266,6 +310,14 @@ async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
             kept,
             grace_us / MICROS,
         )
+
+
+def _announce_http(settings: Settings, http: HttpServer) -> None:
+    """The HTTP API's URL (tests and `taskyard dev` read this line)."""
+    assert settings.http_listen is not None
+    host = settings.http_listen.rsplit(":", 1)[0] or "127.0.0.1"
+    log.info("HTTP/JSON API at %s://%s:%d/", http.scheme, host, http.port)
+    log.info("web dashboard at %s://%s:%d/", http.scheme, host, http.port)
 
 
 def _announce(settings: Settings, port: int, backend: str) -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Bytes a task's other fields may take besides its payload and labels (type,
+# queue, ids, timestamps, retry policy, trace context), and a FULL reply's
+# room for the error text a worker reports (details are cut at 100,000
+# characters, up to 4 bytes each in UTF-8, plus the 10,000-character message).
+FIELDS_ALLOWANCE = 64 * 1024
+ERROR_ALLOWANCE = 512 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -18,13 +25,55 @@ class Limits:
     default_page_size: int = 100
     max_attempts: int = 1000
     max_credits: int = 10_000
-    max_message_bytes: int = 32 * 1024 * 1024
+    # gRPC message size both ways; 0: derived from the other limits
+    # (`receive_bytes`, `send_bytes`), so that no caller can make the broker
+    # buffer more than the largest legal request.
+    max_message_bytes: int = 0
+    # A BatchCreateTasks request or a Lease message (completions), in bytes.
+    max_batch_bytes: int = 4 * 1024 * 1024
+    # A ListTasks reply, in bytes: a FULL list pages by size as well as count.
+    max_page_bytes: int = 4 * 1024 * 1024
     # Per identity (docs/security.md): open Lease/WatchTask streams, and tasks
     # submitted per second with bursts up to submit_burst (0 = unlimited).
     max_streams_per_identity: int = 1000
-    max_lease_items: int = 5000  # heartbeats, completions or releases per Lease message
+    max_lease_items: int = 5000  # heartbeats, completions, releases or held leases per message
     submit_rate: float = 10_000.0
     submit_burst: int = 20_000
+    # Request bytes submitted per second per identity, bursts up to submit_bytes_burst.
+    submit_bytes_rate: float = 16 * 1024 * 1024
+    submit_bytes_burst: int = 64 * 1024 * 1024
+    max_schedules_per_identity: int = 1000  # 0 = unlimited
+    # Per connection and before authentication.
+    # HTTP/2 concurrent streams (calls) on one connection: above the per-identity
+    # stream limit, so that one client's streams and calls fit on its connection.
+    max_streams_per_connection: int = 2000
+    max_open_streams: int = 100  # health and reflection streams, all callers together
+    refusal_log_interval_s: float = 10.0  # at most one "refused" line per peer per interval
+    # Log records (ctx.log) stored per attempt; past either, one WARNING record says so.
+    task_log_lines: int = 1000
+    task_log_bytes: int = 256 * 1024
+
+    @property
+    def largest_task_bytes(self) -> int:
+        """The largest legal CreateTask request (or completion): every field at its limit."""
+        labels = self.max_labels * (self.max_string + self.max_label_value + 16)
+        return self.max_payload_bytes + labels + FIELDS_ALLOWANCE
+
+    @property
+    def receive_bytes(self) -> int:
+        """The gRPC receive limit: the largest legal request, single or batched."""
+        if self.max_message_bytes:
+            return self.max_message_bytes
+        return max(self.largest_task_bytes, self.max_batch_bytes)
+
+    @property
+    def send_bytes(self) -> int:
+        """The gRPC send limit: a FULL task (payload, result, error) or a page, whichever is
+        larger."""
+        if self.max_message_bytes:
+            return self.max_message_bytes
+        full_task = self.largest_task_bytes + self.max_payload_bytes + ERROR_ALLOWANCE
+        return max(full_task, self.max_page_bytes + FIELDS_ALLOWANCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +117,12 @@ class Settings:
     log_json: bool = False
     # Telemetry (docs/observability.md): a Prometheus scrape endpoint, OTLP.
     metrics_listen: str | None = None
+    metrics_token: str | None = None  # required as a bearer token by /metrics when set
     otlp_endpoint: str | None = None
+    # The HTTP/JSON API (docs/http.md): host:port, or None for none.
+    http_listen: str | None = None
+    # WatchEvents resumes within the last this many events (docs/events.md).
+    event_window: int = 100_000
     limits: Limits = field(default_factory=Limits)
     security: Security = field(default_factory=Security)
 

@@ -8,6 +8,7 @@
     max_backoff = "10m"
     jitter = 0.2
     non_retryable_error_types = ["ValueError"]
+    retryable_error_types = []  # not empty: only these types are retried
     max_lease_losses = 10
 
     [defaults.timeouts]         # also per queue and per type
@@ -191,6 +192,7 @@ _RETRY_KEYS: dict[str, Any] = {
     "max_backoff": parse_duration,
     "jitter": _float,
     "non_retryable_error_types": _strings,
+    "retryable_error_types": _strings,
     "max_lease_losses": _int,
 }
 _RETRY_FIELD = {
@@ -201,6 +203,7 @@ _RETRY_FIELD = {
     "max_backoff": "max_backoff_us",
     "jitter": "jitter",
     "non_retryable_error_types": "non_retryable_error_types",
+    "retryable_error_types": "retryable_error_types",
     "max_lease_losses": "max_lease_losses",
 }
 _TIMEOUT_FIELDS = {

@@ -1,4 +1,4 @@
-"""The gRPC server: our services, health and reflection on one port."""
+"""The gRPC server: our services (api/services.py), health and reflection on one port."""
 
 from __future__ import annotations
 
@@ -9,30 +9,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.api.queue_service import QueueService
+from broker.api import services
 from broker.api.runtime import Runtime
-from broker.api.schedule_service import ScheduleService
-from broker.api.stats_service import StatsService
-from broker.api.system_service import SystemService
-from broker.api.task_service import TaskService
-from broker.api.worker_service import WorkerService
+from broker.api.services import Service
 from broker.engine.storage import StorageHealth
 from broker.errors import ConfigError
 from broker.security.interceptor import Guard
 from broker.security.tls import add_port
 from taskyard.v1 import (
+    event_service_pb2,
     queue_service_pb2,
-    queue_service_pb2_grpc,
     schedule_service_pb2,
-    schedule_service_pb2_grpc,
     stats_service_pb2,
-    stats_service_pb2_grpc,
     system_service_pb2,
-    system_service_pb2_grpc,
     task_service_pb2,
-    task_service_pb2_grpc,
     worker_service_pb2,
-    worker_service_pb2_grpc,
 )
 
 SERVICE_NAMES = (
@@ -42,20 +33,26 @@ SERVICE_NAMES = (
     queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
     stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
 
 
 def build_server(
-    runtime: Runtime, *, guard: Guard | None = None
+    runtime: Runtime, *, guard: Guard | None = None, served: list[Service] | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-    limit = runtime.settings.limits.max_message_bytes
+    limits = runtime.settings.limits
     # Authentication, authorization and per-identity limits (broker/security).
     guard = guard or Guard(settings=runtime.settings, db=runtime.db)
     server = grpc.aio.server(
         interceptors=[guard],
         options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
+            # The largest legal request and reply (config.Limits), not more: a
+            # caller cannot make the broker buffer a bigger message.
+            ("grpc.max_receive_message_length", limits.receive_bytes),
+            ("grpc.max_send_message_length", limits.send_bytes),
+            # HTTP/2 streams one connection may have open at once; more wait
+            # in the client for a free one.
+            ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
             # Workers keep their streams alive with pings; let them.
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -64,14 +61,12 @@ def build_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(runtime), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(runtime), server)
-    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemService(runtime), server)
-    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(QueueService(runtime), server)
-    stats_service_pb2_grpc.add_StatsServiceServicer_to_server(StatsService(runtime), server)
-    schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
-        ScheduleService(runtime), server
-    )
+    for service in served if served is not None else services.build(runtime):
+        handlers = service.handlers
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.name, handlers),)
+        )
+        server.add_registered_method_handlers(service.name, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

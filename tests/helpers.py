@@ -22,6 +22,7 @@ from taskyard.v1 import task_service_pb2_grpc, worker_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on [^:]+:(\d+)")
+HTTP_READY = re.compile(r"HTTP/JSON API at https?://[^:]+:(\d+)/")
 START_TIMEOUT_S = 30.0
 
 
@@ -39,13 +40,15 @@ class LoggedProcess:
     loop: asyncio.AbstractEventLoop | None = None  # the event loop that started it
 
     @classmethod
-    async def start(cls, args: Sequence[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
+    async def start(
+        cls, args: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path = ROOT
+    ) -> LoggedProcess:
         proc = await asyncio.create_subprocess_exec(
             *args,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
         self = cls(proc, log_path, loop=asyncio.get_running_loop())
@@ -189,6 +192,7 @@ class Broker:
     process: LoggedProcess | None = None
     port: int = 0
     starts: int = 0
+    http_port: int = 0  # with --http-listen among extra_args
 
     @property
     def target(self) -> str:
@@ -207,6 +211,10 @@ class Broker:
         self.process = await LoggedProcess.start(args, log_path, python_env())
         match = await self.process.wait_for_line(READY)
         self.port = int(match.group(1))
+        if "--http-listen" in self.extra_args:
+            # Announced before the gRPC line: already read.
+            http = await self.process.wait_for_line(HTTP_READY, timeout=1)
+            self.http_port = int(http.group(1))
 
     async def stop(self) -> int:
         assert self.process is not None
@@ -270,6 +278,22 @@ def read_record(workdir: Path) -> list[list[str]]:
     if not path.exists():
         return []
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+async def wait_for_record(
+    workdir: Path, event: str, task_id: str, attempt: int, timeout: float = 30.0
+) -> None:
+    """Wait until a test worker recorded `event` for this attempt of the task.
+
+    The record is a file another process appends to, so it is polled (with a deadline):
+    a task the broker shows RUNNING may not have reached its handler yet.
+    """
+    wanted = [event, task_id, str(attempt)]
+    async with asyncio.timeout(timeout):
+        while True:
+            if any(line[:3] == wanted for line in read_record(workdir)):
+                return
+            await asyncio.sleep(0.05)
 
 
 class Stubs:

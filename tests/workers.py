@@ -90,6 +90,15 @@ async def fail(ctx: TaskContext) -> None:
     raise ValueError(f"failure on attempt {ctx.attempt}")
 
 
+@worker.task("fail.first")
+async def fail_first(ctx: TaskContext) -> dict[str, int]:
+    """Fail the first attempt; succeed on later ones (a retried dead letter runs again)."""
+    _record("run", ctx)
+    if ctx.attempt == 1:
+        raise ValueError("failure on the first attempt")
+    return {"attempt": ctx.attempt}
+
+
 @worker.task("bad.result")
 async def bad_result(ctx: TaskContext) -> object:
     return {"not": object()}

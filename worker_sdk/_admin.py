@@ -9,7 +9,13 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from taskyard.v1 import queue_pb2, queue_service_pb2, stats_service_pb2, worker_service_pb2
+from taskyard.v1 import (
+    queue_pb2,
+    queue_service_pb2,
+    stats_service_pb2,
+    system_service_pb2,
+    worker_service_pb2,
+)
 from worker_sdk._types import RetryPolicy, Seconds, TaskState, Timeouts, _secs, _time
 
 
@@ -220,5 +226,38 @@ class WorkerInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who the broker takes the client to be (see ``taskyard.v1.Caller``).
+
+    ``methods`` are what the roles allow, as ``taskyard.v1.<Service>/<Method>``; the broker
+    still decides each call (queue limits, task ownership).
+    """
+
+    name: str
+    authenticated: bool
+    roles: list[str]
+    queue_limited: bool
+    queues: list[str]
+    methods: list[str]
+    own_task_methods: list[str]
+
+    @classmethod
+    def from_proto(cls, c: system_service_pb2.Caller) -> Caller:
+        return cls(
+            name=c.name,
+            authenticated=c.authenticated,
+            roles=list(c.roles),
+            queue_limited=c.queue_limited,
+            queues=list(c.queues),
+            methods=list(c.methods),
+            own_task_methods=list(c.own_task_methods),
+        )
+
+    def may(self, method: str) -> bool:
+        """Whether the roles allow ``method`` (``"TaskService/CancelTask"`` or a full name)."""
+        return method in self.methods or f"taskyard.v1.{method}" in self.methods
+
+
 QS = queue_service_pb2
-__all__ = ["Distribution", "Queue", "QueueStats", "TaskStats", "WorkerInfo", "timedelta"]
+__all__ = ["Caller", "Distribution", "Queue", "QueueStats", "TaskStats", "WorkerInfo", "timedelta"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import itertools
+import random
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,14 +18,17 @@ from taskyard.v1 import (
     queue_service_pb2_grpc,
     stats_service_pb2,
     stats_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from worker_sdk import _tracing
+from worker_sdk import _events, _tracing
 from worker_sdk._admin import (
     QS,
+    Caller,
     Queue,
     QueueStats,
     TaskStats,
@@ -32,20 +37,33 @@ from worker_sdk._admin import (
     task_stats_request,
 )
 from worker_sdk._credentials import ChannelSecurity, aio_channel
-from worker_sdk._errors import TaskFailed, TaskyardError
+from worker_sdk._errors import BatchSubmitError, TaskFailed, TaskyardError, maybe_applied
+from worker_sdk._events import Event
 from worker_sdk._portal import Portal, blocking, iterating, opening
 from worker_sdk._requests import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
-    batch_requests,
-    batch_results,
+    MAX_BATCH,
+    batch_items,
+    batch_request,
+    chunk_ranges,
     create_request,
     list_request,
+    not_sent,
     purge_request,
     spec_of,
 )
 from worker_sdk._schedules import ScheduleMethods
-from worker_sdk._types import Attempt, RetryPolicy, Task, TaskSpec, TaskState, Timeouts
+from worker_sdk._types import (
+    Attempt,
+    LogRecord,
+    RetryPolicy,
+    Specified,
+    Task,
+    TaskSpec,
+    TaskState,
+    Timeouts,
+)
 
 _FULL = task_service_pb2.TASK_VIEW_FULL
 _BASIC = task_service_pb2.TASK_VIEW_BASIC
@@ -146,24 +164,80 @@ class Client(ScheduleMethods):
             timeouts=timeouts,
             concurrency_key=concurrency_key,
         )
-        with _tracing.submit_span(type, queue) as span:
+        return await self._submit_spec(spec)
+
+    async def _submit_spec(self, spec: TaskSpec) -> Task:
+        with _tracing.submit_span(spec.type, spec.queue) as span:
             response = await self._call(self._stub.CreateTask, create_request(spec))
             _tracing.submitted(span, response.task.id)
         return Task.from_proto(response.task)
 
-    async def submit_many(self, specs: Iterable[TaskSpec]) -> list[Task]:
-        """Submit many tasks, 1,000 per call.
+    async def submit_many(
+        self,
+        specs: Iterable[TaskSpec | Specified],
+        *,
+        chunk_size: int = MAX_BATCH,
+        rate_limit_wait: float = 60.0,
+    ) -> builtins.list[Task]:
+        """Submit many tasks: `chunk_size` per call, one call after another.
+
+        A chunk refused because the caller submits too fast (``RATE_LIMITED``) is sent again
+        after the broker's retry hint (or an exponential backoff), for up to
+        ``rate_limit_wait`` seconds in all.
+
+        Args:
+            specs: `TaskSpec`s, or typed calls (``resize.call(...)``).
+            chunk_size: Tasks per call, 1 to 1,000 (the broker's limit per call).
+            rate_limit_wait: Seconds the whole submission may spend waiting on rate limits.
 
         Raises:
-            BatchSubmitError: some items were rejected (the rest were created).
+            BatchSubmitError: not every task was created. Items the broker rejected do not
+                stop the others; a chunk refused or lost as a whole stops the batch. The
+                error lists what was created (``created``, ``results``) and which items
+                may or may not exist (``uncertain``).
         """
-        items = list(specs)
+        if not 1 <= chunk_size <= MAX_BATCH:
+            raise ValueError(f"chunk_size must be 1 to {MAX_BATCH}, got {chunk_size}")
+        items = [s if isinstance(s, TaskSpec) else s.spec for s in specs]
+        deadline = asyncio.get_running_loop().time() + rate_limit_wait
+        results: builtins.list[Task | TaskyardError] = []
         with _tracing.submit_span(items[0].type if items else "", None, len(items)):
-            responses = [
-                await self._call(self._stub.BatchCreateTasks, request)
-                for request in batch_requests(items)
-            ]
-        return batch_results(responses)
+            for start, end in chunk_ranges(items, chunk_size):
+                chunk = items[start:end]
+                try:
+                    response = await self._create_batch(batch_request(chunk), deadline)
+                except TaskyardError as error:
+                    uncertain = range(start, start + len(chunk)) if maybe_applied(error) else ()
+                    results += [error] * len(chunk)
+                    results += [not_sent(error)] * (len(items) - len(results))
+                    raise BatchSubmitError(results, uncertain=uncertain) from error
+                results += batch_items(response)
+        if any(isinstance(r, TaskyardError) for r in results):
+            raise BatchSubmitError(results)
+        return [r for r in results if isinstance(r, Task)]
+
+    async def _create_batch(
+        self, request: task_service_pb2.BatchCreateTasksRequest, deadline: float
+    ) -> task_service_pb2.BatchCreateTasksResponse:
+        """BatchCreateTasks, sent again while it is rate-limited and the deadline allows."""
+        loop = asyncio.get_running_loop()
+        for attempt in itertools.count():
+            try:
+                response: task_service_pb2.BatchCreateTasksResponse = await self._call(
+                    self._stub.BatchCreateTasks, request
+                )
+                return response
+            except TaskyardError as error:
+                if error.reason != "RATE_LIMITED":
+                    raise
+                # Never sooner than the broker's hint; the jitter spreads clients out.
+                hint = error.retry_after
+                wait = hint if hint is not None else min(5.0, 0.1 * 2**attempt)
+                wait *= random.uniform(1.0, 1.25)
+                if loop.time() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
 
     async def get(self, task_id: str, *, full: bool = True) -> Task:
         """One task; ``full=False`` leaves out its payload and result."""
@@ -208,6 +282,39 @@ class Client(ScheduleMethods):
         request = purge_request(queue=queue, states=states, finished_before=finished_before)
         return int((await self._call(self._stub.PurgeTasks, request)).purged_count)
 
+    async def logs(
+        self, task_id: str, *, follow: bool = False, attempt: int | None = None
+    ) -> AsyncIterator[LogRecord]:
+        """The log records a task's handlers wrote (``ctx.log``), oldest first.
+
+        Args:
+            follow: Keep waiting for new records until the task finishes.
+            attempt: Only this attempt's records.
+        """
+        if follow:
+            request = task_service_pb2.FollowTaskLogsRequest(id=task_id, attempt=attempt or 0)
+            call = self._stub.FollowTaskLogs(request)
+            try:
+                async for response in call:
+                    for record in response.records:
+                        yield LogRecord.from_proto(record)
+            except grpc.RpcError as error:
+                raise TaskyardError.from_rpc_error(error, self.target) from None
+            finally:
+                call.cancel()
+            return
+        token = ""
+        while True:
+            page = task_service_pb2.ListTaskLogsRequest(
+                id=task_id, attempt=attempt or 0, page_token=token
+            )
+            response = await self._call(self._stub.ListTaskLogs, page)
+            for record in response.records:
+                yield LogRecord.from_proto(record)
+            token = response.next_page_token
+            if not token:
+                return
+
     async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[Task]:
         """Yield the task on every state change and progress report until it finishes.
 
@@ -225,6 +332,36 @@ class Client(ScheduleMethods):
             raise TaskyardError.from_rpc_error(error, self.target) from None
         finally:
             call.cancel()
+
+    async def events(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        queues: Iterable[str] = (),
+        types: Iterable[str] = (),
+        states: Iterable[TaskState | str] = (),
+        labels: dict[str, str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield what happens in the broker from now on, until the loop stops (docs/events.md).
+
+        Args:
+            kinds: Any of "task_state", "task_progress", "schedule_fire", "worker"; all if
+                empty.
+            queues: Only events of these queues.
+            types: Only events of these task types.
+            states: Only task events whose task is now in one of these states.
+            labels: Only task events of tasks with all of these labels.
+
+        When the broker stops, this reconnects and resumes after the last event
+        it delivered; events it can no longer deliver come as one ``Event``
+        of kind "gap".
+
+        Raises:
+            TaskyardError: the broker refused the subscription.
+        """
+        request = _events.request(kinds, queues, types, states, labels)
+        async for event in _events.follow(self._channel, request, self.target):
+            yield event
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the task to finish and return its result.
@@ -255,12 +392,14 @@ class Client(ScheduleMethods):
         full: bool = False,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Task]:
         """Iterate over matching tasks, newest first, fetching page after page.
 
         Args:
             created_after: Only tasks created at or after this (time-zone aware).
             created_before: Only tasks created before this.
+            labels: Only tasks carrying all of these labels with these values.
         """
         token = ""
         while True:
@@ -273,6 +412,7 @@ class Client(ScheduleMethods):
                 full=full,
                 created_after=created_after,
                 created_before=created_before,
+                labels=labels,
             )
             for task in tasks:
                 yield task
@@ -290,10 +430,13 @@ class Client(ScheduleMethods):
         full: bool = False,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[builtins.list[Task], str]:
         """One page of `list`: its tasks and the next page's token ("" after the last).
 
-        Pass the token back with the same filters to get the following page.
+        Pass the token back with the same filters to get the following page. With
+        `labels` a page may be short (even empty) and still have a next token: the
+        broker examines a bounded number of tasks per page (labels are not indexed).
         """
         request = list_request(
             queue=queue,
@@ -304,6 +447,7 @@ class Client(ScheduleMethods):
             full=full,
             created_after=created_after,
             created_before=created_before,
+            labels=labels,
         )
         response = await self._call(self._stub.ListTasks, request)
         return [Task.from_proto(t) for t in response.tasks], response.next_page_token
@@ -389,6 +533,12 @@ class Client(ScheduleMethods):
         response = await self._call(self._admin.workers.DrainWorker, request)
         return [WorkerInfo.from_proto(w) for w in response.sessions]
 
+    async def caller(self) -> Caller:
+        """Who the broker takes this client to be: identity, roles, queues, allowed methods."""
+        request = system_service_pb2.GetCallerRequest()
+        response = await self._call(self._admin.system.GetCaller, request)
+        return Caller.from_proto(response.caller)
+
     async def _call(self, method: Any, request: Any) -> Any:
         try:
             return await method(request, timeout=self._timeout)
@@ -437,6 +587,8 @@ class SyncClient:
     attempts = blocking(Client.attempts)
     purge = blocking(Client.purge)
     watch = iterating(Client.watch)
+    events = iterating(Client.events)
+    logs = iterating(Client.logs)
     wait = blocking(Client.wait)
     create_queue = blocking(Client.create_queue)
     get_queue = blocking(Client.get_queue)
@@ -449,6 +601,7 @@ class SyncClient:
     task_stats = blocking(Client.task_stats)
     workers = blocking(Client.workers)
     drain_worker = blocking(Client.drain_worker)
+    caller = blocking(Client.caller)
     create_schedule = blocking(Client.create_schedule)
     get_schedule = blocking(Client.get_schedule)
     list_schedules = iterating(Client.list_schedules)
@@ -470,6 +623,7 @@ class _AdminStubs:
         self.queues = queue_service_pb2_grpc.QueueServiceStub(channel)
         self.stats = stats_service_pb2_grpc.StatsServiceStub(channel)
         self.workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        self.system = system_service_pb2_grpc.SystemServiceStub(channel)
 
 
 def field_mask(paths: list[str]) -> field_mask_pb2.FieldMask:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from google.protobuf import timestamp_pb2
 
 from taskyard.v1 import task_pb2, worker_service_pb2
-from worker_sdk._errors import NonRetryableError
+from worker_sdk._errors import NonRetryableError, Retry
 from worker_sdk._payload import from_payload
+from worker_sdk._task_log import task_logger
 
 
 class TaskContextError(AttributeError, NonRetryableError):
@@ -35,6 +37,8 @@ class TaskContext:
             The broker moves it on with each lost lease (which uses no attempt)
             and after `RetryTask`, so it never falls behind ``attempt``.
         labels: The task's labels.
+        resources: What the worker's start-up hooks put there (a database pool, an HTTP
+            client), by name. Empty in a process-pool child: open such things there.
 
     Reading an attribute the context does not have raises `TaskContextError`,
     which fails the task at once (no retries) and names the closest attribute.
@@ -44,6 +48,11 @@ class TaskContext:
         self,
         assignment: worker_service_pb2.Assignment,
         report: Callable[[str, task_pb2.Progress], None],
+        *,
+        log_sink: Callable[[float, int, str], None] | None = None,
+        log_level: int = logging.INFO,
+        resources: dict[str, Any] | None = None,
+        detached: bool = False,
     ) -> None:
         self.task_id = assignment.task_id
         self.type = assignment.type
@@ -52,6 +61,7 @@ class TaskContext:
         self.attempt = assignment.attempt
         self.max_attempts = assignment.max_attempts
         self.labels = dict(assignment.labels)
+        self.resources: dict[str, Any] = resources if resources is not None else {}
         self._assignment = assignment
         self._report = report
         self._payload: Any = _UNSET
@@ -64,9 +74,16 @@ class TaskContext:
         self._soft_at: float | None = (
             _seconds(assignment.soft_deadline) if assignment.HasField("soft_deadline") else None
         )
-        self._loop = asyncio.get_running_loop()
+        # Detached (in a process-pool child) there is no loop: `report` is then safe to call
+        # from any thread.
+        self._loop: asyncio.AbstractEventLoop | None = (
+            None if detached else asyncio.get_running_loop()
+        )
         self._on_soft: Callable[[], None] | None = None
         self._progress: task_pb2.Progress | None = None
+        self._log_sink = log_sink
+        self._log_level = log_level
+        self._logger: logging.Logger | None = None
 
     @property
     def id(self) -> str:
@@ -80,7 +97,8 @@ class TaskContext:
             if name.startswith("_"):
                 raise AttributeError(name)
             public = sorted(n for n in dir(type(self)) if not n.startswith("_"))
-            public += ["attempt", "labels", "max_attempts", "priority", "queue", "task_id", "type"]
+            public += ["attempt", "labels", "max_attempts", "priority", "queue", "resources"]
+            public += ["task_id", "type"]
             close = difflib.get_close_matches(name, public, n=1)
             hint = f"; did you mean ctx.{close[0]}?" if close else "."
             raise TaskContextError(
@@ -88,6 +106,20 @@ class TaskContext:
                 f"{', '.join(sorted(set(public)))}. The task fails without retries: this is "
                 "a bug in the handler"
             )
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger whose records are stored with this attempt in the broker.
+
+        ``ctx.log.info("resized %s", path)`` from async, thread and process handlers alike;
+        ``taskyard logs ID`` and ``Client.logs`` read them back. Records at the worker's
+        ``task_log_level`` (INFO by default) and above are kept, up to the worker's limits
+        per attempt; they also reach the worker's own log through ``taskyard.task``.
+        """
+        if self._logger is None:
+            sink = self._log_sink or (lambda when, level, message: None)
+            self._logger = task_logger(self.task_id, sink, self._log_level)
+        return self._logger
 
     @property
     def payload(self) -> Any:
@@ -149,6 +181,25 @@ class TaskContext:
         """Block a thread handler until cancellation or the timeout; True if cancelled."""
         return self._cancelled.wait(timeout)
 
+    def retry(
+        self, delay: float | timedelta, message: str = "", *, type: str | None = None
+    ) -> NoReturn:
+        """Fail this attempt and have the next one run after `delay`: raises `Retry`.
+
+        Use it as Celery's ``self.retry(countdown=...)``, e.g. with an upstream's
+        ``Retry-After``. The delay is capped at the retry policy's ``max_backoff``
+        and the attempt counts against ``max_attempts``.
+
+        Args:
+            delay: Seconds (or a timedelta); 0 means at once.
+            message: The error message recorded with the attempt.
+            type: The error type reported (default ``"Retry"``).
+
+        Raises:
+            Retry: always.
+        """
+        raise Retry(message, delay=delay, type=type)
+
     def progress(
         self,
         percent: float | None = None,
@@ -170,7 +221,7 @@ class TaskContext:
             total_steps=current.total_steps if total_steps is None else total_steps,
         )
         self._progress = update
-        if _in_loop(self._loop):
+        if self._loop is None or _in_loop(self._loop):
             self._report(self.task_id, update)
         else:
             self._loop.call_soon_threadsafe(self._report, self.task_id, update)
@@ -201,3 +252,23 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+class _ContextMarker:
+    """The default of a typed task's context parameter (see `CONTEXT`)."""
+
+    def __repr__(self) -> str:
+        return "CONTEXT"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            "CONTEXT stands in for the TaskContext a worker passes; this handler was called "
+            "directly, outside a worker"
+        )
+
+
+# Typed as a TaskContext so that `ctx: TaskContext = CONTEXT` type-checks; the worker always
+# passes the real context to a parameter annotated TaskContext.
+CONTEXT: TaskContext = _ContextMarker()  # type: ignore[assignment]

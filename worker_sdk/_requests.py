@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import grpc
+
 from taskyard.v1 import task_pb2, task_service_pb2
 from worker_sdk import _tracing
-from worker_sdk._errors import BatchSubmitError, TaskyardError
+from worker_sdk._errors import TaskyardError
 from worker_sdk._payload import to_payload
 from worker_sdk._types import RetryPolicy, Task, TaskSpec, TaskState, Timeouts
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_BATCH = 1000
+# Bytes per batched message (BatchCreateTasks, a Lease message's completions):
+# half the broker's default --max-batch-bytes, so batches of large payloads fit
+# its receive limit. One item larger than this goes in a message of its own.
+MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -93,38 +99,49 @@ def create_request(spec: TaskSpec) -> task_service_pb2.CreateTaskRequest:
     return task_service_pb2.CreateTaskRequest(task=task, request_id=spec.request_id or "")
 
 
-def batch_requests(specs: Iterable[TaskSpec]) -> list[task_service_pb2.BatchCreateTasksRequest]:
-    requests: list[task_service_pb2.BatchCreateTasksRequest] = []
-    current = task_service_pb2.BatchCreateTasksRequest()
-    for spec in specs:
-        current.requests.append(create_request(spec))
-        if len(current.requests) == MAX_BATCH:
-            requests.append(current)
-            current = task_service_pb2.BatchCreateTasksRequest()
-    if current.requests:
-        requests.append(current)
-    return requests
+def batch_request(specs: Sequence[TaskSpec]) -> task_service_pb2.BatchCreateTasksRequest:
+    return task_service_pb2.BatchCreateTasksRequest(requests=[create_request(s) for s in specs])
 
 
-def batch_results(
-    responses: Sequence[task_service_pb2.BatchCreateTasksResponse],
-) -> list[Task]:
+def chunk_ranges(specs: Sequence[TaskSpec], chunk_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each call: at most `chunk_size` tasks and MAX_BATCH_BYTES of requests
+    (the broker's receive limit is a few MiB); a larger task goes alone."""
+    ranges: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, spec in enumerate(specs):
+        item_size = create_request(spec).ByteSize() + 8  # the field's tag and length
+        if index > start and (index - start == chunk_size or size + item_size > MAX_BATCH_BYTES):
+            ranges.append((start, index))
+            start, size = index, 0
+        size += item_size
+    if start < len(specs):
+        ranges.append((start, len(specs)))
+    return ranges
+
+
+def batch_items(
+    response: task_service_pb2.BatchCreateTasksResponse,
+) -> list[Task | TaskyardError]:
+    """One entry per item of a BatchCreateTasks answer: its task, or why it was rejected."""
     results: list[Task | TaskyardError] = []
-    for response in responses:
-        for item in response.results:
-            if item.HasField("task"):
-                results.append(Task.from_proto(item.task))
-            else:
-                import grpc
+    for item in response.results:
+        if item.HasField("task"):
+            results.append(Task.from_proto(item.task))
+        else:
+            code = next(
+                (c for c in grpc.StatusCode if c.value[0] == item.error.code),
+                grpc.StatusCode.UNKNOWN,
+            )
+            results.append(TaskyardError(code, item.error.reason, item.error.message))
+    return results
 
-                code = next(
-                    (c for c in grpc.StatusCode if c.value[0] == item.error.code),
-                    grpc.StatusCode.UNKNOWN,
-                )
-                results.append(TaskyardError(code, item.error.reason, item.error.message))
-    if any(isinstance(r, TaskyardError) for r in results):
-        raise BatchSubmitError(results)
-    return [r for r in results if isinstance(r, Task)]
+
+def not_sent(error: TaskyardError) -> TaskyardError:
+    return TaskyardError(
+        grpc.StatusCode.CANCELLED,
+        "NOT_SENT",
+        f"not sent: an earlier chunk of the batch failed ({error.reason})",
+    )
 
 
 def list_request(
@@ -137,8 +154,10 @@ def list_request(
     full: bool,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> task_service_pb2.ListTasksRequest:
     request = task_service_pb2.ListTasksRequest(
+        labels=dict(labels or {}),
         queue=queue or "",
         state=TaskState(state).to_proto() if state else 0,  # type: ignore[arg-type]
         type=type or "",

@@ -4,9 +4,9 @@ the mixin below (see ``taskyard.v1.ScheduleService``); `SyncClient` derives its 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -26,6 +26,8 @@ _CATCHUP = ("skip", "one", "all")
 _OVERLAP = ("skip", "buffer_one", "allow_all")
 _RESULTS = ("started", "skipped", "missed", "buffered", "failed")
 Seconds = float | timedelta
+# An excluded date, or an inclusive (first, last) range of them; dates or ISO 8601 strings.
+Exclusion = date | str | tuple[date | str, date | str]
 
 
 def _secs(value: Seconds) -> float:
@@ -51,7 +53,10 @@ class ScheduleFire:
         manual: True for a run started by ``run_schedule``.
         missed_count: For "missed" records, how many fire times the record stands for.
         last_missed_time: For "missed" records, the last of them.
-        message: For "failed" fires, why no task was submitted.
+        message: For "failed" fires, why no task was submitted; for "skipped"
+            ones, how many runs were unfinished.
+        run_time: When the submitted task was due: the fire time plus the
+            schedule's jitter (``fire_time`` stays the nominal time).
     """
 
     fire_time: datetime | None
@@ -63,6 +68,7 @@ class ScheduleFire:
     missed_count: int = 1
     last_missed_time: datetime | None = None
     message: str = ""
+    run_time: datetime | None = None
 
     @classmethod
     def from_proto(cls, f: schedule_pb2.ScheduleFire) -> ScheduleFire:
@@ -76,6 +82,7 @@ class ScheduleFire:
             missed_count=f.missed_count,
             last_missed_time=_time(f, "last_missed_time"),
             message=f.message,
+            run_time=_time(f, "run_time"),
         )
 
 
@@ -89,6 +96,10 @@ class Schedule:
         last_fire: The most recently recorded fire.
         started_count: Fires that submitted a task; ``skipped_count``, ``missed_count``
             and ``failed_count`` count the others.
+        rrule: The RFC 5545 recurrence rule, for a recurrence trigger.
+        exclusions: Excluded dates as (first, last) pairs, both included.
+        max_instances: Runs that may be unfinished at once (1 unless set).
+        running_count: Runs whose task has not finished yet.
     """
 
     name: str
@@ -116,6 +127,10 @@ class Schedule:
     buffered_fire_time: datetime | None = None
     create_time: datetime | None = None
     update_time: datetime | None = None
+    rrule: str | None = None
+    exclusions: list[tuple[date, date]] = field(default_factory=list)
+    max_instances: int = 1
+    running_count: int = 0
 
     @classmethod
     def from_proto(cls, s: schedule_pb2.Schedule) -> Schedule:
@@ -154,6 +169,13 @@ class Schedule:
             buffered_fire_time=_time(info, "buffered_fire_time"),
             create_time=_time(s, "create_time"),
             update_time=_time(s, "update_time"),
+            rrule=spec.recurrence.rule if which == "recurrence" else None,
+            exclusions=[
+                (date.fromisoformat(r.start_date), date.fromisoformat(r.end_date or r.start_date))
+                for r in spec.exclusions
+            ],
+            max_instances=pol.max_instances or 1,
+            running_count=info.running_count,
         )
 
 
@@ -177,26 +199,37 @@ def schedule_request(
     cron: str | None = None,
     every: Seconds | None = None,
     at: datetime | None = None,
+    rrule: str | None = None,
     time_zone: str | None = None,
     start_time: datetime | None = None,
     end_time: datetime | None = None,
     jitter: Seconds | None = None,
+    exclusions: Iterable[Exclusion] | None = None,
     misfire_grace: Seconds | None = None,
     catchup: str | None = None,
     catchup_limit: int | None = None,
     overlap: str | None = None,
+    max_instances: int | None = None,
     description: str | None = None,
 ) -> tuple[schedule_pb2.Schedule, list[str]]:
     """A Schedule message and the field-mask paths of what was given."""
     out = schedule_pb2.Schedule(name=name)
     paths: list[str] = []
-    triggers = [k for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None]
-    if len(triggers) > 1:
-        raise ValueError("pass one of cron, every and at")
+    given = (("cron", cron), ("every", every), ("at", at), ("rrule", rrule))
+    if len([k for k, v in given if v is not None]) > 1:
+        raise ValueError("pass one of cron, every, at and rrule")
     spec = out.spec
     if cron is not None:
         spec.cron.expression = cron
         paths.append("spec.cron")
+    if rrule is not None:
+        spec.recurrence.rule = rrule
+        paths.append("spec.recurrence")
+    if exclusions is not None:
+        for item in exclusions:
+            first, last = item if isinstance(item, tuple) else (item, item)
+            spec.exclusions.add(start_date=_iso_date(first), end_date=_iso_date(last))
+        paths.append("spec.exclusions")
     if every is not None:
         spec.interval.every.FromTimedelta(timedelta(seconds=_secs(every)))
         paths.append("spec.interval")
@@ -214,6 +247,9 @@ def schedule_request(
         spec.jitter.FromTimedelta(timedelta(seconds=_secs(jitter)))
         paths.append("spec.jitter")
     paths += _policies(out.policies, misfire_grace, catchup, catchup_limit, overlap)
+    if max_instances is not None:
+        out.policies.max_instances = max_instances
+        paths.append("policies.max_instances")
     if task is not None:
         if task.run_at is not None or task.request_id is not None:
             raise ValueError("a schedule's task takes neither run_at nor request_id")
@@ -222,6 +258,10 @@ def schedule_request(
     if description is not None:
         out.description = description
         paths.append("description")
+    for head in {path.partition(".")[0] for path in paths} & {"spec", "policies"}:
+        # A field mask applies `spec.x` only if `spec` is present: an empty list or
+        # string given on purpose (clearing exclusions, say) must still arrive.
+        getattr(out, head).SetInParent()
     return out, paths
 
 
@@ -252,6 +292,12 @@ def _choice(value: str, names: tuple[str, ...], what: str) -> int:
     if value not in names:
         raise ValueError(f"{what} must be one of {', '.join(names)}, got {value!r}")
     return names.index(value) + 1
+
+
+def _iso_date(value: date | str) -> str:
+    if isinstance(value, datetime):
+        raise ValueError(f"exclusions take dates, not times: {value!r}")
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -300,11 +346,15 @@ class ScheduleMethods:
             name: The schedule's name (letters, digits and _ . : - /).
             task: The task to submit (no run_at, no request_id).
             **options: One trigger: ``cron`` (expression), ``every`` (seconds or
-                timedelta) or ``at`` (aware datetime); and optionally
-                ``time_zone``, ``start_time``, ``end_time``, ``jitter``,
-                ``misfire_grace``, ``catchup`` ("skip", "one", "all"),
-                ``catchup_limit``, ``overlap`` ("skip", "buffer_one",
-                "allow_all") and ``description``.
+                timedelta), ``at`` (aware datetime) or ``rrule`` (an RFC 5545
+                rule such as ``"FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17"``); and
+                optionally ``time_zone``, ``start_time``, ``end_time``,
+                ``jitter`` (spread each fire by up to this), ``exclusions``
+                (dates, or (first, last) date ranges, not to fire on, read in
+                ``time_zone``), ``misfire_grace``, ``catchup`` ("skip", "one",
+                "all"), ``catchup_limit``, ``overlap`` ("skip", "buffer_one",
+                "allow_all"), ``max_instances`` (runs that may be unfinished at
+                once) and ``description``.
 
         Raises:
             TaskyardError: e.g. reason ``SCHEDULE_EXISTS`` or ``INVALID_SCHEDULE_SPEC``.
@@ -375,7 +425,10 @@ class ScheduleMethods:
         after: datetime | None = None,
         **spec: Any,
     ) -> list[datetime]:
-        """The next fire times of a saved schedule, or of a spec (``cron=...`` etc.)."""
+        """The next fire times of a saved schedule, or of a spec (``cron=...`` etc.).
+
+        A spec may carry ``exclusions``: the preview leaves excluded dates out.
+        """
         request = preview_request(name, spec, count, after)
         return _times(await self._call(self._schedules.PreviewSchedule, request))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
@@ -85,6 +85,8 @@ class RetryPolicy:
         jitter: Random shortening of each delay, 0 to 1.
         non_retryable_error_types: Error types that fail the task at once.
         max_lease_losses: Lost leases (dead workers) tolerated before the task is dead.
+        retryable_error_types: When not empty, the only error types retried; any
+            other type fails the task at once (``non_retryable_error_types`` wins).
     """
 
     max_attempts: int | None = None
@@ -95,6 +97,7 @@ class RetryPolicy:
     jitter: float | None = None
     non_retryable_error_types: tuple[str, ...] = ()
     max_lease_losses: int | None = None
+    retryable_error_types: tuple[str, ...] = ()
 
     def to_proto(self) -> task_pb2.RetryPolicy:
         out = task_pb2.RetryPolicy(
@@ -102,6 +105,7 @@ class RetryPolicy:
             backoff_coefficient=self.backoff_coefficient or 0.0,
             non_retryable_error_types=list(self.non_retryable_error_types),
             max_lease_losses=self.max_lease_losses or 0,
+            retryable_error_types=list(self.retryable_error_types),
         )
         if self.strategy is not None:
             out.strategy = task_pb2.BackoffStrategy.Value(
@@ -126,6 +130,7 @@ class RetryPolicy:
             jitter=p.jitter,
             non_retryable_error_types=tuple(p.non_retryable_error_types),
             max_lease_losses=p.max_lease_losses,
+            retryable_error_types=tuple(p.retryable_error_types),
         )
 
 
@@ -194,6 +199,29 @@ class Attempt:
             outcome="running" if outcome == "unspecified" else outcome,
             error=error,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One line a handler wrote with ``ctx.log`` (see ``Client.logs``).
+
+    Attributes:
+        time: When the handler wrote it.
+        level: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL``.
+        message: The formatted message (a truncation notice when the attempt's limit was hit).
+        attempt: The attempt that wrote it.
+    """
+
+    time: datetime | None
+    level: str
+    message: str
+    attempt: int
+
+    @classmethod
+    def from_proto(cls, r: task_pb2.TaskLogRecord) -> LogRecord:
+        level = task_pb2.TaskLogLevel.Name(r.level).removeprefix("TASK_LOG_LEVEL_")
+        level = "INFO" if level == "UNSPECIFIED" else level
+        return cls(_time(r, "time"), level, r.message, r.attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,3 +323,10 @@ def _progress(t: task_pb2.Task) -> Progress | None:
         return None
     p = t.progress
     return Progress(p.percent, p.message, p.step, p.total_steps, _time(p, "update_time"))
+
+
+class Specified(Protocol):
+    """Anything that carries a `TaskSpec` (a typed call, ``resize.call(...)``)."""
+
+    @property
+    def spec(self) -> TaskSpec: ...

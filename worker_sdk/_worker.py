@@ -1,38 +1,48 @@
 """The worker: runs handlers for the tasks the broker leases to it.
 
 One Lease stream per worker process. Everything on it is batched: credits,
-heartbeats for every running task, completions. Handlers run as asyncio tasks
-(async functions) or in a thread pool (plain functions). Completions are kept
-until the broker acknowledges them and are sent again after a reconnect, so a
-broker restart loses no result.
+heartbeats for every running task (with their progress and log records),
+completions. Handlers run on the event loop, in a thread pool or in a process
+pool (`_invoke`), inside the worker's middleware (`_lifecycle`). Completions are
+kept until the broker acknowledges them and are sent again after a reconnect, so
+a broker restart loses no result; the acknowledgement (which says whether a
+failure will be retried) triggers the on_success/on_failure/on_retry hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import inspect
+import functools
 import logging
 import os
 import random
 import signal
 import socket
 import time
-import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from worker_sdk._context import TaskContext
 from worker_sdk._credentials import ChannelSecurity, aio_channel
-from worker_sdk._errors import NonRetryableError
+from worker_sdk._definition import TaskDefinition
+from worker_sdk._errors import NonRetryableError, failure_of
+from worker_sdk._invoke import Handler, Runner, encode
+from worker_sdk._lifecycle import (
+    Kind,
+    Lifecycle,
+)
 from worker_sdk._payload import to_payload
-from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET
+from worker_sdk._process_pool import Pool, ProcessPool
+from worker_sdk._registration import Registration
+from worker_sdk._requests import CHANNEL_OPTIONS, DEFAULT_TARGET, MAX_BATCH_BYTES
+from worker_sdk._task_log import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES, TaskLog
 from worker_sdk._tracing import task_fields, task_scope
 from worker_sdk._version import __version__
 
@@ -42,15 +52,18 @@ pb = worker_service_pb2
 H = TypeVar("H", bound=Callable[..., Any])
 
 PROGRESS_MIN_INTERVAL_S = 0.1
+LOG_FLUSH_INTERVAL_S = 0.25
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 10.0
 MAX_ITEMS_PER_MESSAGE = 500
 
 
-@dataclass
-class _Handler:
-    fn: Callable[[TaskContext], Any]
-    is_async: bool
+_FINAL: dict[int, Kind] = {
+    task_pb2.TASK_STATE_FAILED: "failure",
+    task_pb2.TASK_STATE_DEAD: "failure",
+    task_pb2.TASK_STATE_RETRYING: "retry",
+    task_pb2.TASK_STATE_PENDING: "retry",
+}
 
 
 @dataclass(eq=False)
@@ -58,7 +71,8 @@ class _Job:
     task_id: str
     lease_id: str
     ctx: TaskContext
-    handler: _Handler | None
+    handler: Handler | None
+    logs: TaskLog
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
     lost: bool = False
@@ -68,6 +82,30 @@ class _Job:
     heartbeat_interval: float = 0.0  # 0: the session's default
     last_heartbeat: float = 0.0
     soft_timer: asyncio.TimerHandle | None = None
+    logs_sent_at: float = 0.0
+    logs_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.task_id}/{self.lease_id}"
+
+    @property
+    def in_process(self) -> bool:
+        return self.handler is not None and self.handler.executor == "process"
+
+    @property
+    def on_loop(self) -> bool:
+        return self.handler is not None and self.handler.executor == "async"
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """What the hooks need once the broker acknowledges an attempt's outcome."""
+
+    ctx: TaskContext
+    handler: Handler | None
+    kind: Kind | None  # "success", or None for a failure until the ack says which
+    value: Any  # the result, or the exception
 
 
 @dataclass
@@ -104,12 +142,26 @@ T = TypeVar("T")
 
 
 def _chunks(items: list[T]) -> list[list[T]]:
-    return [
-        items[i : i + MAX_ITEMS_PER_MESSAGE] for i in range(0, len(items), MAX_ITEMS_PER_MESSAGE)
-    ]
+    """At most MAX_ITEMS_PER_MESSAGE items and MAX_BATCH_BYTES per message (results can be
+    large); an item larger than that goes alone."""
+    chunks: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        item_size = item.ByteSize() + 8 if isinstance(item, Message) else 0
+        if current and (
+            len(current) == MAX_ITEMS_PER_MESSAGE or size + item_size > MAX_BATCH_BYTES
+        ):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        chunks.append(current)
+    return chunks
 
 
-class Worker:
+class Worker(Registration):
     """Runs task handlers for a Taskyard broker.
 
     Args:
@@ -119,6 +171,12 @@ class Worker:
         worker_id: Shown in the broker; defaults to ``hostname-pid``.
         shutdown_grace: Seconds in-flight tasks get to finish on stop/SIGTERM
             before they are cancelled and handed back.
+        tasks: Typed task definitions (``@task``) to run; more with `include`.
+        process_pool: Settings of the pool that runs tasks defined with
+            ``executor="process"`` (default: one child per CPU).
+        task_log_level: The least severe ``ctx.log`` record sent to the broker.
+        task_log_lines: At most this many ``ctx.log`` records per attempt.
+        task_log_bytes: At most this much ``ctx.log`` text per attempt.
         token: Bearer token of a ``worker`` identity (docs/security.md).
         ca_file: PEM CA to verify the broker's certificate; implies TLS.
         cert_file: PEM client certificate for mutual TLS (with ``key_file``).
@@ -127,21 +185,22 @@ class Worker:
 
     Example::
 
-        worker = Worker(concurrency=8)
-
-        @worker.task("resize")
-        async def resize(ctx: TaskContext) -> dict:
+        @task("resize")
+        async def resize(ctx: TaskContext, path: str, width: int) -> dict[str, int]:
             ctx.progress(50, "halfway")
-            return {"ok": True}
+            return {"width": width}
 
+        worker = Worker(concurrency=8, tasks=[resize])
         worker.run_forever()
+
+    String-typed handlers (``@worker.task("name")``, taking only the context) work too.
     """
 
     def __init__(
         self,
         *,
         target: str | Sequence[str] = DEFAULT_TARGET,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] | None = None,
         concurrency: int = 10,
         worker_id: str | None = None,
         shutdown_grace: float = 30.0,
@@ -150,10 +209,15 @@ class Worker:
         cert_file: str | None = None,
         key_file: str | None = None,
         tls: bool = False,
+        tasks: Sequence[TaskDefinition[Any, Any]] = (),
+        process_pool: ProcessPool | None = None,
+        task_log_level: int = logging.INFO,
+        task_log_lines: int = DEFAULT_MAX_LINES,
+        task_log_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        self._handlers: dict[str, _Handler] = {}
+        self._handlers: dict[str, Handler] = {}
         self._targets = [target] if isinstance(target, str) else list(target)
-        self._queues = list(queues)
+        self._queues: list[str] | None = None if queues is None else list(queues)
         self._concurrency = concurrency
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self._grace = shutdown_grace
@@ -167,27 +231,17 @@ class Worker:
         self._heartbeat_interval = 3.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.completed = 0
+        self._lifecycle = Lifecycle()
+        self._pool_settings = process_pool or ProcessPool()
+        self._pool: Pool | None = None
+        self._log_level = task_log_level
+        self._log_lines = task_log_lines
+        self._log_bytes = task_log_bytes
+        self._settled: dict[str, _Settled] = {}  # by Job.key, until the broker acknowledges
+        self._hook_tasks: set[asyncio.Task[None]] = set()
+        self.include(*tasks)
 
     # --- Registration and configuration ---------------------------------------------------
-
-    def task(self, type: str) -> Callable[[H], H]:
-        """Register the decorated function as the handler of ``type``.
-
-        The handler takes a `TaskContext` and returns a JSON-serialisable value
-        or bytes. Async functions run on the event loop; plain functions run in
-        a thread pool of ``concurrency`` threads.
-        """
-
-        def register(fn: H) -> H:
-            self.register(type, fn)
-            return fn
-
-        return register
-
-    def register(self, type: str, fn: Callable[[TaskContext], Any]) -> None:
-        if type in self._handlers:
-            raise ValueError(f"a handler for {type!r} is already registered")
-        self._handlers[type] = _Handler(fn, inspect.iscoroutinefunction(fn))
 
     def configure(
         self,
@@ -215,10 +269,6 @@ class Worker:
         if given:
             self._security = replace(self._security, **given)
 
-    @property
-    def task_types(self) -> list[str]:
-        return sorted(self._handlers)
-
     # --- Running ---------------------------------------------------------------------------
 
     def run_forever(self) -> None:
@@ -245,16 +295,38 @@ class Worker:
         self._outbox = _Outbox()
         self._drained = asyncio.Event()
         self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="taskyard")
-        channels = {t: aio_channel(t, self._security, CHANNEL_OPTIONS) for t in self._targets}
+        await self._lifecycle.start()
         try:
-            await self._connect_loop(channels)
+            await self._start_pool()
+            channels = {t: aio_channel(t, self._security, CHANNEL_OPTIONS) for t in self._targets}
+            try:
+                await self._connect_loop(channels)
+            finally:
+                for job in list(self._running.values()):
+                    if job.task is not None:
+                        job.task.cancel()
+                for channel in channels.values():
+                    await channel.close()
         finally:
-            for job in list(self._running.values()):
-                if job.task is not None:
-                    job.task.cancel()
-            for channel in channels.values():
-                await channel.close()
+            if self._pool is not None:
+                await self._pool.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+            await self._lifecycle.stop()
+
+    async def _start_pool(self) -> None:
+        processes = [h for h in self._handlers.values() if h.executor == "process"]
+        if processes:
+            preload = sorted({h.fn.__module__ for h in processes} - {"__main__"})
+            self._pool = Pool(self._pool_settings, preload=preload)
+            await self._pool.start()
+            log.info("process pool: %d children", self._pool.size)
+        self._runner = Runner(
+            lifecycle=self._lifecycle,
+            threads=self._executor,
+            processes=self._pool,
+            log_level=self._log_level,
+        )
 
     def stop(self) -> None:
         """Begin a graceful drain: take no more tasks, finish or hand back the rest."""
@@ -365,7 +437,7 @@ class Worker:
         return pb.Hello(
             worker_id=self.worker_id,
             task_types=self.task_types,
-            queues=self._queues,
+            queues=self.queues,
             sdk_language="python",
             sdk_version=__version__,
             credits=0 if self._draining else max(self._concurrency - len(self._running), 0),
@@ -387,6 +459,8 @@ class Worker:
             completion = self._unacked.get(ref.task_id)
             if completion is not None and completion.lease_id == ref.lease_id:
                 del self._unacked[ref.task_id]
+            # Its outcome will never be acknowledged now: no hooks for it.
+            self._settled.pop(f"{ref.task_id}/{ref.lease_id}", None)
         # Results the broker has not acknowledged go out again.
         self._outbox.completions = list(self._unacked.values())
         self._wake.set()
@@ -468,6 +542,7 @@ class Worker:
             completion = self._unacked.get(ack.task_id)
             if completion is not None and completion.lease_id == ack.lease_id:
                 del self._unacked[ack.task_id]
+            self._after_ack(ack)
             if ack.HasField("error"):
                 log.warning(
                     "broker discarded the outcome of task %s: %s (%s)",
@@ -523,14 +598,18 @@ class Worker:
             return
         job.cancel_requested = True
         job.ctx._cancel()
-        if job.handler is not None and job.handler.is_async and job.task is not None:
+        if job.in_process and self._pool is not None:
+            self._pool.cancel(job.key)  # killed after the grace period unless it returns
+        elif job.on_loop and job.task is not None:
             job.task.cancel()
 
     def _abandon(self, job: _Job) -> None:
         """Stop caring about a task whose lease is gone: no outcome will be sent."""
         job.lost = True
         job.ctx._cancel()
-        if job.handler is not None and job.handler.is_async and job.task is not None:
+        if job.in_process and self._pool is not None:
+            self._pool.abandon(job.key)
+        elif job.on_loop and job.task is not None:
             job.task.cancel()
 
     # --- Running handlers -------------------------------------------------------------------
@@ -542,11 +621,25 @@ class Worker:
             )
             self._wake.set()
             return
+        task_id = assignment.task_id
+        logs = TaskLog(
+            max_lines=self._log_lines,
+            max_bytes=self._log_bytes,
+            notify=lambda: self._threadsafe(self._report_logs, task_id, assignment.lease_id),
+        )
+        ctx = TaskContext(
+            assignment,
+            self._report,
+            log_sink=logs.add,
+            log_level=self._log_level,
+            resources=self._lifecycle.resources,
+        )
         job = _Job(
-            assignment.task_id,
+            task_id,
             assignment.lease_id,
-            TaskContext(assignment, self._report),
+            ctx,
             self._handlers.get(assignment.type),
+            logs,
             heartbeat_interval=assignment.heartbeat_interval.ToTimedelta().total_seconds(),
             last_heartbeat=time.monotonic(),
         )
@@ -564,15 +657,25 @@ class Worker:
         if job.heartbeat_interval and job.heartbeat_interval < self._tick_period:
             self._tick_wake.set()
         if assignment.HasField("soft_deadline"):
-            job.soft_timer = self._at(assignment.soft_deadline, job.ctx._soft_timeout)
+            job.soft_timer = self._at(assignment.soft_deadline, lambda: self._soft(job))
         job.task = asyncio.create_task(self._execute(job))
+
+    def _soft(self, job: _Job) -> None:
+        job.ctx._soft_timeout()
+        if job.in_process and self._pool is not None:
+            self._pool.soft(job.key)
 
     async def _execute(self, job: _Job) -> None:
         completion = pb.Completion(task_id=job.task_id, lease_id=job.lease_id)
+        settled: _Settled | None = None
         try:
             value = await self._invoke(job)
             try:
-                completion.result.CopyFrom(to_payload(value))
+                data = encode(job.handler, value) if job.handler is not None else value
+                completion.result.CopyFrom(to_payload(data))
+                settled = _Settled(job.ctx, job.handler, "success", value)
+            except NonRetryableError as exc:  # a typed result that does not match its type
+                _fail(completion, type(exc).__name__, f"the result: {exc}", non_retryable=True)
             except TypeError as exc:
                 _fail(completion, "ResultNotSerializable", str(exc), non_retryable=True)
         except asyncio.CancelledError:
@@ -580,34 +683,28 @@ class Worker:
                 self._finish(job, None)
                 return
             completion.cancelled.message = "handler cancelled"
-        except NonRetryableError as exc:
-            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc(), True)
-        except Exception as exc:
-            _fail(completion, type(exc).__name__, str(exc), traceback.format_exc())
+        except Exception as exc:  # a ProcessTaskError carries what the child reported
+            completion.failure.CopyFrom(failure_of(exc))
+            settled = _Settled(job.ctx, job.handler, None, exc)
         if job.cancel_requested:
             # Asked to stop, the handler returned or raised: it stopped. (A
             # result that raced ahead of the request was already sent.)
             outcome = completion.WhichOneof("outcome")
             note = completion.failure.message if outcome == "failure" else "stopped on request"
             completion.cancelled.message = note
+            settled = None
+        if settled is not None and not job.lost:
+            self._settled[job.key] = settled
         self._finish(job, completion)
 
     async def _invoke(self, job: _Job) -> Any:
         headers = dict(job.ctx._assignment.trace_context)
         with task_scope(job.ctx, self.worker_id, headers):
-            return await self._run_handler(job)
-
-    async def _run_handler(self, job: _Job) -> Any:
-        handler = job.handler
-        if handler is None:
-            raise LookupError(f"this worker has no handler for task type {job.ctx.type!r}")
-        if handler.is_async:
-            return await handler.fn(job.ctx)
-        assert self._loop is not None
-        # The thread runs in a copy of this context: the handler's logs and spans
-        # belong to its task.
-        run = contextvars.copy_context().run
-        return await self._loop.run_in_executor(self._executor, run, handler.fn, job.ctx)
+            handler = job.handler
+            if handler is None:
+                raise LookupError(f"this worker has no handler for task type {job.ctx.type!r}")
+            on_progress = functools.partial(self._report, job.task_id)
+            return await self._runner.run(handler, job.ctx, job.key, on_progress)
 
     def _at(self, when: Any, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Call `callback` at a wall-clock Timestamp, on the loop's own clock."""
@@ -618,14 +715,15 @@ class Worker:
     def _finish(self, job: _Job, completion: worker_service_pb2.Completion | None) -> None:
         # A stale attempt (its task leased to us again) must not touch the new one.
         current = self._running.get(job.task_id) is job
-        if job.soft_timer is not None:
-            job.soft_timer.cancel()
-        if job.progress_timer is not None:
-            # Progress still held back by the rate limit goes out with the result.
-            job.progress_timer.cancel()
-            if completion is not None and not job.lost:
+        for timer in (job.soft_timer, job.progress_timer, job.logs_timer):
+            if timer is not None:
+                timer.cancel()
+        if current and completion is not None and not job.lost:
+            # Progress and log records still held back go out with the result, before it.
+            if job.progress_timer is not None:
                 self._queue_progress(job)
-        elif current and (completion is None or job.lost):
+            self._queue_logs(job)
+        elif current:
             self._outbox.heartbeats.pop(job.task_id, None)
         if current:
             del self._running[job.task_id]
@@ -638,7 +736,43 @@ class Worker:
         self._wake.set()
         self._check_drained()
 
-    # --- Progress -------------------------------------------------------------------------
+    # --- Hooks after the broker's answer ---------------------------------------------------------
+
+    def _after_ack(self, ack: worker_service_pb2.CompletionAck) -> None:
+        settled = self._settled.pop(f"{ack.task_id}/{ack.lease_id}", None)
+        if settled is None or ack.HasField("error"):
+            # LEASE_LOST: our outcome did not count (or its first ack was lost): no hooks.
+            return
+        kind = settled.kind or _FINAL.get(ack.state)
+        if kind is None:
+            return  # e.g. CANCELLED: a failure after a cancel request
+        definition = settled.handler.definition if settled.handler else None
+        own = getattr(definition.hooks, kind) if definition is not None else []
+        hooks = self._lifecycle.hooks[kind]
+        if not own and not hooks:
+            return
+        fields = task_fields(settled.ctx, self.worker_id)
+        run = self._lifecycle.outcome(kind, settled.ctx, settled.value, own, fields)
+        task = asyncio.get_running_loop().create_task(run, name=f"hooks-{ack.task_id}")
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
+
+    # --- Progress and logs ---------------------------------------------------------------------
+
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        if _on_loop(self._loop):
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _heartbeat_of(self, job: _Job) -> worker_service_pb2.Heartbeat:
+        """The job's heartbeat waiting in the outbox, or a new one there."""
+        heartbeat = self._outbox.heartbeats.get(job.task_id)
+        if heartbeat is None or heartbeat.lease_id != job.lease_id:
+            heartbeat = pb.Heartbeat(task_id=job.task_id, lease_id=job.lease_id)
+            self._outbox.heartbeats[job.task_id] = heartbeat
+        return heartbeat
 
     def _report(self, task_id: str, progress: task_pb2.Progress) -> None:
         job = self._running.get(task_id)
@@ -658,10 +792,24 @@ class Worker:
         job.progress_timer = None
         if job.progress is None or job.lost or self._running.get(job.task_id) is not job:
             return
-        heartbeat = pb.Heartbeat(task_id=job.task_id, lease_id=job.lease_id)
-        heartbeat.progress.CopyFrom(job.progress)
-        self._outbox.heartbeats[job.task_id] = heartbeat
+        self._heartbeat_of(job).progress.CopyFrom(job.progress)
         job.progress_sent_at = time.monotonic()
+        self._wake.set()
+
+    def _report_logs(self, task_id: str, lease_id: str) -> None:
+        job = self._running.get(task_id)
+        if job is None or job.lost or job.lease_id != lease_id or job.logs_timer is not None:
+            return
+        wait = job.logs_sent_at + LOG_FLUSH_INTERVAL_S - time.monotonic()
+        assert self._loop is not None
+        job.logs_timer = self._loop.call_later(max(wait, 0.0), self._queue_logs, job)
+
+    def _queue_logs(self, job: _Job) -> None:
+        job.logs_timer = None
+        if job.lost or self._running.get(job.task_id) is not job or not job.logs.waiting:
+            return
+        self._heartbeat_of(job).logs.extend(job.logs.take())
+        job.logs_sent_at = time.monotonic()
         self._wake.set()
 
 
@@ -688,6 +836,3 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-Handler = Callable[[TaskContext], Awaitable[Any] | Any]

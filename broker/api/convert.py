@@ -5,21 +5,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from google.protobuf import timestamp_pb2
 
 from broker.api import checks, options
 from broker.config import Limits, Settings
-from broker.core import validation
-from broker.core.models import Claimed, Failure, NewTask, Progress, TaskRecord
+from broker.core import task_logs, validation
+from broker.core.models import Claimed, Failure, LogLine, NewTask, Progress, TaskRecord
 from broker.core.options import Defaults, TaskOptions, Timeouts
 from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
 from broker.ids import is_ulid, new_ulid
+from broker.store.task_logs import StoredLog
 from taskyard.v1 import (
     payload_pb2,
     task_pb2,
@@ -60,13 +61,15 @@ def new_task(
     labels = validation.labels(dict(spec.labels), limits) if spec.labels else None
     run_at = checks.instant_us("task.run_time", spec.run_time) if spec.HasField("run_time") else now
     if spec.HasField("retry_policy"):
-        for name in spec.retry_policy.non_retryable_error_types:
-            validation.name(
-                "retry_policy.non_retryable_error_types[]",
-                name,
-                limits,
-                reason="INVALID_RETRY_POLICY",
-            )
+        rp = spec.retry_policy
+        for field, names in (
+            ("non_retryable_error_types", rp.non_retryable_error_types),
+            ("retryable_error_types", rp.retryable_error_types),
+        ):
+            for name in names:
+                validation.name(
+                    f"retry_policy.{field}[]", name, limits, reason="INVALID_RETRY_POLICY"
+                )
     policy, timeouts = defaults.resolve(
         options.task_options(spec),
         queue=queue,
@@ -372,6 +375,43 @@ def progress(p: task_pb2.Progress, now: int) -> Progress:
     )
 
 
+def log_lines(records: Sequence[task_pb2.TaskLogRecord], now: int) -> list[LogLine]:
+    """A heartbeat's log records; a record without a time gets the broker's, an unknown
+    level is INFO, and a message is cut to 8 KiB."""
+    return [
+        LogLine(
+            _log_time(r, now),
+            r.level if r.level in _LOG_LEVELS else task_pb2.TASK_LOG_LEVEL_INFO,
+            # Kept, never refused, like all a worker reports: control characters replaced.
+            task_logs.clip(validation.printable(r.message)),
+        )
+        for r in records
+    ]
+
+
+def _log_time(r: task_pb2.TaskLogRecord, now: int) -> int:
+    """A record's time as the worker gave it, or the broker's when it is unset or malformed."""
+    if not r.HasField("time"):
+        return now
+    try:
+        return checks.instant_us("log.time", r.time)
+    except InvalidArgument:
+        return now
+
+
+_LOG_LEVELS = frozenset(task_pb2.TaskLogLevel.values()) - {task_pb2.TASK_LOG_LEVEL_UNSPECIFIED}
+
+
+def log_record(stored: StoredLog) -> task_pb2.TaskLogRecord:
+    out = task_pb2.TaskLogRecord(
+        level=stored.level,  # type: ignore[arg-type]
+        message=stored.message,
+        attempt=stored.attempt,
+    )
+    _set_ts(out.time, stored.at_us)
+    return out
+
+
 def failure(f: worker_service_pb2.Failure) -> Failure:
     # What a worker reports is kept, never refused: control characters are replaced.
     return Failure(
@@ -379,7 +419,18 @@ def failure(f: worker_service_pb2.Failure) -> Failure:
         message=validation.printable(f.message[:10_000]),
         details=validation.printable(f.details[:100_000]),
         non_retryable=f.non_retryable,
+        retry_delay_us=_retry_delay(f) if f.HasField("retry_delay") else None,
     )
+
+
+def _retry_delay(f: worker_service_pb2.Failure) -> int:
+    d = f.retry_delay
+    if d.seconds < 0 or not 0 <= d.nanos < 1_000_000_000:
+        raise InvalidArgument(
+            f"failure.retry_delay must be a duration of 0 or more, got {d.seconds}s {d.nanos}ns",
+            reason="INVALID_RETRY_DELAY",
+        )
+    return int(d.seconds) * 1_000_000 + d.nanos // 1000
 
 
 def set_timestamp(ts: timestamp_pb2.Timestamp, us: int) -> None:

@@ -60,6 +60,7 @@ def task_options(spec: task_pb2.Task) -> TaskOptions:
         jitter=rp.jitter if rp.HasField("jitter") else None,
         non_retryable_error_types=frozenset(rp.non_retryable_error_types) or None,
         max_lease_losses=rp.max_lease_losses or None,
+        retryable_error_types=frozenset(rp.retryable_error_types) or None,
         execution_timeout_us=_us(timeouts, "execution"),
         heartbeat_timeout_us=_us(timeouts, "heartbeat"),
         soft_timeout_us=_us(timeouts, "soft"),
@@ -76,6 +77,7 @@ def set_retry_policy(out: task_pb2.RetryPolicy, policy: RetryPolicy) -> None:
     out.jitter = policy.jitter
     out.non_retryable_error_types[:] = sorted(policy.non_retryable_error_types)
     out.max_lease_losses = policy.max_lease_losses
+    out.retryable_error_types[:] = sorted(policy.retryable_error_types)
 
 
 def set_timeouts(out: task_pb2.TaskTimeouts, timeouts: Timeouts, record: TaskRecord) -> None:

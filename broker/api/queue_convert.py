@@ -95,7 +95,7 @@ def settings_from(q: queue_pb2.Queue, base: QueueSettings, paths: set[str]) -> Q
 
 _RETRY_OPTION_FIELDS = (
     "max_attempts", "strategy", "initial_backoff_us", "backoff_coefficient", "max_backoff_us",
-    "jitter", "non_retryable_error_types", "max_lease_losses",
+    "jitter", "non_retryable_error_types", "max_lease_losses", "retryable_error_types",
 )  # fmt: skip
 
 

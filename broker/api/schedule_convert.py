@@ -23,6 +23,8 @@ from broker.core.options import Defaults, TaskOptions
 from broker.core.validation import name as check_name
 from broker.errors import InvalidArgument
 from broker.ids import new_ulid
+from broker.security.limits import SubmitBudget, rate_limited
+from broker.security.roles import ANONYMOUS
 from taskyard.v1 import schedule_pb2, task_pb2, task_service_pb2
 
 LABEL_SCHEDULE = "taskyard.schedule"
@@ -77,15 +79,23 @@ def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
     which = spec.WhichOneof("trigger")
     if which is None:
         raise InvalidArgument(
-            "spec needs a trigger: spec.cron, spec.interval or spec.once", reason=cron.REASON
+            "spec needs a trigger: spec.cron, spec.interval, spec.once or spec.recurrence",
+            reason=cron.REASON,
         )
     out = core.Spec(
         kind={
             "cron": core.TriggerKind.CRON,
             "interval": core.TriggerKind.INTERVAL,
             "once": core.TriggerKind.ONCE,
+            "recurrence": core.TriggerKind.RRULE,
         }[which],
         cron=_cron_expression(spec) if which == "cron" else None,
+        rrule=validation.text(
+            "spec.recurrence.rule", spec.recurrence.rule, reason=cron.REASON
+        ).strip()
+        if which == "recurrence"
+        else None,
+        exclusions=tuple((r.start_date, r.end_date or r.start_date) for r in spec.exclusions),
         every_us=_dur("spec.interval.every", spec.interval.every) if which == "interval" else None,
         once_at=_us("spec.once.fire_time", spec.once.fire_time)
         if which == "once" and spec.once.HasField("fire_time")
@@ -115,6 +125,7 @@ def policies_in(p: schedule_pb2.SchedulePolicies) -> core.Policies:
         overlap=core.Overlap(_enum("policies.overlap", p.overlap, schedule_pb2.OverlapPolicy))
         if p.overlap
         else core.Overlap.SKIP,
+        max_instances=p.max_instances or 1,
     )
     problems = out.problems()
     if problems:
@@ -186,21 +197,41 @@ def new_record(
 
 
 class Factory:
-    """Builds a fire's task with CreateTask's own `new_task` (see loops.ticker.TaskFactory)."""
+    """Builds a fire's task with CreateTask's own `new_task` (see loops.ticker.TaskFactory).
+
+    With a `budget`, every fire (manual runs too) is a submission by the
+    schedule's owner: it takes one task and the template's bytes from the
+    owner's buckets, as CreateTask would, and fails with RATE_LIMITED when
+    they are empty (a schedule without an owner draws from `anonymous`).
+    """
 
     def __init__(
         self,
         settings: Settings,
         defaults: Defaults,
         queue_options: Callable[[str], TaskOptions] | None = None,
+        budget: SubmitBudget | None = None,
     ) -> None:
         self._settings = settings
         self._defaults = defaults
         self._queue_options = queue_options
+        self._budget = budget
 
     def __call__(
         self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
     ) -> NewTask:
+        new = self.build(record, fire_time=fire_time, now=now, manual=manual)
+        if self._budget is not None:
+            owner = record.owner or ANONYMOUS
+            over = self._budget.take(owner, tasks=1, size=len(record.template))
+            if over is not None:
+                raise rate_limited(owner, over)
+        return new
+
+    def build(
+        self, record: core.ScheduleRecord, *, fire_time: int, now: int, manual: bool
+    ) -> NewTask:
+        """The task of a fire, without charging anyone's budget."""
         spec = task_pb2.Task.FromString(record.template)
         spec.labels[LABEL_SCHEDULE] = record.name
         spec.labels[LABEL_FIRE_TIME] = rfc3339(fire_time)
@@ -217,7 +248,7 @@ class Factory:
 
     def check(self, record: core.ScheduleRecord, now: int) -> None:
         """INVALID_ARGUMENT now, rather than a FAILED fire later, for a bad template."""
-        self(record, fire_time=now, now=now, manual=True)
+        self.build(record, fire_time=now, now=now, manual=True)
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -237,6 +268,10 @@ def spec_out(spec: core.Spec) -> schedule_pb2.ScheduleSpec:
         out.end_time.CopyFrom(_ts(spec.end_at))
     if spec.jitter_us:
         out.jitter.FromMicroseconds(spec.jitter_us)
+    if spec.kind is core.TriggerKind.RRULE:
+        out.recurrence.rule = spec.rrule or ""
+    for first, last in spec.exclusions:
+        out.exclusions.add(start_date=first, end_date=last)
     return out
 
 
@@ -245,6 +280,7 @@ def policies_out(p: core.Policies) -> schedule_pb2.SchedulePolicies:
         catchup=schedule_pb2.CatchupPolicy.ValueType(p.catchup),
         catchup_limit=p.catchup_limit,
         overlap=schedule_pb2.OverlapPolicy.ValueType(p.overlap),
+        max_instances=p.max_instances,
     )
     out.misfire_grace.FromMicroseconds(p.misfire_grace_us)
     return out
@@ -263,6 +299,8 @@ def fire_out(f: core.FireRecord) -> schedule_pb2.ScheduleFire:
     out.record_time.CopyFrom(_ts(f.recorded_at))
     if f.last_missed_at is not None:
         out.last_missed_time.CopyFrom(_ts(f.last_missed_at))
+    if f.run_at is not None:
+        out.run_time.CopyFrom(_ts(f.run_at))
     return out
 
 
@@ -289,6 +327,7 @@ def schedule_out(
     info.missed_count, info.failed_count = c.missed, c.failed
     if record.buffered_at is not None:
         info.buffered_fire_time.CopyFrom(_ts(record.buffered_at))
+    info.running_count = record.running
     out.create_time.CopyFrom(_ts(record.created_at))
     out.update_time.CopyFrom(_ts(record.updated_at))
     return out

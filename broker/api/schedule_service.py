@@ -23,6 +23,7 @@ from broker.core.models import NewTask
 from broker.engine.schedule_ops import (
     DeleteSchedule,
     Hint,
+    Inserted,
     InsertSchedule,
     ReplaceSchedule,
     RunNow,
@@ -31,10 +32,12 @@ from broker.errors import (
     AlreadyExists,
     InvalidArgument,
     QueueFull,
+    ResourceExhausted,
     ScheduleNotFound,
     ShuttingDown,
     Unavailable,
 )
+from broker.security.access import owner_of_new_task
 from broker.store import schedules as store
 from broker.store import tasks
 from taskyard.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc, task_pb2
@@ -44,9 +47,19 @@ pb = schedule_service_pb2
 CAS_ATTEMPTS = 20
 MAX_PREVIEW = 1000
 _SUBFIELDS = {
-    "spec": {"cron", "interval", "once", "time_zone", "start_time", "end_time", "jitter"},
+    "spec": {
+        "cron",
+        "interval",
+        "once",
+        "recurrence",
+        "time_zone",
+        "start_time",
+        "end_time",
+        "jitter",
+        "exclusions",
+    },
     "task": set(sc.TEMPLATE_FIELDS),
-    "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap"},
+    "policies": {"misfire_grace", "catchup", "catchup_limit", "overlap", "max_instances"},
 }
 _SETTABLE = ("description", "spec", "task", "policies")
 # A change computed from a fresh read: (schedule, now) -> changed schedule, or the same one.
@@ -56,7 +69,9 @@ Change = Callable[[core.ScheduleRecord, int], core.ScheduleRecord]
 class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
-        self._factory = sc.Factory(runtime.settings, runtime.defaults, runtime.queues.options)
+        self._factory = sc.Factory(
+            runtime.settings, runtime.defaults, runtime.queues.options, budget=runtime.budget
+        )
 
     @property
     def _hint(self) -> Hint:
@@ -98,8 +113,20 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
     ) -> pb.CreateScheduleResponse:
         if self._rt.shutting_down:
             raise ShuttingDown()
-        record = self._build(request.schedule, self._now())
-        if not await self._rt.committer.submit(InsertSchedule(record, self._hint)):
+        # Owned by its creator: for the per-identity cap and its fires' submission budget.
+        record = replace(self._build(request.schedule, self._now()), owner=owner_of_new_task())
+        cap = self._rt.settings.limits.max_schedules_per_identity
+        inserted = await self._rt.committer.submit(
+            InsertSchedule(record, self._hint, max_owned=cap)
+        )
+        if inserted is Inserted.OVER_CAP:
+            who = record.owner or "this broker without authentication"
+            raise ResourceExhausted(
+                f"{who} owns {cap} schedules, the limit (--max-schedules-per-identity); "
+                "delete one first",
+                reason="TOO_MANY_SCHEDULES",
+            )
+        if inserted is Inserted.NAME_TAKEN:
             raise AlreadyExists(
                 f"a schedule named {record.name!r} exists; change it with UpdateSchedule or "
                 "delete it first",
@@ -245,7 +272,7 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
 
         run = await self._rt.committer.submit(RunNow(name, make))
         if run.refused:
-            queue = self._factory(record, fire_time=0, now=0, manual=True).queue
+            queue = self._factory.build(record, fire_time=0, now=0, manual=True).queue
             settings = self._rt.queues.get(queue)
             raise QueueFull(queue, settings.max_depth if settings else None)
         if run.task_id is None:

@@ -13,14 +13,17 @@ name is unique in the database and creation is an insert-if-absent.
       - name: nightly-report
         description: Build the nightly report
         cron: "30 2 * * *"           # or: every: 15m   or: at: 2030-01-01T09:00:00Z
+                                     # or: rrule: "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17"
         time_zone: Europe/Berlin
         start_time: 2026-01-01T00:00:00Z
         end_time: 2027-01-01T00:00:00Z
         jitter: 30s
+        exclude: [2026-12-25, 2026-12-31..2027-01-01]   # dates in time_zone
         misfire_grace: 5m
         catchup: one                 # skip | one | all
         catchup_limit: 10
         overlap: skip                # skip | buffer_one | allow_all
+        max_instances: 1
         task:
           type: report.build
           queue: reports
@@ -37,7 +40,7 @@ from __future__ import annotations
 import logging
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +52,7 @@ from broker.api.runtime import Runtime
 from broker.config import Settings
 from broker.core import cron
 from broker.core import schedules as core
-from broker.engine.schedule_ops import InsertSchedule, ReplaceSchedule
+from broker.engine.schedule_ops import Inserted, InsertSchedule, ReplaceSchedule
 from broker.errors import ConfigError, InvalidArgument
 from broker.store import schedules as store
 from taskyard.v1 import schedule_pb2, task_pb2
@@ -59,16 +62,18 @@ V = TypeVar("V")
 Table = dict[object, object]  # a YAML or TOML table, keys not yet checked
 
 _ENTRY_KEYS = {
-    "name", "description", "cron", "every", "at", "time_zone", "start_time", "end_time",
-    "jitter", "misfire_grace", "catchup", "catchup_limit", "overlap", "task",
+    "name", "description", "cron", "every", "at", "rrule", "time_zone", "start_time",
+    "end_time", "jitter", "exclude", "misfire_grace", "catchup", "catchup_limit", "overlap",
+    "max_instances", "task",
 }  # fmt: skip
+_TRIGGERS = ("cron", "every", "at", "rrule")
 _TASK_KEYS = {
     "type", "queue", "priority", "payload", "labels", "max_attempts", "retry", "timeouts",
     "concurrency_key",
 }  # fmt: skip
 _RETRY_KEYS = {
     "max_attempts", "strategy", "initial_backoff", "backoff_coefficient", "max_backoff",
-    "jitter", "non_retryable_error_types", "max_lease_losses",
+    "jitter", "non_retryable_error_types", "retryable_error_types", "max_lease_losses",
 }  # fmt: skip
 _TIMEOUT_KEYS = {"execution", "heartbeat", "soft", "expiry"}
 _CATCHUP = {
@@ -162,12 +167,14 @@ def _schedule(value: object, where: str) -> schedule_pb2.Schedule:
         name=_str(entry.get("name", ""), f"{where}.name"),
         description=_str(entry.get("description", ""), f"{where}.description"),
     )
-    triggers = [k for k in ("cron", "every", "at") if k in entry]
+    triggers = [k for k in _TRIGGERS if k in entry]
     if len(triggers) != 1:
-        raise ConfigError(f"{where}: give exactly one of cron, every and at")
+        raise ConfigError(f"{where}: give exactly one of cron, every, at and rrule")
     spec = out.spec
     if "cron" in entry:
         spec.cron.expression = _str(entry["cron"], f"{where}.cron")
+    elif "rrule" in entry:
+        spec.recurrence.rule = _str(entry["rrule"], f"{where}.rrule")
     elif "every" in entry:
         spec.interval.every.FromMicroseconds(_duration(entry["every"], f"{where}.every"))
     else:
@@ -178,6 +185,12 @@ def _schedule(value: object, where: str) -> schedule_pb2.Schedule:
             getattr(spec, key).FromMicroseconds(_instant(entry[key], f"{where}.{key}"))
     if "jitter" in entry:
         spec.jitter.FromMicroseconds(_duration(entry["jitter"], f"{where}.jitter"))
+    exclude = entry.get("exclude", [])
+    if not isinstance(exclude, list):
+        raise ConfigError(f"{where}.exclude: expected a list of dates or FIRST..LAST ranges")
+    for index, item in enumerate(exclude):
+        first, last = _date_range(item, f"{where}.exclude[{index}]")
+        spec.exclusions.add(start_date=first, end_date=last)
     _policies(out.policies, entry, where)
     if "task" not in entry:
         raise ConfigError(f"{where}: task is required (at least task.type)")
@@ -196,6 +209,8 @@ def _policies(out: schedule_pb2.SchedulePolicies, entry: Table, where: str) -> N
         out.catchup_limit = _int(entry["catchup_limit"], f"{where}.catchup_limit")
     if "overlap" in entry:
         out.overlap = _choice(entry["overlap"], _OVERLAP, f"{where}.overlap")
+    if "max_instances" in entry:
+        out.max_instances = _int(entry["max_instances"], f"{where}.max_instances")
 
 
 def _task(value: object, where: str) -> task_pb2.Task:
@@ -232,10 +247,10 @@ def _retry(out: task_pb2.RetryPolicy, table: object, where: str) -> None:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ConfigError(f"{at}: expected a number, got {value!r}")
             setattr(out, key, float(value))
-        elif key == "non_retryable_error_types":
+        elif key in ("non_retryable_error_types", "retryable_error_types"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{at}: expected a list of strings")
-            out.non_retryable_error_types.extend(value)
+            getattr(out, key).extend(value)
         else:
             setattr(out, key, _int(value, at))
 
@@ -268,6 +283,16 @@ def _choice(value: object, names: dict[str, V], where: str) -> V:
     if not isinstance(value, str) or value.lower() not in names:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(names)}")
     return names[value.lower()]
+
+
+def _date_range(value: object, where: str) -> tuple[str, str]:
+    """`2026-12-25` or `2026-12-24..2026-12-26` (YAML may already have parsed a date)."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat(), value.isoformat()
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a date such as 2026-12-25, got {value!r}")
+    first, _, last = value.partition("..")
+    return first.strip(), (last or first).strip()
 
 
 def _duration(value: object, where: str) -> int:
@@ -335,7 +360,8 @@ class Reconciler:
             async with rt.db.reader.connect() as conn:
                 before = await store.get_schedule(conn, wanted.name)
             if before is None:
-                if await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint)):
+                inserted = await rt.committer.submit(InsertSchedule(wanted, rt.schedule_hint))
+                if inserted is Inserted.INSERTED:
                     return "created"
                 continue  # another replica created it meanwhile: compare with theirs
             if core.same_settings(before, wanted):

@@ -80,8 +80,13 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 "the range must be non-empty and at most 31 days; check start_time and end_time",
                 reason="INVALID_RANGE",
             )
+        if request.by_minute and end - start > 24 * HOUR_US:
+            raise InvalidArgument(
+                "by_minute is allowed for ranges of at most 24 hours; shorten the range",
+                reason="INVALID_RANGE",
+            )
         async with self._rt.db.reader.connect() as conn:
-            groups = await store.ranged(
+            groups, minutes = await store.ranged(
                 conn,
                 start=start,
                 end=end,
@@ -97,6 +102,10 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
             groups=[_task_stats(g, start, end) for g in groups],
             total=_task_stats(stats.merge(groups), start, end),
         )
+        if request.by_minute:
+            response.total.minutes.extend(
+                _minute(bucket, minutes.get(bucket)) for bucket in stats.minute_starts(start, end)
+            )
         return response
 
 
@@ -117,6 +126,20 @@ def _task_stats(g: stats.Group, start: int, end: int) -> ss.TaskStats:
         finished_per_minute=stats.series(g.per_minute, start, end, stats.MINUTE_US),
         finished_per_hour=stats.series(g.per_minute, start, end, HOUR_US),
     )
+    _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))
+    _set_distribution(out.wait_time, stats.distribution(c["wait_sum_us"], g.wait))
+    return out
+
+
+def _minute(bucket: int, g: stats.Group | None) -> ss.MinuteStats:
+    out = ss.MinuteStats()
+    convert.set_timestamp(out.start_time, bucket)
+    if g is None:
+        return out
+    c = g.counters
+    out.submitted, out.started = c["submitted"], c["started"]
+    out.succeeded, out.failed = c["succeeded"], c["failed"]
+    out.finished = sum(c[name] for name in stats.FINISHED)
     _set_distribution(out.run_time, stats.distribution(c["run_sum_us"], g.run))
     _set_distribution(out.wait_time, stats.distribution(c["wait_sum_us"], g.wait))
     return out

@@ -9,6 +9,7 @@ from typing import Any
 from broker.api import convert, options
 from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
+from broker.api.watch_frames import Frame, Frames
 from broker.core import validation
 from broker.core.models import NewTask, TaskRecord
 from broker.core.task_state import TERMINAL, TaskState
@@ -24,7 +25,7 @@ from broker.errors import (
     TaskyardError,
 )
 from broker.security import access
-from broker.store import maintenance, tasks
+from broker.store import maintenance, task_logs, tasks
 from taskyard.v1 import (
     error_details_pb2,
     task_pb2,
@@ -39,6 +40,16 @@ BATCH = 500
 class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._frames = Frames(read_blobs=self._read_blobs, to_proto=self._to_proto)
+
+    async def _read_blobs(
+        self, task_id: str, payload: bool, result: bool
+    ) -> tuple[bytes | None, bytes | None]:
+        async with self._rt.db.reader.connect() as conn:
+            return await tasks.get_blobs(conn, task_id, payload=payload, result=result)
+
+    def _to_proto(self, record: TaskRecord, full: bool) -> task_pb2.Task:
+        return self._proto(record, full=full)
 
     def _accepting(self) -> None:
         if self._rt.shutting_down:
@@ -154,6 +165,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
     ) -> task_service_pb2.ListTasksResponse:
         limits = self._rt.settings.limits
         limit = validation.page_size(request.page_size, limits)
+        labels = validation.labels(dict(request.labels), limits) if request.labels else None
         filters = tasks.TaskFilter(
             queue=validation.name("queue", request.queue, limits, reason="INVALID_QUEUE")
             if request.queue
@@ -165,6 +177,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             owner=access.owner_filter(),
             created_from_us=_bound(request, "create_time_after"),
             created_before_us=_bound(request, "create_time_before"),
+            labels=labels,
         )
         fingerprint = convert.filter_fingerprint(
             filters.queue,
@@ -172,18 +185,30 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             filters.type,
             *(() if filters.created_from_us is None else ("from", filters.created_from_us)),
             *(() if filters.created_before_us is None else ("before", filters.created_before_us)),
+            *(() if labels is None else ("labels", sorted(labels.items()))),
         )
         after = convert.parse_page_token(request.page_token, fingerprint)
         full = convert.full_view(request.view, default_full=False)
+        max_bytes = self._rt.settings.limits.max_page_bytes
         async with self._rt.db.reader.connect() as conn:
-            records = await tasks.list_tasks(
-                conn, filters, limit=limit + 1, before_id=after, full=full
+            page = await tasks.list_tasks(
+                conn, filters, limit=limit, before_id=after, full=full, max_bytes=max_bytes
             )
-        response = task_service_pb2.ListTasksResponse(
-            tasks=[self._proto(r, full=full) for r in records[:limit]]
-        )
-        if len(records) > limit:
-            response.next_page_token = convert.page_token(records[limit - 1].id, fingerprint)
+        response = task_service_pb2.ListTasksResponse()
+        more, size = page.more, 0
+        for record in page.records:
+            proto = self._proto(record, full=full)
+            # The store sized text by characters; a reply is bytes: cut here if need be.
+            size += proto.ByteSize()
+            if response.tasks and size > max_bytes:
+                more = True
+                break
+            response.tasks.append(proto)
+        if more:
+            response.next_page_token = convert.page_token(response.tasks[-1].id, fingerprint)
+        elif page.scanned_to is not None:
+            # The labels scan stopped short (store.tasks.LABEL_SCAN): a short page, not the end.
+            response.next_page_token = convert.page_token(page.scanned_to, fingerprint)
         return response
 
     @maps_errors
@@ -263,6 +288,62 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         )
 
     @maps_errors
+    async def ListTaskLogs(
+        self, request: task_service_pb2.ListTaskLogsRequest, context: Context
+    ) -> task_service_pb2.ListTaskLogsResponse:
+        task_id = validation.task_id(request.id)
+        attempt = _attempt_filter(request.attempt)
+        limit = _log_page_size(request.page_size)
+        fingerprint = convert.filter_fingerprint("logs", task_id, attempt)
+        after = convert.parse_page_token(request.page_token, fingerprint)
+        async with self._rt.db.reader.connect() as conn:
+            if await tasks.get_task(conn, task_id, full=False) is None:
+                raise TaskNotFound(task_id)
+            rows = await task_logs.page(
+                conn, task_id, attempt=attempt, after_id=_log_cursor(after), limit=limit + 1
+            )
+        response = task_service_pb2.ListTaskLogsResponse(
+            records=[convert.log_record(r) for r in rows[:limit]]
+        )
+        if len(rows) > limit:
+            response.next_page_token = convert.page_token(str(rows[limit - 1].id), fingerprint)
+        return response
+
+    @maps_errors
+    async def FollowTaskLogs(
+        self, request: task_service_pb2.FollowTaskLogsRequest, context: Context
+    ) -> AsyncIterator[task_service_pb2.FollowTaskLogsResponse]:
+        task_id = validation.task_id(request.id)
+        attempt = _attempt_filter(request.attempt)
+        events = self._rt.events
+        # Subscribe before the first read, so that no record can slip in between.
+        queue = events.subscribe(task_id)
+        try:
+            after = 0
+            while True:
+                async with self._rt.db.reader.connect() as conn:
+                    # The state first: records are committed no later than the outcome,
+                    # so once it is final, the records read next are all there are.
+                    record = await tasks.get_task(conn, task_id, full=False)
+                    if record is None:
+                        raise TaskNotFound(task_id)
+                    rows = await task_logs.page(
+                        conn, task_id, attempt=attempt, after_id=after, limit=LOG_PAGE
+                    )
+                if rows:
+                    after = rows[-1].id
+                    yield task_service_pb2.FollowTaskLogsResponse(
+                        records=[convert.log_record(r) for r in rows]
+                    )
+                if len(rows) == LOG_PAGE:
+                    continue
+                if record.state.is_terminal:
+                    return
+                await self._next_event(queue)
+        finally:
+            events.unsubscribe(task_id, queue)
+
+    @maps_errors
     async def PurgeTasks(
         self, request: task_service_pb2.PurgeTasksRequest, context: Context
     ) -> task_service_pb2.PurgeTasksResponse:
@@ -284,40 +365,37 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
             if deleted < 1000:
                 return task_service_pb2.PurgeTasksResponse(purged_count=total)
 
+    # Yields serialized messages, not WatchTaskResponse objects: see the docstring.
     @maps_errors
-    async def WatchTask(
+    async def WatchTask(  # type: ignore[override]
         self, request: task_service_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
+    ) -> AsyncIterator[Frame]:
+        """Yields serialized WatchTaskResponses, shared between watchers (watch_frames.py)."""
         task_id = validation.task_id(request.id)
         full = convert.full_view(request.view, default_full=False)
         events = self._rt.events
         # Subscribe before the first read, so no change can slip in between.
         queue = events.subscribe(task_id)
         try:
-            record = await self._get(task_id, full=full)
-            snapshot = await self._watched(record, full=full)
-            yield task_service_pb2.WatchTaskResponse(task=snapshot)
+            # Polls read the task without its blobs; a snapshot reads them once per version.
+            record = await self._get(task_id, full=False)
+            snapshot = await self._frames.snapshot(record, full=full)
+            yield snapshot.frame(record.progress)
             while not record.state.is_terminal:
                 event = await self._next_event(queue)
+                if event is not None and event.logs:
+                    continue  # log records: nothing a watcher of the task sees
                 if event is not None and event.progress is not None:
                     if record.state is TaskState.RUNNING:
-                        convert.set_progress(snapshot.progress, event.progress)
-                        yield task_service_pb2.WatchTaskResponse(task=snapshot)
+                        yield snapshot.frame(event.progress)
                     continue
-                fresh = await self._get(task_id, full=full)
+                fresh = await self._get(task_id, full=False)
                 if _changed(record, fresh):
-                    record, snapshot = fresh, await self._watched(fresh, full=full)
-                    yield task_service_pb2.WatchTaskResponse(task=snapshot)
+                    record = fresh
+                    snapshot = await self._frames.snapshot(fresh, full=full)
+                    yield snapshot.frame(fresh.progress)
         finally:
             events.unsubscribe(task_id, queue)
-
-    async def _watched(self, record: TaskRecord, *, full: bool) -> task_pb2.Task:
-        """A WatchTask message: the final one carries the result even in the BASIC view."""
-        if full or not record.state.is_terminal:
-            return self._proto(record, full=full)
-        snapshot = self._proto(await self._get(record.id, full=True), full=True)
-        snapshot.ClearField("payload")
-        return snapshot
 
     async def _next_event(self, queue: asyncio.Queue[TaskEvent]) -> TaskEvent | None:
         """The next event, or None after the poll interval (changes made elsewhere)."""
@@ -343,6 +421,34 @@ def _terminal_states(values: Iterable[int], *, default: set[TaskState]) -> set[T
             reason="INVALID_STATE",
         )
     return chosen
+
+
+LOG_PAGE = 1000
+MAX_LOG_PAGE = 10_000
+
+
+def _log_page_size(size: int) -> int:
+    if size < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {size}", reason="INVALID_PAGE_SIZE")
+    return min(size or LOG_PAGE, MAX_LOG_PAGE)
+
+
+def _attempt_filter(attempt: int) -> int | None:
+    if attempt < 0:
+        raise InvalidArgument(
+            f"attempt must be >= 0 (0: every attempt), got {attempt}", reason="INVALID_ARGUMENT"
+        )
+    return attempt or None
+
+
+def _log_cursor(after: str | None) -> int:
+    try:
+        return int(after or 0)
+    except ValueError:
+        raise InvalidArgument(
+            "page_token is not a token this broker issued; pass next_page_token unchanged",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
 
 
 def _bound(request: task_service_pb2.ListTasksRequest, field: str) -> int | None:

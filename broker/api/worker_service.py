@@ -21,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -38,17 +38,21 @@ from broker.core.models import (
     Cancelled,
     Claimed,
     Failed,
+    Holder,
     LeaseEnd,
     LeaseRef,
+    LogLine,
     Outcome,
     Succeeded,
 )
 from broker.core.queues import DEFAULT_QUEUE
+from broker.core.task_logs import LogBudget, admit
 from broker.engine.dispatcher import StopReason
+from broker.engine.event_record import WorkerChange
 from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, Op, disconnected, released
 from broker.engine.worker_ops import WriteSessions
 from broker.errors import InvalidArgument, ResourceExhausted, ShuttingDown, TaskyardError
-from broker.loops import memory
+from broker.loops import trim
 from broker.security import access
 from broker.status import abort
 from broker.store.leases import Ended, ExtendResult, Extension
@@ -68,7 +72,6 @@ pb = worker_service_pb2
 HANDSHAKE_TIMEOUT_S = 10.0
 OUTBOX_SOFT_BYTES = 8 * 1024 * 1024  # no assignments, and no reads, while more than this waits
 OUTBOX_HARD_BYTES = 64 * 1024 * 1024  # the stream ends when more than this waits
-ASSIGNMENTS_MESSAGE_BYTES = 4 * 1024 * 1024  # one Assignments message, at most (about)
 WRITER_FLUSH_S = 5.0  # how long a closing session waits for its last messages to go out
 # Batches of one session waiting for the committer; past this the session stops reading
 # until some are answered, so a worker that sends faster than they commit cannot queue
@@ -76,6 +79,11 @@ WRITER_FLUSH_S = 5.0  # how long a closing session waits for its last messages t
 MAX_OPS_IN_FLIGHT = 32
 _LEASE_LOST = error_details_pb2.ItemError(
     code=9, reason="LEASE_LOST", message="the lease is no longer held; drop this task"
+)
+_DUPLICATE = error_details_pb2.ItemError(
+    code=3,
+    reason="DUPLICATE_TASK_ID",
+    message="this task id appears earlier in the same heartbeats message; only the first counts",
 )
 _WIRE_REASON = {
     StopReason.CANCEL_REQUESTED: pb.CANCEL_REASON_REQUESTED,
@@ -90,6 +98,7 @@ class _Lease:
     expires: int  # as last written to the database
     timeout_us: int  # the task's heartbeat timeout
     cancel_requested: bool = False
+    logs: LogBudget = field(default_factory=LogBudget)  # log records stored this attempt
 
 
 class WorkerService(WorkerRegistry, worker_service_pb2_grpc.WorkerServiceServicer):
@@ -136,15 +145,22 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
         validation.name("hello.task_types[]", t, limits, reason="HANDSHAKE_REQUIRED")
     for q in hello.queues:
         validation.name("hello.queues[]", q, limits, reason="HANDSHAKE_REQUIRED")
-    for field in ("sdk_language", "sdk_version"):
-        value = getattr(hello, field)
+    for field_name in ("sdk_language", "sdk_version"):
+        value = getattr(hello, field_name)
         if len(value) > 100:
             raise InvalidArgument(
-                f"hello.{field} is {len(value)} characters; the limit is 100",
+                f"hello.{field_name} is {len(value)} characters; the limit is 100",
                 reason="HANDSHAKE_REQUIRED",
             )
-        validation.identifier(f"hello.{field}", value, reason="HANDSHAKE_REQUIRED")
+        validation.identifier(f"hello.{field_name}", value, reason="HANDSHAKE_REQUIRED")
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
+    # Re-adopting is a write per lease inside the one writer: bound it like a batch.
+    if len(hello.held_leases) > limits.max_lease_items:
+        raise InvalidArgument(
+            f"hello.held_leases holds {len(hello.held_leases)} leases; a worker may re-adopt at "
+            f"most {limits.max_lease_items} (--max-lease-items)",
+            reason="BATCH_TOO_LARGE",
+        )
 
 
 def _check_items(kind: str, batch: Message, limits: Limits) -> None:
@@ -178,6 +194,15 @@ class Session:
         self.types = tuple(dict.fromkeys(hello.task_types))
         self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
         self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()[:200]
+        # Only this identity, within its queues and types, may act on this
+        # session's leases (store/leases.holds); its name is recorded on each.
+        principal = grant.principal if (grant := access.current()) is not None else None
+        self.identity = principal.owner if principal is not None else None
+        self._by = (
+            Holder(self.identity, principal.queues, principal.types)
+            if principal is not None
+            else Holder(None)
+        )
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
         self._outbox: asyncio.Queue[tuple[worker_service_pb2.LeaseResponse, int] | None] = (
@@ -204,26 +229,26 @@ class Session:
         return [LeaseRef(task_id, lease.lease_id) for task_id, lease in self._leases.items()]
 
     def deliver(self, claimed: list[Claimed]) -> int:
-        """Queue the assignments, in messages of about ASSIGNMENTS_MESSAGE_BYTES; return bytes."""
-        total = 0
-        batch: list[worker_service_pb2.Assignment] = []
-        size = 0
+        """Queue the assignments for the worker; returns the bytes they take."""
         for c in claimed:
             self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at, c.heartbeat_timeout_us)
-            item = convert.assignment(c)
-            n = item.ByteSize() + 5  # the field's tag and length
-            if batch and size + n > ASSIGNMENTS_MESSAGE_BYTES:
-                total += self._send_assignments(batch, size)
-                batch, size = [], 0
-            batch.append(item)
+        # Split by size: a claim of many large payloads must not exceed the send limit.
+        limits = self._rt.settings.limits
+        budget = min(limits.max_batch_bytes, limits.send_bytes) - 1024
+        chunk: list[worker_service_pb2.Assignment] = []
+        size = total = 0
+        for c in claimed:
+            assignment = convert.assignment(c)
+            n = assignment.ByteSize() + 5  # the field's tag and length
+            if chunk and size + n > budget:
+                total += self._send_assignments(chunk, size)
+                chunk, size = [], 0
+            chunk.append(assignment)
             size += n
-        if batch:
-            total += self._send_assignments(batch, size)
-        return total
+        return total + self._send_assignments(chunk, size)
 
-    def _send_assignments(self, batch: list[worker_service_pb2.Assignment], size: int) -> int:
-        message = pb.LeaseResponse(assignments=pb.Assignments(assignments=batch))
-        self._send(message, size + 5)
+    def _send_assignments(self, chunk: list[worker_service_pb2.Assignment], size: int) -> int:
+        self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)), size + 5)
         return size + 5
 
     def room(self) -> int:
@@ -272,13 +297,16 @@ class Session:
         self.draining = True
         self._rt.dispatcher.drain(self)
         self._send(pb.LeaseResponse(drain=pb.Drain(message=message)))
+        row = self.row()
+        self._rt.committer.submit(WriteSessions([row], change=(WorkerChange.DRAINING, row)))
 
     async def run(self) -> None:
         rt = self._rt
         lost = await self._adopt_held()
         rt.dispatcher.attach(self)
         rt.sessions.add(self)
-        rt.committer.submit(WriteSessions([self.row()]))
+        row = self.row()
+        rt.committer.submit(WriteSessions([row], change=(WorkerChange.CONNECTED, row)))
         log.info(
             "worker %s connected (%s; types %s; queues %s)",
             self.worker_id,
@@ -300,7 +328,10 @@ class Session:
             reader.cancel()
             self._open = False
             rt.sessions.remove(self)
-            rt.committer.submit(WriteSessions([], gone=[self.key]))
+            final = self.row()
+            rt.committer.submit(
+                WriteSessions([], gone=[self.key], change=(WorkerChange.DISCONNECTED, final))
+            )
             held = rt.dispatcher.detach(self)
             if held and not rt.shutting_down:
                 # The worker is gone: its tasks may run again elsewhere now.
@@ -309,7 +340,7 @@ class Session:
             backlog = self._queued
             await self._stop_writer(writer, flush=error is None)
             if backlog > OUTBOX_SOFT_BYTES // 4:
-                memory.trim()  # what the outbox held is free now: give it back
+                trim.trim()  # what the outbox held is free now: give it back
         if error is not None:
             # Only now that no write is under way: gRPC refuses to send a status while
             # a message is still being written (the welcome, typically).
@@ -336,7 +367,8 @@ class Session:
             for item in held
             if (lease_id := convert.lease_ref(item.task_id, item.lease_id)) is not None
         ]
-        kept = await self._rt.committer.submit(AdoptLeases(refs, self.worker_id)) if refs else {}
+        adopt = AdoptLeases(refs, self.worker_id, self._by)
+        kept = await self._rt.committer.submit(adopt) if refs else {}
         for ref in refs:
             if ref.task_id in kept:
                 expires = kept[ref.task_id].expires
@@ -451,15 +483,21 @@ class Session:
         now = self._rt.clock.now_us()
         acks: list[worker_service_pb2.HeartbeatAck] = []
         slow: list[Extension] = []
+        seen: set[str] = set()
         for hb in heartbeats:
             ack = pb.HeartbeatAck(task_id=hb.task_id, lease_id=hb.lease_id)
             acks.append(ack)
+            if hb.task_id in seen:
+                ack.error.CopyFrom(_DUPLICATE)
+                continue
+            seen.add(hb.task_id)
             lease_id = convert.lease_ref(hb.task_id, hb.lease_id)
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
                 continue
             lease = self._leases.get(hb.task_id)
             progress = convert.progress(hb.progress, now) if hb.HasField("progress") else None
+            logs = self._admit_logs(hb, lease, now) if hb.logs else ()
             # A lease written to the database with more than half its timeout
             # to go needs no write now: answer from memory.
             fresh = (
@@ -467,17 +505,36 @@ class Session:
                 and lease.lease_id == lease_id
                 and lease.expires - now > lease.timeout_us // 2
             )
-            if fresh and progress is None:
+            if fresh and progress is None and not logs:
                 assert lease is not None
                 convert.set_timestamp(ack.lease_expire_time, lease.expires)
                 ack.cancel_requested = lease.cancel_requested
             else:
-                slow.append(Extension(hb.task_id, lease_id, progress))
+                slow.append(Extension(hb.task_id, lease_id, progress, logs=logs, by=self._by))
         if not slow:
             self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
             return
         future = self._submit(ExtendLeases(slow))
         future.add_done_callback(lambda f: self._extended(f, acks, slow, now))
+
+    def _admit_logs(
+        self, hb: worker_service_pb2.Heartbeat, lease: _Lease | None, now: int
+    ) -> tuple[LogLine, ...]:
+        """The heartbeat's log records that fit its attempt's budget (`--task-log-lines`)."""
+        limits = self._rt.settings.limits
+        # A lease this session does not know yet (adopted through the heartbeat) starts
+        # a budget of its own.
+        budget = lease.logs if lease is not None else LogBudget()
+        lines = convert.log_lines(hb.logs, now)
+        return tuple(
+            admit(
+                budget,
+                lines,
+                max_lines=limits.task_log_lines,
+                max_bytes=limits.task_log_bytes,
+                now_us=now,
+            )
+        )
 
     def _extended(
         self,
@@ -489,7 +546,7 @@ class Session:
         if future.cancelled() or future.exception() is not None:
             return  # the worker heartbeats again; the lease is not extended meanwhile
         results = future.result()
-        by_id = {a.task_id: a for a in acks}
+        by_id = {a.task_id: a for a in acks if not a.HasField("error")}
         adopted: list[LeaseRef] = []
         for item in slow:
             ack, result = by_id[item.task_id], results[item.task_id]
@@ -534,7 +591,7 @@ class Session:
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
                 continue
-            ends.append(LeaseEnd(c.task_id, lease_id, outcome))
+            ends.append(LeaseEnd(c.task_id, lease_id, outcome, self._by))
             pending.append(ack)
         if not ends:
             self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
@@ -557,6 +614,9 @@ class Session:
             self._leases.pop(ack.task_id, None)
             if ended is None:
                 ack.error.CopyFrom(_LEASE_LOST)
+            else:
+                # The worker learns whether a failure will be retried (on_retry/on_failure).
+                ack.state = int(ended.state)  # type: ignore[assignment]
         self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
 
     def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:

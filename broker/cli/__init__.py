@@ -10,15 +10,29 @@ import click
 
 from broker.cli import errors
 from broker.cli.admin import queue_group, workers_group
-from broker.cli.dev import dev_command
+from broker.cli.events import events
+from broker.cli.extra import broker_installed, missing
 from broker.cli.helpgroup import HelpGroup
-from broker.cli.operations import attempts, purge, retry
+from broker.cli.logs import logs
+from broker.cli.operations import attempts, purge, retry, whoami
 from broker.cli.schedules import schedule_group
-from broker.cli.serve import broker_command, db_group
 from broker.cli.stats import stats
 from broker.cli.tasks import cancel, get, list_tasks, submit, watch
 from broker.cli.token import token_group
 from broker.cli.worker import worker_command
+
+broker_side: list[click.Command]
+if broker_installed():
+    from broker.cli.dev import dev_command
+    from broker.cli.serve import broker_command, db_group
+
+    broker_side = [dev_command, broker_command, db_group]
+else:  # `pip install taskyard` without [broker]: the client side only
+    broker_side = [
+        missing("dev", "Start a broker and a worker (needs taskyard[broker])."),
+        missing("broker", "Run the broker (needs taskyard[broker])."),
+        missing("db", "Database migrations (needs taskyard[broker])."),
+    ]
 
 EPILOG = (
     "Client commands read the broker's address from --target or TASKYARD_TARGET "
@@ -39,14 +53,14 @@ def cli() -> None:
 
 
 for command in (
-    dev_command,
-    broker_command,
-    db_group,
+    *broker_side,
     worker_command,
     submit,
     get,
     list_tasks,
     watch,
+    events,
+    logs,
     cancel,
     retry,
     attempts,
@@ -56,6 +70,7 @@ for command in (
     stats,
     schedule_group,
     token_group,
+    whoami,
 ):
     cli.add_command(command)
 

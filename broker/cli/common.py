@@ -110,8 +110,10 @@ def seconds(value: str | None, option: str) -> float | None:
         raise click.BadParameter(str(exc)) from None
 
 
-def retry_policy(backoff: str | None, non_retryable: tuple[str, ...]) -> RetryPolicy | None:
-    if backoff is None and not non_retryable:
+def retry_policy(
+    backoff: str | None, non_retryable: tuple[str, ...], retry_on: tuple[str, ...] = ()
+) -> RetryPolicy | None:
+    if backoff is None and not non_retryable and not retry_on:
         return None
     parts = (backoff or "").split(":") if backoff else []
     strategy = parts[0] if parts else None
@@ -129,6 +131,7 @@ def retry_policy(backoff: str | None, non_retryable: tuple[str, ...]) -> RetryPo
         backoff_coefficient=coefficient,
         max_backoff=seconds(parts[3], "--backoff") if len(parts) > 3 else None,
         non_retryable_error_types=non_retryable,
+        retryable_error_types=retry_on,
     )
 
 

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
+from broker.cli import secret_input
 from worker_sdk import SyncClient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,6 +23,13 @@ _FILE = click.Path(exists=True, dir_okay=False)
 def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if param.name is not None:
         ctx.meta.setdefault(_KEY, {})[param.name] = value
+        typed = ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+        ctx.meta[_KEY][f"{param.name}_typed"] = typed
+        if param.name == "token" and value and typed:
+            secret_input.warn(
+                "a token given with --token is visible to every user of this machine (ps); "
+                "use TASKYARD_TOKEN or --token-file instead"
+            )
     return value
 
 
@@ -33,7 +42,17 @@ def credential_options(command: F) -> F:
             callback=_store,
             envvar="TASKYARD_TOKEN",
             show_envvar=True,
-            help="Bearer token for a broker that requires one.",
+            help="Bearer token for a broker that requires one. On the command line it shows "
+            "in ps: prefer TASKYARD_TOKEN or --token-file.",
+        ),
+        click.option(
+            "--token-file",
+            expose_value=False,
+            callback=_store,
+            type=_FILE,
+            envvar="TASKYARD_TOKEN_FILE",
+            show_envvar=True,
+            help="Read the bearer token from this file.",
         ),
         click.option(
             "--ca",
@@ -86,8 +105,13 @@ def credentials() -> dict[str, Any]:
     values = ctx.meta.get(_KEY, {})
     if (values.get("cert_file") is None) != (values.get("key_file") is None):
         raise click.UsageError("--cert and --key go together")
+    token = values.get("token")
+    if values.get("token_file") is not None:
+        if token and values.get("token_typed"):
+            raise click.UsageError("give --token or --token-file, not both")
+        token = secret_input.from_file(values["token_file"], "--token-file")
     return {
-        "token": values.get("token"),
+        "token": token,
         "ca_file": values.get("ca_file"),
         "cert_file": values.get("cert_file"),
         "key_file": values.get("key_file"),

@@ -8,7 +8,6 @@ the broker's start-up.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -63,18 +62,10 @@ def shown(url: str) -> str:
 
 def check_reachable(url: str) -> None:
     """Open and close the database once; any failure is a one-line ClickException."""
-    from broker.store.database import open_database
-
-    async def probe() -> None:
-        db = open_database(url)
-        try:
-            async with db.writer.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-        finally:
-            await db.dispose()
+    from broker.store.database import probe
 
     try:
-        asyncio.run(probe())
+        probe(url)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except (OSError, sa.exc.SQLAlchemyError) as exc:

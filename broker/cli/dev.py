@@ -14,6 +14,7 @@ from broker.cli.dburl import check_reachable, database_url, shown
 from worker_sdk import Client, TaskyardError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_HTTP = "127.0.0.1:50080"
 FIRST_TASK = """taskyard submit echo --payload '{"hello": "world"}' --wait"""
 
 
@@ -24,11 +25,15 @@ class Banner:
     target: str
     database: str
     workers: list[tuple[str, list[str]]] = field(default_factory=list)  # (app, task types)
-    # DASHBOARD: set to the web dashboard's URL once the broker serves HTTP.
+    # The HTTP/JSON API's base URL (docs/http.md), when serving it.
+    http_url: str | None = None
+    # The web dashboard's URL: `/` on the HTTP port (docs/dashboard.md).
     dashboard_url: str | None = None
 
     def lines(self) -> list[str]:
         rows = [("gRPC", f"{self.target}  (health and reflection on; try grpcurl)")]
+        if self.http_url is not None:
+            rows.append(("HTTP", f"{self.http_url}  (the same API as JSON; try curl, README.md)"))
         rows.append(("database", self.database))
         if self.dashboard_url is not None:
             rows.append(("dashboard", self.dashboard_url))
@@ -66,6 +71,12 @@ class Banner:
     help="host:port for the broker; port 0 picks a free one.",
 )
 @click.option(
+    "--http-listen",
+    default=DEFAULT_HTTP,
+    show_default=True,
+    help="host:port for the HTTP/JSON API (docs/http.md); an empty string turns it off.",
+)
+@click.option(
     "--db",
     default="taskyard.db",
     show_default=True,
@@ -85,7 +96,9 @@ class Banner:
     show_default=True,
     help="Least severe log line shown once running (warnings always show).",
 )
-def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> None:
+def dev_command(
+    listen: str, http_listen: str, db: str, apps: tuple[str, ...], log_level: str
+) -> None:
     """Run a broker and workers in the foreground until Ctrl-C.
 
     The workers start once the broker passes its health check; a banner then
@@ -99,9 +112,17 @@ def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> 
     logs = ["--log-json", "--log-level", "DEBUG" if level < launcher.LEVELS["INFO"] else "INFO"]
     broker = launcher.Child(
         "broker",
-        launcher.child_argv("broker", "--listen", listen, "--db", url, *logs),
+        launcher.child_argv(
+            "broker",
+            "--listen",
+            listen,
+            *(("--http-listen", http_listen) if http_listen else ()),
+            *logs,
+        ),
         sys.stderr,
         level,
+        # The URL may hold a password: the environment, not the child's arguments (ps).
+        env={"TASKYARD_DB": url},
     )
     workers = [
         launcher.Child(
@@ -114,7 +135,12 @@ def dev_command(listen: str, db: str, apps: tuple[str, ...], log_level: str) -> 
     ]
 
     async def ready(target: str, worker_ids: list[str]) -> None:
-        banner = Banner(target=target, database=_database_label(db, url))
+        banner = Banner(
+            target=target,
+            database=_database_label(db, url),
+            http_url=broker.http_url,
+            dashboard_url=broker.http_url,
+        )
         banner.workers = await _worker_types(target, list(zip(apps, worker_ids, strict=True)))
         click.echo("\n".join(banner.lines()))
 

@@ -25,6 +25,8 @@ COMMANDS = {
     "RetryTask": "taskyard retry",
     "RetryTasks": "taskyard retry --queue",
     "ListTaskAttempts": "taskyard attempts",
+    "ListTaskLogs": "taskyard logs",
+    "FollowTaskLogs": "taskyard logs --follow",
     "PurgeTasks": "taskyard purge",
     "CreateQueue": "taskyard queue create",
     "GetQueue": "taskyard queue get",

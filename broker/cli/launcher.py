@@ -21,7 +21,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 LISTENING = re.compile(r"listening on [^\s:]+:(\d+)")
+HTTP_URL = re.compile(r"HTTP/JSON API at (https?://\S+)")
 CONNECTED = re.compile(r"^connected to \S+ as (\S+) ")
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 START_TIMEOUT_S = 120.0
@@ -55,14 +56,17 @@ class Child:
     announced: bool = False  # startup is over: INFO lines are shown from now on
     port: asyncio.Future[int] | None = None
     connected: asyncio.Future[str] | None = None  # a worker's id, once it is connected
+    http_url: str | None = None  # the broker's HTTP API, announced before its gRPC port
     _pump: asyncio.Task[None] | None = None
     _exited: asyncio.Task[int] | None = None
+    env: Mapping[str, str] | None = None  # added to this process's environment (secrets)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.port, self.connected = loop.create_future(), loop.create_future()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
+            env=None if self.env is None else {**os.environ, **self.env},
             stdin=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             process_group=0,
@@ -102,6 +106,8 @@ class Child:
             self._show(render(self.name, record))
 
     def _notice(self, message: str) -> None:
+        if match := HTTP_URL.search(message):
+            self.http_url = match.group(1)
         if (match := LISTENING.search(message)) and self.port and not self.port.done():
             self.port.set_result(int(match.group(1)))
         if (match := CONNECTED.search(message)) and self.connected and not self.connected.done():

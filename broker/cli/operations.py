@@ -99,3 +99,23 @@ def purge(
     with connect(target) as client:
         count = client.purge(queue=queue, states=states, finished_before=before)
     click.echo(json.dumps({"purged": count}) if as_json else f"purged {count} tasks")
+
+
+@click.command(short_help="Who the broker takes you to be, and what your roles allow.")
+@target_option
+@json_option
+@reports_errors
+def whoami(target: str, as_json: bool) -> None:
+    """Show the identity your token (TASKYARD_TOKEN) names: roles, queues, allowed methods."""
+    with connect(target) as client:
+        me = client.caller()
+    if as_json:
+        fields = ("name", "authenticated", "roles", "queue_limited", "queues", "methods")
+        click.echo(json.dumps({f: getattr(me, f) for f in fields}, indent=2))
+        return
+    scope = f"; queues {', '.join(me.queues)}" if me.queue_limited else ""
+    auth = "" if me.authenticated else " (the broker has no authentication)"
+    click.echo(f"{me.name}: {', '.join(me.roles)}{scope}{auth}")
+    own = set(me.own_task_methods)
+    for method in me.methods:
+        click.echo(f"  {method}{'  (own tasks only)' if method in own else ''}")

@@ -23,27 +23,43 @@ from broker.cli.common import (
 from broker.cli.credentials import connect
 from broker.cli.helpgroup import HelpGroup
 from broker.cli.views import jsonable, print_task, retry_text, timeouts_text
-from worker_sdk import Schedule, ScheduleFire, TaskSpec, Timeouts
+from worker_sdk import RetryPolicy, Schedule, ScheduleFire, TaskSpec, Timeouts
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(
-    "schedule", cls=HelpGroup, short_help="Cron, interval and one-shot schedules of tasks."
+    "schedule",
+    cls=HelpGroup,
+    short_help="Cron, recurrence-rule, interval and one-shot schedules of tasks.",
 )
 def schedule_group() -> None:
-    """Schedules: tasks the broker submits on cron, interval and one-shot triggers."""
+    """Schedules: tasks the broker submits on cron, RRULE, interval and one-shot triggers."""
 
 
 def _spec_options(fn: F) -> F:
     for option in reversed(
         [
             click.option("--cron", help="Cron expression, e.g. '30 2 * * *' or '@hourly'."),
+            click.option(
+                "--rrule", help="RFC 5545 rule, e.g. 'FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17'."
+            ),
             click.option("--every", help="Fixed interval, e.g. 30s, 15m, 1d."),
             click.option("--at", "at", help="One-shot: ISO 8601 time or a delay such as +10m."),
-            click.option("--tz", "time_zone", help="IANA time zone for --cron (default UTC)."),
-            click.option("--start", help="No fire before this (ISO 8601); anchors --every."),
+            click.option(
+                "--tz", "time_zone", help="IANA time zone of --cron, --rrule, --exclude (UTC)."
+            ),
+            click.option(
+                "--start", help="No fire before this (ISO 8601); anchors --every and --rrule."
+            ),
             click.option("--end", help="No fire after this (ISO 8601)."),
+            click.option(
+                "--exclude",
+                "exclude",
+                multiple=True,
+                help="A date or FIRST..LAST range not to fire on, e.g. 2026-12-24..2026-12-26; "
+                "repeatable ('none' clears them).",
+            ),
         ]
     ):
         fn = option(fn)
@@ -64,7 +80,12 @@ def _settings_options(fn: F) -> F:
             click.option(
                 "--overlap",
                 type=click.Choice(["skip", "buffer_one", "allow_all"]),
-                help="While the previous run is unfinished.",
+                help="While the previous run (or --max-instances runs) is unfinished.",
+            ),
+            click.option(
+                "--max-instances",
+                type=click.IntRange(1, 1000),
+                help="Runs that may be unfinished at once (default 1).",
             ),
             click.option("--description", help="Free text."),
             click.option("--payload", help="JSON payload of the task, or @file.json."),
@@ -72,6 +93,11 @@ def _settings_options(fn: F) -> F:
             click.option("-p", "--priority", type=int, help="The task's priority."),
             click.option("-l", "--label", "labels", multiple=True, help="key=value, repeatable."),
             max_attempts_option("Attempts in all of each fired task (1: never retry)."),
+            click.option(
+                "--retry-on",
+                multiple=True,
+                help="Retry only this error type (others fail at once); repeatable.",
+            ),
             click.option("--execution-timeout", help="Limit of one attempt, e.g. 5m."),
         ]
     ):
@@ -81,15 +107,21 @@ def _settings_options(fn: F) -> F:
 
 def _spec(
     cron: str | None,
+    rrule: str | None,
     every: str | None,
     at: str | None,
     time_zone: str | None,
     start: str | None,
     end: str | None,
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if cron is not None:
         out["cron"] = cron
+    if rrule is not None:
+        out["rrule"] = rrule
+    if exclude:
+        out["exclusions"] = _exclusions(exclude)
     if every is not None:
         out["every"] = seconds(every, "--every")
     if at is not None:
@@ -103,12 +135,22 @@ def _spec(
     return out
 
 
+def _exclusions(items: tuple[str, ...]) -> list[tuple[str, str]]:
+    if [i.lower() for i in items] == ["none"]:
+        return []
+    out = []
+    for item in items:
+        first, _, last = item.partition("..")
+        out.append((first.strip(), (last or first).strip()))
+    return out
+
+
 def _settings(options: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("jitter", "misfire_grace"):
         if options.get(key) is not None:
             out[key] = seconds(options[key], f"--{key.replace('_', '-')}")
-    for key in ("catchup", "catchup_limit", "overlap", "description"):
+    for key in ("catchup", "catchup_limit", "overlap", "max_instances", "description"):
         if options.get(key) is not None:
             out[key] = options[key]
     return out
@@ -126,6 +168,8 @@ def _task_changes(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("execution_timeout") is not None:
         execution = seconds(options["execution_timeout"], "--execution-timeout")
         changes["timeouts"] = Timeouts(execution=execution)
+    if options.get("retry_on"):
+        changes["retry_policy"] = RetryPolicy(retryable_error_types=tuple(options["retry_on"]))
     return changes
 
 
@@ -143,6 +187,8 @@ def _iso(value: datetime | None) -> str | None:
 def _trigger(s: Schedule) -> str:
     if s.cron is not None:
         return f"cron {s.cron!r} ({s.time_zone})"
+    if s.rrule is not None:
+        return f"rrule {s.rrule!r} ({s.time_zone})"
     if s.every is not None:
         return f"every {s.every:g}s"
     return f"once at {local(s.at, s.time_zone) if s.at else '-'}"
@@ -156,6 +202,8 @@ def _fire_dict(f: ScheduleFire) -> dict[str, Any]:
         "task_state": f.task_state.value if f.task_state else None,
         "manual": f.manual,
     }
+    if f.run_time is not None and f.run_time != f.fire_time:
+        out["run_time"] = _iso(f.run_time)  # later than fire_time: jitter, or a late fire
     if f.result == "missed":
         out["missed_count"] = f.missed_count
         out["last_missed_time"] = _iso(f.last_missed_time)
@@ -207,13 +255,19 @@ def schedule_dict(s: Schedule) -> dict[str, Any]:
             "catchup": s.catchup,
             "catchup_limit": s.catchup_limit,
             "overlap": s.overlap,
+            "max_instances": s.max_instances,
             "jitter_s": s.jitter,
         },
+        "exclusions": [
+            first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+            for first, last in s.exclusions
+        ],
         "counts": {
             "started": s.started_count,
             "skipped": s.skipped_count,
             "missed": s.missed_count,
             "failed": s.failed_count,
+            "running": s.running_count,
         },
         "pause_note": s.pause_note or None,
     }
@@ -231,7 +285,9 @@ def _print_schedule(s: Schedule, as_json: bool) -> None:
             click.echo(f"{key:>15}: {shown}")
 
 
-@schedule_group.command("create", short_help="Create a schedule (--cron, --every or --at).")
+@schedule_group.command(
+    "create", short_help="Create a schedule (--cron, --rrule, --every or --at)."
+)
 @click.argument("name")
 @click.argument("type")
 @_spec_options
@@ -243,19 +299,21 @@ def create(
     name: str,
     type: str,
     cron: str | None,
+    rrule: str | None,
     every: str | None,
     at: str | None,
     time_zone: str | None,
     start: str | None,
     end: str | None,
+    exclude: tuple[str, ...],
     target: str,
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Create schedule NAME submitting tasks of TYPE (give --cron, --every or --at)."""
-    spec = _spec(cron, every, at, time_zone, start, end)
-    if sum(k in spec for k in ("cron", "every", "at")) != 1:
-        raise click.UsageError("give exactly one of --cron, --every and --at")
+    """Create schedule NAME submitting tasks of TYPE (give --cron, --rrule, --every or --at)."""
+    spec = _spec(cron, rrule, every, at, time_zone, start, end, exclude)
+    if sum(k in spec for k in ("cron", "rrule", "every", "at")) != 1:
+        raise click.UsageError("give exactly one of --cron, --rrule, --every and --at")
     task = TaskSpec(type=type, **_task_changes(options))
     with connect(target) as client:
         schedule = client.create_schedule(name, task, **spec, **_settings(options))
@@ -274,23 +332,33 @@ def update(
     name: str,
     task_type: str | None,
     cron: str | None,
+    rrule: str | None,
     every: str | None,
     at: str | None,
     time_zone: str | None,
     start: str | None,
     end: str | None,
+    exclude: tuple[str, ...],
     target: str,
     as_json: bool,
     **options: Any,
 ) -> None:
     """Change only the given settings of schedule NAME."""
-    changes = {**_spec(cron, every, at, time_zone, start, end), **_settings(options)}
+    changes = {
+        **_spec(cron, rrule, every, at, time_zone, start, end, exclude),
+        **_settings(options),
+    }
     task_changes = _task_changes(options)
     if task_type is not None:
         task_changes["type"] = task_type
     with connect(target) as client:
         if task_changes:
             current = client.get_schedule(name).task
+            if "retry_policy" in task_changes:  # --retry-on changes only the allowlist
+                allow = task_changes["retry_policy"].retryable_error_types
+                task_changes["retry_policy"] = dataclasses.replace(
+                    current.retry_policy or RetryPolicy(), retryable_error_types=allow
+                )
             changes["task"] = dataclasses.replace(current, **task_changes)
         if not changes:
             raise click.UsageError("nothing to change: give at least one option")
@@ -413,20 +481,25 @@ def delete(name: str, target: str, as_json: bool) -> None:
 def preview(
     name: str | None,
     cron: str | None,
+    rrule: str | None,
     every: str | None,
     at: str | None,
     time_zone: str | None,
     start: str | None,
     end: str | None,
+    exclude: tuple[str, ...],
     count: int,
     after: str | None,
     target: str,
     as_json: bool,
 ) -> None:
-    """The next fire times of schedule NAME, or of --cron/--every/--at before saving it."""
-    spec = _spec(cron, every, at, time_zone, start, end)
+    """The next fire times of schedule NAME, or of a spec (--cron, --rrule, …) before saving it.
+
+    --exclude applies to a spec too, so the preview shows which dates it skips.
+    """
+    spec = _spec(cron, rrule, every, at, time_zone, start, end, exclude)
     if (name is None) == (not spec):
-        raise click.UsageError("give a schedule NAME or a spec (--cron, --every or --at)")
+        raise click.UsageError("give a schedule NAME or a spec (--cron, --rrule, --every or --at)")
     with connect(target) as client:
         since = parse_when(after, "--after") if after else None
         times = client.preview_schedule(name, count=count, after=since, **spec)

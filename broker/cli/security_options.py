@@ -31,13 +31,27 @@ LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
         "--max-lease-items",
         "max_lease_items",
         click.IntRange(500),
-        "Most heartbeats, completions or releases in one Lease message (SDKs send 500).",
+        "Most heartbeats, completions or releases in one Lease message (SDKs send 500), "
+        "and most leases a worker's hello may re-adopt.",
     ),
     (
         "--max-message-bytes",
         "max_message_bytes",
+        click.IntRange(0),
+        "Largest gRPC message received or sent; 0 derives both from the other limits "
+        "(docs/security.md).",
+    ),
+    (
+        "--max-batch-bytes",
+        "max_batch_bytes",
         click.IntRange(1024),
-        "Largest gRPC message received or sent.",
+        "Largest BatchCreateTasks request or Lease message, in bytes.",
+    ),
+    (
+        "--max-page-bytes",
+        "max_page_bytes",
+        click.IntRange(1024),
+        "Largest ListTasks reply in bytes: a FULL list pages by size too.",
     ),
     (
         "--max-streams-per-identity",
@@ -56,6 +70,54 @@ LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
         "submit_burst",
         click.IntRange(1),
         "Tasks one identity may submit at once above the rate.",
+    ),
+    (
+        "--submit-bytes-rate",
+        "submit_bytes_rate",
+        click.FloatRange(0),
+        "Request bytes per second one identity may submit, sustained (0 = unlimited).",
+    ),
+    (
+        "--submit-bytes-burst",
+        "submit_bytes_burst",
+        click.IntRange(1),
+        "Request bytes one identity may submit at once above the byte rate.",
+    ),
+    (
+        "--max-schedules-per-identity",
+        "max_schedules_per_identity",
+        click.IntRange(0),
+        "Schedules one identity may own (0 = unlimited).",
+    ),
+    (
+        "--max-streams-per-connection",
+        "max_streams_per_connection",
+        click.IntRange(1),
+        "Concurrent HTTP/2 streams (calls) on one connection; more wait in the client.",
+    ),
+    (
+        "--max-open-streams",
+        "max_open_streams",
+        click.IntRange(0),
+        "Health and reflection streams open without a token, all callers together (0 = unlimited).",
+    ),
+    (
+        "--refusal-log-interval",
+        "refusal_log_interval_s",
+        click.FloatRange(0),
+        "Seconds between 'refused' log lines for one peer; the rest are counted.",
+    ),
+    (
+        "--task-log-lines",
+        "task_log_lines",
+        click.IntRange(0),
+        "Log records (ctx.log) stored per task attempt; the rest are dropped, with a notice.",
+    ),
+    (
+        "--task-log-bytes",
+        "task_log_bytes",
+        click.IntRange(0),
+        "Bytes of log text stored per task attempt; the rest are dropped, with a notice.",
     ),
 ]
 
@@ -117,6 +179,11 @@ def security_options(command: F) -> F:
 def security_settings(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """The `limits` and `security` arguments of Settings from the flags' values."""
     limit_values = {name: values[name] for _, name, _, _ in LIMIT_FLAGS}
+    if 0 < limit_values["max_message_bytes"] < 1024:
+        raise click.BadParameter(
+            "give 0 (derived from the other limits) or at least 1024",
+            param_hint="--max-message-bytes",
+        )
     security = Security(
         tls_cert=values["tls_cert"],
         tls_key=values["tls_key"],

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from broker.cli import secret_input
 from broker.cli.dburl import check_reachable, database_url
 from broker.cli.helpgroup import HelpGroup
 from broker.cli.security_options import security_options, security_settings
@@ -38,7 +39,15 @@ def _logging(level: str, json_lines: bool = False) -> None:
     default=DEFAULTS.db,
     show_default=True,
     help="A SQLite file (a plain path such as data/taskyard.db) or a database URL: "
-    "sqlite+aiosqlite:///file.db or postgresql://user@host/db.",
+    "sqlite+aiosqlite:///file.db or postgresql://user@host/db. A password here shows in "
+    "ps: use TASKYARD_DB or --db-file for one.",
+)
+@click.option(
+    "--db-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_DB_FILE",
+    show_envvar=True,
+    help="Read the database URL from this file (keeps a password out of ps).",
 )
 @click.option(
     "--config",
@@ -125,7 +134,34 @@ def _logging(level: str, json_lines: bool = False) -> None:
 @click.option(
     "--metrics-listen",
     envvar="TASKYARD_METRICS_LISTEN",
-    help="host:port for a Prometheus scrape endpoint (/metrics); port 0 picks a free port.",
+    help="PORT (on 127.0.0.1) or HOST:PORT for a Prometheus scrape endpoint (/metrics); "
+    "port 0 picks a free port. Another host than loopback shows queue and type names and "
+    "counts to whoever reaches it: add --metrics-token.",
+)
+@click.option(
+    "--metrics-token",
+    envvar="TASKYARD_METRICS_TOKEN",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer <token>' to scrape /metrics (or --metrics-token-file).",
+)
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_METRICS_TOKEN_FILE",
+    help="Read the scrape token from this file.",
+)
+@click.option(
+    "--http-listen",
+    envvar="TASKYARD_HTTP_LISTEN",
+    help="host:port to serve the same API over HTTP/1.1 + JSON (Connect protocol; docs/http.md); "
+    "off unless given. Port 0 picks a free port.",
+)
+@click.option(
+    "--event-window",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.event_window,
+    show_default=True,
+    help="Events kept for WatchEvents subscribers to resume from (docs/events.md).",
 )
 @click.option(
     "--otlp-endpoint",
@@ -144,6 +180,7 @@ def _logging(level: str, json_lines: bool = False) -> None:
 def broker_command(
     listen: str,
     db: str,
+    db_file: str | None,
     config_path: str | None,
     lease_duration: float,
     sweep_interval: float,
@@ -158,6 +195,10 @@ def broker_command(
     port_file: str | None,
     schedules_path: str | None,
     metrics_listen: str | None,
+    metrics_token: str | None,
+    metrics_token_file: str | None,
+    http_listen: str | None,
+    event_window: int,
     otlp_endpoint: str | None,
     log_level: str,
     log_json: bool,
@@ -176,8 +217,12 @@ def broker_command(
     ):
         if value <= 0:
             raise click.BadParameter(f"{name} must be positive, got {value}")
-    db = database_url(db)
+    db = database_url(secret_input.database_secret(db, db_file))
     check_reachable(db)
+    if metrics_token_file is not None:
+        metrics_token = secret_input.from_file(metrics_token_file, "--metrics-token-file")
+    elif metrics_token and secret_input.on_command_line("metrics_token"):
+        secret_input.warn("--metrics-token is visible in ps; use TASKYARD_METRICS_TOKEN or a file")
     settings = Settings(
         listen=listen,
         db=db,
@@ -196,6 +241,9 @@ def broker_command(
         log_level=log_level,
         log_json=log_json,
         metrics_listen=metrics_listen,
+        metrics_token=metrics_token or None,
+        http_listen=http_listen or None,
+        event_window=event_window,
         otlp_endpoint=otlp_endpoint,
         **security_settings(
             security, replace(DEFAULTS.limits, max_payload_bytes=max_payload_bytes)
@@ -220,14 +268,22 @@ def db_group() -> None:
     show_envvar=True,
     default=DEFAULTS.db,
     show_default=True,
-    help="A SQLite file (plain path) or a database URL, as for `taskyard broker`.",
+    help="A SQLite file (plain path) or a database URL, as for `taskyard broker`; a "
+    "password here shows in ps: use TASKYARD_DB or --db-file.",
+)
+@click.option(
+    "--db-file",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="TASKYARD_DB_FILE",
+    show_envvar=True,
+    help="Read the database URL from this file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text, for scripts.")
-def db_upgrade(db: str, as_json: bool) -> None:
+def db_upgrade(db: str, db_file: str | None, as_json: bool) -> None:
     """Migrate the schema to the revision this version needs."""
     from broker.store import database
 
-    db = database_url(db)
+    db = database_url(secret_input.database_secret(db, db_file))
     check_reachable(db)
 
     async def _run() -> tuple[str | None, str | None]:

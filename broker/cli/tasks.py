@@ -52,6 +52,11 @@ def note_if_idle(client: SyncClient, task: Task) -> bool:
 @click.option("--request-id", help="Idempotency key: repeating it returns the first task.")
 @click.option("--backoff", help="STRATEGY[:INITIAL[:COEFFICIENT[:MAX]]], e.g. exponential:1s:2:5m.")
 @click.option("--non-retryable", multiple=True, help="An error type never retried; repeatable.")
+@click.option(
+    "--retry-on",
+    multiple=True,
+    help="Retry only this error type (others fail at once); repeatable.",
+)
 @click.option("--execution-timeout", help="Limit of one attempt, e.g. 5m.")
 @click.option("--heartbeat-timeout", help="A silent attempt is taken back after this, e.g. 30s.")
 @click.option("--soft-timeout", help="Warn the handler after this, before --execution-timeout.")
@@ -76,6 +81,7 @@ def submit(
     request_id: str | None,
     backoff: str | None,
     non_retryable: tuple[str, ...],
+    retry_on: tuple[str, ...],
     execution_timeout: str | None,
     heartbeat_timeout: str | None,
     soft_timeout: str | None,
@@ -97,7 +103,7 @@ def submit(
         "labels": parse_labels(labels),
         "max_attempts": max_attempts,
         "request_id": request_id,
-        "retry_policy": retry_policy(backoff, non_retryable),
+        "retry_policy": retry_policy(backoff, non_retryable, retry_on),
         "timeouts": Timeouts(
             execution=seconds(execution_timeout, "--execution-timeout"),
             heartbeat=seconds(heartbeat_timeout, "--heartbeat-timeout"),

@@ -94,9 +94,8 @@ def queue_dict(queue: Queue) -> dict[str, Any]:
     if queue.rate_limit is not None:
         data["rate_limit"] = {"limit": queue.rate_limit[0], "per_seconds": queue.rate_limit[1]}
     if queue.retry_policy is not None:
-        data["retry_policy"]["non_retryable_error_types"] = list(
-            queue.retry_policy.non_retryable_error_types
-        )
+        for key in ("non_retryable_error_types", "retryable_error_types"):
+            data["retry_policy"][key] = list(getattr(queue.retry_policy, key))
     return data
 
 
@@ -154,6 +153,8 @@ def retry_text(policy: RetryPolicy | None) -> str | None:
         parts.append(f"{policy.max_lease_losses} lease losses")
     if policy.non_retryable_error_types:
         parts.append("never retried: " + ", ".join(policy.non_retryable_error_types))
+    if policy.retryable_error_types:
+        parts.append("retried only: " + ", ".join(policy.retryable_error_types))
     return ", ".join(parts) or None
 
 

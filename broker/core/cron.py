@@ -1,18 +1,22 @@
-"""Calendar arithmetic for schedules: instants, time zones and cron expressions.
+"""Calendar arithmetic for schedules: instants, time zones, wall clocks and cron expressions.
 
 Instants are integer microseconds since the epoch (UTC), like everywhere in the
-broker. Cron expressions are matched by croniter on *wall-clock* times in a
-zone; the mapping from wall-clock times to instants (daylight saving gaps and
-repeats) is ours, because croniter fires a repeated 02:30 twice and snaps a
-skipped one to the transition (see `_instants`). Pure functions: no clock, no
-policy (what a fire time becomes is `broker.core.schedules`'s business).
+broker. A calendar trigger (a cron expression here, a recurrence rule in
+`broker.core.rrule`) matches *wall-clock* times in a zone; the mapping from
+wall-clock times to instants (daylight saving gaps and repeats) is ours and
+shared by both (`next_instant`), because croniter fires a repeated 02:30
+twice and snaps a skipped one to the transition (see `_instants`). Pure
+functions: no clock, no policy (what a fire time becomes is
+`broker.core.schedules`'s business).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -55,6 +59,22 @@ def load_zone(name: str, where: str = "spec.time_zone") -> tzinfo:
         ) from None
 
 
+# --- Wall clocks ----------------------------------------------------------------------------
+
+
+class WallCalendar(Protocol):
+    """The wall-clock times a trigger matches, free of any zone (cron and RRULE both are)."""
+
+    @property
+    def follows_elapsed(self) -> bool:
+        """True when a repeated local hour fires in both occurrences (`0 * * * *`)."""
+        ...
+
+    def walls(self, after: datetime) -> Iterator[datetime]:
+        """Matching naive wall-clock times strictly after `after`, in order (maybe finite)."""
+        ...
+
+
 # --- Cron -----------------------------------------------------------------------------------
 
 _MACROS = {
@@ -77,9 +97,18 @@ class Cron:
     fields: tuple[str, ...]
 
     @property
-    def hour_wildcard(self) -> bool:
+    def follows_elapsed(self) -> bool:
         """`0 * * * *` follows elapsed time across a repeated hour; `30 2 * * *` does not."""
         return self.fields[-4].startswith("*")
+
+    def walls(self, after: datetime) -> Iterator[datetime]:
+        it = croniter(self.for_croniter, after)
+        while True:
+            try:
+                wall: datetime = it.get_next(datetime)
+            except CroniterBadDateError:
+                return
+            yield wall
 
     @property
     def for_croniter(self) -> str:
@@ -177,15 +206,11 @@ def _transition(
     return hi, _offset(lo, zone), _offset(hi, zone)
 
 
-def _first_match(cron: Cron, start: datetime) -> datetime | None:
-    try:
-        wall: datetime = croniter(cron.for_croniter, start).get_next(datetime)
-    except CroniterBadDateError:
-        return None
-    return wall
+def _first_match(calendar: WallCalendar, start: datetime) -> datetime | None:
+    return next(iter(calendar.walls(start)), None)
 
 
-def _forward(cron: Cron, zone: tzinfo, after: int) -> int | None:
+def _forward(calendar: WallCalendar, zone: tzinfo, after: int) -> int | None:
     """Walk wall-clock times after `after`'s own, mapping each to its instants.
 
     Instants come out of order in two places, and the walk goes on past the
@@ -193,17 +218,16 @@ def _forward(cron: Cron, zone: tzinfo, after: int) -> int | None:
     wall time may map earlier), and after a second occurrence of a repeated
     time (a later wall time's first occurrence may come earlier).
     """
-    it = croniter(cron.for_croniter, _local(after, zone).replace(tzinfo=None))
+    it = iter(calendar.walls(_local(after, zone).replace(tzinfo=None)))
     best: int | None = None
     bound: datetime | None = None
     for _ in range(_MAX_ITER):
-        try:
-            wall = it.get_next(datetime)
-        except CroniterBadDateError:
+        wall = next(it, None)
+        if wall is None:
             break
         if bound is not None and wall > bound:
             break
-        for instant in _instants(wall, zone, cron.hour_wildcard):
+        for instant in _instants(wall, zone, calendar.follows_elapsed):
             if instant > after and (best is None or instant < best):
                 best = instant
                 bound = _local(best, zone).replace(tzinfo=None)
@@ -214,18 +238,18 @@ def _forward(cron: Cron, zone: tzinfo, after: int) -> int | None:
                     bound = _naive(best, offset)
                     skip = _naive(after, offset)
                     if skip > wall:  # earlier first occurrences are all past
-                        it = croniter(cron.for_croniter, skip)
+                        it = iter(calendar.walls(skip))
     return best
 
 
-def cron_next(cron: Cron, zone: tzinfo, after: int) -> int | None:
-    """The first instant strictly after `after` at which the expression fires."""
-    best = _forward(cron, zone, after)
+def next_instant(calendar: WallCalendar, zone: tzinfo, after: int) -> int | None:
+    """The first instant strictly after `after` at which the calendar fires in `zone`."""
+    best = _forward(calendar, zone, after)
     back = _transition(zone, after, +1)
-    if back is not None and cron.hour_wildcard and (best is None or best > back[0]):
+    if back is not None and calendar.follows_elapsed and (best is None or best > back[0]):
         # Clocks go back soon: wall times up to now's repeat after the transition.
         at, _, later = back
-        wall = _first_match(cron, _naive(at - 1, later))
+        wall = _first_match(calendar, _naive(at - 1, later))
         if wall is not None:
             instant = to_us(wall.replace(tzinfo=zone, fold=1))
             if instant > after and (best is None or instant < best):
@@ -234,7 +258,7 @@ def cron_next(cron: Cron, zone: tzinfo, after: int) -> int | None:
     if gap is not None:
         # Clocks just went forward: skipped wall times fire late, extrapolated.
         at, earlier, later = gap
-        wall = _first_match(cron, _naive(after, earlier))
+        wall = _first_match(calendar, _naive(after, earlier))
         if wall is not None and wall < _naive(at, later):
             instant = to_us(wall.replace(tzinfo=zone, fold=0))
             if instant > after and (best is None or instant < best):

@@ -13,6 +13,7 @@ from broker.core.models import (
     Cancelled,
     Failed,
     Failure,
+    Holder,
     LossReason,
     Lost,
     Outcome,
@@ -43,6 +44,7 @@ class LeaseRow:
     worker_id: str | None = None
     started_at: int | None = None
     type: str = ""
+    leased_by: str | None = None  # the identity holding the lease (None: not recorded)
     # Set while the task waits again after losing this lease, until it is leased again.
     lapsed_lease_id: int | None = None
     cancel_reason: str | None = None
@@ -60,6 +62,23 @@ class Transition:
     # Set when the task goes on to another attempt: how this one ended, for
     # the attempt history. Final attempts are read from the task row instead.
     recorded: AttemptOutcome | None = None
+
+
+def may_act(row: LeaseRow, by: Holder | None) -> bool:
+    """Whether `by` may heartbeat, complete or re-adopt the lease on `row`.
+
+    Only the identity holding the lease may, and only within its queues and
+    task types; the broker's own ends (`by` None) always may. A lease with no
+    recorded holder (no authentication, or taken before revision 0009) may
+    be acted on by any identity whose scope covers the task.
+    """
+    if by is None:
+        return True
+    if row.leased_by is not None and row.leased_by != by.identity:
+        return False
+    if by.queues is not None and row.queue not in by.queues:
+        return False
+    return by.types is None or row.type in by.types
 
 
 CANCELLED_ERROR = "Cancelled"
@@ -153,7 +172,7 @@ def _failed(
     rng: random.Random | None,
     recorded: AttemptOutcome,
 ) -> Transition:
-    if failure.non_retryable or failure.type in policy.non_retryable_error_types:
+    if failure.non_retryable or not policy.retries(failure.type):
         return Transition(
             TaskState.FAILED, row.attempt, row.lost_count, finished_at=now, error=failure
         )
@@ -162,7 +181,10 @@ def _failed(
         return Transition(
             TaskState.DEAD, row.attempt, row.lost_count, finished_at=now, error=failure
         )
-    delay = policy.backoff_us(failures, rng)
+    if failure.retry_delay_us is not None:
+        delay = policy.requested_us(failure.retry_delay_us)
+    else:
+        delay = policy.backoff_us(failures, rng)
     return Transition(
         TaskState.RETRYING if delay > 0 else TaskState.PENDING,
         row.attempt,

@@ -53,11 +53,23 @@ class Progress:
 
 
 @record
+class LogLine:
+    """One log record a handler wrote: when (its worker's clock), how severe, what."""
+
+    at_us: int
+    level: int  # 1 DEBUG, 2 INFO, 3 WARNING, 4 ERROR, 5 CRITICAL (taskyard.v1.TaskLogLevel)
+    message: str
+
+
+@record
 class Failure:
     type: str
     message: str
     details: str = ""
     non_retryable: bool = False
+    # The delay the handler asked for before the next attempt (µs), or None
+    # for the policy's backoff. Decides one transition; never stored.
+    retry_delay_us: int | None = None
 
 
 @record
@@ -116,6 +128,7 @@ class Claimed:
     deadline_at: int | None = None
     soft_deadline_at: int | None = None
     trace_context: str | None = None
+    leased_by: str | None = None  # the identity of the session it went to
 
 
 # How an attempt (a lease) ended.
@@ -183,10 +196,24 @@ class Attempt:
 
 
 @record
+class Holder:
+    """Who acts on a lease: the caller's identity and the queues and task types it may touch.
+
+    The broker's own ends (expiry, timeouts) carry none and are not checked.
+    `identity` is None without authentication; `queues`/`types` None mean all.
+    """
+
+    identity: str | None
+    queues: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+
+@record
 class LeaseEnd:
     task_id: str
     lease_id: int
     outcome: Outcome
+    by: Holder | None = None  # the worker that reported it; None: the broker itself
 
 
 @record

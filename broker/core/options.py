@@ -60,6 +60,7 @@ class TaskOptions:
     jitter: float | None = None
     non_retryable_error_types: frozenset[str] | None = None
     max_lease_losses: int | None = None
+    retryable_error_types: frozenset[str] | None = None
     execution_timeout_us: int | None = None
     heartbeat_timeout_us: int | None = None
     soft_timeout_us: int | None = None
@@ -84,6 +85,7 @@ _RETRY_FIELDS = (
     "jitter",
     "non_retryable_error_types",
     "max_lease_losses",
+    "retryable_error_types",
 )
 
 

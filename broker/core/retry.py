@@ -1,9 +1,10 @@
-"""When a failed attempt runs again: fixed, linear or exponential backoff with jitter.
+"""Whether and when a failed attempt runs again: error-type lists, backoff with jitter.
 
 The broker owns retries because workers in other languages cannot share
-exception classes; a worker reports only an error type, a message and whether
-retrying can help. A policy is snapshotted onto each task when it is created,
-so changing defaults later never changes what queued tasks were promised.
+exception classes; a worker reports only an error type, a message, whether
+retrying can help and, optionally, the delay it wants (an upstream's
+Retry-After). A policy is snapshotted onto each task when it is created, so
+changing defaults later never changes what queued tasks were promised.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class RetryPolicy:
     # Lost leases (dead or disconnected workers) have their own cap, so that a
     # flapping worker pool does not burn the handler's attempts.
     max_lease_losses: int = 10
+    # When not empty, the only error types retried (an allowlist).
+    retryable_error_types: frozenset[str] = field(default_factory=frozenset)
 
     def problems(self) -> list[str]:
         """Why this policy is invalid, as messages naming the field; empty if valid."""
@@ -54,7 +57,26 @@ class RetryPolicy:
             out.append(f"jitter must be between 0 and 1, got {self.jitter}")
         if not 1 <= self.max_lease_losses <= 1000:
             out.append(f"max_lease_losses must be between 1 and 1000, got {self.max_lease_losses}")
+        both = self.retryable_error_types & self.non_retryable_error_types
+        if both:
+            out.append(
+                f"error type(s) {sorted(both)} are in both retryable_error_types and "
+                "non_retryable_error_types; keep each on one list"
+            )
         return out
+
+    def retries(self, error_type: str) -> bool:
+        """Whether a failure of this type may be retried (attempts permitting).
+
+        The denylist wins; an empty allowlist allows every other type.
+        """
+        if error_type in self.non_retryable_error_types:
+            return False
+        return not self.retryable_error_types or error_type in self.retryable_error_types
+
+    def requested_us(self, requested_us: int) -> int:
+        """A handler's own retry delay, bounded by `max_backoff` and not jittered."""
+        return min(max(requested_us, 0), self.max_backoff_us)
 
     def backoff_us(self, failures: int, rng: random.Random | None = None) -> int:
         """The delay before the attempt that follows the `failures`-th failure."""
@@ -74,6 +96,10 @@ class RetryPolicy:
         data = asdict(self)
         data["strategy"] = self.strategy.value
         data["non_retryable_error_types"] = sorted(self.non_retryable_error_types)
+        if self.retryable_error_types:
+            data["retryable_error_types"] = sorted(self.retryable_error_types)
+        else:  # policies stored before the allowlist existed read back equal
+            del data["retryable_error_types"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -81,4 +107,5 @@ class RetryPolicy:
         data = json.loads(text)
         data["strategy"] = BackoffStrategy(data["strategy"])
         data["non_retryable_error_types"] = frozenset(data["non_retryable_error_types"])
+        data["retryable_error_types"] = frozenset(data.get("retryable_error_types", ()))
         return cls(**data)

@@ -1,9 +1,10 @@
 """Schedule policy: which fire times a spec has, and what each becomes.
 
-Spec validation, the first fire time after a change or a pause, jitter, the
-catch-up and overlap policies that turn due fire times into a plan (run, skip,
-buffer, or record as missed), and the stored records. The calendar arithmetic
-underneath (zones, DST, cron) is `broker.core.cron`.
+Spec validation, excluded dates, the first fire time after a change or a
+pause, jitter, the catch-up and overlap policies (with `max_instances`) that
+turn due fire times into a plan (run, skip, buffer, or record as missed), and
+the stored records. The calendar arithmetic underneath (zones, DST, cron) is
+`broker.core.cron`, recurrence rules are `broker.core.rrule`.
 
 Nothing here reads a clock or the database. The ticker passes `now`, so a
 year of an hourly cron is simulated in a unit test by calling `plan_fires`
@@ -12,10 +13,12 @@ year of an hourly cron is simulated in a unit test by calling `plan_fires`
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
-from datetime import tzinfo
+from datetime import date, datetime, time, tzinfo
 from enum import IntEnum
 
 from broker.core.cron import (
@@ -24,11 +27,14 @@ from broker.core.cron import (
     MINUTE,
     REASON,
     SECOND,
-    cron_next,
     load_zone,
+    next_instant,
     parse_cron,
     parsed_cron,
+    to_dt,
+    to_us,
 )
+from broker.core.rrule import Rule, parse_rule, parsed_rule
 from broker.errors import InvalidArgument
 
 MAX_SPAN = 366 * DAY
@@ -36,6 +42,8 @@ MAX_JITTER = HOUR
 DEFAULT_GRACE = MINUTE
 DEFAULT_CATCHUP_LIMIT = 100
 MAX_CATCHUP_LIMIT = 1000
+MAX_INSTANCES = 1000
+MAX_EXCLUSIONS = 1000
 # Fire times one plan looks at, at most: a long outage of a frequent
 # schedule is worked off in several commits instead of one long stall.
 PLAN_BUDGET = 2000
@@ -45,6 +53,7 @@ class TriggerKind(IntEnum):
     CRON = 1
     INTERVAL = 2
     ONCE = 3
+    RRULE = 4
 
 
 class Catchup(IntEnum):
@@ -76,6 +85,10 @@ class FireResult(IntEnum):
 # --- Specs ----------------------------------------------------------------------------------
 
 
+# An excluded span of dates: ISO 8601 (first, last), both included.
+DateSpan = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     kind: TriggerKind
@@ -86,24 +99,47 @@ class Spec:
     start_at: int | None = None
     end_at: int | None = None
     jitter_us: int = 0
+    rrule: str | None = None
+    exclusions: tuple[DateSpan, ...] = ()
 
     @property
     def zone(self) -> tzinfo:
         return load_zone(self.time_zone)
 
+    @property
+    def end(self) -> int | None:
+        """The last instant that may fire: end_time, or a rule's UNTIL if earlier."""
+        until = self._rule().until_us if self.kind is TriggerKind.RRULE else None
+        ends = [t for t in (self.end_at, until) if t is not None]
+        return min(ends) if ends else None
+
     def next_after(self, after: int) -> int | None:
-        """The first fire time strictly after `after`, within start and end."""
+        """The first fire time strictly after `after`, within start and end, not excluded."""
         if self.start_at is not None:
             after = max(after, self.start_at - 1)
-        found = self._next(after)
-        if found is None or (self.end_at is not None and found > self.end_at):
-            return None
-        return found
+        end = self.end
+        for _ in range(len(self.exclusions) + 2):
+            found = self._next(after)
+            if found is None or (end is not None and found > end):
+                return None
+            resume = excluded_until(self, found)
+            if resume is None:
+                return found
+            if resume < 0:  # excluded through the last date there is
+                return None
+            after = max(found, resume - 1)
+        raise AssertionError("a fire time skipped more exclusions than the spec has")
+
+    def _rule(self) -> Rule:
+        assert self.rrule is not None
+        return parsed_rule(self.rrule, self.start_at, self.time_zone)
 
     def _next(self, after: int) -> int | None:
         if self.kind is TriggerKind.CRON:
             assert self.cron is not None
-            return cron_next(parsed_cron(self.cron), self.zone, after)
+            return next_instant(parsed_cron(self.cron), self.zone, after)
+        if self.kind is TriggerKind.RRULE:
+            return next_instant(self._rule(), self.zone, after)
         if self.kind is TriggerKind.INTERVAL:
             assert self.every_us is not None
             anchor = self.start_at or 0
@@ -123,11 +159,77 @@ class Spec:
         return out
 
 
+@functools.lru_cache(maxsize=512)
+def _merged(exclusions: tuple[DateSpan, ...]) -> tuple[list[int], list[int]]:
+    """Excluded spans as sorted, disjoint (first, last) date ordinals, in two lists for bisect."""
+    spans = sorted(
+        (date.fromisoformat(a).toordinal(), date.fromisoformat(b).toordinal())
+        for a, b in exclusions
+    )
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for first, last in spans:
+        if lasts and first <= lasts[-1] + 1:
+            lasts[-1] = max(lasts[-1], last)
+        else:
+            firsts.append(first)
+            lasts.append(last)
+    return firsts, lasts
+
+
+def excluded_until(spec: Spec, at: int) -> int | None:
+    """None if `at`'s local date is not excluded; else the first instant after its span.
+
+    -1 when the span runs through the last representable date.
+    """
+    if not spec.exclusions:
+        return None
+    zone = spec.zone
+    day = to_dt(at).astimezone(zone).date().toordinal()
+    firsts, lasts = _merged(spec.exclusions)
+    index = bisect.bisect_right(firsts, day) - 1
+    if index < 0 or lasts[index] < day:
+        return None
+    if lasts[index] >= date.max.toordinal():
+        return -1
+    return to_us(datetime.combine(date.fromordinal(lasts[index] + 1), time(), tzinfo=zone))
+
+
+def check_exclusions(exclusions: tuple[DateSpan, ...]) -> None:
+    if len(exclusions) > MAX_EXCLUSIONS:
+        raise InvalidArgument(
+            f"spec.exclusions has {len(exclusions)} ranges; the limit is {MAX_EXCLUSIONS}",
+            reason=REASON,
+        )
+    for index, (first, last) in enumerate(exclusions):
+        where = f"spec.exclusions[{index}]"
+        days = []
+        for name, text in (("start_date", first), ("end_date", last)):
+            try:
+                day = date.fromisoformat(text)
+            except ValueError:
+                day = None
+            if day is None or len(text) != 10 or day.year < 1970:
+                raise InvalidArgument(
+                    f"{where}.{name} {text!r} is not a date such as 2026-12-24 (from 1970-01-01)",
+                    reason=REASON,
+                )
+            days.append(day)
+        if days[1] < days[0]:
+            raise InvalidArgument(f"{where}.end_date is before its start_date", reason=REASON)
+
+
 def check_spec(spec: Spec, *, now: int) -> None:
     """INVALID_ARGUMENT, naming the field, unless the spec can fire."""
-    load_zone(spec.time_zone)
+    zone = load_zone(spec.time_zone)
+    check_exclusions(spec.exclusions)
     if spec.kind is TriggerKind.CRON:
         parse_cron(spec.cron or "")
+    elif spec.kind is TriggerKind.RRULE:
+        anchor = None
+        if spec.start_at is not None:
+            anchor = to_dt(spec.start_at).astimezone(zone).replace(tzinfo=None)
+        parse_rule(spec.rrule or "", anchor=anchor, zone=zone)
     elif spec.kind is TriggerKind.INTERVAL:
         every = spec.every_us or 0
         if not SECOND <= every <= MAX_SPAN:
@@ -142,10 +244,13 @@ def check_spec(spec: Spec, *, now: int) -> None:
         raise InvalidArgument("spec.end_time is before spec.start_time", reason=REASON)
     if spec.kind is TriggerKind.ONCE:
         _check_once(spec)
-    elif spec.next_after((spec.start_at or now) - 1) is None and spec.end_at is None:
-        raise InvalidArgument(
-            f"spec.cron.expression {spec.cron!r} never matches a date", reason=REASON
+    elif spec.next_after((spec.start_at or now) - 1) is None and spec.end is None:
+        what = (
+            f"spec.recurrence.rule {spec.rrule!r}"
+            if spec.kind is TriggerKind.RRULE
+            else f"spec.cron.expression {spec.cron!r}"
         )
+        raise InvalidArgument(f"{what} never matches a date that is not excluded", reason=REASON)
 
 
 def _check_once(spec: Spec) -> None:
@@ -158,6 +263,8 @@ def _check_once(spec: Spec) -> None:
         raise InvalidArgument(
             "spec.once.fire_time lies outside spec.start_time … spec.end_time", reason=REASON
         )
+    if excluded_until(spec, at) is not None:
+        raise InvalidArgument("spec.once.fire_time falls on an excluded date", reason=REASON)
 
 
 def first_fire(spec: Spec, *, base: int, fired_through: int | None) -> int | None:
@@ -197,6 +304,8 @@ class Policies:
     catchup: Catchup = Catchup.ONE
     catchup_limit: int = DEFAULT_CATCHUP_LIMIT
     overlap: Overlap = Overlap.SKIP
+    # Runs that may be unfinished at once before the overlap policy steps in.
+    max_instances: int = 1
 
     def problems(self) -> list[str]:
         out = []
@@ -209,6 +318,16 @@ class Policies:
                 f"policies.catchup_limit must be from 1 to {MAX_CATCHUP_LIMIT}, "
                 f"got {self.catchup_limit}"
             )
+        if not 1 <= self.max_instances <= MAX_INSTANCES:
+            out.append(
+                f"policies.max_instances must be from 1 to {MAX_INSTANCES}, "
+                f"got {self.max_instances}"
+            )
+        elif self.max_instances > 1 and self.overlap is Overlap.ALLOW_ALL:
+            out.append(
+                "policies.max_instances caps runs for the skip and buffer_one overlap "
+                "policies; allow_all has no cap (set overlap to skip or buffer_one)"
+            )
         return out
 
 
@@ -218,7 +337,7 @@ class FireState:
 
     next_fire_at: int | None
     buffered_at: int | None = None
-    running: bool = False  # the task of the previous fire has not finished
+    running: int = 0  # runs whose task has not finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +346,7 @@ class Fire:
     fire_time: int
     last_missed: int | None = None  # MISSED: the range's last fire time
     count: int = 1  # MISSED: how many fire times the record stands for
+    unfinished: int = 0  # SKIPPED: how many runs were unfinished
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,26 +361,35 @@ class FirePlan:
 
 
 class _Runner:
-    """Applies the overlap policy to fires in time order."""
+    """Applies the overlap policy, with its cap of unfinished runs, to fires in time order.
 
-    def __init__(self, overlap: Overlap, state: FireState) -> None:
-        self.overlap = overlap
-        self.running = state.running
+    Runs started by the plan count as unfinished for the rest of it: a plan
+    never knows that one of its own tasks finished.
+    """
+
+    def __init__(self, policies: Policies, state: FireState) -> None:
+        self.overlap = policies.overlap
+        self.cap = policies.max_instances
+        self.running = int(state.running)
         self.buffered = state.buffered_at
         self.fires: list[Fire] = []
-        if self.buffered is not None and not self.running:
+        if self.buffered is not None and self._room():
             self.fires.append(Fire(FireResult.STARTED, self.buffered))
-            self.buffered, self.running = None, True
+            self.buffered = None
+            self.running += 1
+
+    def _room(self) -> bool:
+        return self.overlap is Overlap.ALLOW_ALL or self.running < self.cap
 
     def run(self, at: int) -> None:
-        if not self.running or self.overlap is Overlap.ALLOW_ALL:
+        if self._room():
             self.fires.append(Fire(FireResult.STARTED, at))
-            self.running = True
+            self.running += 1
         elif self.overlap is Overlap.BUFFER_ONE and self.buffered is None:
             self.fires.append(Fire(FireResult.BUFFERED, at))
             self.buffered = at
         else:
-            self.fires.append(Fire(FireResult.SKIPPED, at))
+            self.fires.append(Fire(FireResult.SKIPPED, at, unfinished=self.running))
 
     def missed(self, times: list[int], count: int) -> None:
         if count:
@@ -279,7 +408,7 @@ def plan_fires(
     looked at; the rest wait for the next plan, which continues where this
     one stopped.
     """
-    runner = _Runner(policies.overlap, state)
+    runner = _Runner(policies, state)
     keep_n = {Catchup.SKIP: 0, Catchup.ONE: 1, Catchup.ALL: policies.catchup_limit}[
         policies.catchup
     ]
@@ -325,7 +454,7 @@ def _plan(runner: _Runner, next_fire_at: int | None, through: int | None) -> Fir
 
 
 def spec_to_json(spec: Spec) -> str:
-    data = {k: v for k, v in asdict(spec).items() if v not in (None, "", 0) or k == "kind"}
+    data = {k: v for k, v in asdict(spec).items() if v not in (None, "", 0, ()) or k == "kind"}
     data["kind"] = int(spec.kind)
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
@@ -333,6 +462,8 @@ def spec_to_json(spec: Spec) -> str:
 def spec_from_json(text: str) -> Spec:
     data = json.loads(text)
     data["kind"] = TriggerKind(data["kind"])
+    if "exclusions" in data:
+        data["exclusions"] = tuple((first, last) for first, last in data["exclusions"])
     return Spec(**data)
 
 
@@ -343,6 +474,7 @@ def policies_to_json(p: Policies) -> str:
             "catchup": int(p.catchup),
             "catchup_limit": p.catchup_limit,
             "overlap": int(p.overlap),
+            "max_instances": p.max_instances,
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -356,6 +488,7 @@ def policies_from_json(text: str) -> Policies:
         catchup=Catchup(data["catchup"]),
         catchup_limit=data["catchup_limit"],
         overlap=Overlap(data["overlap"]),
+        max_instances=data.get("max_instances", 1),  # absent before revision 0011
     )
 
 
@@ -377,7 +510,7 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleRecord:
-    """A stored schedule; `last_task_done` says whether its latest run has finished."""
+    """A stored schedule; `running` counts its runs whose task has not finished."""
 
     id: str
     name: str
@@ -395,7 +528,8 @@ class ScheduleRecord:
     counts: Counts
     created_at: int
     updated_at: int
-    last_task_done: bool = True
+    running: int = 0
+    owner: str | None = None  # the identity that created it (None: no auth, or the file)
 
     @property
     def state(self) -> ScheduleState:
@@ -407,7 +541,7 @@ class ScheduleRecord:
 
     @property
     def fire_state(self) -> FireState:
-        return FireState(self.next_fire_at, self.buffered_at, running=not self.last_task_done)
+        return FireState(self.next_fire_at, self.buffered_at, running=self.running)
 
 
 def with_settings(
@@ -474,3 +608,4 @@ class FireRecord:
     last_missed_at: int | None = None
     message: str | None = None
     task_state: int | None = None  # the task's TaskState value, when it still exists
+    run_at: int | None = None  # when the submitted task was due: fire time + jitter

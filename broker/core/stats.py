@@ -96,6 +96,13 @@ class Group:
         self.counters.update(counters)
         self.per_minute[bucket] += sum(counters.get(name, 0) for name in FINISHED)
 
+    def absorb(self, other: Group) -> None:
+        """Add another group's counts and histograms to this one."""
+        self.counters.update(other.counters)
+        self.run.update(other.run)
+        self.wait.update(other.wait)
+        self.per_minute.update(other.per_minute)
+
 
 def series(per_minute: Mapping[int, int], start: int, end: int, step_us: int) -> list[int]:
     """Counts per step from start to end (µs), oldest first, empty steps as zero."""
@@ -125,8 +132,10 @@ def recent(per_minute: Mapping[int, int], now: int, window_us: int) -> int:
 def merge(groups: Iterable[Group]) -> Group:
     total = Group()
     for g in groups:
-        total.counters.update(g.counters)
-        total.run.update(g.run)
-        total.wait.update(g.wait)
-        total.per_minute.update(g.per_minute)
+        total.absorb(g)
     return total
+
+
+def minute_starts(start: int, end: int) -> list[int]:
+    """The minute buckets from the one holding `start` up to `end` (µs), oldest first."""
+    return list(range(minute(start), end, MINUTE_US))

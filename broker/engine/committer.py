@@ -101,12 +101,15 @@ class Committer:
                 _account_claims(env, plans, now)
             with_stats = now - self._stats_at >= STATS_EVERY_US or self._stopping
             await env.ledger.flush(conn, with_stats=with_stats)
+            if env.notices.enabled:
+                env.notices.events(env.journal.outgoing(now))
             await env.notices.flush(conn)
             await conn.commit()
         except Exception as exc:
             env.dispatcher.abandon(plans)
             env.notices.discard()
             env.ledger.discard()
+            env.journal.discard()
             await self._drop_connection()
             if plans and ops:
                 # Claims must never sink the writes they rode along with.
@@ -114,6 +117,7 @@ class Committer:
                 return await self._commit(ops, claims=False)
             return await self._recover(ops, exc)
         self.commits += 1
+        env.journal.commit(now)
         if with_stats:
             self._stats_at = now
         assert env.storage is not None
@@ -194,3 +198,4 @@ def _account_claims(env: Env, plans: list[Plan], now: int) -> None:
         for c in plan.claimed:
             env.ledger.moved(c.queue, TaskState.PENDING, TaskState.RUNNING)
             env.ledger.started(c.queue, c.type, now, now - c.run_at)
+            env.journal.task(c.id, c.queue, c.type, TaskState.RUNNING, TaskState.PENDING, c.attempt)

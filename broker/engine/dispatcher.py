@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,6 +45,9 @@ MAX_EXCLUDED = 10_000
 # A first guess at the bytes one assignment takes on the stream, before any were
 # measured; deliberately high, so that a stream's first claim cannot overshoot its room.
 FIRST_TASK_BYTES_GUESS = 64 * 1024
+# Queues and task types remembered as served by some worker (for metrics labels),
+# at most this many of each: a worker declaring thousands gets no more.
+MAX_SERVED = 1000
 
 
 class StopReason(Enum):
@@ -58,6 +61,7 @@ class LeaseHolder(Protocol):
 
     key: str
     worker_id: str
+    identity: str | None  # who authenticated the stream; only it may act on its leases
     types: tuple[str, ...]
     queues: tuple[str, ...]
 
@@ -106,7 +110,7 @@ class Dispatcher:
         wake: WakeFn,
         queues: QueueView | None = None,
         on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
-        rng: random.Random | None = None,
+        lease_ids: Callable[[], int] = lambda: secrets.randbits(63),
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
         self._slots: dict[str, _Slot] = {}
@@ -115,7 +119,9 @@ class Dispatcher:
         # or adopted; every lookup checks the lease id, since a task can be
         # leased again while word of its previous lease is still on its way.
         self._owners: dict[str, tuple[LeaseHolder, int]] = {}
-        self._rng = rng or random.Random()
+        # Lease ids fence results and name a lease to its holder: a cryptographic
+        # generator, so that one cannot be predicted from others seen.
+        self._lease_ids = lease_ids
         self._turn = 0
         self._frozen = False
         self._handed: list[Plan] = []
@@ -126,11 +132,19 @@ class Dispatcher:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         # Bytes one assignment takes, as last measured (see _measure).
         self._task_bytes = FIRST_TASK_BYTES_GUESS
+        # Every queue and task type a worker session declared since start (bounded).
+        self.served_queues: set[str] = set()
+        self.served_types: set[str] = set()
 
     # --- Sessions and credits ---------------------------------------------------------------
 
     def attach(self, holder: LeaseHolder) -> None:
         self._slots[holder.key] = _Slot(holder)
+        for served, names in (
+            (self.served_queues, holder.queues),
+            (self.served_types, holder.types),
+        ):
+            served.update(names[: max(MAX_SERVED - len(served), 0)])
 
     def detach(self, holder: LeaseHolder) -> list[LeaseRef]:
         """Forget a session; return the leases it still held, for release."""
@@ -237,7 +251,7 @@ class Dispatcher:
                 continue
             plan = plans.get(slot.holder.key)
             if plan is None:
-                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._rng.getrandbits(63))
+                plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._lease_ids())
             slot.credits -= 1
             plan.limit += 1
             taken[slot.holder.key] = taken.get(slot.holder.key, 0) + size
@@ -250,7 +264,7 @@ class Dispatcher:
                 worker_id=slot.holder.worker_id, heartbeat_timeout_us=timeouts.heartbeat_us,
                 deadline_at=_after(now, timeouts.execution_us),
                 soft_deadline_at=_after(now, timeouts.soft_us),
-                trace_context=t.trace_context,
+                trace_context=t.trace_context, leased_by=slot.holder.identity,
             )  # fmt: skip
             plan.claimed.append(claimed)
             out[t.id] = claimed
@@ -297,7 +311,7 @@ class Dispatcher:
                 fits = max(1, slot.holder.room() // self._task_bytes)
                 limit = min(slot.credits, MAX_CLAIM, fits)
                 slot.credits -= limit
-                lease_id = self._rng.getrandbits(63)
+                lease_id = self._lease_ids()
                 plans.append(Plan(slot, queue, limit, generation, lease_id))
         return handed + plans
 
@@ -326,6 +340,7 @@ class Dispatcher:
                     lease_id=p.lease_id,
                     now=now,
                     exclude=p.slot.excluded.keys(),
+                    leased_by=holder.identity,
                 )
                 continue
             limited = await flow.claim_limited(
@@ -338,6 +353,7 @@ class Dispatcher:
                 lease_id=p.lease_id,
                 now=now,
                 exclude=p.slot.excluded.keys(),
+                leased_by=holder.identity,
             )
             p.claimed = limited.claimed
             leased_here[p.queue] = leased_here.get(p.queue, 0) + len(p.claimed)

@@ -1,4 +1,5 @@
-"""In-process notifications for WatchTask: a task changed state or reported progress.
+"""In-process notifications for WatchTask and FollowTaskLogs: a task changed state,
+reported progress or stored log records.
 
 Only tasks somebody watches cost anything; the hot path pays one dict lookup.
 Progress events carry the progress itself, because it reaches watchers before
@@ -18,6 +19,7 @@ from broker.core.models import Progress
 class TaskEvent:
     task_id: str
     progress: Progress | None = None  # None: the state (or something else) changed
+    logs: bool = False  # True: log records were stored (nothing else changed)
 
 
 class TaskEvents:
@@ -42,6 +44,13 @@ class TaskEvents:
         for task_id in task_ids:
             for queue in self._subscribers.get(task_id, ()):
                 queue.put_nowait(TaskEvent(task_id))
+
+    def logged(self, task_ids: Sequence[str]) -> None:
+        if not self._subscribers:
+            return
+        for task_id in task_ids:
+            for queue in self._subscribers.get(task_id, ()):
+                queue.put_nowait(TaskEvent(task_id, logs=True))
 
     def progress(self, task_id: str, progress: Progress) -> None:
         for queue in self._subscribers.get(task_id, ()):

@@ -42,8 +42,8 @@ class MetricsSink(Protocol):
         """`count` runs of a schedule did not happen.
 
         `reason`: "missed" (not fired in time, e.g. the broker was down past the
-        catch-up window), "skipped" (overlap policy) or "failed" (no task could be
-        created).
+        catch-up window), "skipped" (the overlap policy, max_instances included) or
+        "failed" (no task could be created).
         """
 
     def leases_expired(self, count: int) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import LeaseRef
 from broker.store import notices as store
-from broker.store.notices import CANCEL, DRAIN, MAX_PAYLOAD, READY
+from broker.store.notices import CANCEL, DRAIN, EVENTS, MAX_PAYLOAD, READY
 
 
 class Notices:
@@ -26,6 +26,11 @@ class Notices:
         self._queues: set[str] = set()
         self._cancels: list[LeaseRef] = []
         self._drains: list[str] = []
+        self._events: list[str] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
 
     def ready(self, queues: Iterable[str]) -> None:
         if self._enabled:
@@ -39,19 +44,26 @@ class Notices:
         if self._enabled:
             self._drains.append(worker_id)
 
+    def events(self, payloads: list[str]) -> None:
+        """The journal's relay payloads for this transaction (engine/journal.py)."""
+        if self._enabled:
+            self._events.extend(payloads)
+
     def discard(self) -> None:
         self._queues.clear()
         self._cancels.clear()
         self._drains.clear()
+        self._events.clear()
 
     async def flush(self, conn: AsyncConnection) -> None:
-        if not (self._queues or self._cancels or self._drains):
+        if not (self._queues or self._cancels or self._drains or self._events):
             return
         messages = [(READY, p) for p in self._ready_payloads()] + [
             (CANCEL, json.dumps({"r": self.replica_id, "t": c.task_id, "l": str(c.lease_id)}))
             for c in self._cancels
         ]
         messages += [(DRAIN, json.dumps({"r": self.replica_id, "w": w})) for w in self._drains]
+        messages += [(EVENTS, p) for p in self._events]
         self.discard()
         await store.notify(conn, messages)
 

@@ -16,10 +16,20 @@ from typing import ClassVar, Generic, Protocol, Self, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.clock import Clock
-from broker.core.models import Claimed, LeaseEnd, LeaseRef, LossReason, Lost, NewTask, Released
+from broker.core.models import (
+    Claimed,
+    Holder,
+    LeaseEnd,
+    LeaseRef,
+    LossReason,
+    Lost,
+    NewTask,
+    Released,
+)
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import WAITING, TaskState
 from broker.engine.dispatcher import Dispatcher, StopReason
+from broker.engine.journal import Journal
 from broker.engine.ledger import Ledger
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.engine.notices import Notices
@@ -33,6 +43,8 @@ T = TypeVar("T")
 
 class EventSink(Protocol):
     def state_changed(self, task_ids: Sequence[str]) -> None: ...
+
+    def logged(self, task_ids: Sequence[str]) -> None: ...
 
 
 class DueSink(Protocol):
@@ -50,6 +62,7 @@ class Env:
     due: DueSink
     notices: Notices
     queues: QueueRegistry
+    journal: Journal  # the event stream (WatchEvents)
     ledger: Ledger = field(default_factory=Ledger)
     metrics: MetricsSink = field(default_factory=NoMetrics)
     storage: StorageHealth | None = None  # made from the clock when not given
@@ -133,6 +146,7 @@ class CreateTasks(Op[list[str]]):
         for t in new:
             if inserted[t.id] == t.id:  # inserted, not deduplicated
                 _account_insert(env, t, t.id in leased, now)
+                _journal_insert(env, t, t.id in leased)
         ready = {
             t.queue for t in new if t.initial_state is TaskState.PENDING and t.id not in leased
         }
@@ -163,6 +177,11 @@ async def _over_depth(conn: AsyncConnection, offered: Sequence[NewTask], env: En
     return refused
 
 
+def _journal_insert(env: Env, t: NewTask, leased: bool) -> None:
+    state = TaskState.RUNNING if leased else t.initial_state
+    env.journal.task(t.id, t.queue, t.type, state, None, int(leased), (t.owner, t.labels))
+
+
 def _account_insert(env: Env, t: NewTask, leased: bool, now: int) -> None:
     env.ledger.moved(t.queue, None, TaskState.RUNNING if leased else t.initial_state)
     env.ledger.submitted(t.queue, t.type, now)
@@ -183,12 +202,13 @@ class CancelTask(Op[tasks.CancelOutcome]):
         cls, conn: AsyncConnection, ops: Sequence[CancelTask], env: Env, now: int
     ) -> list[tasks.CancelOutcome]:
         outcomes = [await tasks.cancel(conn, op.task_id, reason=op.reason, now=now) for op in ops]
-        for o in outcomes:
+        for op, o in zip(ops, outcomes, strict=True):
             if o.lease is not None:
                 env.notices.cancel(o.lease)
             if o.source in WAITING and o.state is TaskState.CANCELLED:
                 env.ledger.moved(o.queue, o.source, TaskState.CANCELLED)
                 env.ledger.finished_waiting(o.queue, o.type, now, TaskState.CANCELLED)
+                env.journal.task(op.task_id, o.queue, o.type, o.state, o.source, o.attempt)
         return outcomes
 
     def after_commit(self, result: tasks.CancelOutcome, env: Env) -> None:
@@ -210,19 +230,28 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
         cls, conn: AsyncConnection, ops: Sequence[ExtendLeases], env: Env, now: int
     ) -> list[dict[str, leases.ExtendResult]]:
         results = await leases.extend_leases(conn, [i for op in ops for i in op.items], now)
-        restored(env, [r.restored for r in results.values() if r.restored is not None])
+        restored(env, [(i, r.queue, r.type, r.attempt) for i, r in results.items() if r.restored])
+        for op in ops:
+            for i in op.items:
+                result = results[i.task_id]
+                if i.progress is not None and result.ok:
+                    env.journal.progress(i.task_id, result.queue, result.type, i.progress)
         return [{i.task_id: results[i.task_id] for i in op.items} for op in ops]
 
     def after_commit(self, result: dict[str, leases.ExtendResult], env: Env) -> None:
-        back = [task_id for task_id, r in result.items() if r.restored is not None]
+        logged = [i.task_id for i in self.items if i.logs and result[i.task_id].ok]
+        if logged:
+            env.events.logged(logged)
+        back = [task_id for task_id, r in result.items() if r.restored]
         if back:
             env.events.state_changed(back)
 
 
-def restored(env: Env, queues: Sequence[str]) -> None:
-    """Lapsed leases came back: their tasks run again under them (see store/leases.lapsed)."""
-    for queue in queues:
+def restored(env: Env, back: Iterable[tuple[str, str, str, int]]) -> None:
+    """Lapsed leases came back (task id, queue, type, attempt): their tasks run again."""
+    for task_id, queue, type_, attempt in back:
         env.ledger.moved(queue, TaskState.PENDING, TaskState.RUNNING)
+        env.journal.task(task_id, queue, type_, TaskState.RUNNING, TaskState.PENDING, attempt)
 
 
 class EndLeases(Op[list[leases.Ended | None]]):
@@ -259,6 +288,7 @@ def route_ended(results: Sequence[leases.Ended | None], env: Env, now: int) -> N
         if e is None:
             continue
         env.ledger.moved(e.queue, e.source, e.state)
+        env.journal.task(e.task_id, e.queue, e.type, e.state, e.source, e.attempt)
         if e.counted:
             run_us = None if e.started_at is None else now - e.started_at
             env.ledger.ended(e.queue, e.type, now, e.state, run_us, e.lost)
@@ -291,10 +321,11 @@ class AdoptLeases(Op[dict[str, leases.Adopted]]):
 
     order = 50
 
-    def __init__(self, refs: Sequence[LeaseRef], worker_id: str) -> None:
+    def __init__(self, refs: Sequence[LeaseRef], worker_id: str, by: Holder | None = None) -> None:
         super().__init__()
         self.refs = refs
         self.worker_id = worker_id
+        self.by = by  # only leases this identity may act on are kept
 
     @classmethod
     async def apply_all(
@@ -302,12 +333,14 @@ class AdoptLeases(Op[dict[str, leases.Adopted]]):
     ) -> list[dict[str, leases.Adopted]]:
         out = []
         for op in ops:
-            kept = await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now)
-            restored(env, [a.restored for a in kept.values() if a.restored is not None])
+            kept = await leases.adopt_leases(
+                conn, op.refs, worker_id=op.worker_id, now=now, by=op.by
+            )
+            restored(env, [(i, a.queue, a.type, a.attempt) for i, a in kept.items() if a.restored])
             out.append(kept)
         return out
 
     def after_commit(self, result: dict[str, leases.Adopted], env: Env) -> None:
-        back = [task_id for task_id, a in result.items() if a.restored is not None]
+        back = [task_id for task_id, a in result.items() if a.restored]
         if back:
             env.events.state_changed(back)

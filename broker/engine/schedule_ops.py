@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,8 +65,19 @@ def _settle(record: core.FireRecord, refused: set[str]) -> core.FireRecord:
         record,
         result=core.FireResult.FAILED,
         task_id=None,
+        run_at=None,
         message="the task's queue is at its max_depth",
     )
+
+
+def _journal_fires(
+    env: Env, name: str, records: Sequence[core.FireRecord], tasks: Sequence[NewTask]
+) -> None:
+    by_id = {t.id: t for t in tasks}
+    some = tasks[0] if tasks else None
+    for r in records:
+        task = by_id.get(r.task_id or "", some)
+        env.journal.fire(name, r, task.queue if task else "", task.type if task else "")
 
 
 def _last_started(records: Sequence[core.FireRecord]) -> str | None:
@@ -105,6 +117,7 @@ class FireSchedules(Op[Fired]):
                 last_task_id=_last_started([*released, *records]),
             )
             self._settled.append((item.before.name, [*released, *records]))
+            _journal_fires(env, item.before.name, [*released, *records], item.tasks)
         started = tuple(i for i in self._ids if i)
         return Fired(len(won), len(self.items) - len(won), started)
 
@@ -152,10 +165,17 @@ class RunNow(Op[ManualRun]):
         if refused:
             return ManualRun(None, refused=True)
         fire = core.FireRecord(
-            record.id, at, True, core.FireResult.STARTED, recorded_at=at, task_id=new.id
+            record.id,
+            at,
+            True,
+            core.FireResult.STARTED,
+            recorded_at=at,
+            task_id=new.id,
+            run_at=new.run_at,
         )
         await store.record_fires(conn, record.id, [fire], last_task_id=new.id)
         self._committed = (record.name, fire)
+        env.journal.fire(record.name, fire, new.queue, new.type)
         return ManualRun(new.id)
 
     def after_commit(self, result: ManualRun, env: Env) -> None:
@@ -165,24 +185,44 @@ class RunNow(Op[ManualRun]):
             fires_committed(env.metrics, self._committed[0], [self._committed[1]])
 
 
-class InsertSchedule(Op[bool]):
-    """Create a schedule; False when the name is taken."""
+class Inserted(Enum):
+    INSERTED = 1
+    NAME_TAKEN = 2
+    OVER_CAP = 3  # its owner has max_owned schedules already
+
+
+class InsertSchedule(Op[Inserted]):
+    """Create a schedule, unless the name is taken or its owner has `max_owned` (0: no cap).
+
+    The count and the insert share the committer's transaction, so concurrent
+    creations cannot pass the cap together.
+    """
 
     order = 14
 
-    def __init__(self, record: core.ScheduleRecord, hint: Hint = _no_hint) -> None:
+    def __init__(
+        self, record: core.ScheduleRecord, hint: Hint = _no_hint, *, max_owned: int = 0
+    ) -> None:
         super().__init__()
         self.record = record
         self.hint = hint
+        self.max_owned = max_owned
 
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[InsertSchedule], env: Env, now: int
-    ) -> list[bool]:
-        return [await store.insert_schedule(conn, op.record) for op in ops]
+    ) -> list[Inserted]:
+        return [await op._apply(conn) for op in ops]
 
-    def after_commit(self, result: bool, env: Env) -> None:
-        if result:
+    async def _apply(self, conn: AsyncConnection) -> Inserted:
+        if self.max_owned and await store.count_owned(conn, self.record.owner) >= self.max_owned:
+            return Inserted.OVER_CAP
+        if await store.insert_schedule(conn, self.record):
+            return Inserted.INSERTED
+        return Inserted.NAME_TAKEN
+
+    def after_commit(self, result: Inserted, env: Env) -> None:
+        if result is Inserted.INSERTED:
             self.hint(self.record.next_fire_at)
 
 
@@ -242,6 +282,7 @@ __all__ = [
     "FireSchedules",
     "Fired",
     "InsertSchedule",
+    "Inserted",
     "ManualRun",
     "PruneFires",
     "ReplaceSchedule",

@@ -34,6 +34,7 @@ class PromoteDue(Op[list[str]]):
         promoted = await maintenance.promote_due(conn, now=now, limit=max(o.limit for o in ops))
         for m in promoted:
             env.ledger.moved(m.queue, m.source, TaskState.PENDING)
+            env.journal.task(m.task_id, m.queue, m.type, TaskState.PENDING, m.source, m.attempt)
         env.ready(m.queue for m in promoted)
         return [[m.task_id for m in promoted]] + [[] for _ in ops[1:]]
 
@@ -134,6 +135,7 @@ class ExpireTasks(Op[list[str]]):
         expired = await maintenance.expire_tasks(conn, now=now, limit=max(o.limit for o in ops))
         for m in expired:
             env.ledger.moved(m.queue, m.source, TaskState.EXPIRED)
+            env.journal.task(m.task_id, m.queue, m.type, TaskState.EXPIRED, m.source, m.attempt)
             env.ledger.finished_waiting(m.queue, m.type, now, TaskState.EXPIRED)
         return [[m.task_id for m in expired]] + [[] for _ in ops[1:]]
 
@@ -176,6 +178,7 @@ class RetryFinished(Op[list[str]]):
             retried = await maintenance.retry_tasks(conn, records, now=now)
             for r in retried:
                 env.ledger.moved(r.queue, r.source, TaskState.PENDING)
+                env.journal.task(r.task_id, r.queue, r.type, TaskState.PENDING, r.source, r.attempt)
             env.ready(r.queue for r in retried)
             out.append([r.task_id for r in retried])
         return out

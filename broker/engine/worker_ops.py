@@ -10,23 +10,29 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.engine.event_record import WorkerChange
 from broker.engine.ops import Env, Op
 from broker.store import workers
 from broker.store.workers import SessionRow
 
 
 class WriteSessions(Op[None]):
-    """Upsert (or remove) this replica's session rows."""
+    """Upsert (or remove) this replica's session rows; `change` goes into the event journal."""
 
     order = 95
 
     def __init__(
-        self, rows: Sequence[SessionRow], gone: Sequence[str] = (), stale_before: int = 0
+        self,
+        rows: Sequence[SessionRow],
+        gone: Sequence[str] = (),
+        stale_before: int = 0,
+        change: tuple[WorkerChange, SessionRow] | None = None,
     ) -> None:
         super().__init__()
         self.rows = rows
         self.gone = gone
         self.stale_before = stale_before
+        self.change = change
 
     @classmethod
     async def apply_all(
@@ -37,6 +43,8 @@ class WriteSessions(Op[None]):
             await workers.upsert(conn, op.rows)
             if op.stale_before:
                 await workers.forget_stale(conn, seen_before=op.stale_before)
+            if op.change is not None:
+                env.journal.worker(*op.change)
         return [None for _ in ops]
 
 

@@ -22,7 +22,7 @@ from broker.core import schedules as core
 from broker.core.models import NewTask
 from broker.engine.committer import Committer
 from broker.engine.schedule_ops import FireItem, FireSchedules, PruneFires
-from broker.errors import InvalidArgument
+from broker.errors import InvalidArgument, ResourceExhausted
 from broker.loops.alarm import Alarm
 from broker.store import schedules as store
 from broker.store.database import Database
@@ -132,16 +132,20 @@ def plan_item(
         if fire.result is core.FireResult.STARTED:
             try:
                 task = factory(record, fire_time=fire.fire_time, now=now, manual=False)
-            except InvalidArgument as error:
+            except (InvalidArgument, ResourceExhausted) as error:  # a bad template, a rate
                 out = _failed(out, error.message)
             else:
                 item.tasks.append(task)
-                out = replace(out, task_id=task.id)
+                out = replace(out, task_id=task.id, run_at=task.run_at)
         (item.released if released else item.records).append(out)
     return item
 
 
 def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core.FireRecord:
+    message = None
+    if fire.result is core.FireResult.SKIPPED:
+        cap = record.policies.max_instances
+        message = f"{fire.unfinished} earlier run(s) unfinished; max_instances is {cap}"
     return core.FireRecord(
         schedule_id=record.id,
         fire_time=fire.fire_time,
@@ -150,6 +154,7 @@ def _fire_record(record: core.ScheduleRecord, fire: core.Fire, now: int) -> core
         recorded_at=now,
         count=fire.count,
         last_missed_at=fire.last_missed,
+        message=message,
     )
 
 

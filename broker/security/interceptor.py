@@ -4,10 +4,24 @@ For each call: authenticate (bearer token, else the mTLS client certificate;
 everyone is an anonymous admin when no tokens file is configured), decode the
 request (malformed bytes are INVALID_ARGUMENT, not a crash), decide by role
 and queue (`roles`), check task ownership (`access`), apply the per-identity
-submission rate and stream count (`limits`), then run the servicer with the
-caller's grant in a context variable. Health and reflection pass untouched
-unless configured closed. Tokens never reach a log line; refusals are logged
-with the method, the peer, the identity or token id, and the reason.
+submission rates and stream count (`limits`), then run the servicer with the
+caller's grant in a context variable. Health and reflection pass without a
+token unless configured closed; their streams are capped in total.
+
+What gRPC lets us check before a request's bytes are read: grpc.aio runs
+`intercept_service` when a call's headers arrive, with the method and the
+metadata but before any message is received (and without the peer or the TLS
+session). So a missing or invalid bearer token is refused there, with a
+handler that never reads the request: its bytes stay in HTTP/2 flow control
+(a stream window, 64 KiB by default), not in a message buffer. What needs the
+client certificate or the request itself (mTLS identities, roles, queues,
+ownership) is decided after the message is received, which the receive limit
+bounds (docs/security.md). Unary handlers are registered without a
+deserializer, so nothing is parsed before authentication either way.
+
+Tokens never reach a log line; refusals are logged with the method, the
+peer, the identity or token id, and the reason, at most one line per peer per
+interval (`refusals`).
 """
 
 from __future__ import annotations
@@ -32,7 +46,8 @@ from broker.errors import (
     Unauthenticated,
 )
 from broker.security import access, roles, tls, tokens
-from broker.security.limits import OpenStream, Streams, SubmitRate
+from broker.security.limits import OpenStream, Streams, SubmitBudget, budget_of, rate_limited
+from broker.security.refusals import RefusalLog
 from broker.security.roles import Principal, Role
 from broker.status import abort
 from broker.store.database import Database
@@ -53,10 +68,6 @@ _SUBMIT_COST: dict[str, Callable[[Any], int]] = {
 _ANONYMOUS = Principal(name=roles.ANONYMOUS, roles=frozenset({Role.ADMIN}), identified=False)
 
 
-class RateLimited(ResourceExhausted):
-    reason = "RATE_LIMITED"
-
-
 class TooManyStreams(ResourceExhausted):
     reason = "TOO_MANY_STREAMS"
 
@@ -68,7 +79,12 @@ class Unimplemented(TaskyardError):
 
 class Guard(grpc.aio.ServerInterceptor):
     def __init__(
-        self, *, settings: Settings, db: Database, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        clock: Callable[[], float] = time.monotonic,
+        budget: SubmitBudget | None = None,
     ) -> None:
         security, limits = settings.security, settings.limits
         self._security = security
@@ -79,14 +95,14 @@ class Guard(grpc.aio.ServerInterceptor):
         self._open = (HEALTH if security.open_health else ()) + (
             REFLECTION if security.open_reflection else ()
         )
-        if 0 < limits.submit_burst < limits.max_batch and limits.submit_rate > 0:
-            raise ConfigError(
-                f"--submit-burst {limits.submit_burst} is below --max-batch {limits.max_batch}: "
-                "a full batch could never be accepted"
-            )
-        self._rate = SubmitRate(rate=limits.submit_rate, burst=limits.submit_burst, clock=clock)
-        self._wrapped: dict[tuple[str, int], Handler] = {}
+        # Per identity, shared with the schedules' fires (api/schedule_convert.py).
+        self._budget = budget or budget_of(limits, clock)
+        self._wrapped: dict[tuple[str, int], Handler | None] = {}
         self.streams = Streams(limits.max_streams_per_identity)
+        # Health and reflection streams opened without a token, all callers together.
+        self._open_streams = 0
+        self._max_open_streams = limits.max_open_streams
+        self._refusals = RefusalLog(interval_s=limits.refusal_log_interval_s)
 
     @property
     def identities(self) -> int:
@@ -101,6 +117,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 len(self._credentials.tokens),
                 len(self._credentials.certificates),
             )
+            self._check_file(self._credentials)
         elif self._mtls:
             log.info("authentication: client certificates only; every client is an admin")
         else:
@@ -119,13 +136,33 @@ class Guard(grpc.aio.ServerInterceptor):
             return
         self._credentials = fresh
         ended = self.streams.revoke(fresh.still_valid)
-        log.info(
+        log.log(
+            logging.INFO if fresh.size else logging.WARNING,
             "tokens file reloaded: %d tokens, %d certificates; %d streams of revoked or changed "
             "identities ended",
             len(fresh.tokens),
             len(fresh.certificates),
             ended,
         )
+        self._check_file(fresh)
+
+    def _check_file(self, credentials: tokens.Credentials) -> None:
+        """Warn about a tokens file that locks everyone out or that others may read or change."""
+        assert self._tokens_path is not None
+        if credentials.size == 0:
+            log.warning(
+                "the tokens file %s holds 0 tokens and 0 certificates: every call that needs "
+                "authentication is refused",
+                self._tokens_path,
+            )
+        mode = tokens.exposed_mode(self._tokens_path)
+        if mode is not None:
+            log.warning(
+                "the tokens file %s is readable or writable by group or others (mode %04o): "
+                "anyone who can change it can add an admin; chmod 600 it",
+                self._tokens_path,
+                mode,
+            )
 
     async def intercept_service(
         self,
@@ -134,15 +171,109 @@ class Guard(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        if not method.startswith(self._open):
+            early = self._refuse_early(handler_call_details.invocation_metadata)
+            if early is not None:
+                return self._refuser(method, early)
+        return self.handler_for(method, handler)
+
+    def handler_for(self, method: str, handler: Handler | None) -> Handler | None:
+        """`handler` behind the guard: what every call of `method` runs once its headers
+        passed (the HTTP gateway, broker/http/gate.py, wraps its endpoints with this)."""
         if method.startswith(self._open):
-            return handler
+            return self._cached(method, handler, self._cap_open)
+        return self._cached(method, handler, self._wrap)
+
+    def _cached(
+        self,
+        method: str,
+        handler: Handler | None,
+        wrap: Callable[[Handler | None, str], Handler | None],
+    ) -> Handler | None:
         # The wrappers depend only on the method and its handler, which grpc
         # hands out again for every call: build each once, not per call.
         key = (method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrapped[key] = self._wrap(handler, method)
+        if key in self._wrapped:
+            return self._wrapped[key]
+        wrapped = self._wrapped[key] = wrap(handler, method)
         return wrapped
+
+    def _refuse_early(self, metadata: Any) -> Unauthenticated | None:
+        """A missing or invalid token, decided from the headers alone (see the module doc)."""
+        if self._credentials is None:
+            return None
+        headers = [v for k, v in metadata or () if k == "authorization"]
+        if not headers and self._mtls:
+            return None  # the client certificate decides, once the call's context exists
+        try:
+            self._by_headers(self._credentials, headers)
+        except Unauthenticated as error:
+            return error
+        return None
+
+    def _refuser(self, method: str, error: Unauthenticated) -> Handler:
+        """A handler that refuses without reading the request: request-streaming, never read."""
+
+        async def refuse(requests: Any, context: Context) -> None:
+            self._refusals.refused(method, str(context.peer()), error.reason, error.message)
+            await abort(context, error)
+
+        return grpc.stream_unary_rpc_method_handler(refuse)
+
+    def _cap_open(self, handler: Handler | None, method: str) -> Handler | None:
+        """Health and reflection, open to callers without a token: cap their streams in total.
+
+        Their unary calls end at once and pass untouched; a stream (Health.Watch,
+        ServerReflectionInfo) holds a task and buffers until it is closed.
+        """
+        if handler is None or not (handler.response_streaming or handler.request_streaming):
+            return handler
+        streaming = handler.unary_stream or handler.stream_stream
+        if streaming is None:
+            return handler
+        counted = self._counted(streaming, method)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=_passthrough(handler.response_serializer),
+        )
+
+    def _counted(self, inner: Any, method: str) -> Any:
+        if inspect.isasyncgenfunction(inner):
+
+            async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+                await self._take_open_stream(method, context)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                finally:
+                    self._open_streams -= 1
+
+            return generator
+
+        async def coroutine(request: Any, context: Context) -> Any:
+            await self._take_open_stream(method, context)
+            try:
+                return await inner(request, context)
+            finally:
+                self._open_streams -= 1
+
+        return coroutine
+
+    async def _take_open_stream(self, method: str, context: Context) -> None:
+        if 0 < self._max_open_streams <= self._open_streams:
+            error = TooManyStreams(
+                f"{self._open_streams} health and reflection streams are open, the limit "
+                "(--max-open-streams); close one first"
+            )
+            self._refusals.refused(method, str(context.peer()), error.reason, error.message)
+            await abort(context, error)
+        self._open_streams += 1
 
     def _wrap(self, handler: Handler | None, method: str) -> Handler:
         if handler is None:
@@ -167,7 +298,7 @@ class Guard(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
-            behavior, response_serializer=handler.response_serializer
+            behavior, response_serializer=_passthrough(handler.response_serializer)
         )
 
     def _unary_stream(self, handler: Handler, method: str) -> Handler:
@@ -189,7 +320,7 @@ class Guard(grpc.aio.ServerInterceptor):
                     self.streams.close(stream)
 
             return grpc.unary_stream_rpc_method_handler(
-                generator, response_serializer=handler.response_serializer
+                generator, response_serializer=_passthrough(handler.response_serializer)
             )
 
         async def writer(raw: bytes, context: Context) -> None:
@@ -197,7 +328,7 @@ class Guard(grpc.aio.ServerInterceptor):
             await self._run_stream(grant, method, context, inner, request)
 
         return grpc.unary_stream_rpc_method_handler(
-            writer, response_serializer=handler.response_serializer
+            writer, response_serializer=_passthrough(handler.response_serializer)
         )
 
     def _stream_request(self, handler: Handler, method: str) -> Handler:
@@ -236,7 +367,7 @@ class Guard(grpc.aio.ServerInterceptor):
         return make(
             behavior,
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=_passthrough(handler.response_serializer),
         )
 
     async def _run_stream(
@@ -270,13 +401,15 @@ class Guard(grpc.aio.ServerInterceptor):
         try:
             principal = self._authenticate(context)
             request = _decode(method, raw, decode) if raw is not None else None
-            grant = await self._authorize(principal, method, request)
+            grant = await self._authorize(principal, method, request, len(raw or b""))
         except TaskyardError as error:
-            log.info("refused %s from %s: %s (%s)", method, context.peer(), error.reason, error)
+            self._refusals.refused(method, str(context.peer()), error.reason, error.message)
             await abort(context, error)
         return grant, request
 
-    async def _authorize(self, principal: Principal, method: str, request: Any) -> access.Grant:
+    async def _authorize(
+        self, principal: Principal, method: str, request: Any, size: int
+    ) -> access.Grant:
         decision = roles.decide(principal, method, request)
         if not decision.allowed:
             raise PermissionDenied(decision.why, reason=decision.reason)
@@ -290,14 +423,9 @@ class Guard(grpc.aio.ServerInterceptor):
             )
         cost = _SUBMIT_COST.get(method)
         if cost is not None and request is not None:
-            wait = self._rate.take(principal.name, cost(request))
-            if wait is not None:
-                error = RateLimited(
-                    f"{principal.name} may submit {self._rate.rate:g} tasks per second (bursts "
-                    f"of {self._rate.burst}); retry in {wait:.3f}s"
-                )
-                error.retry_after_s = wait
-                raise error
+            over = self._budget.take(principal.name, tasks=cost(request), size=size)
+            if over is not None:
+                raise rate_limited(principal.name, over)
         return access.Grant(principal, own_only=decision.own_only)
 
     def _authenticate(self, context: Context) -> Principal:
@@ -308,6 +436,20 @@ class Guard(grpc.aio.ServerInterceptor):
                 return Principal(name=subjects[0], roles=frozenset({Role.ADMIN}))
             return _ANONYMOUS
         headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        if headers or not subjects:
+            return self._by_headers(credentials, headers)
+        principal = credentials.by_certificate(subjects)
+        if principal is not None:
+            return principal
+        raise Unauthenticated(
+            f"the client certificate {subjects[0]!r} has no entry in the tokens file and "
+            "no token was sent",
+            reason="UNKNOWN_CERTIFICATE",
+        )
+
+    @staticmethod
+    def _by_headers(credentials: tokens.Credentials, headers: list[Any]) -> Principal:
+        """The identity of the bearer token in the authorization headers, or Unauthenticated."""
         if len(headers) > 1:
             raise Unauthenticated("send one authorization header", reason="INVALID_TOKEN")
         if headers:
@@ -324,15 +466,6 @@ class Guard(grpc.aio.ServerInterceptor):
                     f"{which} is not valid: unknown, revoked or mistyped", reason="INVALID_TOKEN"
                 )
             return principal
-        if subjects:
-            principal = credentials.by_certificate(subjects)
-            if principal is not None:
-                return principal
-            raise Unauthenticated(
-                f"the client certificate {subjects[0]!r} has no entry in the tokens file and "
-                "no token was sent",
-                reason="UNKNOWN_CERTIFICATE",
-            )
         raise Unauthenticated(
             "this broker requires a token: send the metadata 'authorization: Bearer <token>' "
             "(TASKYARD_TOKEN for the CLI)",
@@ -346,11 +479,25 @@ class Guard(grpc.aio.ServerInterceptor):
                 f"{grant.principal.name} holds {self.streams.limit} open streams, the limit; "
                 "close one first"
             )
-            log.info("refused %s from %s: %s", method, context.peer(), error.reason)
+            self._refusals.refused(method, str(context.peer()), error.reason, error.message)
             await abort(context, error)
         # The handler task is this call's own: the grant stays for its whole life.
         access.enter(grant)
         return stream
+
+
+def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A response serializer that sends a message serialized once for many streams as it is:
+    an object with the bytes in `wire` (WatchTask's frames, api/watch_frames.py)."""
+    if serialize is None:
+        return None
+    inner = serialize
+
+    def serializer(message: Any) -> bytes:
+        wire = getattr(message, "wire", None)
+        return wire if isinstance(wire, bytes) else inner(message)
+
+    return serializer
 
 
 async def _abort_revoked(context: Context) -> None:

@@ -97,6 +97,10 @@ def _batch_queues(request: Any) -> Sequence[str]:
     return [r.task.queue or DEFAULT_QUEUE for r in request.requests]
 
 
+def _queues_field(request: Any) -> Sequence[str] | None:
+    return list(request.queues) or None
+
+
 def _queue_message(request: Any) -> Sequence[str] | None:
     return [request.queue.name] if request.queue.name else None
 
@@ -130,6 +134,8 @@ RULES: dict[str, Rule] = {
     _TASKS + "ListTasks": _rule(_S, _O, scope=named("queue"), own=[_S]),
     _TASKS + "WatchTask": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "ListTaskAttempts": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "ListTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
+    _TASKS + "FollowTaskLogs": _rule(_S, _O, scope=TASK, own=[_S]),
     _TASKS + "CancelTask": _rule(_S, scope=TASK, own=[_S]),
     _TASKS + "RetryTask": _rule(_O, scope=TASK),
     _TASKS + "RetryTasks": _rule(_O, scope=named("queue")),
@@ -148,6 +154,12 @@ RULES: dict[str, Rule] = {
     _STATS + "GetQueueStats": _rule(_O, scope=named("queue")),
     _STATS + "GetTaskStats": _rule(_O, scope=named("queue")),
     "/taskyard.v1.SystemService/GetSystemInfo": _rule(*EVERYONE),
+    "/taskyard.v1.SystemService/GetCaller": _rule(*EVERYONE),
+    # Submitters see their own tasks' events only; queue-limited identities
+    # must name their queues (docs/events.md).
+    "/taskyard.v1.EventService/WatchEvents": _rule(
+        _S, _O, scope=Scope("request", _queues_field), own=[_S]
+    ),
 }
 
 # Whole services: every method, including ones added later, gets this rule.
@@ -176,6 +188,21 @@ def rule_for(method: str) -> Rule:
 def is_listed(method: str) -> bool:
     """Whether the method has a rule of its own or of its service (not the fallback)."""
     return method in RULES or method[: method.rfind("/") + 1] in SERVICE_RULES
+
+
+def permissions(principal: Principal, methods: Sequence[str]) -> dict[str, bool]:
+    """The methods (`/pkg.Service/Method`) its roles allow → whether on its own tasks only.
+
+    What the caller may attempt, not a promise: queue limits and task
+    ownership are still decided per call (`decide`, `access`).
+    """
+    allowed: dict[str, bool] = {}
+    for method in methods:
+        rule = rule_for(method)
+        granting = rule.roles & principal.roles
+        if granting:
+            allowed[method] = Role.ADMIN not in granting and granting <= rule.own
+    return allowed
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,15 @@ class Credentials:
         return len(self.tokens) + len(self.certificates)
 
 
+def exposed_mode(path: str | Path) -> int | None:
+    """The file's permission bits if group or others may read or write it, else None."""
+    try:
+        mode = Path(path).stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o066 else None
+
+
 def load(path: str | Path) -> Credentials:
     """Read and check the whole file; any mistake is a ConfigError naming entry and key."""
     try:

@@ -8,6 +8,7 @@ second broker off the same database file.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -19,9 +20,10 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from broker.errors import ConfigError
 
@@ -66,12 +68,47 @@ def open_database(
 ) -> Database:
     url = normalize_url(url)
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    if _backend(parsed) == "sqlite":
         return _open_sqlite(url, sqlite_synchronous, sqlite_max_bytes)
-    if parsed.get_backend_name() == "postgresql":
-        writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        reader = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
-        return Database(url, writer, reader)
+    writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    reader = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    return Database(url, writer, reader)
+
+
+def probe(url: str) -> None:
+    """Open the database once and run `SELECT 1`, so that a bad `--db` fails before a broker starts.
+
+    SQLite is opened with the stock dialect: the fast path's self-check belongs
+    to the broker's own start, where logging is set up and its one warning is
+    seen (the check runs once per process). A SQLite file that does not exist
+    yet is left for the broker to create.
+    """
+    parsed = make_url(normalize_url(url))
+    if _backend(parsed) == "sqlite":
+        if not Path(str(parsed.database)).exists():
+            return
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    asyncio.run(_select_one(parsed))
+
+
+async def _select_one(parsed: URL) -> None:
+    engine = create_async_engine(parsed, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+def _backend(parsed: URL) -> str:
+    """The backend of a URL the broker can serve from; anything else is a ConfigError."""
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError("SQLite needs a file: use sqlite+aiosqlite:///path/to/taskyard.db")
+        return backend
+    if backend == "postgresql":
+        return backend
     raise ConfigError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
         "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
@@ -83,8 +120,7 @@ def _open_sqlite(url: str, synchronous: str, max_bytes: int | None = None) -> Da
 
     parsed = make_url(url)
     path = parsed.database
-    if not path or path == ":memory:":
-        raise ConfigError("SQLite needs a file: use sqlite+aiosqlite:///path/to/taskyard.db")
+    assert path is not None  # checked by _backend
     if synchronous.upper() not in {"NORMAL", "FULL"}:
         raise ConfigError(f"--sqlite-synchronous must be NORMAL or FULL, got {synchronous!r}")
     # The fast path if its self-check passes, else the stock dialect (see sqlite_driver).

@@ -42,6 +42,7 @@ async def claim_limited(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
     exclude: Collection[str] = (),
 ) -> LimitedClaim:
     """Lease up to `limit` tasks within the queue's limits.
@@ -68,7 +69,13 @@ async def claim_limited(
             ids = await _pick_within_keys(conn, settings, types, want, now, exclude)
             if ids:
                 claimed = await claim_ids(
-                    conn, ids=ids, types=types, worker_id=worker_id, lease_id=lease_id, now=now
+                    conn,
+                    ids=ids,
+                    types=types,
+                    worker_id=worker_id,
+                    lease_id=lease_id,
+                    now=now,
+                    leased_by=leased_by,
                 )
         else:
             claimed = await claim(
@@ -79,6 +86,7 @@ async def claim_limited(
                 worker_id=worker_id,
                 lease_id=lease_id,
                 now=now,
+                leased_by=leased_by,
                 exclude=exclude,
             )
     retry_at = None

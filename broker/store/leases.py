@@ -17,15 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.core.leases import LEASE_LOST_ERROR, LeaseRow, Transition, decide
+from broker.core.leases import LEASE_LOST_ERROR, LeaseRow, Transition, decide, may_act
 from broker.core.models import (
     AttemptOutcome,
     Cancelled,
     Claimed,
     Failed,
     Failure,
+    Holder,
     LeaseEnd,
     LeaseRef,
+    LogLine,
     Lost,
     Progress,
     Released,
@@ -34,6 +36,7 @@ from broker.core.models import (
 from broker.core.record import record
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
+from broker.store import task_logs
 from broker.store.dialect import is_pg
 from broker.store.prepared import BatchWrite
 from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
@@ -83,6 +86,7 @@ def _lease_values(update: sa.Update) -> sa.Update:
         started_at=_b("b_now"),
         updated_at=_b("b_now"),
         worker_id=_b("b_worker_id"),
+        leased_by=_b("b_leased_by", type_=sa.String),
         # Leased again: the lease lost before is gone for good (see `lapsed`).
         lapsed_lease_id=sa.null(),
     ).returning(*_CLAIM_RETURNING)
@@ -137,10 +141,12 @@ async def claim(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
     exclude: Collection[str] = (),
 ) -> list[Claimed]:
     """Lease up to `limit` pending tasks of `queue`, highest priority first, FIFO within.
 
+    `leased_by` is the identity of the session they go to: only it may act on them.
     Tasks in `exclude` are skipped (those the claiming session released).
     """
     params: dict[str, Any] = {
@@ -150,11 +156,12 @@ async def claim(
         "b_lease_id": lease_id,
         "b_now": now,
         "b_worker_id": worker_id,
+        "b_leased_by": leased_by,
     }
     if exclude:
         params["b_exclude"] = list(exclude)
     rows = list(await conn.execute(_CLAIM[is_pg(conn), bool(exclude)], params))
-    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now, leased_by=leased_by)
 
 
 async def claim_ids(
@@ -165,14 +172,23 @@ async def claim_ids(
     worker_id: str,
     lease_id: int,
     now: int,
+    leased_by: str | None = None,
 ) -> list[Claimed]:
     """Lease exactly these pending tasks (those still pending)."""
-    params = {"b_ids": list(ids), "b_lease_id": lease_id, "b_now": now, "b_worker_id": worker_id}
+    params = {
+        "b_ids": list(ids),
+        "b_lease_id": lease_id,
+        "b_now": now,
+        "b_worker_id": worker_id,
+        "b_leased_by": leased_by,
+    }
     rows = list(await conn.execute(_CLAIM_IDS, params))
-    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now)
+    return _claimed(rows, lease_id=lease_id, worker_id=worker_id, now=now, leased_by=leased_by)
 
 
-def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> list[Claimed]:
+def _claimed(
+    rows: list[Any], *, lease_id: int, worker_id: str, now: int, leased_by: str | None
+) -> list[Claimed]:
     # Rows unpack in _CLAIM_RETURNING's order (a claim converts hundreds at a time).
     rows.sort(key=lambda r: (-r[3], r[8], r[0]))  # priority, run_at, id
     return [
@@ -180,7 +196,7 @@ def _claimed(rows: list[Any], *, lease_id: int, worker_id: str, now: int) -> lis
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
             lease_id, expires, payload, worker_id, heartbeat, deadline,
             None if soft is None else now + soft,
-            trace,
+            trace, leased_by,
         )
         for (
             id_, type_, queue, priority, attempt, max_attempts, labels, created_at, run_at,
@@ -208,6 +224,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.worker_id,
         task.c.started_at,
         task.c.type,
+        task.c.leased_by,
         task.c.lapsed_lease_id,
         task.c.cancel_reason,
         task.c.execution_timeout_us,
@@ -226,19 +243,31 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
 _STATE_OF = {int(s): s for s in TaskState}
 
 
-def holds(row: LeaseRow | None, lease_id: int) -> bool:
-    return row is not None and row.state is _S.RUNNING and row.lease_id == lease_id
+def holds(row: LeaseRow | None, lease_id: int, by: Holder | None = None) -> bool:
+    """The lease is current, and `by` (a worker; None: the broker) may act on it."""
+    return (
+        row is not None
+        and row.state is _S.RUNNING
+        and row.lease_id == lease_id
+        and may_act(row, by)
+    )
 
 
-def lapsed(row: LeaseRow | None, lease_id: int) -> bool:
+def lapsed(row: LeaseRow | None, lease_id: int, by: Holder | None = None) -> bool:
     """The lease was lost (expired, or its stream closed) and nobody has leased the task since.
 
     Its worker may still finish what it started: a completion, a heartbeat or a
     re-adoption with this lease restores it as if it had never been lost (the
     loss is taken back), so a worker that was frozen, partitioned or backing off
-    runs nothing twice when nobody else took its task meanwhile.
+    runs nothing twice when nobody else took its task meanwhile. Only the
+    identity that held it may (`may_act`).
     """
-    return row is not None and row.state is _S.PENDING and row.lapsed_lease_id == lease_id
+    return (
+        row is not None
+        and row.state is _S.PENDING
+        and row.lapsed_lease_id == lease_id
+        and may_act(row, by)
+    )
 
 
 def restored(row: LeaseRow) -> LeaseRow:
@@ -254,6 +283,8 @@ class Extension:
     task_id: str
     lease_id: int
     progress: Progress | None
+    by: Holder | None = None  # the worker asking; see holds()
+    logs: tuple[LogLine, ...] = ()
 
 
 @record
@@ -261,8 +292,10 @@ class ExtendResult:
     ok: bool
     cancel_requested: bool = False
     expires: int = 0
-    # The queue of a task whose lapsed lease this brought back (PENDING to RUNNING).
-    restored: str | None = None
+    queue: str = ""
+    type: str = ""
+    restored: bool = False  # a lapsed lease this brought back (PENDING to RUNNING)
+    attempt: int = 0
 
 
 _EXTEND = (
@@ -287,31 +320,42 @@ _EXTEND_WITH_PROGRESS = _EXTEND.values(
 async def extend_leases(
     conn: AsyncConnection, items: Sequence[Extension], now: int
 ) -> dict[str, ExtendResult]:
-    """Extend each held (or lapsed) lease by its heartbeat timeout, recording any progress."""
+    """Extend each held (or lapsed) lease by its heartbeat timeout, recording progress and logs.
+
+    Log records are stored with the attempt that holds the lease; those of a lease no
+    longer held are dropped with it.
+    """
     rows = await lease_rows(conn, {i.task_id for i in items})
     results: dict[str, ExtendResult] = {}
     plain: list[dict[str, Any]] = []
     with_progress: list[dict[str, Any]] = []
+    logged: list[tuple[Any, ...]] = []
     back: list[tuple[LeaseRow, int, int]] = []
     for item in items:
         row = rows.get(item.task_id)
-        if row is None or not (holds(row, item.lease_id) or lapsed(row, item.lease_id)):
+        if row is None:
+            results[item.task_id] = ExtendResult(False)
+            continue
+        was_lapsed = lapsed(row, item.lease_id, item.by)
+        if not (was_lapsed or holds(row, item.lease_id, item.by)):
             results[item.task_id] = ExtendResult(False)
             continue
         expires = now + row.heartbeat_timeout_us
-        if row.state is _S.PENDING:
+        if was_lapsed:
             back.append((row, item.lease_id, expires))
-            results[item.task_id] = ExtendResult(True, False, expires, row.queue)
             rows[item.task_id] = restored(row)  # a second heartbeat in the batch extends it
-        else:
-            results[item.task_id] = ExtendResult(True, row.cancel_requested, expires)
+        results[item.task_id] = ExtendResult(
+            True, row.cancel_requested, expires, row.queue, row.type, was_lapsed, row.attempt
+        )
         params = _extend_params(item, expires, now)
         (plain if item.progress is None else with_progress).append(params)
-    await _restore(conn, back, worker_id=None, now=now)
+        logged += [(row.id, row.attempt, x.at_us, x.level, x.message) for x in item.logs]
+    await _restore(conn, back, worker_id=None, by=None, now=now)
     if plain:
         await conn.execute(_EXTEND, plain, execution_options=DEFERRED)
     if with_progress:
         await conn.execute(_EXTEND_WITH_PROGRESS, with_progress, execution_options=DEFERRED)
+    await task_logs.insert(conn, logged)
     return results
 
 
@@ -336,16 +380,27 @@ def _extend_params(item: Extension, expires: int, now: int) -> dict[str, Any]:
 
 @record
 class Adopted:
-    """A lease a reconnecting worker keeps: its new expiry, and its queue if it had lapsed."""
+    """A lease a reconnecting worker keeps: its new expiry, and whether it had lapsed."""
 
     expires: int
-    restored: str | None = None
+    restored: bool = False
+    queue: str = ""
+    type: str = ""
+    attempt: int = 0
 
 
 async def adopt_leases(
-    conn: AsyncConnection, refs: Sequence[LeaseRef], *, worker_id: str, now: int
+    conn: AsyncConnection,
+    refs: Sequence[LeaseRef],
+    *,
+    worker_id: str,
+    now: int,
+    by: Holder | None = None,
 ) -> dict[str, Adopted]:
-    """Re-attach leases a reconnecting worker still holds, lapsed ones included."""
+    """Re-attach leases a reconnecting worker still holds, lapsed ones included.
+
+    Only leases `by` may act on are kept, and they are bound to its identity.
+    """
     rows = await lease_rows(conn, {r.task_id for r in refs})
     kept: dict[str, Adopted] = {}
     params = []
@@ -355,11 +410,11 @@ async def adopt_leases(
         if row is None or ref.task_id in kept:
             continue
         expires = now + row.heartbeat_timeout_us
-        if lapsed(row, ref.lease_id):
+        if lapsed(row, ref.lease_id, by):
             back.append((row, ref.lease_id, expires))
-            kept[ref.task_id] = Adopted(expires, row.queue)
+            kept[ref.task_id] = Adopted(expires, True, row.queue, row.type, row.attempt)
             continue
-        if not holds(row, ref.lease_id):
+        if not holds(row, ref.lease_id, by):
             continue
         kept[ref.task_id] = Adopted(expires)
         params.append(
@@ -369,12 +424,19 @@ async def adopt_leases(
                 "b_expires": expires,
                 "b_now": now,
                 "b_worker": worker_id,
+                "b_leased_by": None if by is None else by.identity,
             }
         )
     if params:
-        await conn.execute(_EXTEND.values(worker_id=_b("b_worker")), params)
-    await _restore(conn, back, worker_id=worker_id, now=now)
+        await conn.execute(_ADOPT, params)
+    await _restore(conn, back, worker_id=worker_id, by=by, now=now)
     return kept
+
+
+_ADOPT = _EXTEND.values(
+    worker_id=_b("b_worker"),
+    leased_by=sa.func.coalesce(_b("b_leased_by", type_=sa.String), task.c.leased_by),
+)
 
 
 def _unless_lost(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -407,6 +469,7 @@ _RESTORE = (
         lease_expires_at=_b("b_expires"),
         deadline_at=task.c.started_at + task.c.execution_timeout_us,
         worker_id=sa.func.coalesce(_b("b_worker", type_=sa.String), task.c.worker_id),
+        leased_by=sa.func.coalesce(_b("b_leased_by", type_=sa.String), task.c.leased_by),
         updated_at=_b("b_now"),
         **{name: _unless_lost(task.c[name]) for name in _ERROR_COLUMNS},
     )
@@ -423,10 +486,12 @@ async def _restore(
     back: Sequence[tuple[LeaseRow, int, int]],
     *,
     worker_id: str | None,
+    by: Holder | None,
     now: int,
 ) -> None:
     if not back:
         return
+    identity = None if by is None else by.identity
     await conn.execute(
         _RESTORE,
         [
@@ -435,6 +500,7 @@ async def _restore(
                 "b_lapsed": lease,
                 "b_expires": expires,
                 "b_worker": worker_id,
+                "b_leased_by": identity,
                 "b_now": now,
             }
             for r, lease, expires in back
@@ -458,6 +524,7 @@ class Ended:
     started_at: int | None = None
     counted: bool = True  # False for a released lease: the attempt never ran
     lost: bool = False
+    attempt: int = 0  # the task's attempt number after the end
     source: TaskState = TaskState.RUNNING  # PENDING when a lapsed lease reported
 
 
@@ -565,8 +632,8 @@ async def end_leases(
         if row is None or end.task_id in seen:
             out.append(None)
             continue
-        was_lapsed = isinstance(end.outcome, _REPORTS) and lapsed(row, end.lease_id)
-        if not (was_lapsed or holds(row, end.lease_id)):
+        was_lapsed = isinstance(end.outcome, _REPORTS) and lapsed(row, end.lease_id, end.by)
+        if not (was_lapsed or holds(row, end.lease_id, end.by)):
             out.append(None)
             continue
         seen.add(end.task_id)
@@ -591,6 +658,7 @@ async def end_leases(
                 started_at=row.started_at,
                 counted=not isinstance(outcome, Released),
                 lost=isinstance(outcome, Lost),
+                attempt=transition.attempt,
                 source=_S.PENDING if was_lapsed else _S.RUNNING,
             )
         )

@@ -15,8 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core.models import TaskRecord
 from broker.core.task_state import TERMINAL, WAITING, TaskState, sources_of
 from broker.store.dialect import insert, is_pg
+from broker.store.schema import (
+    OWNED_KEY,
+    OWNERLESS_KEY,
+    state_is,
+    task,
+    task_attempt,
+    task_log,
+    task_payload,
+    task_result,
+)
 from broker.store.schema import maintenance as maintenance_table
-from broker.store.schema import state_is, task, task_attempt, task_payload, task_result
 from broker.store.tasks import _last_attempt, _record
 
 _S = TaskState
@@ -30,16 +39,17 @@ class Moved:
     queue: str
     type: str
     source: TaskState
+    attempt: int = 0
 
 
 async def _select_moving(
     conn: AsyncConnection, where: sa.ColumnElement[bool], order: sa.ColumnElement[int], limit: int
 ) -> list[Moved]:
-    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.state).where(where)
-    query = query.order_by(order).limit(limit)
+    columns = (task.c.id, task.c.queue, task.c.type, task.c.state, task.c.attempt)
+    query = sa.select(*columns).where(where).order_by(order).limit(limit)
     if is_pg(conn):
         query = query.with_for_update(skip_locked=True)
-    return [Moved(r.id, r.queue, r.type, _S(r.state)) for r in await conn.execute(query)]
+    return [Moved(r.id, r.queue, r.type, _S(r.state), r.attempt) for r in await conn.execute(query)]
 
 
 async def promote_due(conn: AsyncConnection, *, now: int, limit: int) -> list[Moved]:
@@ -109,6 +119,8 @@ class Retried:
     task_id: str
     queue: str
     source: TaskState
+    type: str = ""
+    attempt: int = 0
 
 
 async def retry_tasks(
@@ -148,7 +160,7 @@ async def retry_tasks(
             )
         )
         if result.rowcount:
-            out.append(Retried(r.id, r.queue, r.state))
+            out.append(Retried(r.id, r.queue, r.state, r.type, r.attempt))
     return out
 
 
@@ -216,6 +228,7 @@ async def purge(
         (task_payload, task_payload.c.task_id),
         (task_result, task_result.c.task_id),
         (task_attempt, task_attempt.c.task_id),
+        (task_log, task_log.c.task_id),
     ):
         await conn.execute(sa.delete(table).where(column.in_(ids)))
     await conn.execute(sa.delete(task).where(task.c.id.in_(ids)))
@@ -223,16 +236,25 @@ async def purge(
 
 
 async def forget_request_ids(conn: AsyncConnection, *, created_before: int, limit: int) -> int:
-    """Release idempotency keys older than their retention, in a bounded batch."""
-    old = (
-        sa.select(task.c.id)
-        .where(sa.text("request_id IS NOT NULL"), task.c.created_at < created_before)
-        .limit(limit)
-    )
-    result = await conn.execute(
-        sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
-    )
-    return int(result.rowcount or 0)
+    """Release idempotency keys older than their retention, in a bounded batch.
+
+    One statement per namespace (owned, ownerless), each spelled as its
+    partial index is so that the index can serve it.
+    """
+    forgotten = 0
+    for namespace in (OWNED_KEY, OWNERLESS_KEY):
+        old = (
+            sa.select(task.c.id)
+            .where(sa.text(namespace), task.c.created_at < created_before)
+            .limit(limit - forgotten)
+        )
+        result = await conn.execute(
+            sa.update(task).where(task.c.id.in_(old.scalar_subquery())).values(request_id=None)
+        )
+        forgotten += int(result.rowcount or 0)
+        if forgotten >= limit:
+            break
+    return forgotten
 
 
 async def grant_restart_grace(conn: AsyncConnection, *, until: int) -> int:

@@ -20,18 +20,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 READY = "taskyard_ready"
 CANCEL = "taskyard_cancel"
 DRAIN = "taskyard_drain"
+EVENTS = "taskyard_events"  # the event journal's relay (engine/event_relay.py)
 MAX_PAYLOAD = 7000  # PostgreSQL caps a payload at 8000 bytes
 PING_S = 10.0
 # What `listen` raises when the connection cannot be made or is lost.
 CONNECTION_LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_NOTIFY_MANY = sa.text(
+    "SELECT count(pg_notify(m.c, m.p)) FROM unnest(CAST(:channels AS text[]), "
+    "CAST(:payloads AS text[])) WITH ORDINALITY AS m(c, p, i)"
+)
 
 
 async def notify(conn: AsyncConnection, messages: Sequence[tuple[str, str]]) -> None:
-    """Send (channel, payload) notices with the current transaction."""
-    for channel, payload in messages:
+    """Send (channel, payload) notices with the current transaction, in order."""
+    if len(messages) == 1:
+        channel, payload = messages[0]
         await conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+    elif messages:
+        # One round trip for many (an event relay may need several payloads).
+        channels, payloads = [c for c, _ in messages], [p for _, p in messages]
+        await conn.execute(_NOTIFY_MANY, {"channels": channels, "payloads": payloads})
 
 
 async def listen(

@@ -26,8 +26,9 @@ def _options_json(options: TaskOptions) -> str | None:
         return None
     if "strategy" in data:
         data["strategy"] = data["strategy"].value
-    if "non_retryable_error_types" in data:
-        data["non_retryable_error_types"] = sorted(data["non_retryable_error_types"])
+    for key in ("non_retryable_error_types", "retryable_error_types"):
+        if key in data:
+            data[key] = sorted(data[key])
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -37,8 +38,9 @@ def _options(text: str | None) -> TaskOptions:
     data = json.loads(text)
     if "strategy" in data:
         data["strategy"] = BackoffStrategy(data["strategy"])
-    if "non_retryable_error_types" in data:
-        data["non_retryable_error_types"] = frozenset(data["non_retryable_error_types"])
+    for key in ("non_retryable_error_types", "retryable_error_types"):
+        if key in data:
+            data[key] = frozenset(data[key])
     return TaskOptions(**data)
 
 

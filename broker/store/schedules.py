@@ -1,9 +1,12 @@
-"""Named queries for schedules and their fire records (SQLite and PostgreSQL).
+"""Named queries for schedules, their fire records and their unfinished runs (both dialects).
 
 Writes run inside the committer's transaction; reads on the reader pool. A
 fire is claimed with a compare-and-set on everything its plan was computed
 from (revision, next fire time, buffered fire, last task), so of two
-replicas that planned the same fire time exactly one records it.
+replicas that planned the same fire time exactly one records it. The count
+of unfinished runs a plan used can only have gone down since it was read
+(runs are started only by fires and manual runs, both of which move the
+compared columns), so a plan never starts more than `max_instances`.
 """
 
 from __future__ import annotations
@@ -18,21 +21,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.core import schedules as core
 from broker.core.task_state import TERMINAL
 from broker.store.dialect import insert, is_pg
-from broker.store.schema import schedule, schedule_fire, task
+from broker.store.schema import schedule, schedule_fire, schedule_instance, task
 
 _TERMINAL = [int(s) for s in TERMINAL]
 HISTORY_KEEP = 1000
 
 
-def _last_done() -> sa.ColumnElement[bool]:
-    """True unless the latest run's task exists and has not finished."""
-    return sa.or_(task.c.state.is_(None), task.c.state.in_(_TERMINAL))
+def _running() -> sa.ScalarSelect[Any]:
+    """How many of the schedule's runs have a task that exists and has not finished."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(schedule_instance.join(task, task.c.id == schedule_instance.c.task_id))
+        .where(schedule_instance.c.schedule_id == schedule.c.id, task.c.state.not_in(_TERMINAL))
+        .scalar_subquery()
+    )
 
 
 def _select() -> sa.Select[Any]:
-    return sa.select(schedule, _last_done().label("last_task_done")).outerjoin(
-        task, task.c.id == schedule.c.last_task_id
-    )
+    return sa.select(schedule, _running().label("running"))
 
 
 def _record(row: sa.Row[Any]) -> core.ScheduleRecord:
@@ -56,7 +62,8 @@ def _record(row: sa.Row[Any]) -> core.ScheduleRecord:
         ),
         created_at=m["created_at"],
         updated_at=m["updated_at"],
-        last_task_done=bool(m["last_task_done"]),
+        running=int(m["running"] or 0),
+        owner=m["owner"],
     )
 
 
@@ -81,6 +88,7 @@ def _values(r: core.ScheduleRecord) -> dict[str, Any]:
         "failed_count": r.counts.failed,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
+        "owner": r.owner,
     }
 
 
@@ -95,6 +103,12 @@ async def insert_schedule(conn: AsyncConnection, record: core.ScheduleRecord) ->
         .on_conflict_do_nothing(index_elements=["name"])
     )
     return bool(result.rowcount)
+
+
+async def count_owned(conn: AsyncConnection, owner: str | None) -> int:
+    """Schedules of this owner (None: those without one)."""
+    owned = schedule.c.owner.is_(None) if owner is None else schedule.c.owner == owner
+    return int((await conn.execute(sa.select(sa.func.count()).where(owned))).scalar() or 0)
 
 
 async def get_schedule(conn: AsyncConnection, name: str) -> core.ScheduleRecord | None:
@@ -132,8 +146,10 @@ async def delete_schedule(conn: AsyncConnection, name: str) -> bool:
     found = (await conn.execute(sa.select(schedule.c.id).where(schedule.c.name == name))).scalar()
     if found is None:
         return False
-    await conn.execute(sa.delete(schedule_fire).where(schedule_fire.c.schedule_id == found))
+    # The schedule row first: a fire locks it first too (its compare-and-set).
     await conn.execute(sa.delete(schedule).where(schedule.c.id == found))
+    await conn.execute(sa.delete(schedule_fire).where(schedule_fire.c.schedule_id == found))
+    await conn.execute(sa.delete(schedule_instance).where(schedule_instance.c.schedule_id == found))
     return True
 
 
@@ -206,7 +222,7 @@ async def record_fires(
     released: Sequence[core.FireRecord] = (),
     last_task_id: str | None = None,
 ) -> None:
-    """Insert fire records, settle `released` BUFFERED ones, and count them all.
+    """Insert fire records, settle `released` BUFFERED ones, count them, track their runs.
 
     A duplicate (schedule, fire time) violates the primary key and fails the
     whole transaction: the backstop should a compare-and-set ever be wrong.
@@ -221,7 +237,7 @@ async def record_fires(
                 schedule_fire.c.fire_time == f.fire_time,
                 schedule_fire.c.manual == sa.false(),
             )
-            .values(result=int(f.result), task_id=f.task_id, message=f.message)
+            .values(result=int(f.result), task_id=f.task_id, message=f.message, run_at=f.run_at)
         )
     counts = _counts([*fires, *released])
     values: dict[str, Any] = {
@@ -238,6 +254,30 @@ async def record_fires(
         values["last_task_id"] = last_task_id
     if values:
         await conn.execute(sa.update(schedule).where(schedule.c.id == schedule_id).values(values))
+    # After the schedule row is locked (by the fire's compare-and-set, or by the
+    # update above for a manual run), so that two writers never lock these rows
+    # in opposite orders.
+    started = [
+        f.task_id for f in (*fires, *released) if f.result is core.FireResult.STARTED and f.task_id
+    ]
+    await _track_runs(conn, schedule_id, started)
+
+
+async def _track_runs(conn: AsyncConnection, schedule_id: str, started: list[str]) -> None:
+    """Forget the schedule's runs that finished, and remember the ones just started."""
+    unfinished = sa.exists().where(
+        task.c.id == schedule_instance.c.task_id, task.c.state.not_in(_TERMINAL)
+    )
+    await conn.execute(
+        sa.delete(schedule_instance).where(
+            schedule_instance.c.schedule_id == schedule_id, sa.not_(unfinished)
+        )
+    )
+    if started:
+        await conn.execute(
+            schedule_instance.insert(),
+            [{"schedule_id": schedule_id, "task_id": task_id} for task_id in started],
+        )
 
 
 def _fire_row(f: core.FireRecord) -> dict[str, Any]:
@@ -251,6 +291,7 @@ def _fire_row(f: core.FireRecord) -> dict[str, Any]:
         "last_missed_at": f.last_missed_at,
         "message": f.message,
         "recorded_at": f.recorded_at,
+        "run_at": f.run_at,
     }
 
 
@@ -288,6 +329,7 @@ def _fire(row: sa.Row[Any]) -> core.FireRecord:
         last_missed_at=m["last_missed_at"],
         message=m["message"],
         task_state=m["task_state"],
+        run_at=m["run_at"],
     )
 
 

@@ -33,6 +33,11 @@ def state_is(
     return column.in_([sa.literal_column(str(int(s))) for s in states])
 
 
+# The two namespaces of idempotency keys, spelled as the partial indexes are,
+# so that SQLite can match a query's WHERE to them.
+OWNED_KEY = "request_id IS NOT NULL AND owner IS NOT NULL"
+OWNERLESS_KEY = "request_id IS NOT NULL AND owner IS NULL"
+
 _TERMINAL_SQL = ", ".join(str(int(s)) for s in sorted(TERMINAL))
 
 task = sa.Table(
@@ -82,7 +87,10 @@ task = sa.Table(
     sa.Column("trace_context", sa.Text),
     # The identity that created it (revision 0006); NULL without authentication.
     sa.Column("owner", sa.String(200)),
-    # Lapsed leases (revision 0012): the id of a lease that was lost (expired or its
+    # The identity whose Lease stream holds the current lease (revision 0009);
+    # NULL without authentication or for a lease taken before that revision.
+    sa.Column("leased_by", sa.String(200)),
+    # Lapsed leases (revision 0011): the id of a lease that was lost (expired or its
     # stream closed) while the task waits again, cleared when it is leased again; its
     # worker may still report or re-adopt it until then (store/leases.py). And the
     # reason CancelTask gave for a running task, which becomes its error message.
@@ -154,12 +162,26 @@ task = sa.Table(
         sqlite_where=sa.text("owner IS NOT NULL"),
         postgresql_where=sa.text("owner IS NOT NULL"),
     ),
+    # Idempotency keys are per owner (revision 0009): another owner's key is
+    # invisible to it. Tasks without an owner (no authentication) share one
+    # namespace, the second index. Both lead with request_id.
+    sa.Index(
+        "ux_task_request_owner",
+        "request_id",
+        "owner",
+        unique=True,
+        sqlite_where=sa.text(OWNED_KEY),
+        postgresql_where=sa.text(OWNED_KEY),
+    ),
+    # Listings by queue or type, newest first (revision 0010, the dashboard's filters).
+    sa.Index("ix_task_queue_id", "queue", "id"),
+    sa.Index("ix_task_type_id", "type", "id"),
     sa.Index(
         "ux_task_request_id",
         "request_id",
         unique=True,
-        sqlite_where=sa.text("request_id IS NOT NULL"),
-        postgresql_where=sa.text("request_id IS NOT NULL"),
+        sqlite_where=sa.text(OWNERLESS_KEY),
+        postgresql_where=sa.text(OWNERLESS_KEY),
     ),
 )
 
@@ -193,6 +215,24 @@ task_attempt = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("error_details", sa.Text),
 )
+
+# Log records handlers wrote (ctx.log), sent with heartbeats (revision 0009). Rows are
+# inserted in the committer's batches with the lease extensions that carried them, read a
+# task at a time in id order, and deleted with their task by retention and purges.
+task_log = sa.Table(
+    "task_log",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("task_id", sa.String(26), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at_us", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_task_log_task", "task_id", "id"),
+)  # fmt: skip
 
 # One row per background duty; a replica runs a tick only if it wins the
 # compare-and-set on ran_at (see store.maintenance.claim_tick).
@@ -306,6 +346,9 @@ schedule = sa.Table(
     ],
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # The identity that created it (revision 0009); NULL without authentication
+    # or for schedules from the --schedules file.
+    sa.Column("owner", sa.String(200)),
     sa.Index("ux_schedule_name", "name", unique=True),
     sa.Index("ix_schedule_next", "next_fire_at"),
 )
@@ -326,4 +369,15 @@ schedule_fire = sa.Table(
     sa.Column("last_missed_at", sa.BigInteger),
     sa.Column("message", sa.Text),
     sa.Column("recorded_at", sa.BigInteger, nullable=False),
+    sa.Column("run_at", sa.BigInteger),  # revision 0011: fire time + jitter
+)
+
+# The tasks each schedule started that may still be unfinished (revision 0011):
+# what `max_instances` counts, joined with `task` for their states. Rows whose
+# task finished or was deleted are pruned in the transactions that fire.
+schedule_instance = sa.Table(
+    "schedule_instance",
+    metadata,
+    sa.Column("schedule_id", sa.String(26), primary_key=True),
+    sa.Column("task_id", sa.String(26), primary_key=True),
 )

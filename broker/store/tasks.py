@@ -6,7 +6,8 @@ reader pool.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,14 @@ from broker.core.options import Timeouts
 from broker.core.task_state import WAITING, TaskState
 from broker.store.dialect import insert, is_pg
 from broker.store.prepared import BatchWrite
-from broker.store.schema import task, task_attempt, task_payload, task_result
+from broker.store.schema import (
+    OWNED_KEY,
+    OWNERLESS_KEY,
+    task,
+    task_attempt,
+    task_payload,
+    task_result,
+)
 
 _S = TaskState
 
@@ -41,7 +49,7 @@ _TASK_COLUMNS = (
     "run_at", "created_at", "updated_at", "started_at", "lease_id", "lease_expires_at",
     "worker_id", "cancel_requested", "request_id", "labels", "retry_policy", "attempt_base",
     "execution_timeout_us", "heartbeat_timeout_us", "soft_timeout_us", "expire_at",
-    "deadline_at", "concurrency_key", "trace_context", "owner",
+    "deadline_at", "concurrency_key", "trace_context", "owner", "leased_by",
 )  # fmt: skip
 _INSERT_TASK = BatchWrite(task.insert(), _TASK_COLUMNS)
 _INSERT_PAYLOAD = BatchWrite(task_payload.insert(), ("task_id", "data"))
@@ -59,11 +67,11 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
     expire_at = None if timeouts.expiry_us is None else t.run_at + timeouts.expiry_us
     if lease is None:
         state, attempt = (_SCHEDULED if t.run_at > t.created_at else _PENDING), 0
-        started = lease_id = expires = worker = deadline = None
+        started = lease_id = expires = worker = deadline = holder = None
     else:
         state, attempt = _RUNNING, 1
         started, lease_id, expires = t.created_at, lease.lease_id, lease.lease_expires_at
-        worker, deadline = lease.worker_id, lease.deadline_at
+        worker, deadline, holder = lease.worker_id, lease.deadline_at, lease.leased_by
     return (
         t.id, t.queue, t.type, t.priority, state, attempt,
         t.max_attempts, 0, t.run_at, t.created_at, t.created_at,
@@ -71,7 +79,7 @@ def _task_values(t: NewTask, lease: Claimed | None = None) -> tuple[Any, ...]:
         False, t.request_id, t.labels, t.retry_policy, 0,
         timeouts.execution_us, timeouts.heartbeat_us, timeouts.soft_us, expire_at,
         deadline,
-        t.concurrency_key, t.trace_context, t.owner,
+        t.concurrency_key, t.trace_context, t.owner, holder,
     )  # fmt: skip
 
 
@@ -86,10 +94,12 @@ async def insert_tasks(
 ) -> list[str]:
     """Insert tasks; return, per input, the id of the task that now holds its place.
 
-    A task whose request_id already exists (from an earlier call, another
-    replica, or earlier in the same batch) is not inserted; its slot gets the
-    existing task's id. The unique index decides, not this code. Tasks in
-    `leased` (never ones with a request_id) are inserted under that lease.
+    A task whose request_id its owner already used (in an earlier call, on
+    another replica, or earlier in the same batch) is not inserted; its slot
+    gets the existing task's id. Keys are per owner: another owner's task with
+    the same key neither blocks the insert nor is ever returned. The unique
+    index on (request_id, owner) decides, not this code. Tasks in `leased`
+    (never ones with a request_id) are inserted under that lease.
     """
     leased = leased or {}
     plain = [t for t in tasks if t.request_id is None]
@@ -97,19 +107,39 @@ async def insert_tasks(
     if plain:
         get = leased.get
         await _INSERT_TASK.run(conn, [_task_values(t, get(t.id)) for t in plain])
-    winners: dict[str, str] = {}
+    winners: dict[tuple[str | None, str | None], str] = {}
     if keyed:
         statement = insert(task, pg=is_pg(conn)).on_conflict_do_nothing()
         await conn.execute(statement, [_task_row(t) for t in keyed])
+        winners = await _key_holders(conn, keyed)
+    inserted = plain + [t for t in keyed if winners.get((t.owner, t.request_id)) == t.id]
+    await _INSERT_PAYLOAD.run(conn, [(t.id, t.payload) for t in inserted if t.payload])
+    return [t.id if t.request_id is None else winners[(t.owner, t.request_id)] for t in tasks]
+
+
+async def _key_holders(
+    conn: AsyncConnection, keyed: Sequence[NewTask]
+) -> dict[tuple[str | None, str | None], str]:
+    """{(owner, request_id): id of the task holding that key} for the keys of `keyed`.
+
+    One probe per namespace present (owned, ownerless; usually one) of the
+    partial index covering it. Rows of other owners with the same key come
+    back and are dropped here: they never reach a caller.
+    """
+    holders: dict[tuple[str | None, str | None], str] = {}
+    for namespace, tasks in (
+        (OWNED_KEY, [t for t in keyed if t.owner is not None]),
+        (OWNERLESS_KEY, [t for t in keyed if t.owner is None]),
+    ):
+        if not tasks:
+            continue
         rows = await conn.execute(
-            sa.select(task.c.request_id, task.c.id).where(
-                task.c.request_id.in_({t.request_id for t in keyed})
+            sa.select(task.c.request_id, task.c.owner, task.c.id).where(
+                sa.text(namespace), task.c.request_id.in_({t.request_id for t in tasks})
             )
         )
-        winners = {r.request_id: r.id for r in rows}
-    inserted = plain + [t for t in keyed if winners.get(t.request_id or "") == t.id]
-    await _INSERT_PAYLOAD.run(conn, [(t.id, t.payload) for t in inserted if t.payload])
-    return [t.id if t.request_id is None else winners[t.request_id] for t in tasks]
+        holders.update(((r.owner, r.request_id), r.id) for r in rows)
+    return holders
 
 
 # --- Cancellation ---------------------------------------------------------------------------
@@ -123,6 +153,7 @@ class CancelOutcome:
     queue: str = ""
     type: str = ""
     source: TaskState | None = None  # before the cancel
+    attempt: int = 0
 
 
 async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) -> CancelOutcome:
@@ -151,7 +182,7 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
                 error_attempt=row.attempt,
             )
         )
-        return CancelOutcome(True, _S.CANCELLED, None, row.queue, row.type, state)
+        return CancelOutcome(True, _S.CANCELLED, None, row.queue, row.type, state, row.attempt)
     if state is _S.RUNNING:
         await conn.execute(
             sa.update(task)
@@ -260,6 +291,19 @@ async def get_task(conn: AsyncConnection, task_id: str, *, full: bool = True) ->
     return records[0] if records else None
 
 
+async def get_blobs(
+    conn: AsyncConnection, task_id: str, *, payload: bool, result: bool
+) -> tuple[bytes | None, bytes | None]:
+    """A task's payload and result, as asked (None for one not asked for or absent)."""
+    got: list[bytes | None] = [None, None]
+    for slot, (wanted, table) in enumerate(((payload, task_payload), (result, task_result))):
+        if wanted:
+            got[slot] = (
+                await conn.execute(sa.select(table.c.data).where(table.c.task_id == task_id))
+            ).scalar()
+    return got[0], got[1]
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
     queue: str | None = None
@@ -268,6 +312,25 @@ class TaskFilter:
     owner: str | None = None  # only this identity's tasks (a submitter's listing)
     created_from_us: int | None = None  # created_at >= this
     created_before_us: int | None = None  # created_at < this
+    labels: Mapping[str, str] | None = None  # every one of these labels, with these values
+
+
+# A task row's size in a reply besides its text columns and blobs (ids, names,
+# timestamps, policy): enough for the page arithmetic, which only has to bound.
+ROW_BYTES = 1024
+# Labels are JSON text, not indexed: a listing filtered by labels examines at most this many
+# tasks per page (newest first) and says where it stopped, so every page costs the same
+# however rarely the labels occur (docs/dashboard.md, "Paging").
+LABEL_SCAN = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[TaskRecord]
+    more: bool  # tasks after these match too: the caller hands out a page token
+    # With a labels filter: the last task examined when the scan budget ran out before
+    # the page was full (the next page continues after it); None otherwise.
+    scanned_to: str | None = None
 
 
 async def list_tasks(
@@ -277,25 +340,105 @@ async def list_tasks(
     limit: int,
     before_id: str | None,
     full: bool,
-) -> list[TaskRecord]:
-    """Newest first; `before_id` is the keyset cursor of the previous page."""
-    query = _with_blobs(full)
+    max_bytes: int | None = None,
+) -> Page:
+    """Newest first; `before_id` is the keyset cursor of the previous page.
+
+    With `max_bytes`, the page also stops before the task that would take it
+    over that many bytes (it holds at least one task). The sizes are read
+    first (without the blobs and long texts), then only the rows that fit, so
+    memory follows the bound, not `limit` times the largest task.
+    """
+    conditions = _filters(filters, before_id)
+    scanned_to = None
+    if filters.labels:
+        ids, scanned_to = await _label_matches(conn, conditions, filters.labels, limit + 1)
+        conditions = [task.c.id.in_(ids)]
+    if max_bytes is None:
+        query = _with_blobs(full).where(*conditions).order_by(task.c.id.desc())
+        records = _records(await conn.execute(query.limit(limit + 1)), full)
+        return Page(records[:limit], len(records) > limit, scanned_to)
+    sizes = await conn.execute(
+        _sizes(full).where(*conditions).order_by(task.c.id.desc()).limit(limit + 1)
+    )
+    chosen: list[str] = []
+    total = 0
+    more = False
+    for index, (task_id, size) in enumerate(sizes):
+        if index == limit or (chosen and total + size > max_bytes):
+            more = True
+            break
+        chosen.append(task_id)
+        total += size
+    if not chosen:
+        return Page([], False, scanned_to)
+    rows = await conn.execute(
+        _with_blobs(full).where(task.c.id.in_(chosen)).order_by(task.c.id.desc())
+    )
+    return Page(_records(rows, full), more, None if more else scanned_to)
+
+
+async def _label_matches(
+    conn: AsyncConnection,
+    conditions: list[sa.ColumnElement[bool]],
+    labels: Mapping[str, str],
+    wanted: int,
+) -> tuple[list[str], str | None]:
+    """Up to `wanted` ids (newest first) of tasks carrying every label, within LABEL_SCAN
+    tasks; with the last task examined when the budget ran out first."""
+    scan = (
+        sa.select(task.c.id, task.c.labels)
+        .where(*conditions)
+        .order_by(task.c.id.desc())
+        .limit(LABEL_SCAN)
+    )
+    seen = (await conn.execute(scan)).all()
+    items = labels.items()
+    ids = [r.id for r in seen if r.labels and items <= json.loads(r.labels).items()][:wanted]
+    cut = len(seen) == LABEL_SCAN and len(ids) < wanted
+    return ids, seen[-1].id if cut else None
+
+
+def _filters(filters: TaskFilter, before_id: str | None) -> list[sa.ColumnElement[bool]]:
+    conditions: list[sa.ColumnElement[bool]] = []
     if filters.queue is not None:
-        query = query.where(task.c.queue == filters.queue)
+        conditions.append(task.c.queue == filters.queue)
     if filters.state is not None:
-        query = query.where(task.c.state == int(filters.state))
+        conditions.append(task.c.state == int(filters.state))
     if filters.type is not None:
-        query = query.where(task.c.type == filters.type)
+        conditions.append(task.c.type == filters.type)
     if filters.owner is not None:
-        query = query.where(task.c.owner == filters.owner)
+        conditions.append(task.c.owner == filters.owner)
     if filters.created_from_us is not None:
-        query = query.where(task.c.created_at >= filters.created_from_us)
+        conditions.append(task.c.created_at >= filters.created_from_us)
     if filters.created_before_us is not None:
-        query = query.where(task.c.created_at < filters.created_before_us)
+        conditions.append(task.c.created_at < filters.created_before_us)
     if before_id is not None:
-        query = query.where(task.c.id < before_id)
-    rows = await conn.execute(query.order_by(task.c.id.desc()).limit(limit))
-    return _records(rows, full)
+        conditions.append(task.c.id < before_id)
+    return conditions
+
+
+def _sizes(full: bool) -> sa.Select[Any]:
+    """(id, approximate bytes in a reply) per task: its long texts, and its blobs if full."""
+
+    def length(column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(sa.func.length(column), 0)
+
+    size = (
+        ROW_BYTES
+        + length(task.c.labels)
+        + length(task.c.error_message)
+        + length(task.c.error_details)
+        + length(task.c.progress_message)
+        + length(task.c.trace_context)
+    )
+    if not full:
+        return sa.select(task.c.id, size)
+    return (
+        sa.select(task.c.id, size + length(task_payload.c.data) + length(task_result.c.data))
+        .outerjoin(task_payload, task_payload.c.task_id == task.c.id)
+        .outerjoin(task_result, task_result.c.task_id == task.c.id)
+    )
 
 
 async def list_attempts(conn: AsyncConnection, record: TaskRecord) -> list[Attempt]:
@@ -344,3 +487,23 @@ def _last_attempt(record: TaskRecord) -> Attempt:
         outcome=outcome,
         error=error if outcome is not AttemptOutcome.RUNNING else None,
     )
+
+
+# --- Facts for the event stream ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFacts:
+    """What never changes about a task: where it runs, what it is, whose it is."""
+
+    queue: str
+    type: str
+    owner: str | None
+    labels: str | None  # JSON
+
+
+async def task_facts(conn: AsyncConnection, ids: Collection[str]) -> dict[str, TaskFacts]:
+    """The facts of those of these tasks that still exist."""
+    query = sa.select(task.c.id, task.c.queue, task.c.type, task.c.owner, task.c.labels)
+    rows = await conn.execute(query.where(task.c.id.in_(list(ids))))
+    return {r.id: TaskFacts(r.queue, r.type, r.owner, r.labels) for r in rows}

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from broker.core.task_state import WAITING, TaskState
 from broker.engine.metrics import EventName, MetricEvent
+from broker.telemetry.labels import AllNames
 
 # Seconds: 1 ms to 1 h. Covers a no-op handler's run time and a long backlog's wait.
 DURATION_BUCKETS = (
@@ -40,6 +42,14 @@ QueueCounts = Callable[[], Mapping[tuple[str, int], int]]
 """Reads {(queue, TaskState value): tasks} for every queue; may raise when unavailable."""
 
 
+class Labels(Protocol):
+    """The label a queue or task type is counted under (telemetry/labels.py)."""
+
+    def queue(self, name: str) -> str: ...
+
+    def type(self, name: str) -> str: ...
+
+
 class BrokerMetrics:
     """A `MetricsSink` for the committer plus the broker's gauges and schedule counters.
 
@@ -48,6 +58,7 @@ class BrokerMetrics:
         queue_counts: Reads the per-queue state counts, for the depth gauges.
         leases_in_flight: Leases this broker has out to its connected workers.
         sessions: Worker sessions connected to this broker.
+        labels: Which queue and type names are labels of their own; by default all.
         storage: Why the database refuses writes now (`STORAGE_FULL`, …), or None.
     """
 
@@ -58,8 +69,12 @@ class BrokerMetrics:
         queue_counts: QueueCounts | None = None,
         leases_in_flight: Callable[[], int] | None = None,
         sessions: Callable[[], int] | None = None,
+        labels: Labels | None = None,
         storage: Callable[[], str | None] | None = None,
     ) -> None:
+        # Names become labels when recorded: a counter's series never shrinks
+        # when a name becomes known later (its count so far stays in _other).
+        self._labels = labels or AllNames()
         self._totals: dict[EventName, dict[tuple[str, str], int]] = {n: {} for n in TASK_COUNTERS}
         self._attrs: dict[tuple[str, str], dict[str, str]] = {}
         self._expired_leases = 0
@@ -144,8 +159,9 @@ class BrokerMetrics:
     # --- MetricsSink ------------------------------------------------------------------------
 
     def record(self, events: Sequence[MetricEvent]) -> None:
+        labels = self._labels
         for e in events:
-            key = (e.queue, e.type)
+            key = (labels.queue(e.queue), labels.type(e.type))
             totals = self._totals[e.name]
             totals[key] = totals.get(key, 0) + e.count
             if e.seconds is not None:
@@ -191,22 +207,26 @@ class BrokerMetrics:
         counts = dict(self._storage_refusals)
         return [Observation(n, {"reason": reason}) for reason, n in counts.items()]
 
-    def _observe_depth(self, _: CallbackOptions) -> Iterable[Observation]:
+    def _by_label(self, states: Collection[int]) -> dict[tuple[str, int], int]:
+        """The queue counts in these states, with unknown queues summed under _other."""
         assert self._queue_counts is not None
-        counts = self._queue_counts.get()
+        summed: dict[tuple[str, int], int] = {}
+        for (queue, state), n in self._queue_counts.get().items():
+            if state in states:
+                key = (self._labels.queue(queue), state)
+                summed[key] = summed.get(key, 0) + n
+        return summed
+
+    def _observe_depth(self, _: CallbackOptions) -> Iterable[Observation]:
         return [
             Observation(n, {"queue": queue, "state": TaskState(state).name.lower()})
-            for (queue, state), n in counts.items()
-            if state in WAITING
+            for (queue, state), n in self._by_label(WAITING).items()
         ]
 
     def _observe_running(self, _: CallbackOptions) -> Iterable[Observation]:
-        assert self._queue_counts is not None
-        counts = self._queue_counts.get()
         return [
             Observation(n, {"queue": queue})
-            for (queue, state), n in counts.items()
-            if state == TaskState.RUNNING
+            for (queue, _state), n in self._by_label({TaskState.RUNNING}).items()
         ]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, overload
 from wsgiref.simple_server import WSGIServer
@@ -33,10 +33,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from broker.core.models import Claimed
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.metrics import MetricsSink, NoMetrics
+from broker.engine.queue_registry import QueueRegistry
 from broker.engine.storage import StorageHealth
 from broker.errors import ConfigError
 from broker.store import queues as store
 from broker.store.database import Database
+from broker.telemetry import scrape
+from broker.telemetry.labels import KnownNames
 from broker.telemetry.metrics import BrokerMetrics, QueueCounts
 from broker.telemetry.tracing import Dispatched
 
@@ -120,15 +123,22 @@ def start(
     dispatcher: Dispatcher,
     tracing: Tracing,
     storage: StorageHealth | None = None,
+    queues: QueueRegistry | None = None,
+    configured_queues: Collection[str] = (),
+    metrics_token: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Telemetry:
-    """Build the metrics exporters; the caller hands `result.sink` to the committer's Env."""
+    """Build the metrics exporters; the caller hands `result.sink` to the committer's Env.
+
+    With `queues`, only known queue and type names are labels of their own
+    (telemetry/labels.py); `metrics_token` guards the scrape endpoint.
+    """
     env = os.environ if env is None else env
     out = Telemetry(tracing)
     resource = _resource(env)
     readers: list[MetricReader] = []
     if metrics_listen:
-        reader, out._http, out.metrics_port = _prometheus(metrics_listen)
+        reader, out._http, out.metrics_port = _prometheus(metrics_listen, metrics_token)
         readers.append(reader)
     if _otlp_wanted("metrics", otlp_endpoint, env):
         exporter = _otlp_exporter("metrics", otlp_endpoint, env)
@@ -143,6 +153,9 @@ def start(
             leases_in_flight=lambda: dispatcher.leases_in_flight,
             sessions=lambda: dispatcher.sessions,
             storage=None if storage is None else storage.problem,
+            labels=None
+            if queues is None
+            else KnownNames(dispatcher=dispatcher, queues=queues, configured=configured_queues),
         )
     return out
 
@@ -154,22 +167,42 @@ def _resource(env: Mapping[str, str]) -> Resource:
     return Resource.create({} if named else {"service.name": "taskyard-broker"})
 
 
-def _prometheus(listen: str) -> tuple[MetricReader, WSGIServer, int]:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-
+def metrics_address(listen: str) -> tuple[str, int]:
+    """`--metrics-listen` as (host, port): `PORT` and `:PORT` mean 127.0.0.1."""
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--metrics-listen takes HOST:PORT, got {listen!r}")
+    if not port.isdigit():
+        raise ConfigError(f"--metrics-listen takes PORT or HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _prometheus(listen: str, token: str | None = None) -> tuple[MetricReader, WSGIServer, int]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    host, port = metrics_address(listen)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
     try:
-        http, _thread = start_http_server(int(port), host.strip("[]"), registry=registry)
+        http = scrape.serve(host, port, registry, token=token)
     except OSError as exc:
         raise ConfigError(f"cannot serve metrics on {listen}: {exc}") from None
     bound = int(http.server_port)
-    log.info("metrics on http://%s:%d/metrics", host, bound)
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "metrics on http://%s:%d/metrics%s",
+        shown,
+        bound,
+        " (scrape token required)" if token else "",
+    )
+    if not token and not scrape.is_loopback(host):
+        log.warning(
+            "metrics on %s:%d are open to anyone who can reach that address: queue and task "
+            "type names, schedule names, counts, timings and the process's memory (never "
+            "payloads). Set --metrics-token, or listen on 127.0.0.1 (docs/observability.md).",
+            shown,
+            bound,
+        )
     return reader, http, bound
 
 

@@ -27,35 +27,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskyard.v1 import task_pb2 as taskyard_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskyard/v1/schedule.proto\x12\x0btaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16taskyard/v1/task.proto\"\xf2\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.taskyard.v1.ScheduleSpec\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.taskyard.v1.Task\x12/\n\x08policies\x18\x05 \x01(\x0b\x32\x1d.taskyard.v1.SchedulePolicies\x12)\n\x05state\x18\x06 \x01(\x0e\x32\x1a.taskyard.v1.ScheduleState\x12\x12\n\npause_note\x18\x07 \x01(\t\x12\'\n\x04info\x18\x08 \x01(\x0b\x32\x19.taskyard.v1.ScheduleInfo\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x02\n\x0cScheduleSpec\x12(\n\x04\x63ron\x18\x01 \x01(\x0b\x32\x18.taskyard.v1.CronTriggerH\x00\x12\x30\n\x08interval\x18\x02 \x01(\x0b\x32\x1c.taskyard.v1.IntervalTriggerH\x00\x12(\n\x04once\x18\x03 \x01(\x0b\x32\x18.taskyard.v1.OnceTriggerH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06jitter\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\t\n\x07trigger\"!\n\x0b\x43ronTrigger\x12\x12\n\nexpression\x18\x01 \x01(\t\";\n\x0fIntervalTrigger\x12(\n\x05\x65very\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"<\n\x0bOnceTrigger\x12-\n\tfire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x10SchedulePolicies\x12\x30\n\rmisfire_grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x07\x63\x61tchup\x18\x02 \x01(\x0e\x32\x1a.taskyard.v1.CatchupPolicy\x12\x15\n\rcatchup_limit\x18\x03 \x01(\x05\x12+\n\x07overlap\x18\x04 \x01(\x0e\x32\x1a.taskyard.v1.OverlapPolicy\"\xc9\x02\n\x0cScheduleFire\x12-\n\tfire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06result\x18\x02 \x01(\x0e\x32\x1f.taskyard.v1.ScheduleFireResult\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12*\n\ntask_state\x18\x04 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0e\n\x06manual\x18\x05 \x01(\x08\x12/\n\x0brecord_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmissed_count\x18\x07 \x01(\x03\x12\x34\n\x10last_missed_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\t \x01(\t\"\x83\x02\n\x0cScheduleInfo\x12\x33\n\x0fnext_fire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlast_fire\x18\x02 \x01(\x0b\x32\x19.taskyard.v1.ScheduleFire\x12\x15\n\rstarted_count\x18\x03 \x01(\x03\x12\x15\n\rskipped_count\x18\x04 \x01(\x03\x12\x14\n\x0cmissed_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\x12\x36\n\x12\x62uffered_fire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x83\x01\n\rScheduleState\x12\x1e\n\x1aSCHEDULE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SCHEDULE_STATE_ACTIVE\x10\x01\x12\x19\n\x15SCHEDULE_STATE_PAUSED\x10\x02\x12\x1c\n\x18SCHEDULE_STATE_COMPLETED\x10\x03*x\n\rCatchupPolicy\x12\x1e\n\x1a\x43\x41TCHUP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TCHUP_POLICY_SKIP\x10\x01\x12\x16\n\x12\x43\x41TCHUP_POLICY_ONE\x10\x02\x12\x16\n\x12\x43\x41TCHUP_POLICY_ALL\x10\x03*\x85\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03*\xe3\x01\n\x12ScheduleFireResult\x12$\n SCHEDULE_FIRE_RESULT_UNSPECIFIED\x10\x00\x12 \n\x1cSCHEDULE_FIRE_RESULT_STARTED\x10\x01\x12 \n\x1cSCHEDULE_FIRE_RESULT_SKIPPED\x10\x02\x12\x1f\n\x1bSCHEDULE_FIRE_RESULT_MISSED\x10\x03\x12!\n\x1dSCHEDULE_FIRE_RESULT_BUFFERED\x10\x04\x12\x1f\n\x1bSCHEDULE_FIRE_RESULT_FAILED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskyard/v1/schedule.proto\x12\x0btaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16taskyard/v1/task.proto\"\xf2\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.taskyard.v1.ScheduleSpec\x12\x1f\n\x04task\x18\x04 \x01(\x0b\x32\x11.taskyard.v1.Task\x12/\n\x08policies\x18\x05 \x01(\x0b\x32\x1d.taskyard.v1.SchedulePolicies\x12)\n\x05state\x18\x06 \x01(\x0e\x32\x1a.taskyard.v1.ScheduleState\x12\x12\n\npause_note\x18\x07 \x01(\t\x12\'\n\x04info\x18\x08 \x01(\x0b\x32\x19.taskyard.v1.ScheduleInfo\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x03\n\x0cScheduleSpec\x12(\n\x04\x63ron\x18\x01 \x01(\x0b\x32\x18.taskyard.v1.CronTriggerH\x00\x12\x30\n\x08interval\x18\x02 \x01(\x0b\x32\x1c.taskyard.v1.IntervalTriggerH\x00\x12(\n\x04once\x18\x03 \x01(\x0b\x32\x18.taskyard.v1.OnceTriggerH\x00\x12\x34\n\nrecurrence\x18\t \x01(\x0b\x32\x1e.taskyard.v1.RecurrenceTriggerH\x00\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06jitter\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\nexclusions\x18\x08 \x03(\x0b\x32\x16.taskyard.v1.DateRangeB\t\n\x07trigger\"1\n\tDateRange\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\"!\n\x0b\x43ronTrigger\x12\x12\n\nexpression\x18\x01 \x01(\t\";\n\x0fIntervalTrigger\x12(\n\x05\x65very\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"!\n\x11RecurrenceTrigger\x12\x0c\n\x04rule\x18\x01 \x01(\t\"<\n\x0bOnceTrigger\x12-\n\tfire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcc\x01\n\x10SchedulePolicies\x12\x30\n\rmisfire_grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x07\x63\x61tchup\x18\x02 \x01(\x0e\x32\x1a.taskyard.v1.CatchupPolicy\x12\x15\n\rcatchup_limit\x18\x03 \x01(\x05\x12+\n\x07overlap\x18\x04 \x01(\x0e\x32\x1a.taskyard.v1.OverlapPolicy\x12\x15\n\rmax_instances\x18\x05 \x01(\x05\"\xf7\x02\n\x0cScheduleFire\x12-\n\tfire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06result\x18\x02 \x01(\x0e\x32\x1f.taskyard.v1.ScheduleFireResult\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12*\n\ntask_state\x18\x04 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0e\n\x06manual\x18\x05 \x01(\x08\x12/\n\x0brecord_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cmissed_count\x18\x07 \x01(\x03\x12\x34\n\x10last_missed_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\t \x01(\t\x12,\n\x08run_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x02\n\x0cScheduleInfo\x12\x33\n\x0fnext_fire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlast_fire\x18\x02 \x01(\x0b\x32\x19.taskyard.v1.ScheduleFire\x12\x15\n\rstarted_count\x18\x03 \x01(\x03\x12\x15\n\rskipped_count\x18\x04 \x01(\x03\x12\x14\n\x0cmissed_count\x18\x05 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x06 \x01(\x03\x12\x36\n\x12\x62uffered_fire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrunning_count\x18\x08 \x01(\x03*\x83\x01\n\rScheduleState\x12\x1e\n\x1aSCHEDULE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SCHEDULE_STATE_ACTIVE\x10\x01\x12\x19\n\x15SCHEDULE_STATE_PAUSED\x10\x02\x12\x1c\n\x18SCHEDULE_STATE_COMPLETED\x10\x03*x\n\rCatchupPolicy\x12\x1e\n\x1a\x43\x41TCHUP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TCHUP_POLICY_SKIP\x10\x01\x12\x16\n\x12\x43\x41TCHUP_POLICY_ONE\x10\x02\x12\x16\n\x12\x43\x41TCHUP_POLICY_ALL\x10\x03*\x85\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03*\xe3\x01\n\x12ScheduleFireResult\x12$\n SCHEDULE_FIRE_RESULT_UNSPECIFIED\x10\x00\x12 \n\x1cSCHEDULE_FIRE_RESULT_STARTED\x10\x01\x12 \n\x1cSCHEDULE_FIRE_RESULT_SKIPPED\x10\x02\x12\x1f\n\x1bSCHEDULE_FIRE_RESULT_MISSED\x10\x03\x12!\n\x1dSCHEDULE_FIRE_RESULT_BUFFERED\x10\x04\x12\x1f\n\x1bSCHEDULE_FIRE_RESULT_FAILED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskyard.v1.schedule_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCHEDULESTATE']._serialized_start=1760
-  _globals['_SCHEDULESTATE']._serialized_end=1891
-  _globals['_CATCHUPPOLICY']._serialized_start=1893
-  _globals['_CATCHUPPOLICY']._serialized_end=2013
-  _globals['_OVERLAPPOLICY']._serialized_start=2016
-  _globals['_OVERLAPPOLICY']._serialized_end=2149
-  _globals['_SCHEDULEFIRERESULT']._serialized_start=2152
-  _globals['_SCHEDULEFIRERESULT']._serialized_end=2379
+  _globals['_SCHEDULESTATE']._serialized_start=2036
+  _globals['_SCHEDULESTATE']._serialized_end=2167
+  _globals['_CATCHUPPOLICY']._serialized_start=2169
+  _globals['_CATCHUPPOLICY']._serialized_end=2289
+  _globals['_OVERLAPPOLICY']._serialized_start=2292
+  _globals['_OVERLAPPOLICY']._serialized_end=2425
+  _globals['_SCHEDULEFIRERESULT']._serialized_start=2428
+  _globals['_SCHEDULEFIRERESULT']._serialized_end=2655
   _globals['_SCHEDULE']._serialized_start=133
   _globals['_SCHEDULE']._serialized_end=503
   _globals['_SCHEDULESPEC']._serialized_start=506
-  _globals['_SCHEDULESPEC']._serialized_end=821
-  _globals['_CRONTRIGGER']._serialized_start=823
-  _globals['_CRONTRIGGER']._serialized_end=856
-  _globals['_INTERVALTRIGGER']._serialized_start=858
-  _globals['_INTERVALTRIGGER']._serialized_end=917
-  _globals['_ONCETRIGGER']._serialized_start=919
-  _globals['_ONCETRIGGER']._serialized_end=979
-  _globals['_SCHEDULEPOLICIES']._serialized_start=982
-  _globals['_SCHEDULEPOLICIES']._serialized_end=1163
-  _globals['_SCHEDULEFIRE']._serialized_start=1166
-  _globals['_SCHEDULEFIRE']._serialized_end=1495
-  _globals['_SCHEDULEINFO']._serialized_start=1498
-  _globals['_SCHEDULEINFO']._serialized_end=1757
+  _globals['_SCHEDULESPEC']._serialized_end=919
+  _globals['_DATERANGE']._serialized_start=921
+  _globals['_DATERANGE']._serialized_end=970
+  _globals['_CRONTRIGGER']._serialized_start=972
+  _globals['_CRONTRIGGER']._serialized_end=1005
+  _globals['_INTERVALTRIGGER']._serialized_start=1007
+  _globals['_INTERVALTRIGGER']._serialized_end=1066
+  _globals['_RECURRENCETRIGGER']._serialized_start=1068
+  _globals['_RECURRENCETRIGGER']._serialized_end=1101
+  _globals['_ONCETRIGGER']._serialized_start=1103
+  _globals['_ONCETRIGGER']._serialized_end=1163
+  _globals['_SCHEDULEPOLICIES']._serialized_start=1166
+  _globals['_SCHEDULEPOLICIES']._serialized_end=1370
+  _globals['_SCHEDULEFIRE']._serialized_start=1373
+  _globals['_SCHEDULEFIRE']._serialized_end=1748
+  _globals['_SCHEDULEINFO']._serialized_start=1751
+  _globals['_SCHEDULEINFO']._serialized_end=2033
 # @@protoc_insertion_point(module_scope)

@@ -116,7 +116,8 @@ class _OverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Overlap
 
 class OverlapPolicy(_OverlapPolicy, metaclass=_OverlapPolicyEnumTypeWrapper):
     """OverlapPolicy says what happens when a fire time comes while the task of
-    the previous fire has not finished yet (any state but a terminal one).
+    the previous fire has not finished yet (any state but a terminal one), or,
+    with `max_instances` N, while the tasks of N fires have not.
     """
 
 OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ValueType  # 0
@@ -144,7 +145,9 @@ class _ScheduleFireResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Sc
     SCHEDULE_FIRE_RESULT_STARTED: _ScheduleFireResult.ValueType  # 1
     """A task was submitted; `task_id` names it."""
     SCHEDULE_FIRE_RESULT_SKIPPED: _ScheduleFireResult.ValueType  # 2
-    """The previous run was unfinished and the overlap policy skipped this one."""
+    """The previous run (or `max_instances` runs) was unfinished and the
+    overlap policy skipped this one.
+    """
     SCHEDULE_FIRE_RESULT_MISSED: _ScheduleFireResult.ValueType  # 3
     """The fire time was missed and the catch-up policy did not run it. One
     record may stand for a range of missed fire times (see `missed_count`).
@@ -166,7 +169,9 @@ SCHEDULE_FIRE_RESULT_UNSPECIFIED: ScheduleFireResult.ValueType  # 0
 SCHEDULE_FIRE_RESULT_STARTED: ScheduleFireResult.ValueType  # 1
 """A task was submitted; `task_id` names it."""
 SCHEDULE_FIRE_RESULT_SKIPPED: ScheduleFireResult.ValueType  # 2
-"""The previous run was unfinished and the overlap policy skipped this one."""
+"""The previous run (or `max_instances` runs) was unfinished and the
+overlap policy skipped this one.
+"""
 SCHEDULE_FIRE_RESULT_MISSED: ScheduleFireResult.ValueType  # 3
 """The fire time was missed and the catch-up policy did not run it. One
 record may stand for a range of missed fire times (see `missed_count`).
@@ -274,8 +279,8 @@ class ScheduleSpec(_message.Message):
     """ScheduleSpec says at which instants a schedule fires.
 
     Exactly one trigger must be set. Fire times before `start_time` or after
-    `end_time` are not fired. Once no fire time is left the schedule is
-    COMPLETED.
+    `end_time`, or on an excluded date, are not fire times. Once no fire time
+    is left the schedule is COMPLETED.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -283,14 +288,17 @@ class ScheduleSpec(_message.Message):
     CRON_FIELD_NUMBER: _builtins.int
     INTERVAL_FIELD_NUMBER: _builtins.int
     ONCE_FIELD_NUMBER: _builtins.int
+    RECURRENCE_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     JITTER_FIELD_NUMBER: _builtins.int
+    EXCLUSIONS_FIELD_NUMBER: _builtins.int
     time_zone: _builtins.str
-    """The IANA time zone in which a cron expression is read, e.g.
-    `Europe/Berlin`; empty means UTC. Interval and one-shot triggers are
-    elapsed time and instants, which no time zone moves.
+    """The IANA time zone in which cron expressions and recurrence rules are
+    read and excluded dates fall, e.g. `Europe/Berlin`; empty means UTC.
+    Interval and one-shot triggers are elapsed time and instants, which no
+    time zone moves.
     """
     @_builtins.property
     def cron(self) -> Global___CronTrigger:
@@ -305,9 +313,16 @@ class ScheduleSpec(_message.Message):
         """Fire once, at one instant."""
 
     @_builtins.property
+    def recurrence(self) -> Global___RecurrenceTrigger:
+        """Fire on the wall-clock times of an RFC 5545 recurrence rule in
+        `time_zone`.
+        """
+
+    @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """No fire time before this instant. For interval triggers it is also the
-        anchor: fires are at start_time + k × every.
+        anchor: fires are at start_time + k × every; for recurrence rules it is
+        the rule's DTSTART (see RecurrenceTrigger).
         """
 
     @_builtins.property
@@ -318,7 +333,19 @@ class ScheduleSpec(_message.Message):
     def jitter(self) -> _duration_pb2.Duration:
         """Delays each fired task by a pseudo-random span in [0, jitter), so that
         many schedules due at the same instant spread out. The fire time itself
-        (its label, its record) is not moved. At most 1 hour; unset means none.
+        (its label, its record) is not moved; the fire record keeps both
+        (`ScheduleFire.fire_time` and `run_time`). The delay is derived from the
+        schedule and the fire time, so planning a fire again gives the same one.
+        At most 1 hour; unset means none.
+        """
+
+    @_builtins.property
+    def exclusions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DateRange]:
+        """Dates on which the schedule does not fire (holidays, freeze periods),
+        read in `time_zone`; applies to every trigger. A fire time whose local
+        date falls in a range is not a fire time at all: it is neither run nor
+        recorded as missed, and `next_fire_times` and PreviewSchedule leave it
+        out. At most 1,000 ranges; they may overlap.
         """
 
     def __init__(
@@ -327,20 +354,57 @@ class ScheduleSpec(_message.Message):
         cron: Global___CronTrigger | None = ...,
         interval: Global___IntervalTrigger | None = ...,
         once: Global___OnceTrigger | None = ...,
+        recurrence: Global___RecurrenceTrigger | None = ...,
         time_zone: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         jitter: _duration_pb2.Duration | None = ...,
+        exclusions: _abc.Iterable[Global___DateRange] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "end_time", b"end_time", "interval", b"interval", "jitter", b"jitter", "once", b"once", "start_time", b"start_time", "trigger", b"trigger"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "end_time", b"end_time", "interval", b"interval", "jitter", b"jitter", "once", b"once", "recurrence", b"recurrence", "start_time", b"start_time", "trigger", b"trigger"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "end_time", b"end_time", "interval", b"interval", "jitter", b"jitter", "once", b"once", "start_time", b"start_time", "time_zone", b"time_zone", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "end_time", b"end_time", "exclusions", b"exclusions", "interval", b"interval", "jitter", b"jitter", "once", b"once", "recurrence", b"recurrence", "start_time", b"start_time", "time_zone", b"time_zone", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_trigger: _TypeAlias = _typing.Literal["cron", "interval", "once"]  # noqa: Y015
+    _WhichOneofReturnType_trigger: _TypeAlias = _typing.Literal["cron", "interval", "once", "recurrence"]  # noqa: Y015
     _WhichOneofArgType_trigger: _TypeAlias = _typing.Literal["trigger", b"trigger"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_trigger) -> _WhichOneofReturnType_trigger | None: ...
 
 Global___ScheduleSpec: _TypeAlias = ScheduleSpec  # noqa: Y015
+
+@_typing.final
+class DateRange(_message.Message):
+    """DateRange is a span of calendar dates, both ends included.
+
+    Dates are ISO 8601 `YYYY-MM-DD` strings rather than google.type.Date, so
+    that the API needs no protos beyond the well-known types. They are civil
+    dates, read in the schedule's time zone, not instants.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    start_date: _builtins.str
+    """The first date, e.g. `2026-12-24`. Required; from 1970-01-01 to
+    9999-12-31.
+    """
+    end_date: _builtins.str
+    """The last date, included, not before `start_date`; empty means the same
+    as `start_date` (a single day).
+    """
+    def __init__(
+        self,
+        *,
+        start_date: _builtins.str = ...,
+        end_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DateRange: _TypeAlias = DateRange  # noqa: Y015
 
 @_typing.final
 class CronTrigger(_message.Message):
@@ -404,6 +468,53 @@ class IntervalTrigger(_message.Message):
 Global___IntervalTrigger: _TypeAlias = IntervalTrigger  # noqa: Y015
 
 @_typing.final
+class RecurrenceTrigger(_message.Message):
+    """RecurrenceTrigger fires on the occurrences of an RFC 5545 recurrence rule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """An RRULE value (RFC 5545 §3.3.10), with or without a leading `RRULE:`,
+    e.g. `FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17;BYMINUTE=0` (the last Friday of
+    each month at 17:00) or `FREQ=WEEKLY;INTERVAL=2;BYDAY=TU;BYHOUR=9;
+    BYMINUTE=30` (every second Tuesday at 09:30).
+
+    The rule runs on the wall clock of `time_zone` from an anchor, RFC
+    5545's DTSTART: `start_time` as read in that zone, else 1970-01-01
+    00:00:00 local. What the rule leaves out comes from the anchor (its time
+    of day, its weekday for WEEKLY, its day of the month for MONTHLY and
+    YEARLY), and INTERVAL counts periods from it; so give BYHOUR, BYMINUTE
+    and BYSECOND for a time of day.
+
+    Parts: FREQ (required), INTERVAL (1 to 1,000), COUNT (1 to 1,000; needs
+    `start_time`), UNTIL (a date, a local date-time, or a UTC date-time
+    ending in `Z`), BYSECOND, BYMINUTE, BYHOUR, BYDAY, BYMONTHDAY,
+    BYYEARDAY, BYWEEKNO, BYMONTH, BYSETPOS (with FREQ YEARLY, MONTHLY or
+    WEEKLY) and WKST. Any other part, or a rule that matches no time within
+    400 years, is INVALID_ARGUMENT (`INVALID_SCHEDULE_SPEC`); occurrences
+    more than 400 years ahead of the last fire are not looked for.
+
+    Daylight saving time is handled as for cron: a local time that does not
+    exist fires when it would have been; one that occurs twice fires at its
+    first occurrence, unless FREQ is HOURLY, MINUTELY or SECONDLY and
+    BYHOUR is not given, in which case the rule follows elapsed time and
+    fires in both.
+    """
+    def __init__(
+        self,
+        *,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecurrenceTrigger: _TypeAlias = RecurrenceTrigger  # noqa: Y015
+
+@_typing.final
 class OnceTrigger(_message.Message):
     """OnceTrigger fires once."""
 
@@ -439,6 +550,7 @@ class SchedulePolicies(_message.Message):
     CATCHUP_FIELD_NUMBER: _builtins.int
     CATCHUP_LIMIT_FIELD_NUMBER: _builtins.int
     OVERLAP_FIELD_NUMBER: _builtins.int
+    MAX_INSTANCES_FIELD_NUMBER: _builtins.int
     catchup: Global___CatchupPolicy.ValueType
     """What to do with missed fire times."""
     catchup_limit: _builtins.int
@@ -447,6 +559,15 @@ class SchedulePolicies(_message.Message):
     """
     overlap: Global___OverlapPolicy.ValueType
     """What to do while the previous run is unfinished."""
+    max_instances: _builtins.int
+    """How many runs may be unfinished at once (the seeds' APScheduler
+    `max_instances`): a fire time that comes while this many of the
+    schedule's tasks are unfinished is handled by the overlap policy
+    (skipped, or buffered until one finishes). 0 means 1; at most 1,000.
+    Must be 0 or 1 with OVERLAP_POLICY_ALLOW_ALL, which sets no cap. The
+    count is taken from the database, so it holds across replicas. Manual
+    runs (RunSchedule) count as runs but are never held back.
+    """
     @_builtins.property
     def misfire_grace(self) -> _duration_pb2.Duration:
         """A fire time may be this late and still count as on time; a later one is
@@ -461,10 +582,11 @@ class SchedulePolicies(_message.Message):
         catchup: Global___CatchupPolicy.ValueType = ...,
         catchup_limit: _builtins.int = ...,
         overlap: Global___OverlapPolicy.ValueType = ...,
+        max_instances: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["misfire_grace", b"misfire_grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup", b"catchup", "catchup_limit", b"catchup_limit", "misfire_grace", b"misfire_grace", "overlap", b"overlap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup", b"catchup", "catchup_limit", b"catchup_limit", "max_instances", b"max_instances", "misfire_grace", b"misfire_grace", "overlap", b"overlap"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,6 +607,7 @@ class ScheduleFire(_message.Message):
     MISSED_COUNT_FIELD_NUMBER: _builtins.int
     LAST_MISSED_TIME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    RUN_TIME_FIELD_NUMBER: _builtins.int
     result: Global___ScheduleFireResult.ValueType
     """What happened."""
     task_id: _builtins.str
@@ -500,7 +623,9 @@ class ScheduleFire(_message.Message):
     `fire_time` through `last_missed_time`. 1 otherwise.
     """
     message: _builtins.str
-    """For FAILED fires: why no task was submitted."""
+    """For FAILED fires: why no task was submitted. For SKIPPED ones: how many
+    runs were unfinished.
+    """
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp:
         """The nominal fire time (for a manual run, the moment RunSchedule ran)."""
@@ -512,6 +637,14 @@ class ScheduleFire(_message.Message):
     @_builtins.property
     def last_missed_time(self) -> _timestamp_pb2.Timestamp:
         """For MISSED records: the last fire time of the range."""
+
+    @_builtins.property
+    def run_time(self) -> _timestamp_pb2.Timestamp:
+        """When the submitted task was due to start: the fire time plus the
+        schedule's jitter (for a fire planned late, the moment it was planned
+        plus the jitter). `fire_time` stays the nominal time. Unset when no task
+        was submitted, and on records from before this field existed.
+        """
 
     def __init__(
         self,
@@ -525,10 +658,11 @@ class ScheduleFire(_message.Message):
         missed_count: _builtins.int = ...,
         last_missed_time: _timestamp_pb2.Timestamp | None = ...,
         message: _builtins.str = ...,
+        run_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "record_time", b"record_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "record_time", b"record_time", "run_time", b"run_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "manual", b"manual", "message", b"message", "missed_count", b"missed_count", "record_time", b"record_time", "result", b"result", "task_id", b"task_id", "task_state", b"task_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "last_missed_time", b"last_missed_time", "manual", b"manual", "message", b"message", "missed_count", b"missed_count", "record_time", b"record_time", "result", b"result", "run_time", b"run_time", "task_id", b"task_id", "task_state", b"task_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,6 +681,7 @@ class ScheduleInfo(_message.Message):
     MISSED_COUNT_FIELD_NUMBER: _builtins.int
     FAILED_COUNT_FIELD_NUMBER: _builtins.int
     BUFFERED_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    RUNNING_COUNT_FIELD_NUMBER: _builtins.int
     started_count: _builtins.int
     """Fires that submitted a task (manual runs included)."""
     skipped_count: _builtins.int
@@ -555,6 +690,10 @@ class ScheduleInfo(_message.Message):
     """Fire times missed and not run (the catch-up policy)."""
     failed_count: _builtins.int
     """Fires whose task could not be submitted."""
+    running_count: _builtins.int
+    """Runs whose task has not finished yet: what `max_instances` is compared
+    with.
+    """
     @_builtins.property
     def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
         """The next fire times, up to 5, soonest first; empty when paused or
@@ -579,10 +718,11 @@ class ScheduleInfo(_message.Message):
         missed_count: _builtins.int = ...,
         failed_count: _builtins.int = ...,
         buffered_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        running_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "last_fire", b"last_fire"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "failed_count", b"failed_count", "last_fire", b"last_fire", "missed_count", b"missed_count", "next_fire_times", b"next_fire_times", "skipped_count", b"skipped_count", "started_count", b"started_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffered_fire_time", b"buffered_fire_time", "failed_count", b"failed_count", "last_fire", b"last_fire", "missed_count", b"missed_count", "next_fire_times", b"next_fire_times", "running_count", b"running_count", "skipped_count", b"skipped_count", "started_count", b"started_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

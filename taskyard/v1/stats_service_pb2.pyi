@@ -157,10 +157,16 @@ class GetTaskStatsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
+    BY_MINUTE_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Only this queue; empty means every queue."""
     type: _builtins.str
     """Only this task type; empty means every type."""
+    by_minute: _builtins.bool
+    """Also fill the total's `minutes`: one entry per minute of the range, for
+    charts (the groups' stay empty: filter by `queue` and `type` for one
+    group's). Allowed for ranges of at most 24 hours.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The start of the range; unset means 24 hours before `end_time`."""
@@ -176,10 +182,11 @@ class GetTaskStatsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         queue: _builtins.str = ...,
         type: _builtins.str = ...,
+        by_minute: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "queue", b"queue", "start_time", b"start_time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_minute", b"by_minute", "end_time", b"end_time", "queue", b"queue", "start_time", b"start_time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,6 +243,7 @@ class TaskStats(_message.Message):
     WAIT_TIME_FIELD_NUMBER: _builtins.int
     FINISHED_PER_MINUTE_FIELD_NUMBER: _builtins.int
     FINISHED_PER_HOUR_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue; empty in the total."""
     type: _builtins.str
@@ -274,6 +282,12 @@ class TaskStats(_message.Message):
     def finished_per_hour(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Finished tasks per hour, oldest first (the 24-hour trend)."""
 
+    @_builtins.property
+    def minutes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteStats]:
+        """With `by_minute`, in the total: every minute of the range, oldest first,
+        empty ones included.
+        """
+
     def __init__(
         self,
         *,
@@ -292,14 +306,71 @@ class TaskStats(_message.Message):
         wait_time: Global___Distribution | None = ...,
         finished_per_minute: _abc.Iterable[_builtins.int] | None = ...,
         finished_per_hour: _abc.Iterable[_builtins.int] | None = ...,
+        minutes: _abc.Iterable[Global___MinuteStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run_time", b"run_time", "wait_time", b"wait_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "expired", b"expired", "failed", b"failed", "finished_per_hour", b"finished_per_hour", "finished_per_minute", b"finished_per_minute", "lease_losses", b"lease_losses", "queue", b"queue", "retried", b"retried", "run_time", b"run_time", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "success_rate", b"success_rate", "type", b"type", "wait_time", b"wait_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "expired", b"expired", "failed", b"failed", "finished_per_hour", b"finished_per_hour", "finished_per_minute", b"finished_per_minute", "lease_losses", b"lease_losses", "minutes", b"minutes", "queue", b"queue", "retried", b"retried", "run_time", b"run_time", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "success_rate", b"success_rate", "type", b"type", "wait_time", b"wait_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskStats: _TypeAlias = TaskStats  # noqa: Y015
+
+@_typing.final
+class MinuteStats(_message.Message):
+    """MinuteStats is what happened in one minute of a TaskStats range."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_FIELD_NUMBER: _builtins.int
+    RUN_TIME_FIELD_NUMBER: _builtins.int
+    submitted: _builtins.int
+    """Tasks submitted."""
+    started: _builtins.int
+    """Attempts started."""
+    succeeded: _builtins.int
+    """Tasks that succeeded."""
+    failed: _builtins.int
+    """Tasks that failed for good (FAILED or DEAD)."""
+    finished: _builtins.int
+    """Tasks that finished any way (succeeded, failed, cancelled, expired)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The minute's start."""
+
+    @_builtins.property
+    def wait_time(self) -> Global___Distribution:
+        """Queue wait (due to started) of the attempts started in this minute."""
+
+    @_builtins.property
+    def run_time(self) -> Global___Distribution:
+        """Run time of the attempts that ended in this minute."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        submitted: _builtins.int = ...,
+        started: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        finished: _builtins.int = ...,
+        wait_time: Global___Distribution | None = ...,
+        run_time: Global___Distribution | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run_time", b"run_time", "start_time", b"start_time", "wait_time", b"wait_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "finished", b"finished", "run_time", b"run_time", "start_time", b"start_time", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "wait_time", b"wait_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MinuteStats: _TypeAlias = MinuteStats  # noqa: Y015
 
 @_typing.final
 class Distribution(_message.Message):

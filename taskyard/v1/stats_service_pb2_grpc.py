@@ -72,7 +72,8 @@ class StatsServiceServicer:
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,7 +47,8 @@ class StatsServiceStub:
     success rate, run-time and wait percentiles, throughput per minute and
     an hourly trend.
 
-    Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+    Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+    longer than 31 days, or longer than 24 hours with `by_minute`.
     """
 
 @_typing.type_check_only
@@ -69,7 +70,8 @@ class StatsServiceAsyncStub(StatsServiceStub):
     success rate, run-time and wait percentiles, throughput per minute and
     an hourly trend.
 
-    Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+    Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+    longer than 31 days, or longer than 24 hours with `by_minute`.
     """
 
 class StatsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -100,7 +102,8 @@ class StatsServiceServicer(metaclass=_abc_1.ABCMeta):
         success rate, run-time and wait percentiles, throughput per minute and
         an hourly trend.
 
-        Errors: INVALID_ARGUMENT when the range is empty or longer than 31 days.
+        Errors: INVALID_ARGUMENT (`INVALID_RANGE`) when the range is empty or
+        longer than 31 days, or longer than 24 hours with `by_minute`.
         """
 
 def add_StatsServiceServicer_to_server(servicer: StatsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskyard/v1/system_service.proto\x12\x0btaskyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetSystemInfoRequest\"\xa0\x01\n\x15GetSystemInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x17\n\x0fstorage_backend\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t2g\n\rSystemService\x12V\n\rGetSystemInfo\x12!.taskyard.v1.GetSystemInfoRequest\x1a\".taskyard.v1.GetSystemInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n taskyard/v1/system_service.proto\x12\x0btaskyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetSystemInfoRequest\"\xa0\x01\n\x15GetSystemInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x17\n\x0fstorage_backend\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\"\x12\n\x10GetCallerRequest\"8\n\x11GetCallerResponse\x12#\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x13.taskyard.v1.Caller\"\x8e\x01\n\x06\x43\x61ller\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rauthenticated\x18\x02 \x01(\x08\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x15\n\rqueue_limited\x18\x04 \x01(\x08\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x0f\n\x07methods\x18\x06 \x03(\t\x12\x18\n\x10own_task_methods\x18\x07 \x03(\t2\xb3\x01\n\rSystemService\x12V\n\rGetSystemInfo\x12!.taskyard.v1.GetSystemInfoRequest\x1a\".taskyard.v1.GetSystemInfoResponse\x12J\n\tGetCaller\x12\x1d.taskyard.v1.GetCallerRequest\x1a\x1e.taskyard.v1.GetCallerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSYSTEMINFOREQUEST']._serialized_end=104
   _globals['_GETSYSTEMINFORESPONSE']._serialized_start=107
   _globals['_GETSYSTEMINFORESPONSE']._serialized_end=267
-  _globals['_SYSTEMSERVICE']._serialized_start=269
-  _globals['_SYSTEMSERVICE']._serialized_end=372
+  _globals['_GETCALLERREQUEST']._serialized_start=269
+  _globals['_GETCALLERREQUEST']._serialized_end=287
+  _globals['_GETCALLERRESPONSE']._serialized_start=289
+  _globals['_GETCALLERRESPONSE']._serialized_end=345
+  _globals['_CALLER']._serialized_start=348
+  _globals['_CALLER']._serialized_end=490
+  _globals['_SYSTEMSERVICE']._serialized_start=493
+  _globals['_SYSTEMSERVICE']._serialized_end=672
 # @@protoc_insertion_point(module_scope)

@@ -77,3 +77,107 @@ class GetSystemInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSystemInfoResponse: _TypeAlias = GetSystemInfoResponse  # noqa: Y015
+
+@_typing.final
+class GetCallerRequest(_message.Message):
+    """GetCallerRequest is the input of GetCaller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerRequest: _TypeAlias = GetCallerRequest  # noqa: Y015
+
+@_typing.final
+class GetCallerResponse(_message.Message):
+    """GetCallerResponse is the output of GetCaller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___Caller:
+        """The caller."""
+
+    def __init__(
+        self,
+        *,
+        caller: Global___Caller | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerResponse: _TypeAlias = GetCallerResponse  # noqa: Y015
+
+@_typing.final
+class Caller(_message.Message):
+    """Caller is an identity as the broker sees it on this call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AUTHENTICATED_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    QUEUE_LIMITED_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
+    OWN_TASK_METHODS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The identity's name from the tokens file (or the certificate's subject);
+    `anonymous` when the broker has no authentication.
+    """
+    authenticated: _builtins.bool
+    """False when the broker has no authentication: every caller is then the
+    anonymous admin.
+    """
+    queue_limited: _builtins.bool
+    """True when the identity may act only in `queues`."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its roles: `submitter`, `worker`, `operator`, `admin`."""
+
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The queues it is limited to (sorted); empty unless `queue_limited`."""
+
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every taskyard.v1 method its roles allow, as `taskyard.v1.<Service>/<Method>`,
+        sorted. A call may still be refused for its queue (`queue_limited`) or,
+        for methods in `own_task_methods`, for a task that is not the caller's.
+        """
+
+    @_builtins.property
+    def own_task_methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The subset of `methods` that act only on the caller's own tasks (a
+        submitter's GetTask, ListTasks, CancelTask, WatchEvents…).
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        authenticated: _builtins.bool = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        queue_limited: _builtins.bool = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
+        methods: _abc.Iterable[_builtins.str] | None = ...,
+        own_task_methods: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authenticated", b"authenticated", "methods", b"methods", "name", b"name", "own_task_methods", b"own_task_methods", "queue_limited", b"queue_limited", "queues", b"queues", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Caller: _TypeAlias = Caller  # noqa: Y015

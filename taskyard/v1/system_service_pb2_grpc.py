@@ -41,6 +41,11 @@ class SystemServiceStub:
                 request_serializer=taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoRequest.SerializeToString,
                 response_deserializer=taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/taskyard.v1.SystemService/GetCaller',
+                request_serializer=taskyard_dot_v1_dot_system__service__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_system__service__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -55,6 +60,21 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +82,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.GetSystemInfo,
                     request_deserializer=taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoRequest.FromString,
                     response_serializer=taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=taskyard_dot_v1_dot_system__service__pb2.GetCallerRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_system__service__pb2.GetCallerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +118,33 @@ class SystemService:
             '/taskyard.v1.SystemService/GetSystemInfo',
             taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoRequest.SerializeToString,
             taskyard_dot_v1_dot_system__service__pb2.GetSystemInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.SystemService/GetCaller',
+            taskyard_dot_v1_dot_system__service__pb2.GetCallerRequest.SerializeToString,
+            taskyard_dot_v1_dot_system__service__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,17 @@ class SystemServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SystemServiceAsyncStub: ...
     GetSystemInfo: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.GetSystemInfoRequest, _system_service_pb2.GetSystemInfoResponse]
     """GetSystemInfo returns the broker's version, storage and capabilities."""
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.GetCallerRequest, _system_service_pb2.GetCallerResponse]
+    """GetCaller says who the caller is to this broker: the identity its token
+    (or client certificate) names, its roles, the queues it is limited to,
+    and which methods those roles allow. The web dashboard offers only what
+    this lists; the broker still decides every call on its own. Any
+    authenticated caller may ask; without a tokens file the caller is the
+    anonymous admin.
+
+    Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+    call when the broker requires a token.
+    """
 
 @_typing.type_check_only
 class SystemServiceAsyncStub(SystemServiceStub):
@@ -47,6 +58,17 @@ class SystemServiceAsyncStub(SystemServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetSystemInfo: _aio.UnaryUnaryMultiCallable[_system_service_pb2.GetSystemInfoRequest, _system_service_pb2.GetSystemInfoResponse]  # type: ignore[assignment]
     """GetSystemInfo returns the broker's version, storage and capabilities."""
+    GetCaller: _aio.UnaryUnaryMultiCallable[_system_service_pb2.GetCallerRequest, _system_service_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """GetCaller says who the caller is to this broker: the identity its token
+    (or client certificate) names, its roles, the queues it is limited to,
+    and which methods those roles allow. The web dashboard offers only what
+    this lists; the broker still decides every call on its own. Any
+    authenticated caller may ask; without a tokens file the caller is the
+    anonymous admin.
+
+    Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+    call when the broker requires a token.
+    """
 
 class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
     """SystemService describes the broker itself, so that clients and workers can
@@ -60,5 +82,22 @@ class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_system_service_pb2.GetSystemInfoResponse, _abc.Awaitable[_system_service_pb2.GetSystemInfoResponse]]:
         """GetSystemInfo returns the broker's version, storage and capabilities."""
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _system_service_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_system_service_pb2.GetCallerResponse, _abc.Awaitable[_system_service_pb2.GetCallerResponse]]:
+        """GetCaller says who the caller is to this broker: the identity its token
+        (or client certificate) names, its roles, the queues it is limited to,
+        and which methods those roles allow. The web dashboard offers only what
+        this lists; the broker still decides every call on its own. Any
+        authenticated caller may ask; without a tokens file the caller is the
+        anonymous admin.
+
+        Errors: UNAUTHENTICATED (`TOKEN_REQUIRED`, `INVALID_TOKEN`) as for every
+        call when the broker requires a token.
+        """
 
 def add_SystemServiceServicer_to_server(servicer: SystemServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -152,6 +152,42 @@ ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome.ValueType  # 5
 """The attempt stopped because the task was cancelled."""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
+class _TaskLogLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskLogLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskLogLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_LOG_LEVEL_UNSPECIFIED: _TaskLogLevel.ValueType  # 0
+    """Not set; stored as INFO."""
+    TASK_LOG_LEVEL_DEBUG: _TaskLogLevel.ValueType  # 1
+    """Detail for debugging."""
+    TASK_LOG_LEVEL_INFO: _TaskLogLevel.ValueType  # 2
+    """Ordinary progress."""
+    TASK_LOG_LEVEL_WARNING: _TaskLogLevel.ValueType  # 3
+    """Something unexpected that the handler recovered from."""
+    TASK_LOG_LEVEL_ERROR: _TaskLogLevel.ValueType  # 4
+    """Something failed."""
+    TASK_LOG_LEVEL_CRITICAL: _TaskLogLevel.ValueType  # 5
+    """Something failed badly."""
+
+class TaskLogLevel(_TaskLogLevel, metaclass=_TaskLogLevelEnumTypeWrapper):
+    """TaskLogLevel is the severity of one of a task's log records."""
+
+TASK_LOG_LEVEL_UNSPECIFIED: TaskLogLevel.ValueType  # 0
+"""Not set; stored as INFO."""
+TASK_LOG_LEVEL_DEBUG: TaskLogLevel.ValueType  # 1
+"""Detail for debugging."""
+TASK_LOG_LEVEL_INFO: TaskLogLevel.ValueType  # 2
+"""Ordinary progress."""
+TASK_LOG_LEVEL_WARNING: TaskLogLevel.ValueType  # 3
+"""Something unexpected that the handler recovered from."""
+TASK_LOG_LEVEL_ERROR: TaskLogLevel.ValueType  # 4
+"""Something failed."""
+TASK_LOG_LEVEL_CRITICAL: TaskLogLevel.ValueType  # 5
+"""Something failed badly."""
+Global___TaskLogLevel: _TypeAlias = TaskLogLevel  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """Progress is what a running task last reported about itself.
@@ -215,6 +251,7 @@ class RetryPolicy(_message.Message):
     JITTER_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
     MAX_LEASE_LOSSES_FIELD_NUMBER: _builtins.int
+    RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
     """Attempts in all, counting the first; 1 means "never retry". 0 = default."""
     strategy: Global___BackoffStrategy.ValueType
@@ -241,7 +278,18 @@ class RetryPolicy(_message.Message):
 
     @_builtins.property
     def non_retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Error types (TaskError.type) that are never retried."""
+        """Error types (TaskError.type) that are never retried. Wins over
+        `retryable_error_types`.
+        """
+
+    @_builtins.property
+    def retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When not empty, the only error types (TaskError.type) that are retried:
+        a failure of any other type makes the task FAILED at once. Empty (the
+        default) retries every type not in `non_retryable_error_types`. Broker
+        failures have types too (`ExecutionTimeout`): list them to retry them.
+        A type may not be on both lists.
+        """
 
     def __init__(
         self,
@@ -254,10 +302,11 @@ class RetryPolicy(_message.Message):
         jitter: _builtins.float | None = ...,
         non_retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
         max_lease_losses: _builtins.int = ...,
+        retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_backoff", b"max_backoff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "backoff_coefficient", b"backoff_coefficient", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_lease_losses", b"max_lease_losses", "non_retryable_error_types", b"non_retryable_error_types", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "backoff_coefficient", b"backoff_coefficient", "initial_backoff", b"initial_backoff", "jitter", b"jitter", "max_attempts", b"max_attempts", "max_backoff", b"max_backoff", "max_lease_losses", b"max_lease_losses", "non_retryable_error_types", b"non_retryable_error_types", "retryable_error_types", b"retryable_error_types", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__jitter: _TypeAlias = _typing.Literal["jitter"]  # noqa: Y015
     _WhichOneofArgType__jitter: _TypeAlias = _typing.Literal["_jitter", b"_jitter"]  # noqa: Y015
@@ -617,3 +666,46 @@ class Task(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class TaskLogRecord(_message.Message):
+    """TaskLogRecord is one line a handler logged while it ran a task. Workers send
+    them with their heartbeats; the broker stores them with the attempt and
+    keeps or deletes them with the task.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    level: Global___TaskLogLevel.ValueType
+    """Its severity."""
+    message: _builtins.str
+    """The text. The broker keeps at most 8 KiB of it (cutting longer ones at a
+    character boundary and ending them with "…").
+    """
+    attempt: _builtins.int
+    """The attempt that wrote it. Output only: the broker takes it from the
+    lease that the heartbeat carrying the record names.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the handler wrote it, by the worker's clock."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        level: Global___TaskLogLevel.ValueType = ...,
+        message: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "level", b"level", "message", b"message", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLogRecord: _TypeAlias = TaskLogRecord  # noqa: Y015

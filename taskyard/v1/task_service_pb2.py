@@ -27,15 +27,17 @@ from taskyard.v1 import error_details_pb2 as taskyard_dot_v1_dot_error__details_
 from taskyard.v1 import task_pb2 as taskyard_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskyard/v1/task_service.proto\x12\x0btaskyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftaskyard/v1/error_details.proto\x1a\x16taskyard/v1/task.proto\"H\n\x11\x43reateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"K\n\x17\x42\x61tchCreateTasksRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.taskyard.v1.CreateTaskRequest\"P\n\x18\x42\x61tchCreateTasksResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.taskyard.v1.BatchCreateTasksResult\"o\n\x16\x42\x61tchCreateTasksResult\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.TaskH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.taskyard.v1.ItemErrorH\x00\x42\t\n\x07outcome\"A\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.taskyard.v1.TaskView\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"\x91\x02\n\x10ListTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.taskyard.v1.TaskView\x12\x35\n\x11\x63reate_time_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskyard.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"C\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.taskyard.v1.TaskView\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"\x1e\n\x10RetryTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11RetryTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"J\n\x11RetryTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.taskyard.v1.TaskState\"+\n\x12RetryTasksResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\"%\n\x17ListTaskAttemptsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x18ListTaskAttemptsResponse\x12*\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x18.taskyard.v1.TaskAttempt\"\x82\x01\n\x11PurgeTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.taskyard.v1.TaskState\x12\x36\n\x12\x66inish_time_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x12PurgeTasksResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x32\xb7\x06\n\x0bTaskService\x12M\n\nCreateTask\x12\x1e.taskyard.v1.CreateTaskRequest\x1a\x1f.taskyard.v1.CreateTaskResponse\x12_\n\x10\x42\x61tchCreateTasks\x12$.taskyard.v1.BatchCreateTasksRequest\x1a%.taskyard.v1.BatchCreateTasksResponse\x12\x44\n\x07GetTask\x12\x1b.taskyard.v1.GetTaskRequest\x1a\x1c.taskyard.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskyard.v1.ListTasksRequest\x1a\x1e.taskyard.v1.ListTasksResponse\x12M\n\nCancelTask\x12\x1e.taskyard.v1.CancelTaskRequest\x1a\x1f.taskyard.v1.CancelTaskResponse\x12L\n\tWatchTask\x12\x1d.taskyard.v1.WatchTaskRequest\x1a\x1e.taskyard.v1.WatchTaskResponse0\x01\x12J\n\tRetryTask\x12\x1d.taskyard.v1.RetryTaskRequest\x1a\x1e.taskyard.v1.RetryTaskResponse\x12M\n\nRetryTasks\x12\x1e.taskyard.v1.RetryTasksRequest\x1a\x1f.taskyard.v1.RetryTasksResponse\x12_\n\x10ListTaskAttempts\x12$.taskyard.v1.ListTaskAttemptsRequest\x1a%.taskyard.v1.ListTaskAttemptsResponse\x12M\n\nPurgeTasks\x12\x1e.taskyard.v1.PurgeTasksRequest\x1a\x1f.taskyard.v1.PurgeTasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskyard/v1/task_service.proto\x12\x0btaskyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ftaskyard/v1/error_details.proto\x1a\x16taskyard/v1/task.proto\"H\n\x11\x43reateTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"K\n\x17\x42\x61tchCreateTasksRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.taskyard.v1.CreateTaskRequest\"P\n\x18\x42\x61tchCreateTasksResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.taskyard.v1.BatchCreateTasksResult\"o\n\x16\x42\x61tchCreateTasksResult\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.TaskH\x00\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.taskyard.v1.ItemErrorH\x00\x42\t\n\x07outcome\"A\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.taskyard.v1.TaskView\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"\xfb\x02\n\x10ListTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskyard.v1.TaskState\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.taskyard.v1.TaskView\x12\x35\n\x11\x63reate_time_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x06labels\x18\t \x03(\x0b\x32).taskyard.v1.ListTasksRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskyard.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"C\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.taskyard.v1.TaskView\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"\x1e\n\x10RetryTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11RetryTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskyard.v1.Task\"J\n\x11RetryTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.taskyard.v1.TaskState\"+\n\x12RetryTasksResponse\x12\x15\n\rretried_count\x18\x01 \x01(\x03\"%\n\x17ListTaskAttemptsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x18ListTaskAttemptsResponse\x12*\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x18.taskyard.v1.TaskAttempt\"\x82\x01\n\x11PurgeTasksRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.taskyard.v1.TaskState\x12\x36\n\x12\x66inish_time_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x12PurgeTasksResponse\x12\x14\n\x0cpurged_count\x18\x01 \x01(\x03\"Y\n\x13ListTaskLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\\\n\x14ListTaskLogsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.taskyard.v1.TaskLogRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x15\x46ollowTaskLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"E\n\x16\x46ollowTaskLogsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.taskyard.v1.TaskLogRecord*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x32\xe9\x07\n\x0bTaskService\x12M\n\nCreateTask\x12\x1e.taskyard.v1.CreateTaskRequest\x1a\x1f.taskyard.v1.CreateTaskResponse\x12_\n\x10\x42\x61tchCreateTasks\x12$.taskyard.v1.BatchCreateTasksRequest\x1a%.taskyard.v1.BatchCreateTasksResponse\x12\x44\n\x07GetTask\x12\x1b.taskyard.v1.GetTaskRequest\x1a\x1c.taskyard.v1.GetTaskResponse\x12J\n\tListTasks\x12\x1d.taskyard.v1.ListTasksRequest\x1a\x1e.taskyard.v1.ListTasksResponse\x12M\n\nCancelTask\x12\x1e.taskyard.v1.CancelTaskRequest\x1a\x1f.taskyard.v1.CancelTaskResponse\x12L\n\tWatchTask\x12\x1d.taskyard.v1.WatchTaskRequest\x1a\x1e.taskyard.v1.WatchTaskResponse0\x01\x12J\n\tRetryTask\x12\x1d.taskyard.v1.RetryTaskRequest\x1a\x1e.taskyard.v1.RetryTaskResponse\x12M\n\nRetryTasks\x12\x1e.taskyard.v1.RetryTasksRequest\x1a\x1f.taskyard.v1.RetryTasksResponse\x12_\n\x10ListTaskAttempts\x12$.taskyard.v1.ListTaskAttemptsRequest\x1a%.taskyard.v1.ListTaskAttemptsResponse\x12M\n\nPurgeTasks\x12\x1e.taskyard.v1.PurgeTasksRequest\x1a\x1f.taskyard.v1.PurgeTasksResponse\x12S\n\x0cListTaskLogs\x12 .taskyard.v1.ListTaskLogsRequest\x1a!.taskyard.v1.ListTaskLogsResponse\x12[\n\x0e\x46ollowTaskLogs\x12\".taskyard.v1.FollowTaskLogsRequest\x1a#.taskyard.v1.FollowTaskLogsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskyard.v1.task_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKVIEW']._serialized_start=1735
-  _globals['_TASKVIEW']._serialized_end=1813
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_TASKVIEW']._serialized_start=2151
+  _globals['_TASKVIEW']._serialized_end=2229
   _globals['_CREATETASKREQUEST']._serialized_start=137
   _globals['_CREATETASKREQUEST']._serialized_end=209
   _globals['_CREATETASKRESPONSE']._serialized_start=211
@@ -51,33 +53,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTASKRESPONSE']._serialized_start=605
   _globals['_GETTASKRESPONSE']._serialized_end=655
   _globals['_LISTTASKSREQUEST']._serialized_start=658
-  _globals['_LISTTASKSREQUEST']._serialized_end=931
-  _globals['_LISTTASKSRESPONSE']._serialized_start=933
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1011
-  _globals['_CANCELTASKREQUEST']._serialized_start=1013
-  _globals['_CANCELTASKREQUEST']._serialized_end=1060
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1062
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1115
-  _globals['_WATCHTASKREQUEST']._serialized_start=1117
-  _globals['_WATCHTASKREQUEST']._serialized_end=1184
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1186
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1238
-  _globals['_RETRYTASKREQUEST']._serialized_start=1240
-  _globals['_RETRYTASKREQUEST']._serialized_end=1270
-  _globals['_RETRYTASKRESPONSE']._serialized_start=1272
-  _globals['_RETRYTASKRESPONSE']._serialized_end=1324
-  _globals['_RETRYTASKSREQUEST']._serialized_start=1326
-  _globals['_RETRYTASKSREQUEST']._serialized_end=1400
-  _globals['_RETRYTASKSRESPONSE']._serialized_start=1402
-  _globals['_RETRYTASKSRESPONSE']._serialized_end=1445
-  _globals['_LISTTASKATTEMPTSREQUEST']._serialized_start=1447
-  _globals['_LISTTASKATTEMPTSREQUEST']._serialized_end=1484
-  _globals['_LISTTASKATTEMPTSRESPONSE']._serialized_start=1486
-  _globals['_LISTTASKATTEMPTSRESPONSE']._serialized_end=1556
-  _globals['_PURGETASKSREQUEST']._serialized_start=1559
-  _globals['_PURGETASKSREQUEST']._serialized_end=1689
-  _globals['_PURGETASKSRESPONSE']._serialized_start=1691
-  _globals['_PURGETASKSRESPONSE']._serialized_end=1733
-  _globals['_TASKSERVICE']._serialized_start=1816
-  _globals['_TASKSERVICE']._serialized_end=2639
+  _globals['_LISTTASKSREQUEST']._serialized_end=1037
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_start=992
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_end=1037
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1039
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1117
+  _globals['_CANCELTASKREQUEST']._serialized_start=1119
+  _globals['_CANCELTASKREQUEST']._serialized_end=1166
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1168
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1221
+  _globals['_WATCHTASKREQUEST']._serialized_start=1223
+  _globals['_WATCHTASKREQUEST']._serialized_end=1290
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1292
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1344
+  _globals['_RETRYTASKREQUEST']._serialized_start=1346
+  _globals['_RETRYTASKREQUEST']._serialized_end=1376
+  _globals['_RETRYTASKRESPONSE']._serialized_start=1378
+  _globals['_RETRYTASKRESPONSE']._serialized_end=1430
+  _globals['_RETRYTASKSREQUEST']._serialized_start=1432
+  _globals['_RETRYTASKSREQUEST']._serialized_end=1506
+  _globals['_RETRYTASKSRESPONSE']._serialized_start=1508
+  _globals['_RETRYTASKSRESPONSE']._serialized_end=1551
+  _globals['_LISTTASKATTEMPTSREQUEST']._serialized_start=1553
+  _globals['_LISTTASKATTEMPTSREQUEST']._serialized_end=1590
+  _globals['_LISTTASKATTEMPTSRESPONSE']._serialized_start=1592
+  _globals['_LISTTASKATTEMPTSRESPONSE']._serialized_end=1662
+  _globals['_PURGETASKSREQUEST']._serialized_start=1665
+  _globals['_PURGETASKSREQUEST']._serialized_end=1795
+  _globals['_PURGETASKSRESPONSE']._serialized_start=1797
+  _globals['_PURGETASKSRESPONSE']._serialized_end=1839
+  _globals['_LISTTASKLOGSREQUEST']._serialized_start=1841
+  _globals['_LISTTASKLOGSREQUEST']._serialized_end=1930
+  _globals['_LISTTASKLOGSRESPONSE']._serialized_start=1932
+  _globals['_LISTTASKLOGSRESPONSE']._serialized_end=2024
+  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_start=2026
+  _globals['_FOLLOWTASKLOGSREQUEST']._serialized_end=2078
+  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_start=2080
+  _globals['_FOLLOWTASKLOGSRESPONSE']._serialized_end=2149
+  _globals['_TASKSERVICE']._serialized_start=2232
+  _globals['_TASKSERVICE']._serialized_end=3233
 # @@protoc_insertion_point(module_scope)

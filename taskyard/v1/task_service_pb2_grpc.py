@@ -88,6 +88,16 @@ class TaskServiceStub:
                 request_serializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.SerializeToString,
                 response_deserializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.FromString,
                 _registered_method=True)
+        self.ListTaskLogs = channel.unary_unary(
+                '/taskyard.v1.TaskService/ListTaskLogs',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.FromString,
+                _registered_method=True)
+        self.FollowTaskLogs = channel.unary_stream(
+                '/taskyard.v1.TaskService/FollowTaskLogs',
+                request_serializer=taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsRequest.SerializeToString,
+                response_deserializer=taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -136,8 +146,8 @@ class TaskServiceServicer:
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +224,31 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskLogs(self, request, context):
+        """ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowTaskLogs(self, request, context):
+        """FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +301,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.PurgeTasks,
                     request_deserializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.FromString,
                     response_serializer=taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.SerializeToString,
+            ),
+            'ListTaskLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskLogs,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.SerializeToString,
+            ),
+            'FollowTaskLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowTaskLogs,
+                    request_deserializer=taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsRequest.FromString,
+                    response_serializer=taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +587,60 @@ class TaskService:
             '/taskyard.v1.TaskService/PurgeTasks',
             taskyard_dot_v1_dot_task__service__pb2.PurgeTasksRequest.SerializeToString,
             taskyard_dot_v1_dot_task__service__pb2.PurgeTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskyard.v1.TaskService/ListTaskLogs',
+            taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.ListTaskLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskyard.v1.TaskService/FollowTaskLogs',
+            taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsRequest.SerializeToString,
+            taskyard_dot_v1_dot_task__service__pb2.FollowTaskLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,8 +64,8 @@ class TaskServiceStub:
 
     Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
     a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-    range (`INVALID_TIMESTAMP`).
+    (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -114,6 +114,23 @@ class TaskServiceStub:
 
     Errors: INVALID_ARGUMENT for a non-terminal state.
     """
+    ListTaskLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]
+    """ListTaskLogs pages through the log records a task's handlers wrote
+    (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+    Records arrive with the worker's heartbeats, so a running task's last
+    second or so may not be there yet; a finished task's are all there.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+    page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+    for the same task and attempt (`INVALID_PAGE_TOKEN`).
+    """
+    FollowTaskLogs: _grpc.UnaryStreamMultiCallable[_task_service_pb2.FollowTaskLogsRequest, _task_service_pb2.FollowTaskLogsResponse]
+    """FollowTaskLogs streams a task's log records, oldest first: those stored
+    so far, then new ones as they arrive, until the task has finished and
+    every record of it was sent. Each message holds a batch.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`).
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -151,8 +168,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
     a page_token not produced by this call with the same filters
-    (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-    range (`INVALID_TIMESTAMP`).
+    (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+    range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask stops a task. A SCHEDULED, PENDING or RETRYING task becomes
@@ -200,6 +217,23 @@ class TaskServiceAsyncStub(TaskServiceStub):
     this in the background; this is the operator's manual lever.
 
     Errors: INVALID_ARGUMENT for a non-terminal state.
+    """
+    ListTaskLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskLogsRequest, _task_service_pb2.ListTaskLogsResponse]  # type: ignore[assignment]
+    """ListTaskLogs pages through the log records a task's handlers wrote
+    (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+    Records arrive with the worker's heartbeats, so a running task's last
+    second or so may not be there yet; a finished task's are all there.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+    page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+    for the same task and attempt (`INVALID_PAGE_TOKEN`).
+    """
+    FollowTaskLogs: _aio.UnaryStreamMultiCallable[_task_service_pb2.FollowTaskLogsRequest, _task_service_pb2.FollowTaskLogsResponse]  # type: ignore[assignment]
+    """FollowTaskLogs streams a task's log records, oldest first: those stored
+    so far, then new ones as they arrive, until the task has finished and
+    every record of it was sent. Each message holds a batch.
+
+    Errors: NOT_FOUND (`TASK_NOT_FOUND`).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -259,8 +293,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT for a negative page_size (`INVALID_PAGE_SIZE`),
         a page_token not produced by this call with the same filters
-        (`INVALID_PAGE_TOKEN`), or a create-time bound outside the Timestamp
-        range (`INVALID_TIMESTAMP`).
+        (`INVALID_PAGE_TOKEN`), a create-time bound outside the Timestamp
+        range (`INVALID_TIMESTAMP`), or invalid labels (`INVALID_LABELS`).
         """
 
     @_abc_1.abstractmethod
@@ -344,6 +378,35 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         this in the background; this is the operator's manual lever.
 
         Errors: INVALID_ARGUMENT for a non-terminal state.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskLogs(
+        self,
+        request: _task_service_pb2.ListTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTaskLogsResponse, _abc.Awaitable[_task_service_pb2.ListTaskLogsResponse]]:
+        """ListTaskLogs pages through the log records a task's handlers wrote
+        (`ctx.log` in the Python SDK), oldest first, every attempt's or one's.
+        Records arrive with the worker's heartbeats, so a running task's last
+        second or so may not be there yet; a finished task's are all there.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`); INVALID_ARGUMENT for a negative
+        page_size (`INVALID_PAGE_SIZE`) or a page_token not produced by this call
+        for the same task and attempt (`INVALID_PAGE_TOKEN`).
+        """
+
+    @_abc_1.abstractmethod
+    def FollowTaskLogs(
+        self,
+        request: _task_service_pb2.FollowTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.FollowTaskLogsResponse], _abc.AsyncIterator[_task_service_pb2.FollowTaskLogsResponse]]:
+        """FollowTaskLogs streams a task's log records, oldest first: those stored
+        so far, then new ones as they arrive, until the task has finished and
+        every record of it was sent. Each message holds a batch.
+
+        Errors: NOT_FOUND (`TASK_NOT_FOUND`).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

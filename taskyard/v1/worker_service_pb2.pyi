@@ -756,6 +756,7 @@ class Heartbeat(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     LEASE_ID_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The leased task."""
     lease_id: _builtins.str
@@ -764,16 +765,26 @@ class Heartbeat(_message.Message):
     def progress(self) -> _task_pb2.Progress:
         """Optional progress; unset means "still alive, nothing new"."""
 
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskLogRecord]:
+        """Log records the attempt wrote since the previous heartbeat, oldest first
+        (their `attempt` is ignored). The broker stores them with the attempt, up
+        to a limit per attempt (`--task-log-lines`, `--task-log-bytes`); past it
+        the rest are dropped and one WARNING record says so. Records for a lease
+        the worker no longer holds are dropped with the heartbeat (`LEASE_LOST`).
+        """
+
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         lease_id: _builtins.str = ...,
         progress: _task_pb2.Progress | None = ...,
+        logs: _abc.Iterable[_task_pb2.TaskLogRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "progress", b"progress", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "logs", b"logs", "progress", b"progress", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -930,6 +941,7 @@ class Failure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    RETRY_DELAY_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The error's type, e.g. an exception class name. Required."""
     message: _builtins.str
@@ -938,6 +950,19 @@ class Failure(_message.Message):
     """Optional diagnostics, e.g. a stack trace."""
     non_retryable: _builtins.bool
     """True when retrying cannot help; the task becomes FAILED at once."""
+    @_builtins.property
+    def retry_delay(self) -> _duration_pb2.Duration:
+        """The handler's own choice of delay before the next attempt, e.g. an
+        upstream API's `Retry-After`. Unset means the retry policy's backoff.
+        When set, a retried task waits exactly this long (no jitter), but never
+        longer than the policy's `max_backoff`: a longer request is shortened to
+        it. It does not make a failure retryable: `non_retryable`, the policy's
+        error type lists and `max_attempts` decide as for any failure. Zero
+        means "retry at once". A negative or malformed duration is refused with
+        `CompletionAck.error` code 3, reason `INVALID_RETRY_DELAY` (the lease is
+        still held).
+        """
+
     def __init__(
         self,
         *,
@@ -945,10 +970,11 @@ class Failure(_message.Message):
         message: _builtins.str = ...,
         details: _builtins.str = ...,
         non_retryable: _builtins.bool = ...,
+        retry_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "non_retryable", b"non_retryable", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "message", b"message", "non_retryable", b"non_retryable", "retry_delay", b"retry_delay", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1012,10 +1038,16 @@ class CompletionAck(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     LEASE_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The leased task."""
     lease_id: _builtins.str
     """The lease's fencing token."""
+    state: _task_pb2.TaskState.ValueType
+    """The state the outcome moved the task to (for a failure: RETRYING or
+    PENDING when it will be retried, FAILED or DEAD when not). Unset with an
+    error.
+    """
     @_builtins.property
     def error(self) -> _error_details_pb2.ItemError:
         """Unset when the outcome was recorded; `LEASE_LOST` when the lease had
@@ -1028,10 +1060,11 @@ class CompletionAck(_message.Message):
         task_id: _builtins.str = ...,
         lease_id: _builtins.str = ...,
         error: _error_details_pb2.ItemError | None = ...,
+        state: _task_pb2.TaskState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_id", b"lease_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_id", b"lease_id", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from taskyard.v1 import payload_pb2, task_pb2
 from taskyard.v1 import task_service_pb2 as ts
 from tests.helpers import Broker, start_worker, stubs
-from worker_sdk import Client, TaskyardError
+from worker_sdk import Client, TaskSpec, TaskyardError
 from worker_sdk._errors import TaskyardError as SdkError
 
 
@@ -251,3 +251,27 @@ async def test_watch_of_unknown_task_is_not_found(client: Client) -> None:
         async for _ in client.watch("01ARZ3NDEKTSV4RRFFQ69G5FAV"):
             pass
     assert info.value.reason == "TASK_NOT_FOUND"
+
+
+async def test_list_filters_by_labels_all_of_them(client: Client) -> None:
+    both = await client.submit("echo", labels={"team": "a", "env": "prod"})
+    await client.submit("echo", labels={"team": "a", "env": "dev"})
+    await client.submit("echo", labels={"team": "b", "env": "prod"})
+    await client.submit("echo")
+    team_a = [t.id async for t in client.list(labels={"team": "a"})]
+    assert len(team_a) == 2 and both.id in team_a
+    assert [t.id async for t in client.list(labels={"team": "a", "env": "prod"})] == [both.id]
+    assert [t.id async for t in client.list(labels={"team": "c"})] == []
+    error = await call_error(client.list_page(labels={"": "x"}))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_LABELS")
+
+
+async def test_a_labels_page_examines_a_bounded_number_of_tasks(client: Client) -> None:
+    """A rare label costs every page the same: a short page with a token, not a full scan."""
+    rare = await client.submit("echo", labels={"rare": "yes"})
+    for _ in range(11):  # 11,000 newer tasks without the label: more than one scan (10,000)
+        await client.submit_many(TaskSpec("echo") for _ in range(1000))
+    first, token = await client.list_page(labels={"rare": "yes"}, page_size=10)
+    assert first == [] and token  # the budget ran out before the end: not the last page
+    second, token = await client.list_page(labels={"rare": "yes"}, page_size=10, page_token=token)
+    assert [t.id for t in second] == [rare.id] and token == ""

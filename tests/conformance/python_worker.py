@@ -8,6 +8,9 @@ TASKYARD_TEST_RECORD, so that tests count executions from outside the process.
 * `conformance.sleep` `{"seconds": s | [s1, s2, ...]}` sleeps `s` (per attempt; the last
   entry repeats) and returns `{"attempt", "worker"}`.
 * `conformance.fail` `{"non_retryable": bool}` fails with type `ConformanceError`.
+* `conformance.retry_after` `{"delay": s, "succeed_on": n = 2, "type": "RateLimited"}`:
+  attempts before `n` fail asking for the next attempt after `delay` seconds
+  (`ctx.retry`); attempt `n` returns `{"attempt"}`.
 * `conformance.wait_cancel` runs until told to stop (cancelled, timed out, lease lost).
 """
 
@@ -97,6 +100,16 @@ async def fail(ctx: TaskContext) -> None:
     if (ctx.payload or {}).get("non_retryable"):
         raise _Permanent.ConformanceError(message)
     raise ConformanceError(message)
+
+
+@worker.task("conformance.retry_after")
+async def retry_after(ctx: TaskContext) -> dict[str, Any]:
+    _record("start", ctx)
+    options = ctx.payload or {}
+    if ctx.attempt < options.get("succeed_on", 2):
+        message = f"rate limited on attempt {ctx.attempt}"
+        ctx.retry(options.get("delay", 0), message, type=options.get("type", "RateLimited"))
+    return {"attempt": ctx.attempt}
 
 
 @worker.task("conformance.wait_cancel")

@@ -87,3 +87,18 @@ async def test_queue_workers_and_stats_commands(broker: Broker, tmp_path: Path) 
     run = await taskyard("workers", "drain", "cli-w", target=t)
     assert run.code == 0 and "draining cli-w" in run.out
     await worker.stop()
+
+
+async def test_whoami_says_who_the_broker_takes_you_to_be(broker: Broker) -> None:
+    run = await taskyard("whoami", target=broker.target)
+    assert run.code == 0, run.err
+    first, *methods = run.out.splitlines()
+    assert first == "anonymous: admin (the broker has no authentication)"
+    assert "  taskyard.v1.SystemService/GetCaller" in methods
+    as_json = json.loads((await taskyard("whoami", "--json", target=broker.target)).out)
+    assert (as_json["name"], as_json["authenticated"], as_json["roles"]) == (
+        "anonymous",
+        False,
+        ["admin"],
+    )
+    assert len(as_json["methods"]) == len(methods)

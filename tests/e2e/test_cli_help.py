@@ -101,7 +101,7 @@ def test_every_rpc_named_in_messages_maps_to_a_command_that_exists() -> None:
     assert set(COMMANDS) == rpcs
     paths = {path for path, _ in commands()}
     for command in COMMANDS.values():
-        assert command.removesuffix(" --queue") in paths, command
+        assert command.split(" --")[0] in paths, command  # a flag after the command is fine
     assert for_people("change it with UpdateQueue") == "change it with `taskyard queue update`"
     assert for_people("see `ListSchedules`") == "see `taskyard schedule list`"
     assert for_people("UpdateQueues stays") == "UpdateQueues stays"

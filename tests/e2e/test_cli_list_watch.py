@@ -64,12 +64,23 @@ async def test_an_empty_waiting_state_points_at_the_others(broker: Broker, clien
 async def test_watch_in_a_pipe_prints_lines_then_the_result(
     broker: Broker, client: Client, tmp_path: Path
 ) -> None:
-    worker = await start_worker(broker, tmp_path, name="w")
+    # The watch is open before any worker runs the task, so it sees every step
+    # however slowly the machine starts the command.
     task = await client.submit("progress", {"steps": 3, "pause": 0.2})
-    run = await taskyard("watch", task.id, target=broker.target)
+    proc = await asyncio.create_subprocess_exec(
+        str(TASKYARD), "watch", task.id, "--target", broker.target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=python_env(), cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    worker = await start_worker(broker, tmp_path, name="w")
+    rest, _ = await asyncio.wait_for(proc.communicate(), 60)
     await worker.stop()
-    lines = run.out.splitlines()
-    assert run.code == 0 and "\r" not in run.out
+    out = first + rest.decode()
+    lines = out.splitlines()
+    assert lines[0].startswith("pending"), lines
+    assert proc.returncode == 0 and "\r" not in out
     assert any(line.startswith("running ") and "step 2/3" in line for line in lines), lines
     assert lines[-2:] == ["succeeded", 'result: "done"'], lines
 
@@ -77,7 +88,6 @@ async def test_watch_in_a_pipe_prints_lines_then_the_result(
 async def test_watch_on_a_terminal_draws_a_progress_bar(
     broker: Broker, client: Client, tmp_path: Path
 ) -> None:
-    worker = await start_worker(broker, tmp_path, name="w")
     task = await client.submit("progress", {"steps": 3, "pause": 0.2})
     primary, secondary = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
@@ -87,8 +97,11 @@ async def test_watch_on_a_terminal_draws_a_progress_bar(
     )  # fmt: skip
     os.close(secondary)
     try:
+        # The pending line shows the watch is open; only then may the task run.
+        screen = await asyncio.wait_for(asyncio.to_thread(_read_until, primary, "pending"), 60)
+        worker = await start_worker(broker, tmp_path, name="w")
         await asyncio.wait_for(proc.wait(), 60)
-        screen = _drain(primary)
+        screen += _drain(primary)
     finally:
         os.close(primary)
         if proc.returncode is None:
@@ -99,6 +112,14 @@ async def test_watch_on_a_terminal_draws_a_progress_bar(
     assert "\r" in screen and "[" in screen and "#" in screen and "100%" in screen, screen
     assert "running 33%" not in screen, "a terminal gets a bar, not a line per update"
     assert screen.rstrip().splitlines()[-1] == 'result: "done"', screen
+
+
+def _read_until(fd: int, text: str) -> str:
+    """Read the terminal until `text` appears (blocking; run in a thread)."""
+    seen = ""
+    while text not in seen:
+        seen += os.read(fd, 65536).decode(errors="replace")
+    return seen
 
 
 def _drain(fd: int) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.cli import TASKYARD, taskyard
 from tests.helpers import ROOT, python_env
+from tests.http_client import Http
 
 DEMO = "examples.demo_worker:worker"
 BANNER_END = "taskyard submit echo"
@@ -57,7 +58,7 @@ class Dev:
 @contextlib.asynccontextmanager
 async def dev(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        str(TASKYARD), "dev", "--listen", "127.0.0.1:0", *args,
+        str(TASKYARD), "dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, env=python_env(), cwd=ROOT, start_new_session=True,
     )  # fmt: skip
@@ -95,6 +96,11 @@ async def test_dev_serves_a_task_and_ctrl_c_stops_everything_with_exit_0(
         assert f"worker     {DEMO}  (task types: echo, fail, sleep)" in text
         assert "database" in text and "export TASKYARD_TARGET=" in text
         target = Dev(proc, banner).target
+        http = re.search(r"HTTP\s+http://127\.0\.0\.1:(\d+)/", text)
+        assert http, text  # the HTTP/JSON API
+        assert re.search(rf"dashboard\s+http://127\.0\.0\.1:{http.group(1)}/\n", text + "\n")
+        reply = await Http(int(http.group(1))).call("SystemService/GetSystemInfo")
+        assert reply.status == 200 and "events.watch" in reply.body["capabilities"]
         kids = children_of(proc.pid)
         assert len(kids) == 2, kids  # the broker and the worker
         run = await taskyard("submit", "echo", "--payload", '{"hello": "world"}', "--wait",

@@ -10,6 +10,7 @@ a temporary database for ./taskyard.db.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import fcntl
@@ -106,10 +107,15 @@ class Terminal:
         self._changed.set()
 
     async def wait_for(self, pattern: str, timeout: float = 180) -> re.Match[str]:
-        async with asyncio.timeout(timeout):
-            while not (match := re.search(pattern, self.text)):
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not (match := re.search(pattern, self.text, re.MULTILINE)):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{pattern!r} not seen; the terminal shows:\n{self.text}"
+            ) from None
         return match
 
     def close(self) -> None:
@@ -172,7 +178,7 @@ async def test_the_first_screen_gets_from_make_run_to_a_finished_task(tmp_path: 
         assert re.search(r"succeeded\s+default\s+echo", outputs[2]), outputs
         os.write(terminal.primary, b"\x03")  # Ctrl-C
         assert await asyncio.wait_for(proc.wait(), 90) == 0, terminal.text
-        await terminal.wait_for(r"stopped\s*$", timeout=30)
+        await terminal.wait_for(r"^stopped\s*$", timeout=30)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -200,7 +206,10 @@ CHECKS: list[tuple[str, Check]] = [
     (r"cancel \$LONG", lambda out: "state: cancelled" in out or "cancel_requested: True" in out),
     (r"-q nobody --wait", lambda out: "no connected worker takes tasks from queue 'nobody'" in out),
     (r"taskyard stats", lambda out: bool(re.search(r"^default\s+active", out, re.MULTILINE))),
-    (r"submit resize", lambda out: _resized(out)),
+    (r"submit resize --payload '\{\"width\": 640\}' --wait", lambda out: _resized(out)),
+    (r"^RESIZED=\$\(taskyard submit resize", lambda out: out == ""),
+    (r"logs \$RESIZED --follow", lambda out: out.rstrip().endswith("#1  resizing to 320 px")),
+    (r"\"wide\"", lambda out: "ValidationError" in out and "width: Input should be" in out),
     (r"submit report --wait", lambda out: out.strip() == '"done"'),
     (r"grpcurl .* list$", lambda out: "taskyard.v1.TaskService" in out.split()),
     (r"TaskService/CreateTask", lambda out: json.loads(out)["task"]["type"] == "echo"),
@@ -210,9 +219,7 @@ CHECKS: list[tuple[str, Check]] = [
 
 def _resized(out: str) -> bool:
     result = json.loads(out)
-    return (
-        result["ok"] is True and result["id"].startswith("01") and result["input"] == {"width": 640}
-    )
+    return result["ok"] is True and result["id"].startswith("01") and result["width"] == 640
 
 
 def check_of(line: str) -> Check:
@@ -223,7 +230,7 @@ def check_of(line: str) -> Check:
 
 async def test_every_command_of_the_tour_does_what_it_says(broker: Broker, tmp_path: Path) -> None:
     tour = section("tour")
-    client_code, worker_code = PY_BLOCK.findall(tour)
+    worker_code, client_code = PY_BLOCK.findall(tour)
     assert "Client(" in client_code and "Worker(" in worker_code
     (tmp_path / "mymodule.py").write_text(worker_code)
     run_worker = re.search(r"`(taskyard worker mymodule:worker[^`]*)`", tour)
@@ -235,12 +242,16 @@ async def test_every_command_of_the_tour_does_what_it_says(broker: Broker, tmp_p
         env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])},
     )  # fmt: skip
 
+    # The client imports the worker's module, as an application's would.
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", client_code.replace(README_TARGET, broker.target),
-        stdout=asyncio.subprocess.PIPE, env=python_env(), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        env=python_env({"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}),
     )  # fmt: skip
     printed = (await asyncio.wait_for(proc.communicate(), 120))[0].decode().splitlines()
-    assert proc.returncode == 0 and printed[0] == "{'hello': 'world'}", printed
+    assert proc.returncode == 0, printed
+    result = ast.literal_eval(printed[0])  # a dict from JSON: its keys in any order
+    assert result["ok"] is True and result["id"].startswith("01") and result["width"] == 640
     assert printed[-1].startswith("succeeded"), printed
 
     lines = [line.replace(README_TARGET, broker.target) for line in sh_lines(tour)]

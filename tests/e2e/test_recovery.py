@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from taskyard.v1 import worker_service_pb2 as pb
-from tests.helpers import Broker, Stubs, read_record, start_worker, stubs
+from tests.helpers import Broker, Stubs, read_record, start_worker, stubs, wait_for_record
 from worker_sdk import Client, TaskSpec, TaskState
 
 
@@ -32,7 +32,7 @@ async def test_task_of_a_sigkilled_worker_is_rerun_by_another_worker(
 ) -> None:
     doomed = await start_worker(broker, tmp_path, name="doomed")
     task = await client.submit("hang.first")
-    await wait_for_state(client, task.id, TaskState.RUNNING)
+    await wait_for_record(tmp_path, "start", task.id, 1)  # its handler runs, not only its lease
     assert (await client.get(task.id)).worker_id == "doomed"
 
     await doomed.kill()

@@ -30,6 +30,11 @@ def broker_args(tmp_path: Path) -> list[str]:
         jitter = 0.0
         [types.raise.retry]
         non_retryable_error_types = ["ValueError"]
+        [queues.picky.retry]
+        max_attempts = 3
+        strategy = "fixed"
+        initial_backoff = "100ms"
+        retryable_error_types = ["RuntimeError"]
         [queues.shortlived.retention]
         succeeded = "1s"
         [defaults.retention]
@@ -75,9 +80,58 @@ async def test_listed_error_types_are_not_retried(
     await worker.stop()
 
 
+async def test_an_allowlist_from_the_config_file_retries_only_the_types_it_names(
+    broker: Broker, client: Client, tmp_path: Path
+) -> None:
+    worker = await start_worker(broker, tmp_path, name="w1", queues="picky")
+    # The worker raises RuntimeError for any name it does not know.
+    listed = await client.submit("raise", {"error": "Listed"}, queue="picky")
+    other = await client.submit("raise", {"error": "KeyError"}, queue="picky")
+    for task_id, state, attempts in ((listed.id, "dead", 3), (other.id, "failed", 1)):
+        with pytest.raises(TaskFailed) as info:
+            await client.wait(task_id, timeout=30)
+        assert (info.value.task.state.value, info.value.task.attempt) == (state, attempts)
+    done = await client.get(other.id)
+    assert done.retry_policy is not None
+    assert done.retry_policy.retryable_error_types == ("RuntimeError",)
+    await worker.stop()
+
+
+async def test_a_negative_retry_delay_is_refused_and_the_lease_kept(
+    broker: Broker, client: Client
+) -> None:
+    policy = RetryPolicy(max_attempts=2, initial_backoff=3600, max_backoff=7200)
+    task = await client.submit("record", retry_policy=policy)
+    async with stubs(broker) as stub:
+        call, _ = await open_raw(stub, "raw", credits=1)
+        (assigned,) = (await read_kind(call, "assignments")).assignments.assignments
+        failure = pb.Failure(type="RateLimited", message="slow down")
+        failure.retry_delay.FromMicroseconds(-1)
+        bad = pb.Completion(task_id=task.id, lease_id=assigned.lease_id, failure=failure)
+        await call.write(pb.LeaseRequest(completions=pb.Completions(completions=[bad])))
+        (ack,) = (await read_kind(call, "completion_acks")).completion_acks.acks
+        assert (ack.error.code, ack.error.reason) == (3, "INVALID_RETRY_DELAY")
+        assert (await client.get(task.id)).state is TaskState.RUNNING
+        # The same failure asking for 2 s: retried after 2 s, not after the policy's hour.
+        failure.retry_delay.FromSeconds(2)
+        good = pb.Completion(task_id=task.id, lease_id=assigned.lease_id, failure=failure)
+        before = time.time()
+        await call.write(pb.LeaseRequest(completions=pb.Completions(completions=[good])))
+        (ack,) = (await read_kind(call, "completion_acks")).completion_acks.acks
+        after = time.time()
+        assert not ack.HasField("error")
+        call.cancel()
+    retrying = await client.get(task.id)
+    assert retrying.state is TaskState.RETRYING and retrying.run_time is not None
+    due = retrying.run_time.timestamp()
+    assert before + 2 <= due <= after + 2
+
+
 @pytest.mark.parametrize(
     "policy",
     [
+        RetryPolicy(retryable_error_types=("E",), non_retryable_error_types=("E",)),
+        RetryPolicy(retryable_error_types=("not a name",)),
         RetryPolicy(initial_backoff=-1),
         RetryPolicy(backoff_coefficient=0.5),
         RetryPolicy(jitter=2.0),

@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
 import pytest
 
+from taskyard.v1 import stats_service_pb2, stats_service_pb2_grpc
 from tests.helpers import Broker, start_worker
 from worker_sdk import Client, TaskFailed, TaskSpec, TaskState, TaskyardError
 
@@ -82,3 +84,37 @@ async def test_a_range_longer_than_31_days_is_invalid(client: Client) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_RANGE",
     )
+
+
+async def test_by_minute_splits_the_range_into_minutes_that_add_up(
+    broker: Broker, client: Client, tmp_path: Path
+) -> None:
+    """The dashboard's charts: one entry per minute, summing to the range's totals."""
+    worker = await start_worker(broker, tmp_path, name="wm", concurrency=4)
+    done = await client.submit_many(TaskSpec("echo", i) for i in range(12))
+    await asyncio.gather(*(client.wait(t.id, timeout=60) for t in done))
+    await worker.stop()
+    end = datetime.now(UTC)
+    request = stats_service_pb2.GetTaskStatsRequest(by_minute=True)
+    request.start_time.FromDatetime(end - timedelta(hours=1))
+    request.end_time.FromDatetime(end)
+    async with broker.channel() as channel:
+        stub = stats_service_pb2_grpc.StatsServiceStub(channel)
+        reply = await stub.GetTaskStats(request)
+        total, minutes = reply.total, reply.total.minutes
+        assert [len(g.minutes) for g in reply.groups] == [0]  # the total's only
+        # An hour that does not start on a minute boundary touches 61 minute buckets.
+        assert len(minutes) in (60, 61)
+        starts = [m.start_time.ToMicroseconds() for m in minutes]
+        assert starts == sorted(starts) and all(b - a == 60_000_000 for a, b in pairwise(starts))
+        assert sum(m.finished for m in minutes) == sum(total.finished_per_minute) == 12
+        assert sum(m.started for m in minutes) == total.started == 12
+        assert sum(m.wait_time.count for m in minutes) == total.wait_time.count == 12
+        assert max(m.wait_time.p99.ToMicroseconds() for m in minutes) > 0
+        plain = await stub.GetTaskStats(stats_service_pb2.GetTaskStatsRequest())
+        assert len(plain.total.minutes) == 0  # only when asked for
+        too_long = stats_service_pb2.GetTaskStatsRequest(by_minute=True)
+        too_long.start_time.FromDatetime(end - timedelta(hours=25))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetTaskStats(too_long)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT

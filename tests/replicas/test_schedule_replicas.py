@@ -61,3 +61,41 @@ async def test_two_replicas_fire_a_per_second_schedule_once_per_second(
     assert sorted(runs) == sorted(f.task_id for f in fires)  # each ran exactly once
     logs = [(a.workdir / "broker.log").read_text(), (b.workdir / "broker.log").read_text()]
     assert all("Traceback" not in log for log in logs)
+
+
+async def test_two_replicas_hold_max_instances_with_slow_tasks(
+    two_replicas: list[Broker], tmp_path: Path
+) -> None:
+    # Every second, each run sleeps 3.5 s, at most 2 unfinished at once: both brokers
+    # plan every fire time, and the count they compare with is the shared database's.
+    a, b = two_replicas
+    worker = await start_worker(
+        a, tmp_path, name="w", concurrency=8, targets=f"{a.target},{b.target}"
+    )
+    async with Client(a.target) as on_a, Client(b.target) as on_b:
+        await on_a.create_schedule(
+            "slow", TaskSpec("sleep", {"seconds": 3.5}), cron="* * * * * *", max_instances=2
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            seen = await on_b.get_schedule("slow")
+            assert seen.running_count <= 2
+            if seen.started_count >= 4 and seen.skipped_count >= 3:
+                break
+            assert time.monotonic() < deadline, f"not enough fires in 60s: {seen}"
+            await asyncio.sleep(0.2)
+        await on_b.pause_schedule("slow")
+        fires = [f async for f in on_a.schedule_fires("slow")]
+        final = await on_b.get_schedule("slow")
+        for f in fires:
+            if f.task_id:
+                await on_a.wait(f.task_id, timeout=30)
+    await worker.stop()
+    started = [f for f in fires if f.result == "started"]
+    assert len(started) == final.started_count and final.missed_count == 0
+    assert len({f.fire_time for f in fires}) == len(fires)  # each fire time recorded once
+    starts = [line for line in read_record(tmp_path) if line[0] == "start"]
+    assert sorted(line[1] for line in starts) == sorted(f.task_id for f in started)
+    assert max(int(line[4]) for line in starts) == 2  # the cap held, and was reached
+    skipped = [f for f in fires if f.result == "skipped"]
+    assert skipped and all("max_instances is 2" in f.message for f in skipped)

@@ -17,6 +17,8 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 
 from broker.security import tokens
+from taskyard.v1 import payload_pb2
+from taskyard.v1 import worker_service_pb2 as ws
 from worker_sdk._errors import TaskyardError as SdkError
 
 # --- Certificates ---------------------------------------------------------------------------
@@ -138,6 +140,7 @@ class TokensFile:
 
     def write(self) -> None:
         self.path.write_text("\n".join(self._entries))
+        self.path.chmod(0o600)  # as `taskyard token create` makes it
 
     def metadata(self, name: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.tokens[name]}"),)
@@ -193,3 +196,53 @@ async def call(
         return Outcome(grpc.StatusCode.OK, "", first=first)
     except grpc.aio.AioRpcError as error:
         return outcome_of(error)
+
+
+# --- A worker's Lease stream, by hand ------------------------------------------------------
+
+
+class LeaseStream:
+    """A raw Lease stream: hello, then whatever a test wants to send and read."""
+
+    def __init__(self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        bidi: Any = channel.stream_stream("/taskyard.v1.WorkerService/Lease")
+        self._call = bidi(metadata=metadata)
+
+    async def hello(self, **fields: Any) -> ws.Welcome:
+        """Send a hello; return the welcome (raises AioRpcError if the stream is refused)."""
+        fields.setdefault("worker_id", "w")
+        await self.send(ws.LeaseRequest(hello=ws.Hello(**fields)))
+        return (await self.read_kind("welcome")).welcome
+
+    async def send(self, message: ws.LeaseRequest) -> None:
+        await self._call.write(message.SerializeToString())
+
+    async def read(self) -> ws.LeaseResponse:
+        raw = await self._call.read()
+        assert raw is not grpc.aio.EOF, "the broker ended the stream"
+        return ws.LeaseResponse.FromString(raw)
+
+    async def read_kind(self, kind: str) -> ws.LeaseResponse:
+        """The next message of this kind, skipping others (drain notices, cancellations)."""
+        while (message := await self.read()).WhichOneof("kind") != kind:
+            pass
+        return message
+
+    async def assignments(self) -> list[ws.Assignment]:
+        return list((await self.read_kind("assignments")).assignments.assignments)
+
+    async def complete(self, task_id: str, lease_id: str, result: bytes) -> ws.CompletionAck:
+        completion = ws.Completion(
+            task_id=task_id, lease_id=lease_id, result=payload_pb2.Payload(binary=result)
+        )
+        await self.send(ws.LeaseRequest(completions=ws.Completions(completions=[completion])))
+        return (await self.read_kind("completion_acks")).completion_acks.acks[0]
+
+    async def heartbeat(self, *beats: tuple[str, str]) -> list[ws.HeartbeatAck]:
+        items = [ws.Heartbeat(task_id=task, lease_id=lease) for task, lease in beats]
+        message = ws.Heartbeats(heartbeats=items)
+        await self.send(ws.LeaseRequest(heartbeats=message))
+        return list((await self.read_kind("heartbeat_acks")).heartbeat_acks.acks)
+
+    def close(self) -> None:
+        self._call.cancel()

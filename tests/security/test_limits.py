@@ -212,8 +212,10 @@ async def test_submission_rate_is_per_identity_with_a_retry_hint(
             )
             # One task at 0.5/s: about two seconds from now.
             assert error.retry_after is not None and 0 < error.retry_after <= 2.0
-            with pytest.raises(TaskyardError):
-                await alice.submit_many([TaskSpec("echo")] * 2)
+            # Without time to wait out the limit, the batch is refused as a whole.
+            with pytest.raises(TaskyardError) as batch:
+                await alice.submit_many([TaskSpec("echo")] * 2, rate_limit_wait=0)
+            assert batch.value.reason == "RATE_LIMITED"
             assert (await bob.submit("echo")).id
             assert len([t async for t in alice.list()]) == 3
     finally:

@@ -23,6 +23,7 @@ from google.protobuf.descriptor import MethodDescriptor
 import taskyard.v1
 from taskyard.v1 import task_pb2, task_service_pb2
 from tests.helpers import Broker
+from tests.http_client import Http, error_reason
 from tests.security.support import TokensFile, call
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     "TaskService/ListTasks": {SUB, OPS, ADM},
     "TaskService/WatchTask": {SUB, OPS, ADM},
     "TaskService/ListTaskAttempts": {SUB, OPS, ADM},
+    "TaskService/ListTaskLogs": {SUB, OPS, ADM},
+    "TaskService/FollowTaskLogs": {SUB, OPS, ADM},
     "TaskService/CancelTask": {SUB, ADM},
     "TaskService/RetryTask": {OPS, ADM},
     "TaskService/RetryTasks": {OPS, ADM},
@@ -51,6 +54,8 @@ ALLOWED: dict[str, set[str]] = {
     "StatsService/*": {OPS, ADM},
     "ScheduleService/*": {OPS, ADM},
     "SystemService/GetSystemInfo": {SUB, WRK, OPS, ADM},
+    "SystemService/GetCaller": {SUB, WRK, OPS, ADM},
+    "EventService/WatchEvents": {SUB, OPS, ADM},
 }
 
 # Requests (as JSON) that an allowed caller can make succeed or fail for a
@@ -61,6 +66,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "TaskService/GetTask": {"id": "$TASK"},
     "TaskService/WatchTask": {"id": "$TASK"},
     "TaskService/ListTaskAttempts": {"id": "$TASK"},
+    "TaskService/ListTaskLogs": {"id": "$TASK"},
+    "TaskService/FollowTaskLogs": {"id": "$TASK"},
     "TaskService/CancelTask": {"id": "$TASK"},
     "TaskService/RetryTask": {"id": "$TASK"},
     "TaskService/RetryTasks": {"queue": "default"},
@@ -118,7 +125,7 @@ async def secured(
     broker = Broker(
         db_url=f"sqlite+aiosqlite:///{workdir / 'taskyard.db'}",
         workdir=workdir,
-        extra_args=["--tokens", str(tokens_file.path)],
+        extra_args=["--tokens", str(tokens_file.path), "--http-listen", "127.0.0.1:0"],
     )
     await broker.start()
     assert broker.process is not None
@@ -291,3 +298,67 @@ async def test_health_and_reflection_stay_open_without_a_token(secured: Broker) 
     answer = reflection_pb2.ServerReflectionResponse.FromString(listing.first or b"")
     names = {s.name for s in answer.list_services_response.service}
     assert "taskyard.v1.TaskService" in names
+
+
+# Connect error codes are gRPC's names in lower case (CANCELLED is spelled CANCELED).
+_REFUSALS = {"permission_denied", "unauthenticated", "unknown", "internal"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("method", _methods(), ids=_key)
+async def test_role_may_call_only_its_rpcs_over_http_too(
+    secured: Broker,
+    tokens_file: TokensFile,
+    alice_task: str,
+    method: MethodDescriptor,
+    role: str,
+) -> None:
+    """The same matrix through the HTTP/JSON API: the same Guard decides."""
+    allowed = _allowed(method)
+    assert allowed is not None
+    http = Http(secured.http_port, token=tokens_file.tokens[WHO[role]])
+    path = f"{method.containing_service.name}/{method.name}"
+    body = _substitute(REQUESTS.get(_key(method), {}), alice_task)
+    if method.client_streaming:
+        # Bidirectional streams need HTTP/2: gRPC only, for everyone.
+        async with http.stream(path, body) as stream:
+            assert await stream.read() is None
+        assert stream.end is not None and stream.end["error"]["code"] == "unimplemented"
+        return
+    if method.server_streaming:
+        async with http.stream(path, body) as stream:
+            first = await stream.read()
+            error = stream.end.get("error") if first is None and stream.end else None
+    else:
+        reply = await http.call(path, body)
+        error = reply.body if reply.status != 200 else None
+    if role in allowed:
+        assert error is None or error["code"] not in _REFUSALS, error
+        return
+    assert error is not None and error["code"] == "permission_denied", error
+    assert error_reason(error) == "ROLE_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_get_caller_lists_what_the_role_may_call(
+    secured: Broker, tokens_file: TokensFile, role: str
+) -> None:
+    """GetCaller (what the dashboard offers) agrees with the matrix above, method by method."""
+    reply = await Http(secured.http_port, token=tokens_file.tokens[WHO[role]]).call(
+        "SystemService/GetCaller"
+    )
+    assert reply.status == 200, reply
+    caller = reply.body["caller"]
+    assert (caller["name"], caller["authenticated"], caller["roles"]) == (WHO[role], True, [role])
+    assert "queueLimited" not in caller  # this file's tokens are not limited to queues
+    expected = sorted(
+        f"{m.containing_service.full_name}/{m.name}"
+        for m in _methods()
+        if role in (_allowed(m) or set())
+    )
+    assert caller["methods"] == expected
+    own = {"TaskService/GetTask", "TaskService/ListTasks", "TaskService/CancelTask"}
+    if role == SUB:
+        assert {f"taskyard.v1.{m}" for m in own} <= set(caller["ownTaskMethods"])
+    else:
+        assert "ownTaskMethods" not in caller

@@ -4,6 +4,7 @@ connect with a CA file, a client certificate and a token."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 
 from tests.helpers import ROOT, Broker, python_env, start_worker
+from tests.http_client import Http
 from tests.security.support import CertificateAuthority, TokensFile
 from worker_sdk import Client, TaskyardError
 
@@ -177,3 +179,29 @@ async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
 def test_a_token_is_not_sent_in_clear_to_a_remote_broker() -> None:
     with pytest.raises(ValueError, match="clear text"):
         Client("broker.example:50051", token="tyk_000000000000_secretsecretsecret")
+
+
+async def test_the_http_api_serves_https_with_the_broker_s_certificate(
+    db_url: str, tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    args = [*tls_args(ca), "--http-listen", "127.0.0.1:0"]
+    broker = Broker(db_url=db_url, workdir=tmp_path, extra_args=args)
+    await broker.start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(ca.cert_path))
+        reply = await Http(broker.http_port, tls=trusting).call("SystemService/GetSystemInfo")
+        assert reply.status == 200 and reply.body["version"]
+        assert not await _served_in_plain_text(broker.http_port)
+        stranger = ssl.create_default_context()  # does not trust the test CA
+        with pytest.raises(ssl.SSLError):
+            await Http(broker.http_port, tls=stranger).call("SystemService/GetSystemInfo")
+    finally:
+        await broker.stop()
+
+
+async def _served_in_plain_text(port: int) -> bool:
+    try:
+        reply = await Http(port).call("SystemService/GetSystemInfo")
+    except Exception:  # the TLS server drops or garbles a plain-text request
+        return False
+    return reply.status == 200

@@ -10,8 +10,12 @@ import sqlalchemy as sa
 
 from broker.core import schedules as core
 from broker.core.cron import HOUR
+from broker.core.models import NewTask
+from broker.core.task_state import TaskState
 from broker.store import schedules as store
 from broker.store.database import Database, ensure_schema, open_database
+from broker.store.schema import schedule_instance, task
+from broker.store.tasks import insert_tasks
 
 
 @pytest.fixture
@@ -96,3 +100,58 @@ async def test_the_history_keeps_the_newest_records_per_schedule(databases: list
         assert await store.prune_fires(conn, keep=10) == 20
         kept = await store.list_fires(conn, rows[0].schedule_id, before=None, limit=100)
     assert [f.fire_time for f in kept] == list(range(29, 19, -1))
+
+
+def new_task(task_id: str) -> NewTask:
+    return NewTask(
+        id=task_id, type="t", queue="q", priority=0, payload=None, labels=None, run_at=0,
+        created_at=0, max_attempts=1, request_id=None,
+    )  # fmt: skip
+
+
+async def running(db: Database) -> tuple[int, int]:
+    """(the schedule's running count, rows it keeps in schedule_instance)."""
+    async with db.reader.connect() as conn:
+        current = await store.get_schedule(conn, "s")
+        rows = (
+            await conn.execute(sa.select(sa.func.count()).select_from(schedule_instance))
+        ).scalar()
+    assert current is not None
+    return current.running, int(rows or 0)
+
+
+async def test_running_counts_unfinished_started_tasks_and_forgets_finished_ones(
+    databases: list[Database],
+) -> None:
+    db = databases[0]
+    sid = "01SCHEDULE0000000000000000"
+    started = [f"01TASK{i:020d}" for i in range(3)]
+    async with db.writer.begin() as conn:
+        await store.insert_schedule(conn, record(HOUR))
+        await insert_tasks(conn, [new_task(t) for t in started])
+        rows = [
+            core.FireRecord(sid, (i + 1) * HOUR, False, core.FireResult.STARTED, 0, task_id=t)
+            for i, t in enumerate(started)
+        ] + [core.FireRecord(sid, 9 * HOUR, False, core.FireResult.SKIPPED, 0)]
+        await store.record_fires(conn, sid, rows)
+    assert await running(db) == (3, 3)
+    async with db.writer.begin() as conn:  # one finishes, one is deleted by retention
+        await conn.execute(
+            sa.update(task)
+            .where(task.c.id == started[0])
+            .values(state=int(TaskState.SUCCEEDED), finished_at=1)
+        )
+        await conn.execute(sa.delete(task).where(task.c.id == started[1]))
+    assert await running(db) == (1, 3)  # counted right away, the rows pruned at the next fire
+    async with db.writer.begin() as conn:
+        await store.record_fires(
+            conn, sid, [core.FireRecord(sid, 10 * HOUR, True, core.FireResult.SKIPPED, 0)]
+        )
+    assert await running(db) == (1, 1)
+    async with db.writer.begin() as conn:
+        assert await store.delete_schedule(conn, "s")
+    async with db.reader.connect() as conn:
+        left = (
+            await conn.execute(sa.select(sa.func.count()).select_from(schedule_instance))
+        ).scalar()
+    assert left == 0

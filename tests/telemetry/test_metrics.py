@@ -94,7 +94,9 @@ async def test_task_counters_histograms_and_gauges_match_the_workload(
     assert value(m, "taskyard_tasks_submitted_total", queue="default", type="echo") == 7
     assert value(m, "taskyard_tasks_submitted_total", queue="default", type="fail") == 3
     assert value(m, "taskyard_tasks_submitted_total", queue="default", type="sleep") == 1
-    assert value(m, "taskyard_tasks_submitted_total", queue="nobody", type="echo") == 1
+    # No worker serves "nobody" and nobody created it: it counts under _other.
+    assert value(m, "taskyard_tasks_submitted_total", queue="_other", type="echo") == 1
+    assert value(m, "taskyard_tasks_submitted_total", queue="nobody", type="echo") == 0
     # Started: fail runs 2 + 2 + 1 = 5 attempts.
     assert value(m, "taskyard_tasks_started_total", queue="default", type="echo") == 5
     assert value(m, "taskyard_tasks_started_total", queue="default", type="fail") == 5
@@ -104,7 +106,7 @@ async def test_task_counters_histograms_and_gauges_match_the_workload(
     assert value(m, "taskyard_tasks_retried_total", queue="default", type="fail") == 2
     assert value(m, "taskyard_tasks_failed_total", queue="default", type="fail") == 3
     assert value(m, "taskyard_tasks_cancelled_total", queue="default", type="echo") == 1
-    assert value(m, "taskyard_tasks_expired_total", queue="nobody", type="echo") == 1
+    assert value(m, "taskyard_tasks_expired_total", queue="_other", type="echo") == 1
     assert value(m, "taskyard_leases_lost_total", queue="hangq", type="hang.first") == 1
     assert value(m, "taskyard_leases_expired_total") == 1
 
@@ -149,14 +151,19 @@ async def test_running_tasks_show_as_leases_in_flight_and_running(
     await worker.stop()
 
 
+@pytest.mark.parametrize("max_instances", [1, 3])
 async def test_schedule_fires_and_skips_match_the_schedules_own_counts(
-    broker: Broker, client: Client
+    broker: Broker, client: Client, max_instances: int
 ) -> None:
     port = await metrics_port(broker)
-    # Every second; nobody serves the queue, so the first run never finishes and
-    # overlap=skip skips every later fire.
+    # Every second; nobody serves the queue, so no run ever finishes: the first
+    # `max_instances` fires start, and overlap=skip skips every later one.
     await client.create_schedule(
-        "skipper", TaskSpec("echo", queue="unserved"), cron="* * * * * *", overlap="skip"
+        "skipper",
+        TaskSpec("echo", queue="unserved"),
+        cron="* * * * * *",
+        overlap="skip",
+        max_instances=max_instances,
     )
     # Fire times pass on the broker's clock: poll the schedule (no event to await).
     async with asyncio.timeout(30):
@@ -168,10 +175,11 @@ async def test_schedule_fires_and_skips_match_the_schedules_own_counts(
     # the counts are final once it returns.
     await client.pause_schedule("skipper")
     final = await client.get_schedule("skipper")
-    assert final.started_count == 1 and final.skipped_count >= 2 and final.missed_count == 0
+    assert final.started_count == max_instances and final.missed_count == 0
+    assert final.skipped_count >= 2 and final.running_count == max_instances
 
     m = await scrape(port)
-    assert value(m, "taskyard_schedule_fires_total", schedule="skipper") == 1
+    assert value(m, "taskyard_schedule_fires_total", schedule="skipper") == max_instances
     skipped = value(m, "taskyard_schedule_misses_total", schedule="skipper", reason="skipped")
     assert skipped == final.skipped_count
-    assert value(m, "taskyard_schedule_lag_seconds_count", schedule="skipper") == 1
+    assert value(m, "taskyard_schedule_lag_seconds_count", schedule="skipper") == max_instances

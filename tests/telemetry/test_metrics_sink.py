@@ -168,9 +168,12 @@ def test_otlp_protocol_picks_the_exporter_and_the_http_paths() -> None:
         setup._otlp_exporter("traces", None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
 
 
-def test_metrics_listen_must_be_host_and_port() -> None:
+def test_metrics_listen_is_a_port_on_loopback_or_host_and_port() -> None:
+    assert setup.metrics_address("9464") == ("127.0.0.1", 9464)
+    assert setup.metrics_address(":9464") == ("127.0.0.1", 9464)
+    assert setup.metrics_address("[::1]:0") == ("::1", 0)
     with pytest.raises(ConfigError, match="HOST:PORT"):
-        setup._prometheus("9464")
+        setup._prometheus("host:port")
 
 
 class Result(Enum):  # the names of broker.core.schedules.FireResult

@@ -28,9 +28,11 @@ from tests.helpers import ROOT
 FIRST_PARTY = {"broker", "worker_sdk", "taskyard", "__future__"}
 
 
-def _requirements() -> dict[str, Requirement]:
+def _requirements(*, broker: bool = True) -> dict[str, Requirement]:
+    """The client side's dependencies, and (with `broker`) the broker extra's."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    lines = project["dependencies"] + (project["optional-dependencies"]["broker"] if broker else [])
+    return {canonicalize_name(r.name): r for r in map(Requirement, lines)}
 
 
 def _floor(name: str) -> Version:
@@ -39,11 +41,19 @@ def _floor(name: str) -> Version:
     return low
 
 
-def _imported_modules() -> set[str]:
-    """Every module the shipped code imports by absolute name (`from a import b` counts a.b)."""
+def _imported_modules(
+    packages: tuple[str, ...] = ("broker", "worker_sdk", "taskyard"), *, connect: bool = True
+) -> set[str]:
+    """Every module the shipped code imports by absolute name (`from a import b` counts a.b).
+
+    `connect=False` leaves out the generated Connect stubs (taskyard/v1/*_connect.py): only
+    the broker's HTTP gateway (broker/http) imports them, so a worker or client never does.
+    """
     modules: set[str] = set()
-    for package in ("broker", "worker_sdk", "taskyard"):
+    for package in packages:
         for path in (ROOT / package).rglob("*.py"):
+            if not connect and path.name.endswith("_connect.py"):
+                continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     modules |= {alias.name for alias in node.names}
@@ -83,6 +93,19 @@ def test_every_library_the_code_imports_is_a_declared_dependency() -> None:
         and canonicalize_name(dist) not in declared
     }
     assert undeclared == {}, "imported directly but not in pyproject.toml's dependencies"
+
+
+def test_the_sdk_imports_only_the_client_sides_dependencies() -> None:
+    # `pip install taskyard` (no extra) must be enough for workers and clients; the SDK may
+    # use opentelemetry-api when it is there (worker_sdk/_tracing.py imports it guarded).
+    client_side = set(_requirements(broker=False)) | {"opentelemetry-api"}
+    beyond = {
+        module: dist
+        for module in sorted(_imported_modules(("worker_sdk", "taskyard"), connect=False))
+        if (dist := _distribution_of(module)) is not None
+        and canonicalize_name(dist) not in client_side
+    }
+    assert beyond == {}, "the SDK imports a broker-only dependency"
 
 
 def test_some_imports_were_traced_to_their_distributions() -> None:

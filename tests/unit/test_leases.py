@@ -85,3 +85,61 @@ def test_backoff_grows_to_its_maximum_and_jitter_only_shortens() -> None:
     for failures, ceiling in [(1, 100), (2, 300), (3, 900), (4, 1000), (10, 1000)]:
         delays = [policy.backoff_us(failures, rng) for _ in range(200)]
         assert max(delays) <= ceiling and min(delays) >= ceiling // 2
+
+
+# --- Retry conditions and the handler's own delay -------------------------------------------
+
+ALLOW = RetryPolicy(
+    max_attempts=3,
+    initial_backoff_us=1_000_000,
+    jitter=0.0,
+    retryable_error_types=frozenset({"HTTP_503", "ExecutionTimeout"}),
+    non_retryable_error_types=frozenset({"ValueError"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "state"),
+    [
+        ("HTTP_503", S.RETRYING),  # on the allowlist
+        ("ValueError", S.FAILED),  # on the denylist
+        ("KeyError", S.FAILED),  # on neither, with an allowlist set: not retried
+    ],
+)
+def test_an_allowlist_retries_only_its_error_types(error_type: str, state: TaskState) -> None:
+    assert decide(row(), Failed(Failure(error_type, "m")), now=NOW, policy=ALLOW).state is state
+
+
+def test_without_an_allowlist_every_type_off_the_denylist_is_retried() -> None:
+    t = decide(row(), Failed(Failure("KeyError", "m")), now=NOW, policy=POLICY)
+    assert t.state is S.RETRYING
+
+
+def test_a_requested_delay_replaces_the_backoff_without_jitter() -> None:
+    # The policy would wait 1 s (and shorten it by jitter); the handler asks for 42 s.
+    jittery = RetryPolicy(initial_backoff_us=1_000_000, jitter=0.9)
+    failure = Failure("HTTP_429", "slow down", retry_delay_us=42_000_000)
+    t = decide(row(), Failed(failure), now=NOW, policy=jittery)
+    assert (t.state, t.run_at) == (S.RETRYING, NOW + 42_000_000)
+    zero = decide(row(), Failed(Failure("E", "m", retry_delay_us=0)), now=NOW, policy=jittery)
+    assert (zero.state, zero.run_at) == (S.PENDING, NOW)
+
+
+def test_a_requested_delay_is_bounded_by_max_backoff() -> None:
+    policy = RetryPolicy(max_backoff_us=300_000_000)  # 5 minutes
+    failure = Failure("HTTP_429", "m", retry_delay_us=3_600_000_000)  # asks for an hour
+    assert decide(row(), Failed(failure), now=NOW, policy=policy).run_at == NOW + 300_000_000
+
+
+@pytest.mark.parametrize(
+    ("failure", "at", "state"),
+    [
+        (Failure("HTTP_503", "m", retry_delay_us=5), 3, S.DEAD),  # counts against max_attempts
+        (Failure("HTTP_503", "m", non_retryable=True, retry_delay_us=5), 1, S.FAILED),
+        (Failure("KeyError", "m", retry_delay_us=5), 1, S.FAILED),  # not on the allowlist
+    ],
+)
+def test_a_requested_delay_does_not_make_a_failure_retryable(
+    failure: Failure, at: int, state: TaskState
+) -> None:
+    assert decide(row(attempt=at), Failed(failure), now=NOW, policy=ALLOW).state is state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from broker.core.options import Defaults, TaskOptions, Timeouts
@@ -43,6 +45,13 @@ def test_backoff_strategies(strategy: BackoffStrategy, failures: int, expected_s
         ({"jitter": 1.5}, "jitter must be between 0 and 1"),
         ({"max_attempts": 0}, "max_attempts must be between 1 and 1000"),
         ({"max_lease_losses": -2}, "max_lease_losses"),
+        (
+            {
+                "retryable_error_types": frozenset({"E", "F"}),
+                "non_retryable_error_types": frozenset({"F"}),
+            },
+            "in both retryable_error_types and non_retryable_error_types",
+        ),
     ],
 )
 def test_out_of_range_policies_are_refused_not_clamped(
@@ -88,5 +97,10 @@ def test_policies_round_trip_through_json() -> None:
         max_attempts=9,
         strategy=BackoffStrategy.LINEAR,
         non_retryable_error_types=frozenset({"KeyError", "ValueError"}),
+        retryable_error_types=frozenset({"HTTP_503"}),
     )
     assert RetryPolicy.from_json(policy.to_json()) == policy
+    # A policy stored before the allowlist existed reads back with an empty one.
+    old = RetryPolicy(max_attempts=4)
+    assert "retryable_error_types" not in json.loads(old.to_json())
+    assert RetryPolicy.from_json(old.to_json()) == old

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 
 from taskyard.v1 import worker_service_pb2
-from worker_sdk import TaskContext
+from worker_sdk import Retry, TaskContext
 from worker_sdk._context import TaskContextError
-from worker_sdk._errors import NonRetryableError
+from worker_sdk._errors import NonRetryableError, failure_of
 from worker_sdk._payload import to_payload
 from worker_sdk._requests import spec_of
 
@@ -38,3 +39,32 @@ async def test_context_offers_id_and_names_the_closest_attribute() -> None:
     with pytest.raises(AttributeError) as private:
         ctx._private  # type: ignore[attr-defined]  # noqa: B018
     assert not isinstance(private.value, TaskContextError)
+
+
+async def test_a_retry_request_carries_its_delay_and_type_to_the_failure() -> None:
+    ctx = TaskContext(worker_service_pb2.Assignment(task_id="t", type="t"), lambda _i, _p: None)
+    with pytest.raises(Retry) as raised:
+        ctx.retry(timedelta(seconds=1.5), "slow down", type="HTTP_429")
+    failure = failure_of(raised.value)
+    assert (failure.type, failure.message, failure.non_retryable) == (
+        "HTTP_429",
+        "slow down",
+        False,
+    )
+    assert failure.retry_delay.ToMicroseconds() == 1_500_000
+    assert failure_of(Retry(delay=0)).HasField("retry_delay")  # 0: retry at once
+    assert failure_of(Retry(delay=2)).type == "Retry"
+
+    class RateLimited(Exception):
+        retry_delay = 30  # any exception may ask for a delay
+
+    assert failure_of(RateLimited()).retry_delay.ToSeconds() == 30
+    assert failure_of(RateLimited()).type == "RateLimited"
+    assert not failure_of(ValueError("x")).HasField("retry_delay")
+    assert failure_of(NonRetryableError("x")).non_retryable
+
+
+@pytest.mark.parametrize("delay", [-1, math.nan, math.inf])
+def test_a_retry_delay_that_is_not_a_duration_is_refused(delay: float) -> None:
+    with pytest.raises(ValueError, match="must be 0 or more seconds"):
+        Retry(delay=delay)

@@ -8,6 +8,9 @@
 //   conformance.sleep        {seconds: s | [s1, s2, ...]}: sleeps s (per attempt; the last
 //                            entry repeats), then returns {attempt, worker}
 //   conformance.fail         {non_retryable: bool}: fails with type ConformanceError
+//   conformance.retry_after  {delay: s, succeed_on: n = 2, type = 'RateLimited'}: attempts
+//                            before n fail asking for the next attempt after `delay` s
+//                            (ctx.retry); attempt n returns {attempt}
 //   conformance.wait_cancel  runs until told to stop (cancelled, timed out, lease lost)
 
 import { appendFileSync } from 'node:fs';
@@ -49,6 +52,14 @@ export function registerConformance(worker) {
       type: 'ConformanceError',
       nonRetryable: Boolean(ctx.payload?.non_retryable),
     });
+  });
+  worker.task('conformance.retry_after', async (ctx) => {
+    record('start', ctx);
+    const { delay = 0, succeed_on: succeedOn = 2, type = 'RateLimited' } = ctx.payload ?? {};
+    if (ctx.attempt < succeedOn) {
+      ctx.retry(delay * 1000, { message: `rate limited on attempt ${ctx.attempt}`, type });
+    }
+    return { attempt: ctx.attempt };
   });
   worker.task('conformance.wait_cancel', async (ctx) => {
     record('start', ctx);

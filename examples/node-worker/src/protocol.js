@@ -144,6 +144,17 @@ export function durationMs(duration) {
 }
 
 /**
+ * Milliseconds (0 or more) as a google.protobuf.Duration.
+ * @param {number} ms
+ * @returns {{seconds: string, nanos: number}}
+ */
+export function toDuration(ms) {
+  const seconds = Math.floor(ms / 1000);
+  const nanos = Math.min(999_999_999, Math.round((ms - seconds * 1000) * 1e6));
+  return { seconds: String(seconds), nanos };
+}
+
+/**
  * A google.protobuf.Timestamp as a Date; null when unset.
  * @param {any} timestamp
  * @returns {Date|null}

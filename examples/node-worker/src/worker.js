@@ -17,6 +17,7 @@ import {
   WorkerServiceClient,
   durationMs,
   errorReason,
+  toDuration,
   fromPayload,
   toDate,
   toPayload,
@@ -29,17 +30,40 @@ const BACKOFF_INITIAL_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const DEFAULT_HEARTBEAT_MS = 3_000;
 
-/** A failure a handler throws on purpose: its `type` and `nonRetryable` reach the broker. */
+/**
+ * A failure a handler throws on purpose: its `type`, `nonRetryable` and `retryDelayMs`
+ * reach the broker. `retryDelayMs` asks for the next attempt after that many milliseconds
+ * instead of the retry policy's backoff (capped at the policy's max_backoff; the attempt
+ * still counts against max_attempts).
+ */
 export class TaskError extends Error {
   /**
    * @param {string} message
-   * @param {{type?: string, nonRetryable?: boolean, details?: string}} [options]
+   * @param {{type?: string, nonRetryable?: boolean, details?: string, retryDelayMs?: number}} [options]
    */
-  constructor(message, { type, nonRetryable = false, details } = {}) {
+  constructor(message, { type, nonRetryable = false, details, retryDelayMs } = {}) {
     super(message);
+    if (retryDelayMs !== undefined && !(Number.isFinite(retryDelayMs) && retryDelayMs >= 0)) {
+      throw new RangeError(`retryDelayMs must be 0 or more, got ${retryDelayMs}`);
+    }
     this.name = type ?? 'TaskError';
     this.nonRetryable = nonRetryable;
     this.details = details;
+    this.retryDelayMs = retryDelayMs;
+  }
+}
+
+/**
+ * Fail this attempt and have the next one run after `delayMs`, e.g. an upstream's
+ * Retry-After (Celery's `self.retry(countdown=...)`); `ctx.retry(delayMs)` throws one.
+ */
+export class Retry extends TaskError {
+  /**
+   * @param {number} delayMs
+   * @param {{message?: string, type?: string}} [options]
+   */
+  constructor(delayMs, { message, type = 'Retry' } = {}) {
+    super(message ?? `retry requested in ${delayMs} ms`, { type, retryDelayMs: delayMs });
   }
 }
 
@@ -75,6 +99,8 @@ export class NonRetryableError extends TaskError {
  * @property {(percent?: number, message?: string, steps?: {step?: number, totalSteps?: number}) => void} progress
  *   Report progress; reports are coalesced, so calling it often is cheap.
  * @property {(ms: number) => Promise<void>} sleep A sleep that rejects when `signal` aborts.
+ * @property {(delayMs: number, options?: {message?: string, type?: string}) => never} retry
+ *   Throws a `Retry`: this attempt fails and the next runs after `delayMs`.
  */
 
 /** @typedef {(ctx: TaskContext) => unknown | Promise<unknown>} Handler */
@@ -598,6 +624,9 @@ class Job {
         });
       },
       sleep: (ms) => delay(ms, undefined, { signal }),
+      retry(delayMs, options) {
+        throw new Retry(delayMs, options);
+      },
     };
   }
 
@@ -642,12 +671,15 @@ function chunks(items) {
 /** A thrown value as a Failure: type from the error's name, retryable unless marked. */
 function failureOf(error) {
   if (error instanceof Error) {
-    return {
+    const failure = {
       type: error.name || 'Error',
       message: error.message,
       details: error.details ?? error.stack ?? '',
       non_retryable: Boolean(error.nonRetryable),
     };
+    const delayMs = error.retryDelayMs;
+    if (Number.isFinite(delayMs) && delayMs >= 0) failure.retry_delay = toDuration(delayMs);
+    return failure;
   }
   return { type: 'Error', message: String(error), details: '', non_retryable: false };
 }

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { register } from '../src/main.js';
-import { errorReason } from '../src/protocol.js';
-import { Worker } from '../src/worker.js';
+import { errorReason, toDate } from '../src/protocol.js';
+import { Retry, TaskError, Worker } from '../src/worker.js';
 import { Broker, Lines, REPO_ROOT, Tasks, stopProcess } from './helpers.js';
 
 const MAIN = path.join(REPO_ROOT, 'examples', 'node-worker', 'src', 'main.js');
@@ -24,6 +24,11 @@ describe('the example worker, in process', () => {
     await broker.start();
     tasks = new Tasks(broker.target);
     worker = register(new Worker({ target: broker.target, concurrency: 4, workerId: 'node-e2e', log: quiet }));
+    // Asks for its own retry delay on the first attempt: ctx.retry throws a Retry.
+    worker.task('test.retry_after', (ctx) => {
+      if (ctx.attempt === 1) ctx.retry(ctx.payload.delay_ms, { message: 'slow down', type: 'RateLimited' });
+      return { attempt: ctx.attempt };
+    });
     const connected = new Promise((resolve) => worker.once('connected', resolve));
     running = worker.run();
     await connected;
@@ -78,6 +83,25 @@ describe('the example worker, in process', () => {
     assert.equal(done.value.attempt, 2);
     assert.equal(done.error.type, 'TransientStorageError'); // the last failure is kept
     assert.equal(done.error.non_retryable, false);
+  });
+
+  test('a handler-chosen retry delay replaces the policy backoff', async () => {
+    // The policy alone would wait an hour; the handler asks for 1.2 s.
+    const retryPolicy = { initial_backoff: { seconds: 3600 }, max_backoff: { seconds: 7200 } };
+    const task = await tasks.submit('test.retry_after', { delay_ms: 1200 }, { retry_policy: retryPolicy });
+    const done = await tasks.finished(task.id);
+    assert.equal(done.state, 'TASK_STATE_SUCCEEDED');
+    assert.deepEqual(done.value, { attempt: 2 });
+    const [first, second] = await tasks.attempts(task.id);
+    assert.equal(first.error.type, 'RateLimited');
+    assert.equal(first.error.message, 'slow down');
+    assert.ok(toDate(second.start_time) - toDate(first.end_time) >= 1200, 'retried before the delay');
+  });
+
+  test('Retry and TaskError refuse a negative delay', () => {
+    assert.throws(() => new Retry(-1), RangeError);
+    assert.throws(() => new TaskError('x', { retryDelayMs: Number.NaN }), RangeError);
+    assert.equal(new Retry(250).retryDelayMs, 250);
   });
 
   test('cancelling a running task aborts its handler and the task ends CANCELLED', async () => {

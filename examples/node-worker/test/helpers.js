@@ -138,6 +138,10 @@ export class Tasks {
     return (await this.#unary('CancelTask', { id })).task;
   }
 
+  async attempts(id) {
+    return (await this.#unary('ListTaskAttempts', { id })).attempts;
+  }
+
   /** Every WatchTask message until the first that satisfies `until` (or the stream ends). */
   async watch(id, until = () => false) {
     const seen = [];

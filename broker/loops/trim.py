@@ -1,10 +1,11 @@
-"""Hands memory the broker freed back to the operating system.
+"""Hands memory the broker freed back to the operating system (the heap's part).
 
-CPython frees a payload-sized object (anything over 512 bytes) with `free()`,
-and glibc keeps freed chunks inside its heaps for reuse: after a burst — a
-stream whose outbox filled up, a batch of large tasks — the broker's resident
-size stays at its peak although the memory is free. `malloc_trim(0)` returns
-those pages. It costs a walk of the heap (milliseconds), so it runs every
+`broker/memory.py` keeps blocks of 128 KiB and more out of the heap (mmap,
+returned on free). Smaller ones — a 50 kB payload, the objects of a claim —
+CPython frees with `free()`, and glibc keeps them inside its heaps for reuse:
+after a burst (a stream whose outbox filled up, a batch of large tasks) the
+broker's resident size stays at its peak although the memory is free.
+`malloc_trim(0)` returns those pages. It costs a walk of the heap (milliseconds), so it runs every
 `INTERVAL_S`, and after a session that had much queued closes (api/worker_service).
 On a C library without `malloc_trim` (musl, macOS) both do nothing.
 """

@@ -1,8 +1,8 @@
 """Lapsed leases and cancel reasons: a lost lease's id while nobody else holds the task, and
 the reason CancelTask gave for a running task.
 
-Revision ID: 0012
-Revises: 0006
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0006"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

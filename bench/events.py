@@ -1,0 +1,93 @@
+"""What WatchEvents subscribers cost the broker: end-to-end throughput with and without them.
+
+Each run measures the end-to-end scenario (workers connected, N tasks
+submitted as fast as possible) twice on fresh databases: once with no
+subscriber, once with S unfiltered subscribers (every event of every task)
+reading over gRPC from this process. The subscribers parse each batch (the
+C protobuf parser) and count events, so that they keep up as a real client
+would; they share this process's core with the load generator, which the
+machine's other core runs the broker on. Reported: both rates, the cost in
+percent, and the events each subscriber received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from taskyard.v1 import event_service_pb2
+
+Submit = Callable[[list[Any], int], Awaitable[None]]
+WaitDone = Callable[[str, int], Awaitable[tuple[int, int]]]
+
+
+async def _subscribe(target: str, counts: list[int], index: int, ready: asyncio.Event) -> None:
+    decode = event_service_pb2.WatchEventsResponse.FromString
+    async with grpc.aio.insecure_channel(target) as channel:
+        method: Any = channel.unary_stream(
+            "/taskyard.v1.EventService/WatchEvents", response_deserializer=decode
+        )
+        call = method(event_service_pb2.WatchEventsRequest().SerializeToString())
+        await call.read()  # the first message: subscribed
+        ready.set()
+        while (message := await call.read()) is not grpc.aio.EOF:
+            counts[index] += len(message.events)
+
+
+async def e2e_rate(
+    setup: Any, submit: Submit, wait_done: WaitDone, subscribers: int
+) -> dict[str, float]:
+    """N tasks end to end with `subscribers` watching; tasks/s and events per subscriber."""
+    n = setup.args.tasks
+    async with setup:
+        await setup.start_workers()
+        counts = [0] * subscribers
+        tasks = []
+        for i in range(subscribers):
+            ready = asyncio.Event()
+            tasks.append(asyncio.create_task(_subscribe(setup.broker.target, counts, i, ready)))
+            await ready.wait()
+        clients = setup.clients()
+        cpu0 = _cpu_s(setup.broker.process.pid)
+        t0 = time.time()
+        await submit(clients, n)
+        _, last = await wait_done(setup.db_url, n)
+        rate = n / (last / 1e6 - t0)
+        cpu = _cpu_s(setup.broker.process.pid) - cpu0
+        for client in clients:
+            await client.close()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await task
+    return {"rate": rate, "events": min(counts) if counts else 0.0, "cpu_us": cpu / n * 1e6}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def subscriber_cost(
+    make_setup: Callable[[int], Any], submit: Submit, wait_done: WaitDone, subscribers: int
+) -> dict[str, float]:
+    base = await e2e_rate(make_setup(0), submit, wait_done, 0)
+    watched = await e2e_rate(make_setup(1), submit, wait_done, subscribers)
+    return {
+        "e2e_no_subscribers_per_s": base["rate"],
+        f"e2e_{subscribers}_subscribers_per_s": watched["rate"],
+        "subscriber_cost_pct": 100 * (1 - watched["rate"] / base["rate"]),
+        # The broker's own CPU per task: what the subscribers cost it, apart
+        # from what they cost this (client) process on a shared machine.
+        "broker_cpu_us_per_task_no_subscribers": base["cpu_us"],
+        f"broker_cpu_us_per_task_{subscribers}_subscribers": watched["cpu_us"],
+        "events_per_subscriber": watched["events"],
+    }
