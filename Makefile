@@ -10,7 +10,7 @@ DB ?= taskyard.db
 LOG_LEVEL ?= INFO
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos bench bench-dashboard bench-peers profile screenshots run demo clean node system-tools
+.PHONY: help venv proto proto-check lint test test-sqlite-stock test-node deps-floor chaos fuzz bench bench-dashboard bench-peers profile screenshots run demo clean node system-tools
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -104,6 +104,12 @@ deps-floor: venv ## Install every dependency at its pyproject.toml floor in a sc
 
 chaos: venv ## Kill brokers and workers under load; check nothing acknowledged is lost
 	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 2000
+fuzz: venv ## Fuzz a running broker with random seeds, FUZZ_EXAMPLES per property (~15 min; not in CI)
+	TASKYARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/security/test_fuzz.py \
+	  -o timeout=0 -p no:cacheprovider -q $(PYTEST_ARGS)
+	@echo "Keep every input a failure printed as an @example in tests/security/test_fuzz.py."
 
 bench: venv ## Run the benchmarks (median of several runs)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -17,6 +17,10 @@ Each scenario runs several times on a fresh database and reports the median.
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
   to handler start, p50 and p99 (bench/schedules.py).
+* soak (only when asked for, once): --soak-tasks (1M) no-op tasks through the
+  broker with a bounded backlog and a short retention; the broker's RSS after
+  every --soak-step (100k) tasks, and whether it stays within 10% after
+  --soak-settle (200k) (bench/soak.py).
 * events: end-to-end throughput with no WatchEvents subscriber and with
   --subscribers (10) unfiltered ones; the difference in percent is what the
   event stream costs (bench/events.py).
@@ -48,6 +52,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.events import subscriber_cost
 from bench.executors import executor_spans
 from bench.schedules import schedule_lag
+from bench.soak import soak
 from bench.workflows import chain_hops, fan_cost, plain_cost
 from broker.store.database import normalize_url
 from tests.helpers import Broker, WorkerProcess, start_worker
@@ -67,6 +72,11 @@ class Args:
     scenario: str
     replicas: int
     stats_tasks: int = 1_000_000
+    soak_tasks: int = 1_000_000
+    soak_step: int = 100_000
+    soak_settle: int = 200_000
+    soak_backlog: int = 20_000
+    soak_retention: str = "60s"
     subscribers: int = 10
     cpu_seconds: float = 1.0
     fan: int = 10_000
@@ -107,7 +117,9 @@ async def _submit(clients: list[Client], n: int, type_: str = "noop") -> None:
 
 
 class Setup:
-    def __init__(self, args: Args, workdir: Path, index: int) -> None:
+    def __init__(
+        self, args: Args, workdir: Path, index: int, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.args = args
         self.workdir = workdir / f"run{index}"
         self.workdir.mkdir()
@@ -121,7 +133,7 @@ class Setup:
                 Broker(
                     db_url=self.db_url,
                     workdir=self.workdir / f"r{r}",
-                    extra_args=("--submit-rate", "0"),
+                    extra_args=("--submit-rate", "0", *extra_args),
                 )
             )
         self.broker = self.brokers[0]
@@ -133,6 +145,11 @@ class Setup:
         await self.broker.start()  # the first migrates the schema
         await asyncio.gather(*(b.start() for b in self.brokers[1:]))
         return self
+
+    @property
+    def broker_pid(self) -> int:
+        assert self.broker.process is not None
+        return self.broker.process.pid
 
     def clients(self, timeout: float = 120) -> list[Client]:
         return [Client(b.target, timeout=timeout) for b in self.brokers]
@@ -317,6 +334,20 @@ async def workflow_figures(args: Args, workdir: Path, index: int) -> dict[str, f
     return plain | fan | {"fan_cpu_ratio": ratio} | hops
 
 
+async def soak_run(args: Args, workdir: Path) -> dict[str, Any]:
+    config = workdir / "soak.toml"
+    config.write_text(f'[defaults.retention]\nsucceeded = "{args.soak_retention}"\n')
+    extra = ("--config", str(config), "--retention-interval", "5")
+    async with Setup(args, workdir, 900, extra) as setup:
+        return await soak(
+            setup,
+            total=args.soak_tasks,
+            step=args.soak_step,
+            settle=args.soak_settle,
+            backlog=args.soak_backlog,
+        )
+
+
 async def _median_of(
     runs: int, scenario: Callable[[int], Awaitable[dict[str, float]]]
 ) -> dict[str, Any]:
@@ -369,6 +400,10 @@ async def main(args: Args) -> dict[str, Any]:
             report |= await _median_of(args.runs, lambda i: workflow_figures(args, workdir, i))
         if args.scenario in ("all", "latency"):
             report |= await _median_of(args.runs, lambda i: latency(args, workdir, i))
+        if args.scenario == "soak":
+            report["tasks"] = args.soak_tasks
+            report["runs"] = 1
+            report["soak"] = await soak_run(args, workdir)
     return report
 
 
@@ -397,6 +432,7 @@ def _parse() -> Args:
             "events",
             "executors",
             "workflow",
+            "soak",
         ],
         default="all",
     )
@@ -405,6 +441,17 @@ def _parse() -> Args:
     )
     parser.add_argument(
         "--replicas", type=int, default=1, help="Brokers sharing the database (PostgreSQL only)."
+    )
+    parser.add_argument("--soak-tasks", type=int, default=1_000_000, help="Soak: tasks in all.")
+    parser.add_argument("--soak-step", type=int, default=100_000, help="Soak: RSS every N tasks.")
+    parser.add_argument(
+        "--soak-settle", type=int, default=200_000, help="Soak: RSS must be flat from here on."
+    )
+    parser.add_argument(
+        "--soak-backlog", type=int, default=20_000, help="Soak: unfinished tasks at most."
+    )
+    parser.add_argument(
+        "--soak-retention", default="60s", help="Soak: how long succeeded tasks are kept."
     )
     parser.add_argument(
         "--subscribers", type=int, default=10, help="Events: WatchEvents subscribers."
@@ -429,6 +476,11 @@ def _parse() -> Args:
         ns.scenario,
         ns.replicas,
         ns.stats_tasks,
+        ns.soak_tasks,
+        ns.soak_step,
+        ns.soak_settle,
+        ns.soak_backlog,
+        ns.soak_retention,
         ns.subscribers,
         ns.cpu_seconds,
         ns.fan,
@@ -443,8 +495,22 @@ def _print(report: dict[str, Any]) -> None:
         f"runs={report['runs']} (median, then each run)"
     )
     for key, value in report.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "median" in value:
             print(f"  {key:<40} {value['median']:>10.1f}   {value['runs']}")
+    soak_report = report.get("soak")
+    if soak_report:
+        print(f"  soak: {soak_report['tasks_per_s']:.0f} tasks/s; broker RSS (MB) by tasks done:")
+        for n, mb in soak_report["rss_mb"]:
+            print(f"    {n:>9,}  {mb:7.1f}")
+        if "note" in soak_report:
+            print(f"  note: {soak_report['note']}")
+        spread = soak_report["rss_spread_after_settle"]
+        verdict = "flat" if soak_report["flat"] else "GROWING"
+        if spread is not None:
+            print(
+                f"  from {soak_report['settle_tasks']:,} tasks on: spread {spread:.1%} ({verdict}, "
+                "limit 10%)"
+            )
 
 
 if __name__ == "__main__":

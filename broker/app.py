@@ -42,6 +42,7 @@ from broker.engine.journal import Journal
 from broker.engine.notices import Notices
 from broker.engine.ops import Env
 from broker.engine.queue_registry import QueueRegistry
+from broker.engine.storage import StorageHealth
 from broker.http import gate
 from broker.http.router import Router
 from broker.http.server import HttpServer
@@ -55,9 +56,10 @@ from broker.loops.registry import RegistryLoop
 from broker.loops.retention import RetentionLoop
 from broker.loops.supervisor import Policy, Supervisor
 from broker.loops.ticker import Ticker
+from broker.loops.trim import trim_periodically
 from broker.security.interceptor import Guard
 from broker.security.limits import budget_of
-from broker.server import build_server, set_serving
+from broker.server import build_server, set_serving, watch_storage
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
 from broker.telemetry import setup as telemetry_setup
@@ -93,10 +95,15 @@ async def run(settings: Settings, *, clock: Clock | None = None) -> None:
         heartbeat_us=int(settings.lease_duration_s * MICROS),
         max_attempts=settings.default_max_attempts,
     )
-    db = open_database(settings.db, sqlite_synchronous=settings.sqlite_synchronous)
+    db = open_database(
+        settings.db,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_max_bytes=settings.sqlite_max_bytes,
+    )
     try:
         schema = await ensure_schema(db, auto_migrate=settings.auto_migrate)
-        await _restart_grace(db, clock, files.defaults.timeouts.heartbeat_us)
+        grace_us = max(int(settings.restart_grace_s * MICROS), files.defaults.timeouts.heartbeat_us)
+        await _restart_grace(db, clock, grace_us)
         await serve(await build(settings, files, clock, db, schema))
     finally:
         await db.dispose()
@@ -122,6 +129,7 @@ async def build(
         settings.schedules_path, settings=settings, factory=factory, now=clock.now_us()
     )
     tracing = telemetry_setup.tracing(otlp_endpoint=settings.otlp_endpoint)
+    storage = StorageHealth(clock)  # does the database take writes (health, metrics)
     dispatcher = Dispatcher(
         wake=doorbell.set,
         queues=queues,
@@ -142,6 +150,7 @@ async def build(
         db=db,
         dispatcher=dispatcher,
         tracing=tracing,
+        storage=storage,
         queues=queues,
         configured_queues=files.defaults.queues.keys(),
         metrics_token=settings.metrics_token,
@@ -156,6 +165,7 @@ async def build(
         queues=queues,
         journal=journal,
         metrics=observe.sink,
+        storage=storage,
     )
     committer = Committer(db=db, env=env, doorbell=doorbell)
 
@@ -220,6 +230,8 @@ async def build(
         ).run,
         "poll": functools.partial(poll_ready, dispatcher, poll_s),
         "queues": functools.partial(refresh_queues, queues),
+        "memory": trim_periodically,
+        "health": functools.partial(watch_storage, health_servicer, storage, runtime),
     }
     listener = None
     if replicated:
@@ -314,7 +326,12 @@ def _reconcilers(
 
 
 async def _restart_grace(db: Database, clock: Clock, grace_us: int) -> None:
-    """Leases left by a previous broker run get one heartbeat timeout to be re-adopted."""
+    """Leases left by a previous broker run get `grace_us` to be re-adopted.
+
+    After that the reaper may take them, but a lease it takes only lapses: until
+    the task is leased again its worker may still re-adopt it or report its
+    outcome (store/leases.lapsed).
+    """
     async with db.writer.begin() as conn:
         kept = await maintenance.grant_restart_grace(conn, until=clock.now_us() + grace_us)
     if kept:

@@ -100,10 +100,17 @@ class Settings:
     promote_poll_s: float = 1.0
     default_max_attempts: int = 3
     shutdown_grace_s: float = 2.0
+    # How long leases from before a restart wait for their workers to re-adopt
+    # them (at least one lease_duration): a worker reconnecting with the SDKs'
+    # backoff (capped at 10 s) gets about three tries.
+    restart_grace_s: float = 30.0
     retention_interval_s: float = 30.0
     config_path: str | None = None
     auto_migrate: bool = False
     sqlite_synchronous: str = "NORMAL"
+    # A cap on the SQLite file's size (PRAGMA max_page_count): writes that would grow
+    # it further fail as on a full disk (STORAGE_FULL). None: the disk is the limit.
+    sqlite_max_bytes: int | None = None
     port_file: str | None = None
     schedules_path: str | None = None  # --schedules (broker/api/schedules_file.py)
     templates_path: str | None = None  # --templates (broker/api/workflow_file.py)

@@ -97,6 +97,27 @@ class ShuttingDown(Unavailable):
         super().__init__("the broker is shutting down; retry against another replica or later")
 
 
+class StorageFull(ResourceExhausted):
+    """The database refuses to grow: its disk (or SQLite's size cap) is full."""
+
+    reason = "STORAGE_FULL"
+    retry_after_s = 5.0
+
+
+class StorageUnavailable(Unavailable):
+    """The database cannot take this broker's connection or request now (too many connections)."""
+
+    reason = "STORAGE_UNAVAILABLE"
+    retry_after_s = 1.0
+
+
+class StorageReadOnly(Unavailable):
+    """The database accepts no writes (a read-only standby, a read-only file or mount)."""
+
+    reason = "STORAGE_READ_ONLY"
+    retry_after_s = 5.0
+
+
 class ScheduleNotFound(NotFound):
     reason = "SCHEDULE_NOT_FOUND"
 

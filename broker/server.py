@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -9,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from broker.api import services
 from broker.api.runtime import Runtime
 from broker.api.services import Service
+from broker.engine.storage import StorageHealth
 from broker.errors import ConfigError
 from broker.security.interceptor import Guard
 from broker.security.tls import add_port
@@ -82,6 +86,25 @@ def build_server(
     if port == 0:
         raise ConfigError(f"cannot listen on {runtime.settings.listen}: the address is in use")
     return server, health_servicer, port
+
+
+async def watch_storage(
+    health_servicer: health.aio.HealthServicer, storage: StorageHealth, runtime: Runtime
+) -> None:
+    """Health says NOT_SERVING while the database refuses writes, SERVING when it takes them.
+
+    The condition (engine/storage.py) ends on a successful write or after a quiet
+    window, so a broker whose disk filled up recovers without a restart.
+    """
+    serving = True
+    while True:
+        storage.changed.clear()
+        wanted = storage.problem() is None
+        if wanted != serving and not runtime.shutting_down:
+            await set_serving(health_servicer, wanted)
+            serving = wanted
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(storage.changed.wait(), storage.seconds_left() or None)
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

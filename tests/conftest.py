@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from tests.databases import PostgresDatabases
-from tests.helpers import Broker, kill_leftovers
+from tests.helpers import Broker, kill_leftovers, reap_leftovers
 from worker_sdk import Client
 
 _postgres = PostgresDatabases()
@@ -36,10 +37,15 @@ def _drop_postgres_template() -> Iterator[None]:
     asyncio.run(_postgres.close())
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_processes() -> Iterator[None]:
-    """Processes a test leaves running (it failed before stopping them) die with it."""
+@pytest_asyncio.fixture(autouse=True)
+async def _no_leftover_processes() -> AsyncIterator[None]:
+    """Processes a test leaves running (it failed before stopping them) die with it.
+
+    Torn down after the test's other fixtures (it is set up first) and before its
+    event loop closes, so that each process is reaped and its pipes closed here.
+    """
     yield
+    await reap_leftovers()
     kill_leftovers()
 
 

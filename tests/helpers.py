@@ -37,6 +37,7 @@ class LoggedProcess:
     _pump: asyncio.Task[None] | None = None
     _eof: bool = False
     outlives_test: bool = False  # set by module-scoped fixtures; kill_leftovers spares it
+    loop: asyncio.AbstractEventLoop | None = None  # the event loop that started it
 
     @classmethod
     async def start(
@@ -50,7 +51,7 @@ class LoggedProcess:
             cwd=cwd,
             start_new_session=True,
         )
-        self = cls(proc, log_path)
+        self = cls(proc, log_path, loop=asyncio.get_running_loop())
         self._pump = asyncio.create_task(self._copy())
         _started.append(self)
         return self
@@ -126,10 +127,40 @@ class LoggedProcess:
 _started: list[LoggedProcess] = []
 
 
+async def reap_leftovers() -> int:
+    """In the test's own event loop: SIGKILL what the test left running, and wait for it.
+
+    A test that fails before stopping its workers must not leave them to the next
+    test: a worker that keeps reconnecting skews it, and a process, pipe or
+    transport collected later warns there ("subprocess … is still running",
+    "Event loop is closed") and fails it under `filterwarnings = error`. Waiting
+    here, while the loop still runs, reaps each process, ends its log pump and
+    closes its transport. Processes of another loop (a module-scoped fixture's)
+    are left to `kill_leftovers`.
+    """
+    loop = asyncio.get_running_loop()
+    killed = 0
+    for process in list(_started):
+        if process.loop is not loop:
+            continue
+        if process.outlives_test and process.proc.returncode is None:
+            continue
+        _started.remove(process)
+        if process.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+                killed += 1
+        with contextlib.suppress(TimeoutError):
+            await process.wait(timeout=10)
+    return killed
+
+
 def kill_leftovers() -> int:
     """SIGKILL every process a test started and left running (say, after a failed assert).
 
-    A leftover worker would keep reconnecting and skew later tests and benchmarks.
+    The fallback for processes `reap_leftovers` could not wait for (another event
+    loop's): a leftover worker would keep reconnecting and skew later tests and
+    benchmarks.
     """
     killed = 0
     for process in list(_started):

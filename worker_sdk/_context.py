@@ -32,9 +32,11 @@ class TaskContext:
         queue: The queue it came from.
         priority: Its priority.
         attempt: This attempt's number, counted from 1. Lease losses (a worker
-            that died or went silent) and `RetryTask` also advance it, so it can
-            exceed ``max_attempts``; the broker decides whether a failure is retried.
-        max_attempts: How many failed attempts the retry policy allows.
+            that died or went silent) and `RetryTask` also advance it.
+        max_attempts: The number of the last attempt a failure may have: when
+            ``attempt == max_attempts``, a retryable failure makes the task DEAD.
+            The broker moves it on with each lost lease (which uses no attempt)
+            and after `RetryTask`, so it never falls behind ``attempt``.
         labels: The task's labels.
         resources: What the worker's start-up hooks put there (a database pool, an HTTP
             client), by name. Empty in a process-pool child: open such things there.

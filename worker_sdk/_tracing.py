@@ -126,16 +126,19 @@ def task_scope(ctx: TaskContext, worker_id: str, headers: dict[str, str]) -> Ite
         with _span(ctx, worker_id, headers):
             yield
     except Exception as exc:
-        # Not "attempt 3/2": attempt numbers also count lease losses and go on
-        # after RetryTask, while max_attempts counts failures; the broker decides.
+        # The assignment's max_attempts is the number of the last attempt (the broker
+        # moves it on past lost leases and a RetryTask), so "N of M" never reads 3 of 2.
         if isinstance(exc, NonRetryableError):
             outcome = "not retried"
+        elif ctx.attempt >= ctx.max_attempts:
+            outcome = "no attempts left"
         else:
-            outcome = f"retried unless max_attempts={ctx.max_attempts} failed attempts are used up"
+            outcome = "retried unless the retry policy lists its type as non-retryable"
         log.warning(
-            "task %s failed on attempt %d: %s: %s (%s)",
+            "task %s failed on attempt %d of %d: %s: %s (%s)",
             ctx.task_id,
             ctx.attempt,
+            ctx.max_attempts,
             type(exc).__name__,
             exc,
             outcome,

@@ -114,10 +114,13 @@ class _Outbox:
     credits: int = 0
     heartbeats: dict[str, worker_service_pb2.Heartbeat] = field(default_factory=dict)
     releases: list[worker_service_pb2.LeaseRef] = field(default_factory=list)
+    drain: bool = False
 
     def messages(self) -> list[worker_service_pb2.LeaseRequest]:
-        # Heartbeats go first: a task's last progress must land before its result.
-        out = [
+        # A drain first: the sooner the broker closes the window, the less to release.
+        # Then heartbeats: a task's last progress must land before its result.
+        out = [pb.LeaseRequest(drain=pb.Drain(message="worker stopping"))] if self.drain else []
+        out += [
             pb.LeaseRequest(heartbeats=pb.Heartbeats(heartbeats=beats))
             for beats in _chunks(list(self.heartbeats.values()))
         ]
@@ -131,6 +134,7 @@ class _Outbox:
             pb.LeaseRequest(releases=pb.Releases(leases=refs)) for refs in _chunks(self.releases)
         ]
         self.completions, self.credits, self.heartbeats, self.releases = [], 0, {}, []
+        self.drain = False
         return out
 
 
@@ -340,6 +344,8 @@ class Worker(Registration):
         log.info("draining: %d tasks in flight, up to %.0fs", len(self._running), self._grace)
         self._draining = True
         self._outbox.credits = 0
+        self._outbox.drain = True  # the broker takes back the credits it still holds
+        self._wake.set()
         assert self._loop is not None
         self._loop.call_later(self._grace, self._give_up_remaining)
         self._check_drained()
@@ -405,10 +411,12 @@ class Worker(Registration):
         writer = asyncio.create_task(self._write(call), name="lease-writer")
         ticker = asyncio.create_task(self._tick(), name="lease-heartbeats")
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_EXCEPTION)
-            if not reader.done():
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and writer.exception() is None and not reader.done():
                 # The writer closed our side after draining; wait for the broker's.
                 await reader
+            # Otherwise the stream ended (or broke) first: the session is over, and a
+            # writer still waiting (say, for the broker's answer to our drain) stops.
         finally:
             for task in (reader, writer, ticker):
                 task.cancel()
@@ -428,8 +436,9 @@ class Worker(Registration):
         held += [
             pb.LeaseRef(task_id=c.task_id, lease_id=c.lease_id) for c in self._unacked.values()
         ]
-        self._outbox = _Outbox()
-        self._broker_drained = False  # a drain lasts for the stream it came on
+        # A drain lasts for the stream it came on; a draining worker drains the new one.
+        self._outbox = _Outbox(drain=self._draining)
+        self._broker_drained = False
         return pb.Hello(
             worker_id=self.worker_id,
             task_types=self.task_types,
@@ -480,13 +489,17 @@ class Worker(Registration):
             elif kind == "shutdown":
                 log.info("broker is shutting down: %s", message.shutdown.message)
             elif kind == "drain":
-                # An operator drained this worker: no more tasks will come on
-                # this stream, so stop offering room for them.
-                log.warning(
-                    "drained by the broker (%s); finishing held tasks", message.drain.message
-                )
+                # No more tasks will come on this stream (an operator drained this
+                # worker, or this is the answer to our own drain): stop offering room.
+                if self._draining:
+                    log.info("the broker stopped assigning (%s)", message.drain.message)
+                else:
+                    log.warning(
+                        "drained by the broker (%s); finishing held tasks", message.drain.message
+                    )
                 self._broker_drained = True
                 self._outbox.credits = 0
+                self._wake.set()  # a drained worker may half-close now (see _write)
 
     async def _write(self, call: Any) -> None:
         while True:
@@ -494,7 +507,9 @@ class Worker(Registration):
             self._wake.clear()
             for message in self._outbox.messages():
                 await call.write(message)
-            if self._drained.is_set():
+            # Once the broker answered our drain, no assignment can still be on its way,
+            # so nothing is left behind (and lost) by closing.
+            if self._drained.is_set() and self._broker_drained:
                 await call.done_writing()
                 return
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from google.protobuf import timestamp_pb2
 
-from broker.api import options
+from broker.api import checks, options
 from broker.config import Limits, Settings
 from broker.core import task_logs, validation
 from broker.core.models import (
@@ -27,7 +27,7 @@ from broker.core.queues import DEFAULT_QUEUE
 from broker.core.retry import RetryPolicy
 from broker.core.task_state import TaskState
 from broker.errors import InvalidArgument
-from broker.ids import new_ulid
+from broker.ids import is_ulid, new_ulid
 from broker.store.task_logs import StoredLog
 from taskyard.v1 import (
     payload_pb2,
@@ -35,10 +35,6 @@ from taskyard.v1 import (
     task_service_pb2,
     worker_service_pb2,
 )
-
-
-def _us(ts: timestamp_pb2.Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 def _set_ts(ts: timestamp_pb2.Timestamp, us: int) -> None:
@@ -71,11 +67,7 @@ def new_task(
     payload = _payload_bytes("task.payload", spec, limits)
     # Reading a protobuf map costs even when it is empty; most tasks have none.
     labels = validation.labels(dict(spec.labels), limits) if spec.labels else None
-    run_at = (
-        validation.instant("task.run_time", _us(spec.run_time))
-        if spec.HasField("run_time")
-        else now
-    )
+    run_at = checks.instant_us("task.run_time", spec.run_time) if spec.HasField("run_time") else now
     if spec.HasField("retry_policy"):
         rp = spec.retry_policy
         for field, names in (
@@ -98,6 +90,8 @@ def new_task(
             f"task.concurrency_key is {len(key)} characters; the limit is {limits.max_string}",
             reason="INVALID_CONCURRENCY_KEY",
         )
+    if key:
+        validation.identifier("task.concurrency_key", key, reason="INVALID_CONCURRENCY_KEY")
     return NewTask(
         id=new_ulid(),
         type=type_,
@@ -133,6 +127,8 @@ def _trace_context(headers: dict[str, str]) -> str | None:
             f"characters); got {sorted(headers)}",
             reason="INVALID_TRACE_CONTEXT",
         )
+    for key, value in headers.items():
+        validation.identifier(f"task.trace_context[{key}]", value, reason="INVALID_TRACE_CONTEXT")
     return json.dumps(headers, separators=(",", ":"))
 
 
@@ -145,7 +141,10 @@ def _payload_bytes(field: str, spec: task_pb2.Task, limits: Limits) -> bytes | N
 def payload_bytes(field: str, payload: payload_pb2.Payload, limits: Limits) -> bytes | None:
     data = payload.SerializeToString()
     validation.payload_size(field, len(data), limits)
-    if payload.WhichOneof("data") == "binary" and "json" in payload.content_type:
+    kind = payload.WhichOneof("data")
+    if kind == "json":
+        checks.json_depth(f"{field}.json", payload.json)
+    elif kind == "binary" and "json" in payload.content_type:
         validation.json_text(f"{field}.binary", payload.binary)
     return data or None
 
@@ -283,6 +282,7 @@ def set_progress(out: task_pb2.Progress, p: Progress) -> None:
 
 
 def full_view(view: int, default_full: bool) -> bool:
+    checks.enum("view", view, task_service_pb2.TaskView.DESCRIPTOR, reason="INVALID_VIEW")
     if view == task_service_pb2.TASK_VIEW_UNSPECIFIED:
         return default_full
     return view == task_service_pb2.TASK_VIEW_FULL
@@ -394,17 +394,25 @@ def parent_outcome(
 
 def lease_id(text: str) -> int | None:
     """A lease id as the worker quoted it; None if it cannot be one of ours."""
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if 0 <= value < 2**63 else None
+    if not (text.isascii() and text.isdigit()):
+        return None  # int() would take "+1", " 1", "1_0" and other scripts' digits
+    value = int(text)
+    return value if value < 2**63 else None
+
+
+def lease_ref(task_id: str, lease: str) -> int | None:
+    """The lease id of a (task id, lease id) a worker quoted; None if it cannot be ours.
+
+    A task id that is no ULID (a NUL byte, say) never reaches the database.
+    """
+    return lease_id(lease) if is_ulid(task_id) else None
 
 
 def progress(p: task_pb2.Progress, now: int) -> Progress:
+    percent = p.percent if p.percent == p.percent else 0.0  # NaN: no estimate
     return Progress(
-        percent=min(max(p.percent, 0.0), 100.0),
-        message=p.message[:1000],
+        percent=min(max(percent, 0.0), 100.0),
+        message=validation.printable(p.message[:1000]),
         step=p.step,
         total_steps=p.total_steps,
         at_us=now,
@@ -416,12 +424,23 @@ def log_lines(records: Sequence[task_pb2.TaskLogRecord], now: int) -> list[LogLi
     level is INFO, and a message is cut to 8 KiB."""
     return [
         LogLine(
-            _us(r.time) if r.HasField("time") else now,
+            _log_time(r, now),
             r.level if r.level in _LOG_LEVELS else task_pb2.TASK_LOG_LEVEL_INFO,
-            task_logs.clip(r.message),
+            # Kept, never refused, like all a worker reports: control characters replaced.
+            task_logs.clip(validation.printable(r.message)),
         )
         for r in records
     ]
+
+
+def _log_time(r: task_pb2.TaskLogRecord, now: int) -> int:
+    """A record's time as the worker gave it, or the broker's when it is unset or malformed."""
+    if not r.HasField("time"):
+        return now
+    try:
+        return checks.instant_us("log.time", r.time)
+    except InvalidArgument:
+        return now
 
 
 _LOG_LEVELS = frozenset(task_pb2.TaskLogLevel.values()) - {task_pb2.TASK_LOG_LEVEL_UNSPECIFIED}
@@ -438,10 +457,11 @@ def log_record(stored: StoredLog) -> task_pb2.TaskLogRecord:
 
 
 def failure(f: worker_service_pb2.Failure) -> Failure:
+    # What a worker reports is kept, never refused: control characters are replaced.
     return Failure(
-        type=(f.type or "Error")[:200],
-        message=f.message[:10_000],
-        details=f.details[:100_000],
+        type=validation.printable((f.type or "Error")[:200]),
+        message=validation.printable(f.message[:10_000]),
+        details=validation.printable(f.details[:100_000]),
         non_retryable=f.non_retryable,
         retry_delay_us=_retry_delay(f) if f.HasField("retry_delay") else None,
     )
@@ -461,5 +481,5 @@ def set_timestamp(ts: timestamp_pb2.Timestamp, us: int) -> None:
     _set_ts(ts, us)
 
 
-def micros(ts: timestamp_pb2.Timestamp) -> int:
-    return validation.instant("timestamp", _us(ts))
+def micros(field: str, ts: timestamp_pb2.Timestamp) -> int:
+    return checks.instant_us(field, ts)

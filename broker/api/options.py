@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
-from broker.core import validation
+from broker.api import checks
 from broker.core.models import Attempt, TaskRecord
 from broker.core.options import TaskOptions, Timeouts
 from broker.core.retry import BackoffStrategy, RetryPolicy
@@ -23,7 +23,7 @@ def _us(message: Message, name: str) -> int | None:
     if not message.HasField(name):
         return None
     value: duration_pb2.Duration = getattr(message, name)
-    return validation.span(name, int(value.ToMicroseconds()))
+    return checks.span_us(f"{message.DESCRIPTOR.name}.{name}", value)
 
 
 def _duration(us: int) -> duration_pb2.Duration:
@@ -35,6 +35,16 @@ def _duration(us: int) -> duration_pb2.Duration:
 _NOTHING_SET = TaskOptions()
 
 
+def _strategy(value: int) -> task_pb2.BackoffStrategy.ValueType:
+    checks.enum(
+        "retry_policy.strategy",
+        value,
+        task_pb2.BackoffStrategy.DESCRIPTOR,
+        reason="INVALID_RETRY_POLICY",
+    )
+    return task_pb2.BackoffStrategy.ValueType(value)
+
+
 def task_options(spec: task_pb2.Task) -> TaskOptions:
     """The options a CreateTask request sets; unset fields stay None (defaults apply)."""
     if not (spec.max_attempts or spec.HasField("retry_policy") or spec.HasField("timeouts")):
@@ -43,7 +53,7 @@ def task_options(spec: task_pb2.Task) -> TaskOptions:
     timeouts = spec.timeouts
     return TaskOptions(
         max_attempts=rp.max_attempts or spec.max_attempts or None,
-        strategy=_STRATEGY_IN.get(rp.strategy),
+        strategy=_STRATEGY_IN.get(_strategy(rp.strategy)),
         initial_backoff_us=_us(rp, "initial_backoff"),
         backoff_coefficient=rp.backoff_coefficient or None,
         max_backoff_us=_us(rp, "max_backoff"),

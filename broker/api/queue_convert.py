@@ -7,7 +7,7 @@ from typing import TypedDict
 
 from google.protobuf import duration_pb2
 
-from broker.api import options
+from broker.api import checks, options
 from broker.core.options import Defaults, TaskOptions
 from broker.core.queues import QueueSettings, RetentionSettings
 from broker.errors import InvalidArgument
@@ -36,8 +36,8 @@ class _Changes(TypedDict, total=False):
     retention: RetentionSettings
 
 
-def _us(d: duration_pb2.Duration) -> int:
-    return int(d.ToMicroseconds())
+def _us(field: str, d: duration_pb2.Duration) -> int:
+    return checks.span_us(field, d)
 
 
 def _duration(us: int) -> duration_pb2.Duration:
@@ -67,7 +67,9 @@ def settings_from(q: queue_pb2.Queue, base: QueueSettings, paths: set[str]) -> Q
     if "rate_limit" in paths:
         has = q.HasField("rate_limit")
         changes["rate_limit"] = q.rate_limit.limit if has else None
-        changes["rate_interval_us"] = _us(q.rate_limit.interval) if has else None
+        changes["rate_interval_us"] = (
+            _us("rate_limit.interval", q.rate_limit.interval) if has else None
+        )
     if "retry_policy" in paths or "timeouts" in paths:
         spec = task_pb2.Task(retry_policy=q.retry_policy, timeouts=q.timeouts)
         given = options.task_options(spec)
@@ -80,9 +82,13 @@ def settings_from(q: queue_pb2.Queue, base: QueueSettings, paths: set[str]) -> Q
     if "retention" in paths:
         r = q.retention
         changes["retention"] = RetentionSettings(
-            succeeded_us=_us(r.succeeded) if r.HasField("succeeded") else None,
-            failed_us=_us(r.failed) if r.HasField("failed") else None,
-            cancelled_us=_us(r.cancelled) if r.HasField("cancelled") else None,
+            succeeded_us=_us("retention.succeeded", r.succeeded)
+            if r.HasField("succeeded")
+            else None,
+            failed_us=_us("retention.failed", r.failed) if r.HasField("failed") else None,
+            cancelled_us=_us("retention.cancelled", r.cancelled)
+            if r.HasField("cancelled")
+            else None,
         )
     return replace(base, **changes)
 

@@ -117,8 +117,8 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
     async def PauseQueue(
         self, request: qs.PauseQueueRequest, context: Context
     ) -> qs.PauseQueueResponse:
+        note = validation.text("note", request.note[:1000], reason="INVALID_TEXT")
         current = await self._get(self._name(request.name))
-        note = request.note[:1000]
         saved = await self._save(
             replace(current, paused=True, pause_note=note, updated_at=self._rt.clock.now_us())
         )

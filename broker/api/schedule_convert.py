@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from broker.api import convert, workflow_convert
+from broker.api import checks, convert, workflow_convert
 from broker.config import Settings
-from broker.core import cron
+from broker.core import cron, validation
 from broker.core import schedules as core
 from broker.core.models import NewTask
 from broker.core.options import Defaults, TaskOptions
@@ -45,12 +46,12 @@ TEMPLATE_FIELDS = (
 )
 
 
-def _us(ts: timestamp_pb2.Timestamp) -> int:
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
+def _us(field: str, ts: timestamp_pb2.Timestamp) -> int:
+    return checks.instant_us(field, ts)
 
 
-def _dur(d: duration_pb2.Duration) -> int:
-    return d.seconds * 1_000_000 + d.nanos // 1000
+def _dur(field: str, d: duration_pb2.Duration) -> int:
+    return checks.span_us(field, d)
 
 
 def _ts(us: int) -> timestamp_pb2.Timestamp:
@@ -70,6 +71,11 @@ def schedule_name(value: str, settings: Settings) -> str:
     return check_name("name", value, settings.limits, reason="INVALID_SCHEDULE_NAME")
 
 
+def _cron_expression(spec: schedule_pb2.ScheduleSpec) -> str:
+    text = spec.cron.expression
+    return validation.text("spec.cron.expression", text, reason=cron.REASON).strip()
+
+
 def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
     which = spec.WhichOneof("trigger")
     if which is None:
@@ -84,30 +90,42 @@ def spec_in(spec: schedule_pb2.ScheduleSpec, *, now: int) -> core.Spec:
             "once": core.TriggerKind.ONCE,
             "recurrence": core.TriggerKind.RRULE,
         }[which],
-        cron=spec.cron.expression.strip() if which == "cron" else None,
-        rrule=spec.recurrence.rule.strip() if which == "recurrence" else None,
+        cron=_cron_expression(spec) if which == "cron" else None,
+        rrule=validation.text(
+            "spec.recurrence.rule", spec.recurrence.rule, reason=cron.REASON
+        ).strip()
+        if which == "recurrence"
+        else None,
         exclusions=tuple((r.start_date, r.end_date or r.start_date) for r in spec.exclusions),
-        every_us=_dur(spec.interval.every) if which == "interval" else None,
-        once_at=_us(spec.once.fire_time)
+        every_us=_dur("spec.interval.every", spec.interval.every) if which == "interval" else None,
+        once_at=_us("spec.once.fire_time", spec.once.fire_time)
         if which == "once" and spec.once.HasField("fire_time")
         else None,
-        time_zone=spec.time_zone,
-        start_at=_us(spec.start_time) if spec.HasField("start_time") else None,
-        end_at=_us(spec.end_time) if spec.HasField("end_time") else None,
-        jitter_us=_dur(spec.jitter),
+        time_zone=validation.identifier("spec.time_zone", spec.time_zone, reason=cron.REASON),
+        start_at=_us("spec.start_time", spec.start_time) if spec.HasField("start_time") else None,
+        end_at=_us("spec.end_time", spec.end_time) if spec.HasField("end_time") else None,
+        jitter_us=_dur("spec.jitter", spec.jitter),
     )
     core.check_spec(out, now=now)
     return out
 
 
+def _enum(field: str, value: int, enum: Any) -> int:
+    return checks.enum(field, value, enum.DESCRIPTOR, reason="INVALID_SCHEDULE_POLICY")
+
+
 def policies_in(p: schedule_pb2.SchedulePolicies) -> core.Policies:
     out = core.Policies(
-        misfire_grace_us=_dur(p.misfire_grace)
+        misfire_grace_us=_dur("policies.misfire_grace", p.misfire_grace)
         if p.HasField("misfire_grace")
         else core.DEFAULT_GRACE,
-        catchup=core.Catchup(p.catchup) if p.catchup else core.Catchup.ONE,
+        catchup=core.Catchup(_enum("policies.catchup", p.catchup, schedule_pb2.CatchupPolicy))
+        if p.catchup
+        else core.Catchup.ONE,
         catchup_limit=p.catchup_limit or core.DEFAULT_CATCHUP_LIMIT,
-        overlap=core.Overlap(p.overlap) if p.overlap else core.Overlap.SKIP,
+        overlap=core.Overlap(_enum("policies.overlap", p.overlap, schedule_pb2.OverlapPolicy))
+        if p.overlap
+        else core.Overlap.SKIP,
         max_instances=p.max_instances or 1,
     )
     problems = out.problems()
@@ -176,7 +194,7 @@ def description_in(text: str) -> str:
             f"description is {len(text)} characters; the limit is {MAX_DESCRIPTION}",
             reason="INVALID_ARGUMENT",
         )
-    return text
+    return validation.text("description", text, reason="INVALID_TEXT")
 
 
 def new_record(

@@ -267,6 +267,7 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
                 f"note is {len(request.note)} characters; the limit is 1000",
                 reason="INVALID_ARGUMENT",
             )
+        validation.text("note", request.note, reason="INVALID_TEXT")
 
         def pause(before: core.ScheduleRecord, now: int) -> core.ScheduleRecord:
             note = request.note or None
@@ -344,7 +345,11 @@ class ScheduleService(schedule_service_pb2_grpc.ScheduleServiceServicer):
             spec = (await self._get(self._name(request.name))).spec
         else:
             spec = sc.spec_in(request.spec, now=now)
-        start = convert.micros(request.start_time) if request.HasField("start_time") else now
+        start = (
+            convert.micros("start_time", request.start_time)
+            if request.HasField("start_time")
+            else now
+        )
         times = spec.upcoming(start, count)
         response = pb.PreviewScheduleResponse()
         for at in times:

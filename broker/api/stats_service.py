@@ -68,9 +68,10 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
         self, request: ss.GetTaskStatsRequest, context: Context
     ) -> ss.GetTaskStatsResponse:
         now = self._rt.clock.now_us()
-        end = convert.micros(request.end_time) if request.HasField("end_time") else now
+        limits = self._rt.settings.limits
+        end = convert.micros("end_time", request.end_time) if request.HasField("end_time") else now
         start = (
-            convert.micros(request.start_time)
+            convert.micros("start_time", request.start_time)
             if request.HasField("start_time")
             else end - 24 * HOUR_US
         )
@@ -89,8 +90,12 @@ class StatsService(stats_service_pb2_grpc.StatsServiceServicer):
                 conn,
                 start=start,
                 end=end,
-                queue=request.queue or None,
-                type_=request.type or None,
+                queue=validation.name("queue", request.queue, limits, reason="INVALID_QUEUE")
+                if request.queue
+                else None,
+                type_=validation.name("type", request.type, limits, reason="INVALID_TYPE")
+                if request.type
+                else None,
                 unwritten=self._unwritten(),
             )
         response = ss.GetTaskStatsResponse(

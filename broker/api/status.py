@@ -18,6 +18,7 @@ import grpc
 
 from broker.errors import TaskyardError
 from broker.status import abort
+from broker.store.failures import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ async def _abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: Exception
         raise exc  # the call was aborted already
     if isinstance(exc, TaskyardError):
         await abort(context, exc)
+    storage = storage_error(exc)  # a full disk, a read-only database: not a bug
+    if storage is not None:
+        await abort(context, storage)
     log.exception("internal error in %s", context)
     await abort(
         context, TaskyardError(f"internal error ({type(exc).__name__}); see the broker log")

@@ -167,9 +167,13 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         limit = validation.page_size(request.page_size, limits)
         labels = validation.labels(dict(request.labels), limits) if request.labels else None
         filters = tasks.TaskFilter(
-            queue=request.queue or None,
+            queue=validation.name("queue", request.queue, limits, reason="INVALID_QUEUE")
+            if request.queue
+            else None,
             state=convert.state_filter(request.state),
-            type=request.type or None,
+            type=validation.name("type", request.type, limits, reason="INVALID_TYPE")
+            if request.type
+            else None,
             owner=access.owner_filter(),
             created_from_us=_bound(request, "create_time_after"),
             created_before_us=_bound(request, "create_time_before"),
@@ -214,6 +218,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         task_id = validation.task_id(request.id)
         if len(request.reason) > 1000:
             raise InvalidArgument("reason is over 1000 characters", reason="INVALID_ARGUMENT")
+        validation.text("reason", request.reason, reason="INVALID_TEXT")
         outcome = await self._rt.committer.submit(CancelTask(task_id, request.reason))
         if not outcome.found:
             raise TaskNotFound(task_id)
@@ -351,7 +356,7 @@ class TaskService(task_service_pb2_grpc.TaskServiceServicer):
         now = self._rt.clock.now_us()
         states = _terminal_states(request.states, default=set(TERMINAL))
         before = (
-            convert.micros(request.finish_time_before)
+            convert.micros("finish_time_before", request.finish_time_before)
             if request.HasField("finish_time_before")
             else now + 1
         )
@@ -456,8 +461,7 @@ def _bound(request: task_service_pb2.ListTasksRequest, field: str) -> int | None
     """A ListTasks create-time bound in microseconds, or None when unset."""
     if not request.HasField(field):  # type: ignore[arg-type]
         return None
-    ts = getattr(request, field)
-    return validation.instant(field, ts.seconds * 1_000_000 + ts.nanos // 1000)
+    return convert.micros(field, getattr(request, field))
 
 
 def _changed(old: TaskRecord, new: TaskRecord) -> bool:

@@ -5,6 +5,13 @@ read loop: heartbeats whose lease is fresh are acknowledged from memory (no
 database write per heartbeat); everything else goes through the committer and
 is acknowledged once committed. When the stream ends for any reason but a
 broker shutdown, the session's leases are released at once.
+
+What waits to be written to the worker is bounded in bytes, not only by the
+worker's credits: a stream that does not read stops getting assignments once
+OUTBOX_SOFT_BYTES wait (its leases lapse and run elsewhere) and is not read
+from until they went out, so that acks cannot pile up either; a stream that
+lets OUTBOX_HARD_BYTES pile up all the same is ended with RESOURCE_EXHAUSTED
+`SLOW_CONSUMER`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -42,9 +49,10 @@ from broker.core.queues import DEFAULT_QUEUE
 from broker.core.task_logs import LogBudget, admit
 from broker.engine.dispatcher import StopReason
 from broker.engine.event_record import WorkerChange
-from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, disconnected, released
+from broker.engine.ops import AdoptLeases, EndLeases, ExtendLeases, Op, disconnected, released
 from broker.engine.worker_ops import WriteSessions
-from broker.errors import InvalidArgument, ShuttingDown, TaskyardError
+from broker.errors import InvalidArgument, ResourceExhausted, ShuttingDown, TaskyardError
+from broker.loops import trim
 from broker.security import access
 from broker.status import abort
 from broker.store.leases import Ended, ExtendResult, Extension
@@ -58,9 +66,17 @@ from taskyard.v1 import (
 log = logging.getLogger(__name__)
 
 Context = Any  # grpc.aio.ServicerContext
+R = TypeVar("R")
 pb = worker_service_pb2
 
 HANDSHAKE_TIMEOUT_S = 10.0
+OUTBOX_SOFT_BYTES = 8 * 1024 * 1024  # no assignments, and no reads, while more than this waits
+OUTBOX_HARD_BYTES = 64 * 1024 * 1024  # the stream ends when more than this waits
+WRITER_FLUSH_S = 5.0  # how long a closing session waits for its last messages to go out
+# Batches of one session waiting for the committer; past this the session stops reading
+# until some are answered, so a worker that sends faster than they commit cannot queue
+# unbounded work (its writes back up in gRPC's flow control instead).
+MAX_OPS_IN_FLIGHT = 32
 _LEASE_LOST = error_details_pb2.ItemError(
     code=9, reason="LEASE_LOST", message="the lease is no longer held; drop this task"
 )
@@ -129,6 +145,14 @@ def _check_hello(hello: worker_service_pb2.Hello, limits: Limits) -> None:
         validation.name("hello.task_types[]", t, limits, reason="HANDSHAKE_REQUIRED")
     for q in hello.queues:
         validation.name("hello.queues[]", q, limits, reason="HANDSHAKE_REQUIRED")
+    for field_name in ("sdk_language", "sdk_version"):
+        value = getattr(hello, field_name)
+        if len(value) > 100:
+            raise InvalidArgument(
+                f"hello.{field_name} is {len(value)} characters; the limit is 100",
+                reason="HANDSHAKE_REQUIRED",
+            )
+        validation.identifier(f"hello.{field_name}", value, reason="HANDSHAKE_REQUIRED")
     _check_credits("hello.credits", hello.credits, limits, allow_zero=True)
     # Re-adopting is a write per lease inside the one writer: bound it like a batch.
     if len(hello.held_leases) > limits.max_lease_items:
@@ -169,7 +193,7 @@ class Session:
         self.worker_id = hello.worker_id
         self.types = tuple(dict.fromkeys(hello.task_types))
         self.queues = tuple(dict.fromkeys(hello.queues)) or (DEFAULT_QUEUE,)
-        self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()
+        self.sdk = f"{hello.sdk_language or 'unknown'} {hello.sdk_version}".strip()[:200]
         # Only this identity, within its queues and types, may act on this
         # session's leases (store/leases.holds); its name is recorded on each.
         principal = grant.principal if (grant := access.current()) is not None else None
@@ -181,7 +205,15 @@ class Session:
         )
         self._hello = hello
         self._leases: dict[str, _Lease] = {}
-        self._outbox: asyncio.Queue[worker_service_pb2.LeaseResponse | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[worker_service_pb2.LeaseResponse, int] | None] = (
+            asyncio.Queue()
+        )
+        self._queued = 0  # bytes in the outbox and in the write under way
+        self._ops = 0  # batches submitted to the committer and not yet answered
+        self._calm = asyncio.Event()  # set while the session may read on
+        self._calm.set()
+        # Set when the broker must end the stream with a status (a slow consumer).
+        self._failure: asyncio.Future[TaskyardError] = asyncio.get_running_loop().create_future()
         self._open = True
         self.address = str(context.peer() or "")
         self.connected_at = self.last_seen = rt.clock.now_us()
@@ -196,22 +228,31 @@ class Session:
     def held_leases(self) -> list[LeaseRef]:
         return [LeaseRef(task_id, lease.lease_id) for task_id, lease in self._leases.items()]
 
-    def deliver(self, claimed: list[Claimed]) -> None:
+    def deliver(self, claimed: list[Claimed]) -> int:
+        """Queue the assignments for the worker; returns the bytes they take."""
         for c in claimed:
             self._leases[c.id] = _Lease(c.lease_id, c.lease_expires_at, c.heartbeat_timeout_us)
         # Split by size: a claim of many large payloads must not exceed the send limit.
         limits = self._rt.settings.limits
         budget = min(limits.max_batch_bytes, limits.send_bytes) - 1024
         chunk: list[worker_service_pb2.Assignment] = []
-        size = 0
+        size = total = 0
         for c in claimed:
             assignment = convert.assignment(c)
-            size += assignment.ByteSize()
-            if chunk and size > budget:
-                self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
-                chunk, size = [], assignment.ByteSize()
+            n = assignment.ByteSize() + 5  # the field's tag and length
+            if chunk and size + n > budget:
+                total += self._send_assignments(chunk, size)
+                chunk, size = [], 0
             chunk.append(assignment)
-        self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)))
+            size += n
+        return total + self._send_assignments(chunk, size)
+
+    def _send_assignments(self, chunk: list[worker_service_pb2.Assignment], size: int) -> int:
+        self._send(pb.LeaseResponse(assignments=pb.Assignments(assignments=chunk)), size + 5)
+        return size + 5
+
+    def room(self) -> int:
+        return OUTBOX_SOFT_BYTES - self._queued
 
     def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None:
         lease = self._leases.get(ref.task_id)
@@ -246,7 +287,11 @@ class Session:
         )
 
     def drain(self, message: str) -> None:
-        """No new tasks on this stream; the worker finishes the ones it holds."""
+        """No new tasks on this stream; the worker finishes the ones it holds.
+
+        The `drain` message goes after every assignment already queued, and no
+        assignment follows it (the dispatcher closes the window first).
+        """
         if self.draining:
             return
         self.draining = True
@@ -271,13 +316,17 @@ class Session:
         )
         self._send(self._welcome(lost))
         writer = asyncio.create_task(self._write_loop(), name=f"lease-writer-{self.key}")
+        reader = asyncio.create_task(self._read_loop(), name=f"lease-reader-{self.key}")
+        error: TaskyardError | None = None
         try:
             if self._hello.credits:
                 rt.dispatcher.grant(self, self._hello.credits)
-            await self._read_loop()
+            ends: set[asyncio.Future[Any]] = {reader, self._failure}
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            error = self._failure.result() if self._failure.done() else reader.result()
         finally:
+            reader.cancel()
             self._open = False
-            self._outbox.put_nowait(None)
             rt.sessions.remove(self)
             final = self.row()
             rt.committer.submit(
@@ -288,8 +337,27 @@ class Session:
                 # The worker is gone: its tasks may run again elsewhere now.
                 rt.committer.submit(EndLeases([disconnected(ref) for ref in held]))
             log.info("worker %s disconnected; %d leases released", self.worker_id, len(held))
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            backlog = self._queued
+            await self._stop_writer(writer, flush=error is None)
+            if backlog > OUTBOX_SOFT_BYTES // 4:
+                trim.trim()  # what the outbox held is free now: give it back
+        if error is not None:
+            # Only now that no write is under way: gRPC refuses to send a status while
+            # a message is still being written (the welcome, typically).
+            await abort(self._context, error)
+
+    async def _stop_writer(self, writer: asyncio.Task[None], *, flush: bool) -> None:
+        """Let the writer send what is queued (a clean end) or just its current message."""
+        if not flush:
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+        self._outbox.put_nowait(None)
+        done, _ = await asyncio.wait({writer}, timeout=WRITER_FLUSH_S)
+        if not done:
+            writer.cancel()  # the worker does not read: its messages are dropped
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        self._queued = 0
 
     async def _adopt_held(self) -> list[worker_service_pb2.LeaseRef]:
         """Keep the leases a reconnecting worker still holds; return those it lost."""
@@ -297,13 +365,13 @@ class Session:
         refs = [
             LeaseRef(item.task_id, lease_id)
             for item in held
-            if (lease_id := convert.lease_id(item.lease_id)) is not None
+            if (lease_id := convert.lease_ref(item.task_id, item.lease_id)) is not None
         ]
         adopt = AdoptLeases(refs, self.worker_id, self._by)
         kept = await self._rt.committer.submit(adopt) if refs else {}
         for ref in refs:
             if ref.task_id in kept:
-                expires = kept[ref.task_id]
+                expires = kept[ref.task_id].expires
                 timeout = expires - self._rt.clock.now_us()
                 self._leases[ref.task_id] = _Lease(ref.lease_id, expires, max(timeout, 1))
         self._rt.dispatcher.adopt(self, [r for r in refs if r.task_id in kept])
@@ -322,27 +390,68 @@ class Session:
         )
         return pb.LeaseResponse(welcome=welcome)
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self) -> TaskyardError | None:
+        """Read until the worker half-closes (None) or breaks the protocol (the error)."""
         while True:
+            await self._calm.wait()
             message = await self._context.read()
             if message is grpc.aio.EOF:
-                return
+                return None
             self.last_seen = self._rt.clock.now_us()
+            # Anything from the worker shows it is alive: a stalled session gets work again.
+            self._rt.dispatcher.alive(self)
             try:
                 self._handle(message)
             except TaskyardError as error:
-                await abort(self._context, error)
+                return error
 
     async def _write_loop(self) -> None:
         while True:
-            message = await self._outbox.get()
-            if message is None:
+            item = await self._outbox.get()
+            if item is None:
                 return
+            message, size = item
             await self._context.write(message)
+            before = self._queued
+            self._queued -= size
+            if before >= OUTBOX_SOFT_BYTES > self._queued:
+                self._rt.dispatcher.room_freed(self)
+            self._settle()
 
-    def _send(self, message: worker_service_pb2.LeaseResponse) -> None:
-        if self._open:
-            self._outbox.put_nowait(message)
+    def _settle(self) -> None:
+        """Read on only while the worker reads what we send and the committer keeps up."""
+        if self._queued > OUTBOX_SOFT_BYTES or self._ops >= MAX_OPS_IN_FLIGHT:
+            self._calm.clear()
+        else:
+            self._calm.set()
+
+    def _submit(self, op: Op[R]) -> asyncio.Future[R]:
+        """Submit one of the worker's batches, counted until the committer answers it."""
+        self._ops += 1
+        self._settle()
+        future = self._rt.committer.submit(op)
+        future.add_done_callback(self._answered)
+        return future
+
+    def _answered(self, _: asyncio.Future[Any]) -> None:
+        self._ops -= 1
+        self._settle()
+
+    def _send(self, message: worker_service_pb2.LeaseResponse, size: int | None = None) -> None:
+        if not self._open:
+            return
+        size = message.ByteSize() if size is None else size
+        self._queued += size
+        self._outbox.put_nowait((message, size))
+        self._settle()
+        if self._queued > OUTBOX_HARD_BYTES and not self._failure.done():
+            self._failure.set_result(
+                ResourceExhausted(
+                    f"{self._queued} bytes wait to be written to this stream; read what the "
+                    "broker sends (acks, assignments) as you send",
+                    reason="SLOW_CONSUMER",
+                )
+            )
 
     def shutdown(self, grace_s: float, reason: str) -> None:
         self._send(pb.LeaseResponse(shutdown=pb.Shutdown(grace=_duration(grace_s), message=reason)))
@@ -363,6 +472,8 @@ class Session:
             self._completions(message.completions.completions)
         elif kind == "releases":
             self._releases(message.releases.leases)
+        elif kind == "drain":
+            self.drain("the worker is draining")
         elif kind == "hello":
             raise InvalidArgument("hello may only be sent once, first", reason="PROTOCOL_ERROR")
         else:
@@ -380,7 +491,7 @@ class Session:
                 ack.error.CopyFrom(_DUPLICATE)
                 continue
             seen.add(hb.task_id)
-            lease_id = convert.lease_id(hb.lease_id)
+            lease_id = convert.lease_ref(hb.task_id, hb.lease_id)
             if lease_id is None:
                 ack.error.CopyFrom(_LEASE_LOST)
                 continue
@@ -403,7 +514,7 @@ class Session:
         if not slow:
             self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
             return
-        future = self._rt.committer.submit(ExtendLeases(slow))
+        future = self._submit(ExtendLeases(slow))
         future.add_done_callback(lambda f: self._extended(f, acks, slow, now))
 
     def _admit_logs(
@@ -467,7 +578,7 @@ class Session:
         for c in completions:
             ack = pb.CompletionAck(task_id=c.task_id, lease_id=c.lease_id)
             acks.append(ack)
-            lease_id = convert.lease_id(c.lease_id)
+            lease_id = convert.lease_ref(c.task_id, c.lease_id)
             try:
                 outcome = _outcome(c, limits)
             except InvalidArgument as error:
@@ -485,7 +596,7 @@ class Session:
         if not ends:
             self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
             return
-        future = self._rt.committer.submit(EndLeases(ends))
+        future = self._submit(EndLeases(ends))
         future.add_done_callback(lambda f: self._completed(f, acks, pending))
 
     def _completed(
@@ -511,13 +622,15 @@ class Session:
     def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:
         ends = []
         for ref in refs:
-            lease_id = convert.lease_id(ref.lease_id)
-            lease = self._leases.pop(ref.task_id, None)
-            if lease_id is not None and lease is not None:
+            lease_id = convert.lease_ref(ref.task_id, ref.lease_id)
+            lease = self._leases.get(ref.task_id)
+            if lease_id is not None and lease is not None and lease.lease_id == lease_id:
+                del self._leases[ref.task_id]  # releasing a lease it does not hold does nothing
                 ends.append(released(LeaseRef(ref.task_id, lease_id)))
         if ends:
             self._rt.dispatcher.ended([LeaseRef(e.task_id, e.lease_id) for e in ends])
-            self._rt.committer.submit(EndLeases(ends))
+            self._rt.dispatcher.released(self, [e.task_id for e in ends])
+            self._submit(EndLeases(ends))
 
 
 def _outcome(c: worker_service_pb2.Completion, limits: Limits) -> Outcome:
@@ -527,7 +640,7 @@ def _outcome(c: worker_service_pb2.Completion, limits: Limits) -> Outcome:
     if kind == "failure":
         return Failed(convert.failure(c.failure))
     if kind == "cancelled":
-        return Cancelled(c.cancelled.message[:1000])
+        return Cancelled(validation.printable(c.cancelled.message[:1000]))
     raise InvalidArgument(
         "completion has no outcome: set result, failure or cancelled", reason="INVALID_ARGUMENT"
     )

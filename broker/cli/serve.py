@@ -92,6 +92,13 @@ def _logging(level: str, json_lines: bool = False) -> None:
     help="Seconds in-flight calls get on SIGTERM.",
 )
 @click.option(
+    "--restart-grace",
+    type=float,
+    default=DEFAULTS.restart_grace_s,
+    show_default=True,
+    help="Seconds leases from before a restart wait for their workers (at least --lease-duration).",
+)
+@click.option(
     "--retention-interval",
     type=float,
     default=DEFAULTS.retention_interval_s,
@@ -105,6 +112,12 @@ def _logging(level: str, json_lines: bool = False) -> None:
     default="NORMAL",
     show_default=True,
     help="FULL survives power loss at the cost of commit latency.",
+)
+@click.option(
+    "--sqlite-max-bytes",
+    type=click.IntRange(min=1),
+    help="Cap the SQLite file at this size: writes that would grow it further are refused "
+    "with STORAGE_FULL, as on a full disk.",
 )
 @click.option(
     "--port-file",
@@ -181,9 +194,11 @@ def broker_command(
     max_attempts: int,
     max_payload_bytes: int,
     shutdown_grace: float,
+    restart_grace: float,
     retention_interval: float,
     auto_migrate: bool,
     sqlite_synchronous: str,
+    sqlite_max_bytes: int | None,
     port_file: str | None,
     schedules_path: str | None,
     templates_path: str | None,
@@ -206,6 +221,7 @@ def broker_command(
         ("--lease-duration", lease_duration),
         ("--sweep-interval", sweep_interval),
         ("--retention-interval", retention_interval),
+        ("--restart-grace", restart_grace),
     ):
         if value <= 0:
             raise click.BadParameter(f"{name} must be positive, got {value}")
@@ -222,10 +238,12 @@ def broker_command(
         sweep_interval_s=sweep_interval,
         default_max_attempts=max_attempts,
         shutdown_grace_s=shutdown_grace,
+        restart_grace_s=restart_grace,
         retention_interval_s=retention_interval,
         config_path=config_path,
         auto_migrate=auto_migrate,
         sqlite_synchronous=sqlite_synchronous,
+        sqlite_max_bytes=sqlite_max_bytes,
         port_file=port_file,
         schedules_path=schedules_path,
         templates_path=templates_path,

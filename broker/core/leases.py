@@ -46,6 +46,10 @@ class LeaseRow:
     type: str = ""
     leased_by: str | None = None  # the identity holding the lease (None: not recorded)
     workflow_id: str | None = None
+    # Set while the task waits again after losing this lease, until it is leased again.
+    lapsed_lease_id: int | None = None
+    cancel_reason: str | None = None
+    execution_timeout_us: int | None = None
 
 
 @record
@@ -109,8 +113,7 @@ def _decide(
         # The attempt never started, so it does not count.
         return Transition(TaskState.PENDING, row.attempt - 1, row.lost_count, run_at=now)
     if row.cancel_requested or isinstance(outcome, Cancelled):
-        message = outcome.message if isinstance(outcome, Cancelled) else ""
-        error = Failure(CANCELLED_ERROR, message or "cancelled while running", non_retryable=True)
+        error = _cancelled(row, outcome)
         return Transition(
             TaskState.CANCELLED, row.attempt, row.lost_count, finished_at=now, error=error
         )
@@ -125,6 +128,14 @@ def _decide(
         return _failed(row, failure, now, policy, rng, AttemptOutcome.TIMED_OUT)
     assert isinstance(outcome, Failed)
     return _failed(row, outcome.failure, now, policy, rng, AttemptOutcome.FAILED)
+
+
+def _cancelled(row: LeaseRow, outcome: Outcome) -> Failure:
+    """CancelTask's reason is the error message; the worker's own note goes to the details."""
+    note = outcome.message if isinstance(outcome, Cancelled) else ""
+    if row.cancel_reason:
+        return Failure(CANCELLED_ERROR, row.cancel_reason, note, non_retryable=True)
+    return Failure(CANCELLED_ERROR, note or "cancelled while running", non_retryable=True)
 
 
 def _lost(row: LeaseRow, reason: LossReason, now: int, policy: RetryPolicy) -> Transition:

@@ -17,6 +17,11 @@ from broker.core.record import record
 from broker.core.retry import BackoffStrategy, RetryPolicy
 from broker.errors import InvalidArgument
 
+# The one minimum for every timeout: a heartbeat timeout shorter than this could not be
+# met (the heartbeat interval is a third of it), and the others would pass before a
+# worker even heard of its task.
+MIN_TIMEOUT_US = 100_000
+
 
 @record
 class Timeouts:
@@ -29,12 +34,13 @@ class Timeouts:
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("execution_us", "soft_us", "expiry_us"):
+        for name in ("execution_us", "heartbeat_us", "soft_us", "expiry_us"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                out.append(f"timeouts.{name[:-3]} must be positive, got {value}µs")
-        if self.heartbeat_us < 100_000:
-            out.append(f"timeouts.heartbeat must be at least 100ms, got {self.heartbeat_us}µs")
+            if value is not None and value < MIN_TIMEOUT_US:
+                out.append(
+                    f"timeouts.{name[:-3]} must be at least {MIN_TIMEOUT_US // 1000}ms, "
+                    f"got {value}µs"
+                )
         if self.soft_us is not None and (
             self.execution_us is None or self.soft_us >= self.execution_us
         ):
@@ -131,7 +137,7 @@ def _resolve(
     policy = replace(retry, **retry_updates) if retry_updates else retry
     timeouts = Timeouts(
         execution_us=_first(merged.execution_timeout_us, base_timeouts.execution_us),
-        heartbeat_us=merged.heartbeat_timeout_us or base_timeouts.heartbeat_us,
+        heartbeat_us=_first(merged.heartbeat_timeout_us, base_timeouts.heartbeat_us) or 0,
         soft_us=_first(merged.soft_timeout_us, base_timeouts.soft_us),
         expiry_us=_first(merged.expiry_us, base_timeouts.expiry_us),
     )

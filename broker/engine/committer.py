@@ -22,7 +22,9 @@ from broker.core.task_state import TaskState
 from broker.engine.dispatcher import Plan
 from broker.engine.ledger import Ledger
 from broker.engine.ops import EndLeases, Env, Op, released
+from broker.errors import InvalidArgument
 from broker.store.database import Database
+from broker.store.failures import storage_error
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,8 @@ class Committer:
         env.journal.commit(now)
         if with_stats:
             self._stats_at = now
+        assert env.storage is not None
+        env.storage.committed(type(op).__name__ for op in ops)
         env.metrics.record(env.ledger.commit())
         for op, result in zip(ops, results, strict=True):
             if not op.future.done():
@@ -164,9 +168,15 @@ class Committer:
             for op in ops:
                 await self._commit([op], claims=False)
             return True
+        mapped = storage_error(exc)
+        if mapped is not None and not isinstance(mapped, InvalidArgument):
+            assert self._env.storage is not None
+            self._env.storage.refused(mapped.reason, [type(op).__name__ for op in ops])
+            self._env.metrics.storage_refused(mapped.reason)
         if ops:
+            # A storage condition reaches the caller as what it is (STORAGE_FULL, …).
             if not ops[0].future.done():
-                ops[0].future.set_exception(exc)
+                ops[0].future.set_exception(mapped or exc)
             return True
         log.error("claim transaction failed: %s", exc)
         return False

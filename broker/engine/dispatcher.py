@@ -6,6 +6,12 @@ inserted in a batch can be leased in the same commit) and hands back once the
 transaction has committed. It never sends more leases to a session than the
 session granted.
 
+A session is left out of claims while it is *stalled* (one of its leases
+lapsed: the worker went silent past a heartbeat timeout) until the worker
+shows life again, and while its outbox holds more bytes than it may
+(`LeaseHolder.room`: a stream that does not read). Tasks a session released
+are never handed back to that session.
+
 To avoid a useless claim query per event, each queue has a generation counter
 that goes up whenever tasks may have become ready there (a submission, a
 promotion, a lease coming back, a notification from another replica, the
@@ -34,6 +40,12 @@ from broker.store import workflow_reads as workflows
 log = logging.getLogger(__name__)
 
 MAX_CLAIM = 1000
+# Released task ids remembered per session, so that none goes back to it; a worker
+# releases only while draining, so this is far more than one ever needs.
+MAX_EXCLUDED = 10_000
+# A first guess at the bytes one assignment takes on the stream, before any were
+# measured; deliberately high, so that a stream's first claim cannot overshoot its room.
+FIRST_TASK_BYTES_GUESS = 64 * 1024
 # Queues and task types remembered as served by some worker (for metrics labels),
 # at most this many of each: a worker declaring thousands gets no more.
 MAX_SERVED = 1000
@@ -59,9 +71,13 @@ class LeaseHolder(Protocol):
 
     def held_leases(self) -> list[LeaseRef]: ...
 
-    def deliver(self, claimed: list[Claimed]) -> None: ...
+    def deliver(self, claimed: list[Claimed]) -> int:
+        """Queue the assignments for the worker; returns the bytes they take."""
 
     def stop_lease(self, ref: LeaseRef, reason: StopReason) -> None: ...
+
+    def room(self) -> int:
+        """Bytes the session's outbox may still take; 0 or less: deliver nothing now."""
 
 
 @dataclass(eq=False)
@@ -70,6 +86,10 @@ class _Slot:
     credits: int = 0
     seen: dict[str, int] = field(default_factory=dict)
     draining: bool = False
+    # One of its leases lapsed (no heartbeat in time): nothing more until it shows life.
+    stalled: bool = False
+    # Task ids it released, in order, for claims to skip (at most MAX_EXCLUDED).
+    excluded: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +135,8 @@ class Dispatcher:
         # Telemetry (broker/telemetry/tracing.py): told of every delivery, when given.
         self._on_deliver = on_deliver
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Bytes one assignment takes, as last measured (see _measure).
+        self._task_bytes = FIRST_TASK_BYTES_GUESS
         # Every queue and task type a worker session declared since start (bounded).
         self.served_queues: set[str] = set()
         self.served_types: set[str] = set()
@@ -140,16 +162,42 @@ class Dispatcher:
 
     def grant(self, holder: LeaseHolder, credits: int) -> None:
         slot = self._slots.get(holder.key)
-        if slot is None:
-            return
+        if slot is None or slot.draining:
+            return  # a draining session's window stays closed
         slot.credits += credits
         if self._wants(slot):
             self._wake()
 
     def drain(self, holder: LeaseHolder) -> None:
+        """No more tasks for this session: its credit window closes for good."""
         slot = self._slots.get(holder.key)
         if slot is not None:
             slot.draining = True
+            slot.credits = 0
+
+    def alive(self, holder: LeaseHolder) -> None:
+        """The worker sent something: a stalled session gets tasks again."""
+        slot = self._slots.get(holder.key)
+        if slot is not None and slot.stalled:
+            slot.stalled = False
+            if self._wants(slot):
+                self._wake()
+
+    def room_freed(self, holder: LeaseHolder) -> None:
+        """The session's outbox drained below its limit: it may be worth a claim again."""
+        slot = self._slots.get(holder.key)
+        if slot is not None and self._wants(slot):
+            self._wake()
+
+    def released(self, holder: LeaseHolder, task_ids: Iterable[str]) -> None:
+        """The session handed these tasks back: never give them to it again."""
+        slot = self._slots.get(holder.key)
+        if slot is None:
+            return
+        for task_id in task_ids:
+            slot.excluded[task_id] = None
+        while len(slot.excluded) > MAX_EXCLUDED:
+            del slot.excluded[next(iter(slot.excluded))]
 
     def freeze(self) -> None:
         """Stop leasing (shutdown); leases already out stay with their workers."""
@@ -178,7 +226,9 @@ class Dispatcher:
         return not self._frozen and any(self._wants(s) for s in self._slots.values())
 
     def _wants(self, slot: _Slot) -> bool:
-        if slot.credits <= 0 or slot.draining or self._frozen:
+        if slot.credits <= 0 or slot.draining or slot.stalled or self._frozen:
+            return False
+        if slot.holder.room() <= 0:
             return False
         # A paused queue is never worth a claim; its resume marks it ready.
         return any(
@@ -199,8 +249,10 @@ class Dispatcher:
             return {}
         out: dict[str, Claimed] = {}
         plans: dict[str, Plan] = {}
+        taken: dict[str, int] = {}  # bytes handed to each session in this call
         for t in sorted(tasks, key=lambda t: -t.priority):
-            slot = self._idle_slot_for(t.queue, t.type)
+            size = len(t.payload or b"") + ASSIGNMENT_OVERHEAD
+            slot = self._idle_slot_for(t.queue, t.type, size, taken)
             if slot is None:
                 continue
             plan = plans.get(slot.holder.key)
@@ -208,6 +260,7 @@ class Dispatcher:
                 plan = plans[slot.holder.key] = Plan(slot, t.queue, 0, 0, self._lease_ids())
             slot.credits -= 1
             plan.limit += 1
+            taken[slot.holder.key] = taken.get(slot.holder.key, 0) + size
             timeouts = t.timeouts
             claimed = Claimed(
                 id=t.id, type=t.type, queue=t.queue, priority=t.priority, attempt=1,
@@ -225,7 +278,9 @@ class Dispatcher:
         self._handed.extend(plans.values())
         return out
 
-    def _idle_slot_for(self, queue: str, type_: str) -> _Slot | None:
+    def _idle_slot_for(
+        self, queue: str, type_: str, size: int, taken: dict[str, int]
+    ) -> _Slot | None:
         if self._queues.paused(queue) or self._queues.limited(queue):
             return None  # limits are checked by a claim, in the database
         generation = self._generation.get(queue, 1)
@@ -233,8 +288,10 @@ class Dispatcher:
             if (
                 slot.credits > 0
                 and not slot.draining
+                and not slot.stalled
                 and slot.seen.get(queue, 0) >= generation
                 and type_ in slot.holder.types
+                and slot.holder.room() - taken.get(slot.holder.key, 0) >= size
             ):
                 return slot
         return None
@@ -257,7 +314,9 @@ class Dispatcher:
                 generation = self._generation.get(queue, 1)
                 if generation <= slot.seen.get(queue, 0) or self._queues.paused(queue):
                     continue
-                limit = min(slot.credits, MAX_CLAIM)
+                # No more than the session's outbox has room for, by the last measure.
+                fits = max(1, slot.holder.room() // self._task_bytes)
+                limit = min(slot.credits, MAX_CLAIM, fits)
                 slot.credits -= limit
                 lease_id = self._lease_ids()
                 plans.append(Plan(slot, queue, limit, generation, lease_id))
@@ -287,6 +346,7 @@ class Dispatcher:
                     worker_id=holder.worker_id,
                     lease_id=p.lease_id,
                     now=now,
+                    exclude=p.slot.excluded.keys(),
                     leased_by=holder.identity,
                 )
                 continue
@@ -299,6 +359,7 @@ class Dispatcher:
                 worker_id=holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,
+                exclude=p.slot.excluded.keys(),
                 leased_by=holder.identity,
             )
             p.claimed = limited.claimed
@@ -354,15 +415,33 @@ class Dispatcher:
             if not p.claimed:
                 continue
             holder = p.slot.holder
-            if not holder.open or self._slots.get(holder.key) is not p.slot:
+            # A session that closed, or began to drain while this commit ran (its
+            # `drain` answer is already queued: nothing may follow it), gets nothing.
+            if not holder.open or p.slot.draining or self._slots.get(holder.key) is not p.slot:
                 orphans.extend(LeaseRef(c.id, c.lease_id) for c in p.claimed)
                 continue
             for c in p.claimed:
+                self._supersede(c.id, c.lease_id)
                 self._owners[c.id] = (holder, c.lease_id)
-            holder.deliver(p.claimed)
+            self._measure(holder.deliver(p.claimed), len(p.claimed))
             if self._on_deliver is not None:
                 self._on_deliver(holder.worker_id, p.claimed)
         return orphans
+
+    def _supersede(self, task_id: str, lease_id: int) -> None:
+        """A task leased again: the holder of its lapsed lease must drop that attempt now."""
+        owner = self._owners.get(task_id)
+        if owner is not None and owner[1] != lease_id:
+            del self._owners[task_id]
+            owner[0].stop_lease(LeaseRef(task_id, owner[1]), StopReason.LEASE_LOST)
+
+    def _measure(self, size: int, count: int) -> None:
+        """Learn what an assignment weighs: at once when heavier, slowly when lighter."""
+        per_task = max(size // max(count, 1), 1)
+        if per_task >= self._task_bytes:
+            self._task_bytes = per_task
+        else:
+            self._task_bytes = max(per_task, (self._task_bytes * 3 + per_task) // 4)
 
     # --- Routing of lease events -----------------------------------------------------------
 
@@ -375,6 +454,23 @@ class Dispatcher:
             owner = self._owners.get(ref.task_id)
             if owner is not None and owner[1] == ref.lease_id:
                 del self._owners[ref.task_id]
+
+    def lapse(self, refs: Iterable[LeaseRef]) -> None:
+        """These leases expired unreported; their tasks wait again (see store/leases.lapsed).
+
+        Their sessions get nothing more until their workers show life, so that a
+        frozen worker cannot take its own task back (nor anything else) meanwhile.
+        The holders keep the leases: a late heartbeat or completion may still
+        restore them, and a holder is told to drop one only when its task is
+        leased again (`_supersede`).
+        """
+        for ref in refs:
+            owner = self._owners.get(ref.task_id)
+            if owner is None or owner[1] != ref.lease_id:
+                continue
+            slot = self._slots.get(owner[0].key)
+            if slot is not None:
+                slot.stalled = True
 
     def stop(self, refs: Iterable[LeaseRef], reason: StopReason) -> None:
         """Tell the sessions holding these leases to stop them (if they still do)."""
@@ -394,6 +490,11 @@ class Dispatcher:
     def leases_in_flight(self) -> int:
         """Leases this replica handed out or adopted that have not ended."""
         return len(self._owners)
+
+
+# What an assignment takes on the stream besides its payload (ids, type, queue,
+# timestamps), for the hand-off's room check; measured ones replace it in plan().
+ASSIGNMENT_OVERHEAD = 200
 
 
 class QueueView(Protocol):

@@ -49,6 +49,9 @@ class MetricsSink(Protocol):
     def leases_expired(self, count: int) -> None:
         """`count` leases ended because their holder sent no heartbeat in time."""
 
+    def storage_refused(self, reason: str) -> None:
+        """A write failed for a storage condition (`STORAGE_FULL`, …; store/failures.py)."""
+
 
 class NoMetrics:
     def record(self, events: Sequence[MetricEvent]) -> None:
@@ -61,6 +64,9 @@ class NoMetrics:
         return None
 
     def leases_expired(self, count: int) -> None:
+        return None
+
+    def storage_refused(self, reason: str) -> None:
         return None
 
 

@@ -35,6 +35,7 @@ from broker.engine.ledger import Ledger
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.engine.notices import Notices
 from broker.engine.queue_registry import QueueRegistry
+from broker.engine.storage import StorageHealth
 from broker.store import leases, queues, tasks
 
 R = TypeVar("R")
@@ -68,6 +69,11 @@ class Env:
     # Effects of the current transaction to run once it commits (dropped if it
     # fails), for work shared by ops of several kinds (engine/flows.py).
     deferred: list[Callable[[], None]] = field(default_factory=list)
+    storage: StorageHealth | None = None  # made from the clock when not given
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = StorageHealth(self.clock)
 
     def ready(self, queues: Iterable[str]) -> None:
         """Tasks became claimable in these queues: wake this replica and the others."""
@@ -244,6 +250,7 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
         cls, conn: AsyncConnection, ops: Sequence[ExtendLeases], env: Env, now: int
     ) -> list[dict[str, leases.ExtendResult]]:
         results = await leases.extend_leases(conn, [i for op in ops for i in op.items], now)
+        restored(env, [(i, r.queue, r.type, r.attempt) for i, r in results.items() if r.restored])
         for op in ops:
             for i in op.items:
                 result = results[i.task_id]
@@ -255,6 +262,16 @@ class ExtendLeases(Op[dict[str, leases.ExtendResult]]):
         logged = [i.task_id for i in self.items if i.logs and result[i.task_id].ok]
         if logged:
             env.events.logged(logged)
+        back = [task_id for task_id, r in result.items() if r.restored]
+        if back:
+            env.events.state_changed(back)
+
+
+def restored(env: Env, back: Iterable[tuple[str, str, str, int]]) -> None:
+    """Lapsed leases came back (task id, queue, type, attempt): their tasks run again."""
+    for task_id, queue, type_, attempt in back:
+        env.ledger.moved(queue, TaskState.PENDING, TaskState.RUNNING)
+        env.journal.task(task_id, queue, type_, TaskState.RUNNING, TaskState.PENDING, attempt)
 
 
 class EndLeases(Op[list[leases.Ended | None]]):
@@ -291,8 +308,8 @@ def route_ended(results: Sequence[leases.Ended | None], env: Env, now: int) -> N
     for e in results:
         if e is None:
             continue
-        env.ledger.moved(e.queue, TaskState.RUNNING, e.state)
-        env.journal.task(e.task_id, e.queue, e.type, e.state, TaskState.RUNNING, e.attempt)
+        env.ledger.moved(e.queue, e.source, e.state)
+        env.journal.task(e.task_id, e.queue, e.type, e.state, e.source, e.attempt)
         if e.counted:
             run_us = None if e.started_at is None else now - e.started_at
             env.ledger.ended(e.queue, e.type, now, e.state, run_us, e.lost)
@@ -320,8 +337,8 @@ def disconnected(ref: LeaseRef) -> LeaseEnd:
     return LeaseEnd(ref.task_id, ref.lease_id, Lost(LossReason.DISCONNECTED))
 
 
-class AdoptLeases(Op[dict[str, int]]):
-    """Re-attach the leases a reconnecting worker still holds: {task id: new expiry}."""
+class AdoptLeases(Op[dict[str, leases.Adopted]]):
+    """Re-attach the leases a reconnecting worker still holds, lapsed ones included."""
 
     order = 50
 
@@ -334,8 +351,17 @@ class AdoptLeases(Op[dict[str, int]]):
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[AdoptLeases], env: Env, now: int
-    ) -> list[dict[str, int]]:
-        return [
-            await leases.adopt_leases(conn, op.refs, worker_id=op.worker_id, now=now, by=op.by)
-            for op in ops
-        ]
+    ) -> list[dict[str, leases.Adopted]]:
+        out = []
+        for op in ops:
+            kept = await leases.adopt_leases(
+                conn, op.refs, worker_id=op.worker_id, now=now, by=op.by
+            )
+            restored(env, [(i, a.queue, a.type, a.attempt) for i, a in kept.items() if a.restored])
+            out.append(kept)
+        return out
+
+    def after_commit(self, result: dict[str, leases.Adopted], env: Env) -> None:
+        back = [task_id for task_id, a in result.items() if a.restored]
+        if back:
+            env.events.state_changed(back)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.models import LeaseEnd, LeaseRef, LossReason, Lost, TimedOut
 from broker.core.queues import QueueSettings
+from broker.core.record import record
 from broker.core.task_state import TERMINAL, TaskState
 from broker.engine import flows
 from broker.engine.dispatcher import StopReason
@@ -42,7 +43,13 @@ class PromoteDue(Op[list[str]]):
         env.events.state_changed(result)
 
 
-class ExpireLeases(Op[list[LeaseRef]]):
+@record
+class Expired:
+    ref: LeaseRef
+    lapsed: bool  # the task waits again and the holder may still report it
+
+
+class ExpireLeases(Op[list[Expired]]):
     """Take back leases whose holder sent no heartbeat in time."""
 
     order = 70
@@ -54,14 +61,29 @@ class ExpireLeases(Op[list[LeaseRef]]):
     @classmethod
     async def apply_all(
         cls, conn: AsyncConnection, ops: Sequence[ExpireLeases], env: Env, now: int
-    ) -> list[list[LeaseRef]]:
+    ) -> list[list[Expired]]:
         refs = await leases.expired_leases(conn, now=now, limit=max(o.limit for o in ops))
         ends = [LeaseEnd(r.task_id, r.lease_id, Lost(LossReason.EXPIRED)) for r in refs]
-        return [await _end(conn, ends, env, now)] + [[] for _ in ops[1:]]
+        if not ends:
+            return [[] for _ in ops]
+        results = await leases.end_leases(conn, ends, now=now, policy=env.policy)
+        route_ended(results, env, now)
+        # Waiting again, the task's lease lapsed (its holder may still report it);
+        # a task the loss made DEAD is gone for good.
+        lapsed = [r is not None and r.state is TaskState.PENDING for r in results]
+        first = [
+            Expired(LeaseRef(e.task_id, e.lease_id), lapse)
+            for e, r, lapse in zip(ends, results, lapsed, strict=True)
+            if r is not None
+        ]
+        # Now, not after the commit: this very transaction's claims must already pass
+        # the silent sessions by (their own tasks just became claimable).
+        env.dispatcher.lapse([e.ref for e in first if e.lapsed])
+        return [first] + [[] for _ in ops[1:]]
 
-    def after_commit(self, result: list[LeaseRef], env: Env) -> None:
-        env.dispatcher.stop(result, StopReason.LEASE_LOST)
-        env.events.state_changed([r.task_id for r in result])
+    def after_commit(self, result: list[Expired], env: Env) -> None:
+        env.dispatcher.stop([e.ref for e in result if not e.lapsed], StopReason.LEASE_LOST)
+        env.events.state_changed([e.ref.task_id for e in result])
         if result:
             env.metrics.leases_expired(len(result))
 

@@ -63,11 +63,13 @@ class Database:
             self._lock_fd = None
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Database:
+def open_database(
+    url: str, *, sqlite_synchronous: str = "NORMAL", sqlite_max_bytes: int | None = None
+) -> Database:
     url = normalize_url(url)
     parsed = make_url(url)
     if _backend(parsed) == "sqlite":
-        return _open_sqlite(url, sqlite_synchronous)
+        return _open_sqlite(url, sqlite_synchronous, sqlite_max_bytes)
     writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
     reader = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
     return Database(url, writer, reader)
@@ -113,7 +115,7 @@ def _backend(parsed: URL) -> str:
     )
 
 
-def _open_sqlite(url: str, synchronous: str) -> Database:
+def _open_sqlite(url: str, synchronous: str, max_bytes: int | None = None) -> Database:
     from broker.store import sqlite_driver
 
     parsed = make_url(url)
@@ -135,8 +137,14 @@ def _open_sqlite(url: str, synchronous: str) -> Database:
     # that precede it in an op (fencing) cannot race because this connection
     # is the only writer (the lock file keeps other brokers out). Readers run
     # each statement in autocommit.
-    _install_pragmas(writer, synchronous.upper(), isolation_level="IMMEDIATE")
-    _install_pragmas(reader, synchronous.upper(), isolation_level=None)
+    _install_pragmas(
+        writer,
+        synchronous.upper(),
+        isolation_level="IMMEDIATE",
+        cache_kib=WRITER_CACHE_KIB,
+        max_bytes=max_bytes,
+    )
+    _install_pragmas(reader, synchronous.upper(), isolation_level=None, cache_kib=READER_CACHE_KIB)
     return Database(url, writer, reader, lock_fd)
 
 
@@ -154,7 +162,22 @@ def _lock_file(path: Path) -> int:
     return fd
 
 
-def _install_pragmas(engine: AsyncEngine, synchronous: str, isolation_level: str | None) -> None:
+# SQLite's page cache is per connection and counts in the broker's memory: it fills as
+# the database grows and then stays. The one writer walks the hot ends of the indexes
+# on every commit; readers serve lookups and lists, where the OS file cache does as
+# well. At most 32 + 8 * 8 MiB in all (the reader pool has up to 8 connections).
+WRITER_CACHE_KIB = 32 * 1024
+READER_CACHE_KIB = 8 * 1024
+
+
+def _install_pragmas(
+    engine: AsyncEngine,
+    synchronous: str,
+    isolation_level: str | None,
+    *,
+    cache_kib: int,
+    max_bytes: int | None = None,
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -163,7 +186,12 @@ def _install_pragmas(engine: AsyncEngine, synchronous: str, isolation_level: str
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA temp_store=MEMORY")
-        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute(f"PRAGMA cache_size=-{cache_kib}")
+        if max_bytes is not None:
+            # Per connection, so set on each; the writer is the only one that grows the file.
+            cursor.execute("PRAGMA page_size")
+            page = cursor.fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count={max(max_bytes // page, 1)}")
         cursor.close()
         dbapi_connection.isolation_level = isolation_level
 

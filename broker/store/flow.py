@@ -8,7 +8,7 @@ keys, pick candidates in order while no key passes its limit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -43,6 +43,7 @@ async def claim_limited(
     lease_id: int,
     now: int,
     leased_by: str | None = None,
+    exclude: Collection[str] = (),
 ) -> LimitedClaim:
     """Lease up to `limit` tasks within the queue's limits.
 
@@ -65,7 +66,7 @@ async def claim_limited(
     claimed: list[Claimed] = []
     if want > 0:
         if settings.concurrency_key_limit is not None:
-            ids = await _pick_within_keys(conn, settings, types, want, now)
+            ids = await _pick_within_keys(conn, settings, types, want, now, exclude)
             if ids:
                 claimed = await claim_ids(
                     conn,
@@ -86,6 +87,7 @@ async def claim_limited(
                 lease_id=lease_id,
                 now=now,
                 leased_by=leased_by,
+                exclude=exclude,
             )
     retry_at = None
     if bucket is not None:
@@ -101,16 +103,24 @@ async def claim_limited(
 
 
 async def _pick_within_keys(
-    conn: AsyncConnection, settings: QueueSettings, types: Sequence[str], want: int, now: int
+    conn: AsyncConnection,
+    settings: QueueSettings,
+    types: Sequence[str],
+    want: int,
+    now: int,
+    exclude: Collection[str],
 ) -> list[str]:
+    conditions = [
+        state_is(_S.PENDING, column=task.c.state),
+        task.c.queue == settings.name,
+        task.c.type.in_(list(types)),
+        sa.or_(task.c.expire_at.is_(None), task.c.expire_at > now),
+    ]
+    if exclude:
+        conditions.append(task.c.id.not_in(list(exclude)))
     candidates = (
         sa.select(task.c.id, task.c.concurrency_key)
-        .where(
-            state_is(_S.PENDING, column=task.c.state),
-            task.c.queue == settings.name,
-            task.c.type.in_(list(types)),
-            sa.or_(task.c.expire_at.is_(None), task.c.expire_at > now),
-        )
+        .where(*conditions)
         .order_by(task.c.priority.desc(), task.c.run_at, task.c.id)
         .limit(max(want * 4, KEY_WINDOW))
     )

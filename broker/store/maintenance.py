@@ -102,6 +102,7 @@ async def expire_tasks(conn: AsyncConnection, *, now: int, limit: int) -> list[M
         )
         .values(
             state=int(_S.EXPIRED),
+            lapsed_lease_id=None,
             finished_at=now,
             updated_at=now,
             error_type="Expired",
@@ -153,6 +154,8 @@ async def retry_tasks(
                 state=int(_S.PENDING),
                 finished_at=None,
                 cancel_requested=False,
+                cancel_reason=None,
+                lapsed_lease_id=None,
                 attempt_base=task.c.attempt,
                 lost_count=0,
                 run_at=now,

@@ -93,6 +93,12 @@ task = sa.Table(
     # Workflow nodes (revision 0011): NULL for plain tasks, which pay nothing.
     sa.Column("workflow_id", sa.String(26)),
     sa.Column("node", sa.String(200)),
+    # Lapsed leases (revision 0012): the id of a lease that was lost (expired or its
+    # stream closed) while the task waits again, cleared when it is leased again; its
+    # worker may still report or re-adopt it until then (store/leases.py). And the
+    # reason CancelTask gave for a running task, which becomes its error message.
+    sa.Column("lapsed_lease_id", sa.BigInteger),
+    sa.Column("cancel_reason", sa.Text),
     sa.CheckConstraint(f"state BETWEEN 1 AND {max(TaskState)}", name="ck_task_state"),
     sa.CheckConstraint(
         f"(state IN ({_TERMINAL_SQL})) = (finished_at IS NOT NULL)", name="ck_task_finished"

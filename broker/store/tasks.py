@@ -178,6 +178,7 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
             .where(task.c.id == task_id, task.c.state == int(state))
             .values(
                 state=int(_S.CANCELLED),
+                lapsed_lease_id=None,
                 finished_at=now,
                 updated_at=now,
                 error_type="Cancelled",
@@ -194,7 +195,13 @@ async def cancel(conn: AsyncConnection, task_id: str, *, reason: str, now: int) 
         await conn.execute(
             sa.update(task)
             .where(task.c.id == task_id, task.c.lease_id == row.lease_id)
-            .values(cancel_requested=True, updated_at=now)
+            # The reason becomes the error message when the worker stops (core/leases.py);
+            # cancelling again is a no-op, so the first reason stays.
+            .values(
+                cancel_requested=True,
+                cancel_reason=sa.func.coalesce(task.c.cancel_reason, reason or None),
+                updated_at=now,
+            )
         )
         return CancelOutcome(True, _S.RUNNING, LeaseRef(task_id, row.lease_id), row.queue, row.type)
     return CancelOutcome(True, state, None, row.queue, row.type, state)

@@ -59,6 +59,7 @@ class BrokerMetrics:
         leases_in_flight: Leases this broker has out to its connected workers.
         sessions: Worker sessions connected to this broker.
         labels: Which queue and type names are labels of their own; by default all.
+        storage: Why the database refuses writes now (`STORAGE_FULL`, …), or None.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class BrokerMetrics:
         leases_in_flight: Callable[[], int] | None = None,
         sessions: Callable[[], int] | None = None,
         labels: Labels | None = None,
+        storage: Callable[[], str | None] | None = None,
     ) -> None:
         # Names become labels when recorded: a counter's series never shrinks
         # when a name becomes known later (its count so far stays in _other).
@@ -76,6 +78,7 @@ class BrokerMetrics:
         self._totals: dict[EventName, dict[tuple[str, str], int]] = {n: {} for n in TASK_COUNTERS}
         self._attrs: dict[tuple[str, str], dict[str, str]] = {}
         self._expired_leases = 0
+        self._storage_refusals: dict[str, int] = {}
         self._queue_counts = _Cached(queue_counts) if queue_counts else None
         for name, (metric, description) in TASK_COUNTERS.items():
             meter.create_observable_counter(
@@ -87,6 +90,20 @@ class BrokerMetrics:
             unit="{lease}",
             description="Leases taken back because no heartbeat came within the timeout.",
         )
+        meter.create_observable_counter(
+            "taskyard.storage.refusals",
+            [self._observe_refusals],
+            unit="{write}",
+            description="Writes the database refused: full, read-only, out of connections.",
+        )
+        if storage is not None:
+            meter.create_observable_gauge(
+                "taskyard.storage.refusing",
+                [lambda _: [Observation(1, {"reason": r}) for r in [storage()] if r]],
+                unit="{condition}",
+                description="1, with the reason, while the database refuses this broker's "
+                "writes (health says NOT_SERVING meanwhile).",
+            )
         self._run_time = meter.create_histogram(
             "taskyard.task.run_time",
             unit="s",
@@ -167,6 +184,9 @@ class BrokerMetrics:
         if count > 0:
             self._expired_leases += count
 
+    def storage_refused(self, reason: str) -> None:
+        self._storage_refusals[reason] = self._storage_refusals.get(reason, 0) + 1
+
     # --- Collection (runs on the reader's thread) -------------------------------------------
 
     def _attributes(self, key: tuple[str, str]) -> dict[str, str]:
@@ -182,6 +202,10 @@ class BrokerMetrics:
             return [Observation(n, self._attributes(key)) for key, n in totals.items()]
 
         return observe
+
+    def _observe_refusals(self, _: CallbackOptions) -> Iterable[Observation]:
+        counts = dict(self._storage_refusals)
+        return [Observation(n, {"reason": reason}) for reason, n in counts.items()]
 
     def _by_label(self, states: Collection[int]) -> dict[tuple[str, int], int]:
         """The queue counts in these states, with unknown queues summed under _other."""

@@ -34,6 +34,7 @@ from broker.core.models import Claimed
 from broker.engine.dispatcher import Dispatcher
 from broker.engine.metrics import MetricsSink, NoMetrics
 from broker.engine.queue_registry import QueueRegistry
+from broker.engine.storage import StorageHealth
 from broker.errors import ConfigError
 from broker.store import queues as store
 from broker.store.database import Database
@@ -121,6 +122,7 @@ def start(
     db: Database,
     dispatcher: Dispatcher,
     tracing: Tracing,
+    storage: StorageHealth | None = None,
     queues: QueueRegistry | None = None,
     configured_queues: Collection[str] = (),
     metrics_token: str | None = None,
@@ -150,6 +152,7 @@ def start(
             queue_counts=_queue_counts_reader(db, asyncio.get_running_loop()),
             leases_in_flight=lambda: dispatcher.leases_in_flight,
             sessions=lambda: dispatcher.sessions,
+            storage=None if storage is None else storage.problem,
             labels=None
             if queues is None
             else KnownNames(dispatcher=dispatcher, queues=queues, configured=configured_queues),

@@ -287,7 +287,8 @@ class RetryPolicy(_message.Message):
     max_lease_losses: _builtins.int
     """How many times the task may lose its lease (worker died, disconnected,
     stopped heartbeating) before it is dead. These do not count as attempts
-    of the handler. 0 = default (10).
+    of the handler. A loss is taken back when the lease's worker reports or
+    re-adopts it before the task is leased again. 0 = default (10).
     """
     @_builtins.property
     def initial_backoff(self) -> _duration_pb2.Duration:
@@ -358,6 +359,7 @@ class TaskTimeouts(_message.Message):
     def heartbeat(self) -> _duration_pb2.Duration:
         """A running attempt that sends no heartbeat for this long is taken back
         (the worker is presumed dead) and retried; it does not use an attempt.
+        Until another worker leases it, the silent worker may still report it.
         """
 
     @_builtins.property
@@ -482,7 +484,8 @@ class Task(_message.Message):
     knows about running it.
 
     In CreateTask only the input fields (type, queue, priority, payload,
-    labels, run_time, max_attempts) are read; the rest are output only.
+    labels, run_time, max_attempts, retry_policy, timeouts, concurrency_key,
+    trace_context) are read; the rest are output only.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -373,7 +373,11 @@ class CancelTaskRequest(_message.Message):
     id: _builtins.str
     """The task's id."""
     reason: _builtins.str
-    """Optional reason, recorded as the task's error message."""
+    """Optional reason, recorded as the task's error message (type `Cancelled`),
+    also for a running task: the worker's own note then goes to the error's
+    details. Up to 1,000 characters, no control characters but tab and
+    newline. A second CancelTask keeps the first reason.
+    """
     def __init__(
         self,
         *,

@@ -279,6 +279,7 @@ class LeaseRequest(_message.Message):
     HEARTBEATS_FIELD_NUMBER: _builtins.int
     COMPLETIONS_FIELD_NUMBER: _builtins.int
     RELEASES_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """The handshake: must be the first message, and only the first."""
@@ -297,7 +298,16 @@ class LeaseRequest(_message.Message):
 
     @_builtins.property
     def releases(self) -> Global___Releases:
-        """Leases handed back unstarted."""
+        """Leases handed back unstarted; the broker never assigns a released
+        task to this stream again.
+        """
+
+    @_builtins.property
+    def drain(self) -> Global___Drain:
+        """The worker takes no more tasks on this stream (it is draining): the
+        broker closes its credit window for good and answers with `drain`;
+        no assignment follows that answer.
+        """
 
     def __init__(
         self,
@@ -307,12 +317,13 @@ class LeaseRequest(_message.Message):
         heartbeats: Global___Heartbeats | None = ...,
         completions: Global___Completions | None = ...,
         releases: Global___Releases | None = ...,
+        drain: Global___Drain | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "credit", b"credit", "heartbeats", b"heartbeats", "hello", b"hello", "kind", b"kind", "releases", b"releases"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "credit", b"credit", "drain", b"drain", "heartbeats", b"heartbeats", "hello", b"hello", "kind", b"kind", "releases", b"releases"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "credit", b"credit", "heartbeats", b"heartbeats", "hello", b"hello", "kind", b"kind", "releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completions", b"completions", "credit", b"credit", "drain", b"drain", "heartbeats", b"heartbeats", "hello", b"hello", "kind", b"kind", "releases", b"releases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "credit", "heartbeats", "completions", "releases"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "credit", "heartbeats", "completions", "releases", "drain"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -357,7 +368,9 @@ class LeaseResponse(_message.Message):
 
     @_builtins.property
     def drain(self) -> Global___Drain:
-        """This worker gets no more tasks on this stream (DrainWorker)."""
+        """This worker gets no more tasks on this stream: an operator called
+        DrainWorker, or the worker sent `drain`. No assignment follows it.
+        """
 
     def __init__(
         self,
@@ -414,8 +427,9 @@ class Hello(_message.Message):
     @_builtins.property
     def held_leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Leases the worker still holds from an earlier session (after a broker
-        restart or a reconnect). The broker keeps those that are still valid and
-        attached to this stream, and lists the rest in `Welcome.lost_leases`.
+        restart or a reconnect). The broker keeps those that are still valid —
+        held, or lapsed with no other lease of their task since — attaches them
+        to this stream, and lists the rest in `Welcome.lost_leases`.
         """
 
     def __init__(
@@ -635,9 +649,16 @@ class Assignment(_message.Message):
     priority: _builtins.int
     """The task's priority."""
     attempt: _builtins.int
-    """The attempt number, counted from 1."""
+    """The attempt number, counted from 1. Every lease of the task counts,
+    lost ones too, and numbers go on after RetryTask.
+    """
     max_attempts: _builtins.int
-    """The attempts allowed in all."""
+    """The number of the last attempt a failure may have: when `attempt`
+    equals it, a retryable failure makes the task DEAD. It is the retry
+    policy's max_attempts moved on by the task's lost leases (which use no
+    attempt; their own budget is RetryPolicy.max_lease_losses) and by the
+    attempts before a RetryTask, so it is never below `attempt`.
+    """
     workflow_id: _builtins.str
     """The workflow this task is a node of; empty for a plain task."""
     workflow_node: _builtins.str
@@ -1210,7 +1231,13 @@ Global___Cancellation: _TypeAlias = Cancellation  # noqa: Y015
 
 @_typing.final
 class Drain(_message.Message):
-    """Drain tells a worker that it will get no more tasks: finish the held ones."""
+    """Drain ends the assignments of one Lease stream. From the broker (an
+    operator's DrainWorker, or the answer to the worker's own `drain`): no
+    assignment follows; finish or release the held leases, then half-close.
+    From the worker: take my credits back, I am stopping. The stream stays
+    open either way, for heartbeats, completions and releases; a new stream
+    starts undrained.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -76,10 +76,18 @@ class WorkerServiceServicer:
         the broker answers each item with an ack. An item whose lease the
         worker no longer holds is rejected with `LEASE_LOST` and changes nothing.
         5. When the stream ends, the broker releases the worker's leases at once
-        and their tasks become PENDING again.
+        and their tasks become PENDING again. A released (or expired) lease
+        lapses: until another stream leases its task, the worker may still
+        re-adopt it (`held_leases`), heartbeat it or complete it.
+        6. A worker that stops sends `drain`; the broker answers `drain` and
+        assigns nothing more on the stream.
 
         Errors (ending the stream): INVALID_ARGUMENT (`HANDSHAKE_REQUIRED`) when
-        the first message is not `hello` or is incomplete; UNAVAILABLE
+        the first message is not `hello` or is incomplete; INVALID_ARGUMENT
+        (`PROTOCOL_ERROR`) for a second `hello` or a message with no kind;
+        INVALID_ARGUMENT (`INVALID_CREDITS`, `BATCH_TOO_LARGE`) for out-of-range
+        credits or batches; RESOURCE_EXHAUSTED (`SLOW_CONSUMER`) when the worker
+        lets 64 MiB of the broker's messages pile up unread; UNAVAILABLE
         (`SHUTTING_DOWN`) when the broker stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

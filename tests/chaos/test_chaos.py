@@ -5,13 +5,16 @@ SIGKILLed and restarted three times, workers are SIGKILLed at random and
 replaced, and one worker's connection is cut twice. Afterwards every
 acknowledged submission must exist and have succeeded exactly once in the
 broker's record, and every task that ran more than once must have had its
-lease in flight at one of the failures. `make chaos` runs this; CI runs it.
+lease in flight at one of the failures. A second run freezes workers (SIGSTOP)
+past their leases while others are free: no task may go DEAD through lease
+losses. `make chaos` runs this; CI runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +23,7 @@ import grpc
 import pytest
 
 from tests.helpers import Broker, TcpProxy, WorkerProcess, read_record, start_worker
-from worker_sdk import Client, TaskSpec, TaskState, TaskyardError
+from worker_sdk import Client, RetryPolicy, TaskSpec, TaskState, TaskyardError
 
 pytestmark = pytest.mark.chaos
 
@@ -37,8 +40,18 @@ def broker_args() -> list[str]:
 class Load:
     """Submits small batches at a steady pace; only acknowledged ids count."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        policy: RetryPolicy | None = None,
+        *,
+        batch: int = BATCH,
+        pace_s: float = PACE_S,
+    ) -> None:
         self.broker = broker
+        self.policy = policy
+        self.batch = batch
+        self.pace_s = pace_s
         self.acked: list[str] = []
         self.refused = 0
         self.stop = asyncio.Event()
@@ -46,14 +59,16 @@ class Load:
     async def run(self) -> None:
         n = 0
         while not self.stop.is_set():
-            specs = [TaskSpec("chaos", {"n": n + i}) for i in range(BATCH)]
-            n += BATCH
+            specs = [
+                TaskSpec("chaos", {"n": n + i}, retry_policy=self.policy) for i in range(self.batch)
+            ]
+            n += self.batch
             try:
                 async with Client(self.broker.target, timeout=2) as client:
                     self.acked += [t.id for t in await client.submit_many(specs)]
             except TaskyardError:
                 self.refused += 1  # the broker was down: not acknowledged, not counted
-            await asyncio.sleep(PACE_S)  # the load's pacing
+            await asyncio.sleep(self.pace_s)  # the load's pacing
 
 
 async def test_acknowledged_tasks_survive_broker_and_worker_crashes(
@@ -140,11 +155,58 @@ async def test_acknowledged_tasks_survive_broker_and_worker_crashes(
     assert not unexplained, f"re-run with no failure while in flight: {unexplained[:5]}"
 
 
+async def test_workers_frozen_past_their_leases_cost_no_task_its_life_while_others_are_free(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # A small lease-loss budget: a frozen worker handed its own lapsed tasks (and new
+    # ones) again and again while it slept used up a budget of 2 in a few seconds.
+    # A light load and a wide credit window, so that a frozen worker keeps free credits
+    # (under a heavy load its window fills at once, and then it gets nothing anyway).
+    load = Load(broker, RetryPolicy(max_lease_losses=2), batch=1, pace_s=0.05)
+    workers = [await _worker(broker, tmp_path, f"w{i}", concurrency=256) for i in range(3)]
+    loader = asyncio.create_task(load.run())
+    started = time.monotonic()
+
+    async def at(second: float) -> None:
+        await asyncio.sleep(max(0.0, started + second - time.monotonic()))
+
+    # Each freeze lasts four lease durations (2 s), one worker at a time: two are free.
+    freezes = [(2.0, 0, 10.0), (12.0, 1, 20.0), (22.0, 2, 30.0)]
+    for begin, index, end in freezes:
+        await at(begin)
+        await workers[index].process.signal(signal.SIGSTOP)
+        await at(end)
+        await workers[index].process.signal(signal.SIGCONT)
+    await at(32.0)
+    load.stop.set()
+    await loader
+
+    async with Client(broker.target, timeout=10) as client:
+        final = await _wait_all(client, load.acked)
+        losses = {task_id: (await client.get(task_id)).lease_losses for task_id in load.acked}
+    for w in workers:
+        await w.stop()
+    dead = [t for t, s in final.items() if s is TaskState.DEAD]
+    lost = [t for t in load.acked if t not in final]
+    print(  # noqa: T201 - the counts are the point of `make chaos`
+        f"\nchaos (frozen workers): {len(load.acked)} acknowledged, "
+        f"{sum(1 for s in final.values() if s is TaskState.SUCCEEDED)} succeeded, "
+        f"{len(dead)} dead, {sum(1 for n in losses.values() if n)} with a lost lease, "
+        f"at most {max(losses.values(), default=0)} losses per task"
+    )
+    assert len(load.acked) > 300
+    assert not lost, f"acknowledged but missing: {lost[:5]}"
+    assert not dead, f"dead through lease losses while workers were free: {dead[:5]}"
+    assert all(s is TaskState.SUCCEEDED for s in final.values())
+    # A frozen worker costs each task it held one loss at most, never more.
+    assert max(losses.values(), default=0) <= 1, sorted(losses.values())[-5:]
+
+
 async def _worker(
-    broker: Broker, tmp_path: Path, name: str, *, port: int | None = None
+    broker: Broker, tmp_path: Path, name: str, *, port: int | None = None, concurrency: int = 8
 ) -> WorkerProcess:
     target = broker if port is None else _At(broker, port)
-    return await start_worker(target, tmp_path, name=name, concurrency=8)  # type: ignore[arg-type]
+    return await start_worker(target, tmp_path, name=name, concurrency=concurrency)  # type: ignore[arg-type]
 
 
 class _At:

@@ -5,6 +5,7 @@ Each case runs against the Python and the Node.js worker (see conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -37,9 +38,9 @@ async def test_a_stalled_workers_stale_result_is_rejected_and_it_keeps_working(
     client: Client, workers: Workers
 ) -> None:
     stale = await workers.start("stale", concurrency=1)
-    # Attempt 1 takes 0.6 s, attempt 2 takes 3 s: long enough to look at the task
-    # while the second worker holds it.
-    task = await client.submit("conformance.sleep", {"seconds": [0.6, 3]})
+    # Attempt 1 takes 0.6 s, attempt 2 takes 8 s: long enough to look at the task
+    # while the second worker holds it, on a loaded machine too.
+    task = await client.submit("conformance.sleep", {"seconds": [0.6, 8]})
     await stale.wait_for_line(f"started task {task.id} attempt 1")
     await stale.pause()  # SIGSTOP mid-handler: no heartbeats, the lease expires
 
@@ -72,23 +73,27 @@ async def test_a_stalled_workers_stale_result_is_rejected_and_it_keeps_working(
     assert re.search(rf"LEASE_LOST|revoked the lease on task {task.id}", log), log
 
 
-async def test_a_task_leased_again_to_the_same_worker_replaces_its_stale_attempt(
-    client: Client, workers: Workers, request: pytest.FixtureRequest
+async def test_a_paused_workers_lapsed_lease_comes_back_and_its_attempt_runs_once(
+    client: Client, workers: Workers
 ) -> None:
     worker = await workers.start("w1", concurrency=2)
-    # Attempt 1 would take 3 s and attempt 2 takes 5 s, so a worker that let the stale
-    # attempt run would see it end first (wherever the pause lands in it).
+    # Attempt 1 would take 3 s, attempt 2 5 s: the answer says which attempt finished.
     task = await client.submit("conformance.sleep", {"seconds": [3, 5]})
     await worker.wait_for_line(f"started task {task.id} attempt 1")
     await worker.pause()
-    # The lease expires and the broker leases the task again to the only worker with
-    # a free credit: this one, still paused, with the first attempt still running.
-    await wait_for(client, task.id, state=TaskState.RUNNING, attempt=2, worker_id="w1")
+    # The lease expires and the task waits again, but not for this worker: it has shown
+    # no life since, so it gets nothing (it still has a free credit), and no other
+    # worker exists. The task stays PENDING however long the pause lasts.
+    await wait_for(client, task.id, state=TaskState.PENDING, lease_losses=1)
+    await asyncio.sleep(3)  # the pause goes on: three more lease durations
+    waiting = await client.get(task.id)
+    assert (waiting.state, waiting.attempt, waiting.lease_losses) == (TaskState.PENDING, 1, 1)
     await worker.resume()
 
-    # The worker stops the stale attempt (a new lease means the old one is gone) and
-    # runs the new one to the end, once.
-    assert await client.wait(task.id, timeout=30) == {"attempt": 2, "worker": "w1"}
-    assert (await client.get(task.id)).attempt == 2
-    assert sorted(line[2] for line in workers.records("start", task.id)) == ["1", "2"]
-    assert [line[2] for line in workers.records("end", task.id)] == ["2"]
+    # Its first heartbeat or its result restores the lapsed lease (nobody took the task
+    # since): attempt 1 finishes, the loss is taken back, nothing ran twice.
+    assert await client.wait(task.id, timeout=30) == {"attempt": 1, "worker": "w1"}
+    done = await client.get(task.id)
+    assert (done.attempt, done.lease_losses, done.error) == (1, 0, None)
+    assert [line[2] for line in workers.records("start", task.id)] == ["1"]
+    assert [a.outcome for a in await client.attempts(task.id)] == ["succeeded"]

@@ -102,7 +102,7 @@ async def test_stats_counts_cancelled_says_never_ran_and_shows_paused_queues(
 async def test_the_worker_log_never_shows_more_attempts_than_allowed(
     broker: Broker, client: Client, tmp_path: Path
 ) -> None:
-    """After RetryTask the attempt numbers go on (2) while max_attempts stays 1: no "2/1"."""
+    """After RetryTask the attempt numbers go on (2), and so does the last attempt's number."""
     worker = await start_worker(broker, tmp_path, name="w")
     task = await client.submit("fail", max_attempts=1)
     with pytest.raises(TaskFailed):
@@ -110,8 +110,10 @@ async def test_the_worker_log_never_shows_more_attempts_than_allowed(
     await client.retry(task.id)
     with pytest.raises(TaskFailed):
         await client.wait(task.id, timeout=30)
-    await worker.process.wait_for_line(r"failed on attempt 2: ValueError")
+    # Attempt 2 after RetryTask is the last one of its fresh budget: "2 of 2", not "2/1".
+    await worker.process.wait_for_line(r"failed on attempt 2 of 2: ValueError")
     log = (tmp_path / "w.log").read_text()
     assert not re.search(r"attempt \d+/\d+", log), log
-    assert "retried unless max_attempts=1 failed attempts are used up" in log
+    assert "failed on attempt 1 of 1: ValueError" in log
+    assert "(no attempts left)" in log
     await worker.stop()

@@ -288,7 +288,7 @@ async def test_retry_runs_a_dead_task_again_with_a_fresh_budget(
     with pytest.raises(TaskFailed):
         await client.wait(task.id, timeout=20)
     retried = await client.retry(task.id)
-    # The idle worker may hold it already: the retry's commit also claims it.
+    # Waiting again — or already leased: the idle worker may take it in the same commit.
     assert retried.state in (TaskState.PENDING, TaskState.RUNNING)
     with pytest.raises(TaskFailed) as info:
         await client.wait(task.id, timeout=20)

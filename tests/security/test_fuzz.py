@@ -8,20 +8,27 @@ ErrorInfo reason, the broker stays up, and afterwards the stored tasks are
 exactly the acknowledged ones, intact, with the table's invariants holding.
 
 The run is derandomized and bounded (about 20 s per backend) so that CI is
-repeatable; TASKYARD_FUZZ_EXAMPLES=N explores N random examples per property.
+repeatable; TASKYARD_FUZZ_EXAMPLES=N explores N random examples per property
+(`make fuzz`: random seeds, many more examples, not in CI). Every input a run
+ever found is kept below as an explicit `@example`, so that CI replays it on
+every run: when `make fuzz` fails, hypothesis prints the falsifying input; add
+it as an `@example` of its property together with the fix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from google.protobuf import duration_pb2, timestamp_pb2
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from broker.store.database import normalize_url
@@ -36,7 +43,9 @@ FUZZ = settings(
     max_examples=EXAMPLES or 120,
     derandomize=not EXAMPLES,
     deadline=None,
-    database=None,
+    # `make fuzz` keeps what it finds in .hypothesis/ (replayed by the next `make fuzz`);
+    # CI keeps nothing between runs and replays the explicit @examples instead.
+    database=DirectoryBasedExampleDatabase(".hypothesis/fuzz") if EXAMPLES else None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 PROPER = {
@@ -81,7 +90,7 @@ def wire_field(number: int, value: bytes | int, *, wire: int | None = None) -> b
 
 names = st.one_of(
     st.just("echo"),
-    st.sampled_from(["echo", "a.b:c/d-e_f", "", " ", "x" * 201]),
+    st.sampled_from(["echo", "a.b:c/d-e_f", "", " ", "x" * 201, "echo\n", "echo\x00"]),
     st.text(min_size=0, max_size=40),
     st.text(alphabet=st.characters(codec="utf-8"), max_size=10),
 )
@@ -90,6 +99,18 @@ huge = st.one_of(
     st.sampled_from([0, -1, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63), 10**18]),
 )
 invalid_utf8 = st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"ok\x80"])
+# Valid UTF-8 with control characters (a NUL above all: PostgreSQL cannot store one).
+controlled = st.builds(
+    lambda head, c, tail: head + c + tail,
+    st.text(max_size=8),
+    st.sampled_from(["\x00", "\n", "\t", "\x1b", "\x7f", "\x85"]),
+    st.text(max_size=8),
+)
+enum_numbers = st.one_of(st.integers(0, 5), st.integers(-(2**31), 2**31 - 1))
+nanos_values = st.one_of(
+    st.integers(0, 999_999_999),
+    st.sampled_from([-1, -5, 1_000_000_000, 2_000_000_000, 2**31 - 1, -(2**31)]),
+)
 
 
 @st.composite
@@ -142,14 +163,26 @@ def create_requests(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             task.retry_policy.max_attempts = draw(st.integers(-(2**31), 2**31 - 1))
             task.retry_policy.backoff_coefficient = draw(st.floats())
-        request = ts.CreateTaskRequest(task=task, request_id=draw(st.text(max_size=30)))
+            task.retry_policy.strategy = draw(enum_numbers)  # type: ignore[assignment]
+            task.retry_policy.initial_backoff.seconds = draw(st.integers(-10, 10**12))
+            task.retry_policy.initial_backoff.nanos = draw(nanos_values)
+        if draw(st.booleans()):
+            timeout = draw(st.sampled_from(["execution", "heartbeat", "soft", "expiry"]))
+            getattr(task.timeouts, timeout).seconds = draw(st.integers(-5, 5))
+            getattr(task.timeouts, timeout).nanos = draw(nanos_values)
+        request_id = draw(st.one_of(st.text(max_size=30), controlled))
+        request = ts.CreateTaskRequest(task=task, request_id=request_id)
         return bytes(request.SerializeToString())
     if kind == "utf8":
         bad = draw(invalid_utf8)
         return wire_field(1, wire_field(draw(st.sampled_from([2, 3])), bad))  # type or queue
     if kind == "deep":
-        levels = draw(st.sampled_from([50, 99, 101, 200, 1000]))
-        payload = wire_field(1, deep_json(levels))  # Payload.json
+        levels = draw(st.sampled_from([31, 32, 33, 47, 48, 49, 50, 99, 101, 200, 1000]))
+        if draw(st.booleans()):
+            payload = wire_field(1, deep_json(levels))  # Payload.json
+        else:  # binary JSON, which only the broker's own check looks into
+            text = b"[" * levels + b"]" * levels
+            payload = wire_field(2, text) + wire_field(3, b"application/json")
         return wire_field(1, wire_field(2, b"echo") + wire_field(5, payload))
     if kind == "ts":
         seconds, nanos = draw(huge), draw(huge)
@@ -199,7 +232,9 @@ def lease_sessions(draw: st.DrawFn) -> list[bytes]:
     """A Lease stream's messages in any order, valid or not."""
     messages: list[bytes] = []
     for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["hello", "credit", "hb", "done", "release", "raw", "empty"]))
+        kind = draw(
+            st.sampled_from(["hello", "credit", "hb", "done", "release", "raw", "empty", "drain"])
+        )
         if kind == "hello":
             hello = ws.Hello(
                 worker_id=draw(names),
@@ -213,7 +248,8 @@ def lease_sessions(draw: st.DrawFn) -> list[bytes]:
                 credit=ws.Credit(credits=draw(st.integers(-(2**31), 2**31 - 1)))
             )
         elif kind in ("hb", "done", "release"):
-            task_id, lease_id = draw(names), draw(st.one_of(names, st.just("1")))
+            task_id = draw(st.one_of(names, st.just("01ARZ3NDEKTSV4RRFFQ69G5FAV"), controlled))
+            lease_id = draw(st.one_of(names, st.just("1"), st.just("+1"), st.just("\u0661")))
             if kind == "hb":
                 message = ws.LeaseRequest(
                     heartbeats=ws.Heartbeats(
@@ -232,10 +268,97 @@ def lease_sessions(draw: st.DrawFn) -> list[bytes]:
         elif kind == "raw":
             messages.append(draw(st.binary(min_size=1, max_size=40)))
             continue
+        elif kind == "drain":
+            message = ws.LeaseRequest(drain=ws.Drain(message=draw(st.text(max_size=10))))
         else:
             message = ws.LeaseRequest()
         messages.append(bytes(message.SerializeToString()))
     return messages
+
+
+# --- Inputs found, kept for every run -------------------------------------------------------
+# Each was refused wrongly (INTERNAL, or accepted and stored) on some seed or in an
+# outside probe (issue 14); CI replays them all on every run.
+
+
+def _create(**task: Any) -> bytes:
+    request_id = task.pop("request_id", "")
+    request = ts.CreateTaskRequest(task=task_pb2.Task(**task), request_id=request_id)
+    return bytes(request.SerializeToString())
+
+
+def _bad_duration() -> bytes:
+    request = ts.CreateTaskRequest(task=task_pb2.Task(type="echo"))
+    request.task.retry_policy.initial_backoff.seconds = 5
+    request.task.retry_policy.initial_backoff.nanos = -5
+    return bytes(request.SerializeToString())
+
+
+FOUND_CREATES: list[bytes] = [
+    _create(type="echo", request_id="\x00"),  # reached PostgreSQL: INTERNAL "DBAPIError"
+    _create(type="echo", request_id="order\x001"),
+    _create(type="echo\n"),  # `$` let a trailing newline through
+    _create(type="echo", labels={"k": "\x00"}),
+    _create(type="echo", labels={"\x00": "v"}),
+    _create(type="echo", concurrency_key="\x00"),
+    _create(type="echo", trace_context={"traceparent": "\x00"}),
+    _create(type="echo", retry_policy=task_pb2.RetryPolicy(strategy=99)),  # type: ignore[arg-type]
+    _bad_duration(),  # Duration {seconds: 5, nanos: -5} was accepted
+    _create(type="echo", run_time=timestamp_pb2.Timestamp(seconds=0, nanos=2_000_000_000)),
+    _create(type="echo", timeouts=task_pb2.TaskTimeouts(heartbeat=duration_pb2.Duration(nanos=1))),
+    wire_field(  # binary JSON 5,000 deep: RecursionError, INTERNAL
+        1,
+        wire_field(2, b"echo")
+        + wire_field(
+            5, wire_field(2, b"[" * 5000 + b"]" * 5000) + wire_field(3, b"application/json")
+        ),
+    ),
+]
+FOUND_OTHERS: list[tuple[str, bytes]] = [
+    (TASKS + "ListTasks", bytes(ts.ListTasksRequest(queue="q\x00").SerializeToString())),
+    (TASKS + "ListTasks", bytes(ts.ListTasksRequest(type="t\x00").SerializeToString())),
+    (TASKS + "ListTasks", wire_field(6, 99)),  # view 99
+    (TASKS + "GetTask", wire_field(1, b"01ARZ3NDEKTSV4RRFFQ69G5FAV") + wire_field(2, 99)),
+    (TASKS + "CancelTask", wire_field(1, b"01ARZ3NDEKTSV4RRFFQ69G5FAV") + wire_field(2, b"\x00")),
+]
+_HELLO = bytes(
+    ws.LeaseRequest(
+        hello=ws.Hello(worker_id="w", task_types=["echo"], credits=1)
+    ).SerializeToString()
+)
+FOUND_SESSIONS: list[list[bytes]] = [
+    [_HELLO, _HELLO],  # the second hello, right behind the first, was ignored
+    [
+        _HELLO,
+        bytes(
+            ws.LeaseRequest(
+                heartbeats=ws.Heartbeats(heartbeats=[ws.Heartbeat(task_id="\x00", lease_id="1")])
+            ).SerializeToString()
+        ),
+        bytes(
+            ws.LeaseRequest(
+                releases=ws.Releases(leases=[ws.LeaseRef(task_id="a\x00", lease_id="1")])
+            ).SerializeToString()
+        ),
+        _HELLO,  # ends the session at once (PROTOCOL_ERROR) rather than by the deadline
+    ],
+    [
+        bytes(
+            ws.LeaseRequest(
+                hello=ws.Hello(worker_id="w", task_types=["echo"], sdk_language="\x00")
+            ).SerializeToString()
+        )
+    ],
+]
+
+
+def _examples(found: list[Any]) -> Callable[[Any], Any]:
+    def apply(test: Any) -> Any:
+        for value in reversed(found):
+            test = example(value)(test)
+        return test
+
+    return apply
 
 
 # --- The run --------------------------------------------------------------------------------
@@ -277,6 +400,7 @@ def _fuzz_unary(target: str, ledger: Ledger) -> None:
 
         @FUZZ
         @given(create_requests())
+        @_examples(FOUND_CREATES)
         def creates(data: bytes) -> None:
             response = _unary(channel, TASKS + "CreateTask", data, ledger)
             if response is not None:
@@ -287,6 +411,7 @@ def _fuzz_unary(target: str, ledger: Ledger) -> None:
 
         @FUZZ
         @given(other_requests())
+        @_examples(FOUND_OTHERS)
         def others(call: tuple[str, bytes]) -> None:
             method, data = call
             if method.endswith(("/CreateTask", "/BatchCreateTasks", "/PurgeTasks")):
@@ -317,6 +442,7 @@ def _fuzz_lease(target: str, ledger: Ledger) -> None:
 
         @settings(FUZZ, max_examples=(EXAMPLES or 120) // 3)
         @given(lease_sessions())
+        @_examples(FOUND_SESSIONS)
         def sessions(messages: list[bytes]) -> None:
             call = lease(iter(messages), timeout=10)
             try:

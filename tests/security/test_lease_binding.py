@@ -115,11 +115,14 @@ class _Holder:
     def held_leases(self) -> list[LeaseRef]:
         return []
 
-    def deliver(self, claimed: list[Claimed]) -> None:
-        return None
+    def deliver(self, claimed: list[Claimed]) -> int:
+        return 0
 
     def stop_lease(self, ref: LeaseRef, reason: dispatcher.StopReason) -> None:
         return None
+
+    def room(self) -> int:
+        return 1 << 20
 
 
 def test_lease_ids_come_from_the_cryptographic_generator(monkeypatch: pytest.MonkeyPatch) -> None:

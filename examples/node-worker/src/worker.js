@@ -129,6 +129,8 @@ export class Worker extends EventEmitter {
   #client = null;
   #draining = false;
   #drained = false;
+  /** The broker said no assignment follows on this stream (its `drain`). */
+  #brokerDrained = false;
   #graceTimer = null;
   #heartbeatTimer = null;
   #flushScheduled = false;
@@ -210,6 +212,7 @@ export class Worker extends EventEmitter {
     this.log('INFO', `draining: ${this.#running.size} tasks in flight, up to ${this.shutdownGraceMs / 1000}s`);
     this.#draining = true;
     this.#outbox.credits = 0;
+    this.#outbox.drain = true; // the broker takes back the credits it still holds
     this.#graceTimer = setTimeout(() => this.#giveUpRemaining(), this.shutdownGraceMs);
     this.#checkDrained();
   }
@@ -248,6 +251,9 @@ export class Worker extends EventEmitter {
     }
     for (const c of this.#unacked.values()) held.push({ task_id: c.task_id, lease_id: c.lease_id });
     this.#outbox = new Outbox();
+    // A drain lasts for the stream it came on; a draining worker drains the new one.
+    this.#outbox.drain = this.#draining;
+    this.#brokerDrained = false;
     return {
       worker_id: this.workerId,
       task_types: [...this.#handlers.keys()].sort(),
@@ -300,6 +306,13 @@ export class Worker extends EventEmitter {
         break;
       case 'shutdown':
         this.log('INFO', `broker is shutting down: ${message.shutdown.message}`);
+        break;
+      case 'drain':
+        // No assignment follows on this stream (our own drain's answer, or an operator's).
+        this.log(this.#draining ? 'INFO' : 'WARNING', `the broker stopped assigning (${message.drain.message})`);
+        this.#brokerDrained = true;
+        this.#outbox.credits = 0;
+        this.#scheduleFlush(); // a drained worker may close its stream now
         break;
       default:
         break; // a kind newer than this worker: ignore it
@@ -429,7 +442,7 @@ export class Worker extends EventEmitter {
       this.#outbox.completions.push(completion);
       this.completed += 1;
     }
-    if (!this.#draining) this.#outbox.credits += 1;
+    if (!this.#draining && !this.#brokerDrained) this.#outbox.credits += 1;
     this.#scheduleFlush();
     this.#checkDrained();
   }
@@ -502,7 +515,8 @@ export class Worker extends EventEmitter {
       call.write(message);
       this.emit('sent', message);
     }
-    if (this.#drained) {
+    // Only after the broker's drain: then no assignment can still be on its way.
+    if (this.#drained && this.#brokerDrained) {
       this.log('INFO', 'drained; closing the lease stream');
       this.#call = null; // nothing more to write; the broker ends the call
       call.end();
@@ -629,11 +643,12 @@ class Outbox {
     this.completions = [];
     this.credits = 0;
     this.releases = [];
+    this.drain = false;
   }
 
-  /** Drain into LeaseRequest messages: heartbeats (last progress) before results. */
+  /** Drain into LeaseRequest messages: a drain first, heartbeats (last progress) before results. */
   messages() {
-    const out = [];
+    const out = this.drain ? [{ drain: { message: 'worker stopping' } }] : [];
     for (const heartbeats of chunks([...this.heartbeats.values()])) out.push({ heartbeats: { heartbeats } });
     for (const completions of chunks(this.completions)) out.push({ completions: { completions } });
     if (this.credits > 0) out.push({ credit: { credits: this.credits } });
@@ -642,6 +657,7 @@ class Outbox {
     this.completions = [];
     this.credits = 0;
     this.releases = [];
+    this.drain = false;
     return out;
   }
 }

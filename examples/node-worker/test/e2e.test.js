@@ -174,7 +174,9 @@ describe('the example worker as a process', () => {
     const child = startWorker('node-drain');
     await child.output.wait(/connected to/);
     const task = await tasks.submit('node.resize', { width: 20, height: 20, steps: 4, step_ms: 250 });
-    await tasks.watch(task.id, (t) => t.state === 'TASK_STATE_RUNNING');
+    // Its first progress: the handler runs (RUNNING alone may come before the worker
+    // even read the assignment, which a worker already draining releases instead).
+    await tasks.watch(task.id, (t) => (t.progress?.step ?? 0) >= 1);
     const drained = child.output.wait(/drained; closing the lease stream/);
     child.kill('SIGTERM');
     await drained;
