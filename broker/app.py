@@ -135,6 +135,7 @@ async def build(
         queues=queues,
         on_deliver=tracing.on_deliver,
         parents_budget=settings.limits.max_payload_bytes,
+        report_window_s=settings.lease_duration_s,
     )
     events = TaskEvents()
     replica_id = uuid.uuid4().hex[:12]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
@@ -90,6 +90,16 @@ class _Slot:
     stalled: bool = False
     # Task ids it released, in order, for claims to skip (at most MAX_EXCLUDED).
     excluded: dict[str, None] = field(default_factory=dict)
+    # Tasks whose leases lapsed here, skipped by its claims until the worker reports them
+    # (a heartbeat or completion restores the lease) or has had time to: handing a frozen
+    # worker's own task back to it as a new attempt would make it run twice.
+    lapsed: dict[str, None] = field(default_factory=dict)
+    forget_lapsed: asyncio.TimerHandle | None = None
+
+    def skipped(self) -> Collection[str]:
+        if not self.lapsed:
+            return self.excluded.keys()
+        return self.excluded.keys() | self.lapsed.keys()
 
 
 @dataclass
@@ -113,11 +123,15 @@ class Dispatcher:
         on_deliver: Callable[[str, Sequence[Claimed]], None] | None = None,
         lease_ids: Callable[[], int] = lambda: secrets.randbits(63),
         parents_budget: int = 1024 * 1024,
+        report_window_s: float = 10.0,
     ) -> None:
         self._queues: QueueView = queues or _NoLimits()
         # Workflow nodes' assignments carry their parents' results up to this
         # many bytes in all (the payload limit); the rest go by reference.
         self._parents_budget = parents_budget
+        # How long a stalled worker that shows life has to report the leases that lapsed
+        # while it was silent (one heartbeat timeout: it heartbeats each lease sooner).
+        self._report_window_s = report_window_s
         self._slots: dict[str, _Slot] = {}
         self._generation: dict[str, int] = {}
         # task id -> (session, lease id) for every lease this replica handed out
@@ -153,7 +167,9 @@ class Dispatcher:
 
     def detach(self, holder: LeaseHolder) -> list[LeaseRef]:
         """Forget a session; return the leases it still held, for release."""
-        self._slots.pop(holder.key, None)
+        slot = self._slots.pop(holder.key, None)
+        if slot is not None and slot.forget_lapsed is not None:
+            slot.forget_lapsed.cancel()
         refs = holder.held_leases()
         for ref in refs:
             if self._owners.get(ref.task_id) == (holder, ref.lease_id):
@@ -180,8 +196,30 @@ class Dispatcher:
         slot = self._slots.get(holder.key)
         if slot is not None and slot.stalled:
             slot.stalled = False
+            if slot.lapsed and slot.forget_lapsed is None:
+                slot.forget_lapsed = asyncio.get_running_loop().call_later(
+                    self._report_window_s, self._forget_lapsed, slot
+                )
             if self._wants(slot):
                 self._wake()
+
+    def reported(self, holder: LeaseHolder, task_ids: Iterable[str]) -> None:
+        """The session's heartbeats or completions for these tasks are recorded: whatever
+        became of their lapsed leases, its claims need not skip them any longer."""
+        slot = self._slots.get(holder.key)
+        if slot is None or not slot.lapsed:
+            return
+        for task_id in task_ids:
+            slot.lapsed.pop(task_id, None)
+
+    def _forget_lapsed(self, slot: _Slot) -> None:
+        """The worker had time to report its lapsed leases and did not: it dropped them."""
+        slot.forget_lapsed = None
+        if slot.stalled:
+            return  # silent again: the next sign of life starts a new window
+        slot.lapsed.clear()
+        if self._wants(slot):
+            self._wake()
 
     def room_freed(self, holder: LeaseHolder) -> None:
         """The session's outbox drained below its limit: it may be worth a claim again."""
@@ -346,7 +384,7 @@ class Dispatcher:
                     worker_id=holder.worker_id,
                     lease_id=p.lease_id,
                     now=now,
-                    exclude=p.slot.excluded.keys(),
+                    exclude=p.slot.skipped(),
                     leased_by=holder.identity,
                 )
                 continue
@@ -359,7 +397,7 @@ class Dispatcher:
                 worker_id=holder.worker_id,
                 lease_id=p.lease_id,
                 now=now,
-                exclude=p.slot.excluded.keys(),
+                exclude=p.slot.skipped(),
                 leased_by=holder.identity,
             )
             p.claimed = limited.claimed
@@ -471,6 +509,8 @@ class Dispatcher:
             slot = self._slots.get(owner[0].key)
             if slot is not None:
                 slot.stalled = True
+                if len(slot.lapsed) < MAX_EXCLUDED:
+                    slot.lapsed[ref.task_id] = None
 
     def stop(self, refs: Iterable[LeaseRef], reason: StopReason) -> None:
         """Tell the sessions holding these leases to stop them (if they still do)."""
