@@ -24,7 +24,7 @@ from broker.engine.ledger import Ledger
 from broker.engine.ops import EndLeases, Env, Op, released
 from broker.errors import InvalidArgument
 from broker.store.database import Database
-from broker.store.failures import storage_error
+from broker.store.failures import conflicted, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ R = TypeVar("R")
 MAX_OPS_PER_COMMIT = 512
 STATS_EVERY_US = 1_000_000  # rollups ride along with a commit about this often
 FAILURE_BACKOFF_S = 0.5
+MAX_CONFLICT_RETRIES = 3
 
 
 class Committer:
@@ -45,6 +46,7 @@ class Committer:
         self._stopping = False
         self._conn: AsyncConnection | None = None
         self._stats_at = 0
+        self._conflicts = 0  # nested retries of one op that lost a lock conflict
         self.commits = 0
 
     @property
@@ -162,6 +164,17 @@ class Committer:
             self.submit(EndLeases([released(ref) for ref in orphans]))
 
     async def _recover(self, ops: list[Op[Any]], exc: Exception) -> bool:
+        if len(ops) == 1 and conflicted(exc) and self._conflicts < MAX_CONFLICT_RETRIES:
+            # Lock orders are kept consistent, but a deadlock PostgreSQL broke is no
+            # caller's fault: run the op again (its own transaction) before giving up.
+            self._conflicts += 1
+            log.warning(
+                "%s lost a lock conflict (%s); running it again", type(ops[0]).__name__, exc
+            )
+            try:
+                return await self._commit(ops, claims=False)
+            finally:
+                self._conflicts -= 1
         if len(ops) > 1:
             # One bad op must not sink its neighbours: retry each on its own.
             log.warning("group commit of %d ops failed (%s); retrying one by one", len(ops), exc)

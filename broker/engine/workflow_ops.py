@@ -170,13 +170,18 @@ class AddNodes(_Inserting):
 
     async def _apply(self, conn: AsyncConnection, env: Env, now: int) -> Done:
         wf_id = self.workflow_id
+        names = [n.name for n in self.nodes]
+        wanted = sorted({p for n in self.nodes for p in n.parents} - set(names))
+        # Lock the existing parents (one finishing meanwhile is counted once: lock_nodes),
+        # and before the workflow's row: a node finishing holds its own row, then takes
+        # its workflow's (to count it), so the other order could deadlock with it.
+        parents = await reads.node_ids(conn, wf_id, wanted)
+        states = await store.lock_nodes(conn, [parents[p][0] for p in wanted if p in parents])
         row = (await store.workflow_rows(conn, [wf_id], lock=True)).get(wf_id)
         if row is None:
             return Done(wf_id, refusal=Refusal("WORKFLOW_NOT_FOUND", f"no workflow {wf_id}"))
         if row.finished:
             return Done(wf_id, refusal=_finished(wf_id))
-        names = [n.name for n in self.nodes]
-        wanted = sorted({p for n in self.nodes for p in n.parents} - set(names))
         found = await reads.node_ids(conn, wf_id, [*names, *wanted])
         refusal = _check_added(self.nodes, found, wanted)
         if refusal is None and row.nodes_total + len(self.nodes) > MAX_NODES_PER_WORKFLOW:
@@ -186,8 +191,10 @@ class AddNodes(_Inserting):
         refusal = refusal or await _refused_roots(conn, env, [n.task for n in self.nodes])
         if refusal is not None:
             return Done(wf_id, refusal=refusal)
-        # Lock the existing parents: one finishing meanwhile is counted once (lock_nodes).
-        states = await store.lock_nodes(conn, [found[p][0] for p in wanted])
+        # A parent added by another call between the two reads (rare): lock it now.
+        states |= await store.lock_nodes(
+            conn, [found[p][0] for p in wanted if found[p][0] not in states]
+        )
         existing = {p: (found[p][0], states[found[p][0]][0]) for p in wanted}
         late = [
             p for p in wanted if existing[p][1] is TaskState.RUNNING or existing[p][1].is_terminal

@@ -57,6 +57,12 @@ def storage_error(exc: BaseException) -> TaskyardError | None:
     return None
 
 
+def conflicted(exc: BaseException) -> bool:
+    """PostgreSQL gave up one of two transactions that wanted each other's rows (a
+    deadlock, a serialization failure): the same work, run again, succeeds."""
+    return any(getattr(e, "sqlstate", None) in ("40P01", "40001") for e in _chain(exc))
+
+
 def _by_sqlstate(state: str) -> TaskyardError | None:
     if state == "53100":  # disk_full
         return StorageFull(_FULL)
