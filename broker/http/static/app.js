@@ -137,6 +137,9 @@ function Shell({ onSignOut }) {
 
 // Asked before the first render, in parallel with it: every page needs the answer first.
 let firstCaller = call("SystemService/GetCaller");
+// Its refusal (no token yet) may come before the first render awaits it: marked as handled
+// here, it is not an "uncaught" error meanwhile; `load` still sees it.
+firstCaller.catch(() => {});
 
 function App() {
   const [phase, setPhase] = useState({ name: "loading" });
