@@ -51,9 +51,9 @@ async def test_a_submitter_sees_only_its_tasks_and_no_operator_buttons(
     await sign_in(dashboard, tokens_file.tokens["alice"])
     page = dashboard.page
     await expect(page.get_by_test_id("caller")).to_have_text("alice (submitter)")
-    # Only Tasks is offered: no overview, dead letters, schedules or workers.
+    # Only Tasks and Workflows are offered: no overview, dead letters, schedules or workers.
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Tasks"]
+        ["Tasks", "Workflows"]
     )
     await expect(page.get_by_test_id(f"task-{mine.id}")).to_be_visible()
     await expect(page.get_by_test_id("own-only")).to_be_visible()
@@ -115,7 +115,7 @@ async def test_an_operator_signs_in_and_out(
     await dashboard.live()
     await expect(page.get_by_test_id("caller")).to_have_text("oscar (operator)")
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Overview", "Tasks", "Dead letters", "Schedules", "Workers"]
+        ["Overview", "Tasks", "Dead letters", "Schedules", "Workers", "Workflows"]
     )
     await page.get_by_test_id("sign-out").click()
     await expect(page.get_by_label("Access token")).to_be_visible()
