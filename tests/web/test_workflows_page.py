@@ -278,3 +278,19 @@ async def test_the_cancel_button_cancels_a_running_workflow(
     await expect_the_brokers_states(page, done)
     assert await page.get_by_test_id("cancel-workflow").count() == 0
     await worker.stop()
+
+
+async def test_a_workflow_too_big_to_draw_is_listed_as_a_table(
+    broker: Broker, dashboard: Dashboard, client: Client
+) -> None:
+    wf = Workflow("web-wide")
+    root = wf.node("root", "wf.noop")
+    for i in range(300):  # 301 nodes: one above what is drawn
+        wf.node(f"leaf-{i}", "wf.noop", after=[root])
+    created = await client.create_workflow(wf)
+    page = dashboard.page
+    await dashboard.open(f"workflows/{created.id}")
+    await expect(page.get_by_test_id("graph-too-large")).to_contain_text("301 nodes")
+    await expect(page.get_by_test_id("node-table").locator("tbody tr")).to_have_count(301)
+    assert await page.get_by_test_id("graph").count() == 0
+    await expect_states(page, {"root": "PENDING", "leaf-0": "BLOCKED", "leaf-299": "BLOCKED"})
