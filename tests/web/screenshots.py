@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests.helpers import Broker, WorkerProcess, start_worker
 from tests.web.conftest import CHROMIUM
-from worker_sdk import Client, TaskSpec, TaskState
+from worker_sdk import Client, TaskSpec, TaskState, Workflow
 
 
 async def _scene(broker: Broker, workdir: Path, workers: list[WorkerProcess]) -> dict[str, str]:
@@ -59,7 +59,31 @@ async def _scene(broker: Broker, workdir: Path, workers: list[WorkerProcess]) ->
             "cleanup", TaskSpec("echo", queue="default"), every=900, time_zone="America/New_York"
         )
         await client.run_schedule("nightly-report")
-        return {"running": running.id, "dead": dead[0].id}
+        flow = await _workflow(client, broker, workdir, workers)
+        return {"running": running.id, "dead": dead[0].id, "workflow": flow}
+
+
+async def _workflow(
+    client: Client, broker: Broker, workdir: Path, workers: list[WorkerProcess]
+) -> str:
+    """A workflow half-way: finished nodes, a running one, blocked ones behind it."""
+    workers.append(
+        await start_worker(broker, workdir, name="wf-worker", app="tests.workflow_workers:worker")
+    )
+    wf = Workflow("nightly-etl")
+    extract = wf.node("extract", "wf.noop")
+    parts = [wf.node(f"transform-{r}", "wf.noop", after=[extract]) for r in ("eu", "us")]
+    slow = wf.node("transform-apac", "wf.slow", {"seconds": 600}, after=[extract])
+    load = wf.node("load", "wf.noop", after=[*parts, slow])
+    wf.node("report", "wf.noop", after=[load])
+    wf.node("notify", "wf.noop", after=[load], trigger_rule="all_finished")
+    created = await client.create_workflow(wf)
+    async for seen in client.watch(created.node("transform-apac").task_id):
+        if seen.state is TaskState.RUNNING:
+            break
+    for name in ("transform-eu", "transform-us"):
+        await client.wait(created.node(name).task_id, timeout=60)
+    return created.id
 
 
 async def shoot(out: Path) -> None:
@@ -82,6 +106,8 @@ async def shoot(out: Path) -> None:
                 "dead-letters": "dead",
                 "schedules": "schedules",
                 "workers": "workers",
+                "workflows": "workflows",
+                "workflow": f"workflows/{ids['workflow']}",
             }
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=str(CHROMIUM))

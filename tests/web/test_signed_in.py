@@ -10,7 +10,7 @@ from playwright.async_api import expect
 from tests.helpers import Broker
 from tests.security.support import TokensFile
 from tests.web.conftest import Dashboard
-from worker_sdk import Client
+from worker_sdk import Client, Workflow
 
 
 @pytest.fixture
@@ -51,9 +51,9 @@ async def test_a_submitter_sees_only_its_tasks_and_no_operator_buttons(
     await sign_in(dashboard, tokens_file.tokens["alice"])
     page = dashboard.page
     await expect(page.get_by_test_id("caller")).to_have_text("alice (submitter)")
-    # Only Tasks is offered: no overview, dead letters, schedules or workers.
+    # Only Tasks and Workflows are offered: no overview, dead letters, schedules or workers.
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Tasks"]
+        ["Tasks", "Workflows"]
     )
     await expect(page.get_by_test_id(f"task-{mine.id}")).to_be_visible()
     await expect(page.get_by_test_id("own-only")).to_be_visible()
@@ -115,8 +115,38 @@ async def test_an_operator_signs_in_and_out(
     await dashboard.live()
     await expect(page.get_by_test_id("caller")).to_have_text("oscar (operator)")
     await expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Overview", "Tasks", "Dead letters", "Schedules", "Workers"]
+        ["Overview", "Tasks", "Dead letters", "Schedules", "Workers", "Workflows"]
     )
     await page.get_by_test_id("sign-out").click()
     await expect(page.get_by_label("Access token")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('taskyard.token')") is None
+
+
+async def test_a_submitter_sees_only_its_workflows_and_may_cancel_not_retry(
+    broker: Broker, dashboard: Dashboard, tokens_file: TokensFile
+) -> None:
+    async with Client(broker.target, token=tokens_file.tokens["alice"]) as alice:
+        mine = await alice.create_workflow(_pair("alice-flow"))
+    async with Client(broker.target, token=tokens_file.tokens["bob"]) as bob:
+        theirs = await bob.create_workflow(_pair("bob-flow"))
+    await sign_in(dashboard, tokens_file.tokens["alice"])
+    page = dashboard.page
+    await page.get_by_test_id("nav-workflows").click()
+    await expect(page.get_by_test_id(f"workflow-{mine.id}")).to_contain_text("alice-flow")
+    await expect(page.get_by_role("table").locator("tbody tr")).to_have_count(1)
+    assert await page.get_by_test_id(f"workflow-{theirs.id}").count() == 0
+    await page.get_by_role("link", name=mine.id).click()
+    await expect(page.get_by_test_id("node-second")).to_have_attribute("data-state", "BLOCKED")
+    await expect(page.get_by_test_id("cancel-workflow")).to_be_visible()  # hers, no worker runs it
+    await page.get_by_test_id("cancel-workflow").click()
+    await page.get_by_test_id("cancel-workflow-confirm").click()
+    await expect(page.get_by_test_id("workflow-state")).to_have_text("CANCELLED")
+    # Retrying is an operator's: not offered to her, even now that it could run again.
+    await expect(page.get_by_test_id("node-first")).to_have_attribute("data-state", "CANCELLED")
+    assert await page.get_by_test_id("retry-workflow").count() == 0
+
+
+def _pair(name: str) -> Workflow:
+    wf = Workflow(name)
+    wf.node("second", "echo", after=[wf.node("first", "echo")])
+    return wf

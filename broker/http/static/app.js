@@ -14,6 +14,7 @@ import { TaskPage } from "./pages/task.js";
 import { DeadLetters } from "./pages/dead.js";
 import { Schedules } from "./pages/schedules.js";
 import { Workers } from "./pages/workers.js";
+import { WorkflowPage, Workflows } from "./pages/workflows.js";
 
 // The pages, in navigation order. `needs` is the method a page cannot work without: a
 // page the caller's roles do not allow is not offered (the broker refuses it anyway).
@@ -23,14 +24,14 @@ const PAGES = [
   { path: "dead", title: "Dead letters", needs: "TaskService/RetryTask", view: DeadLetters },
   { path: "schedules", title: "Schedules", needs: "ScheduleService/ListSchedules", view: Schedules },
   { path: "workers", title: "Workers", needs: "WorkerService/ListWorkers", view: Workers },
-  // Workflows (issue 19) go here once WorkflowService is on main:
-  // { path: "workflows", title: "Workflows", needs: "WorkflowService/GetWorkflow", view: Workflows },
-  // with pages/workflows.js following pages/task.js (GetWorkflow, then live node states
-  // from this tab's event stream or WatchWorkflow; see docs/dashboard.md, "Adding a page").
+  { path: "workflows", title: "Workflows", needs: "WorkflowService/ListWorkflows", view: Workflows },
 ];
 
-// Detail routes: "#/tasks/<id>" → the task page.
-const DETAILS = { tasks: TaskPage };
+// Detail routes: "#/tasks/<id>" → the task page, "#/workflows/<id>" → a workflow's graph.
+const DETAILS = {
+  tasks: { title: "Task", needs: "TaskService/GetTask", view: TaskPage },
+  workflows: { title: "Workflow", needs: "WorkflowService/GetWorkflow", view: WorkflowPage },
+};
 
 function useRoute() {
   const [route, setRoute] = useState(parseHash());
@@ -107,10 +108,11 @@ function Shell({ onSignOut }) {
   const [first, second] = route.parts;
   let page = pages.find((p) => p.path === (first || ""));
   if (!first && !page) page = pages[0]; // e.g. a submitter: no overview, straight to tasks
-  const Detail = second && DETAILS[first] && may("TaskService/GetTask") ? DETAILS[first] : null;
+  const detail = second && DETAILS[first] && may(DETAILS[first].needs) ? DETAILS[first] : null;
+  const Detail = detail?.view;
   useEffect(() => {
-    document.title = `${Detail ? "Task" : page?.title || "Not found"} · Taskyard`;
-  }, [page, Detail]);
+    document.title = `${detail ? detail.title : page?.title || "Not found"} · Taskyard`;
+  }, [page, detail]);
   return html`
     <a class="skip" href="#main" onClick=${(e) => {
       e.preventDefault();

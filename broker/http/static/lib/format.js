@@ -4,9 +4,10 @@
 
 export const STATES = [
   "SCHEDULED", "PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "FAILED", "CANCELLED", "DEAD",
-  "EXPIRED",
+  "EXPIRED", "BLOCKED", "SKIPPED",
 ];
-export const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED", "DEAD", "EXPIRED"]);
+// SKIPPED is final for the task (only its workflow's retry brings it back).
+export const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED", "DEAD", "EXPIRED", "SKIPPED"]);
 export const RETRYABLE = new Set(["FAILED", "DEAD", "CANCELLED", "EXPIRED"]);
 export const WAITING = ["SCHEDULED", "PENDING", "RETRYING"];
 
