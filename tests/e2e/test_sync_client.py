@@ -110,8 +110,10 @@ async def test_closing_stops_the_thread_and_ends_calls_then_and_later(broker: Br
 
 
 _CTRL_C = """
-import sys
+import faulthandler, signal, sys
 from worker_sdk import SyncClient
+
+faulthandler.register(signal.SIGUSR1)  # the test asks for every thread's stack if it hangs
 
 with SyncClient(sys.argv[1]) as client:
     task = client.submit("nobody.handles.this")
@@ -137,7 +139,15 @@ async def test_ctrl_c_during_a_blocking_call_ends_the_script_at_once(
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) in (b"blocking\n", b"pending\n")
     proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    ended = asyncio.ensure_future(proc.communicate())
+    done, _ = await asyncio.wait([ended], timeout=60)
+    if not done:
+        proc.send_signal(signal.SIGUSR1)  # where it hangs, then end it
+        await asyncio.wait([ended], timeout=5)
+        proc.kill()
+        _, err = await ended
+        raise AssertionError("the script did not end after Ctrl-C:\n" + err.decode())
+    _, err = ended.result()
     # Interrupted like any blocking call: one traceback, KeyboardInterrupt, nothing after it
     # (no exception from the loop's thread, no warning about an unclosed loop or task).
     assert proc.returncode == -signal.SIGINT
