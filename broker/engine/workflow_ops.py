@@ -182,7 +182,9 @@ class AddNodes(_Inserting):
             return Done(wf_id, refusal=Refusal("WORKFLOW_NOT_FOUND", f"no workflow {wf_id}"))
         if row.finished:
             return Done(wf_id, refusal=_finished(wf_id))
-        found = await reads.node_ids(conn, wf_id, [*names, *wanted])
+        # Under the workflow's lock: which of the new names exist already. (A parent added
+        # by another call since the read above is not seen: this call is ordered first.)
+        found = parents | await reads.node_ids(conn, wf_id, names)
         refusal = _check_added(self.nodes, found, wanted)
         if refusal is None and row.nodes_total + len(self.nodes) > MAX_NODES_PER_WORKFLOW:
             refusal = Refusal(
@@ -191,10 +193,6 @@ class AddNodes(_Inserting):
         refusal = refusal or await _refused_roots(conn, env, [n.task for n in self.nodes])
         if refusal is not None:
             return Done(wf_id, refusal=refusal)
-        # A parent added by another call between the two reads (rare): lock it now.
-        states |= await store.lock_nodes(
-            conn, [found[p][0] for p in wanted if found[p][0] not in states]
-        )
         existing = {p: (found[p][0], states[found[p][0]][0]) for p in wanted}
         late = [
             p for p in wanted if existing[p][1] is TaskState.RUNNING or existing[p][1].is_terminal
