@@ -568,7 +568,7 @@ class Session:
                 self._rt.events.progress(item.task_id, item.progress)
         if adopted:
             self._rt.dispatcher.adopt(self, adopted)
-        self._rt.dispatcher.reported(self, [item.task_id for item in slow])
+        self._rt.dispatcher.reported(self, (item.task_id for item in slow))
         self._send(pb.LeaseResponse(heartbeat_acks=pb.HeartbeatAcks(acks=acks)))
 
     def _completions(self, completions: Sequence[worker_service_pb2.Completion]) -> None:
@@ -618,7 +618,7 @@ class Session:
             else:
                 # The worker learns whether a failure will be retried (on_retry/on_failure).
                 ack.state = int(ended.state)  # type: ignore[assignment]
-        self._rt.dispatcher.reported(self, [ack.task_id for ack in pending])
+        self._rt.dispatcher.reported(self, (ack.task_id for ack in pending))
         self._send(pb.LeaseResponse(completion_acks=pb.CompletionAcks(acks=acks)))
 
     def _releases(self, refs: Sequence[worker_service_pb2.LeaseRef]) -> None:
