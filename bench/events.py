@@ -3,11 +3,14 @@
 Each run measures the end-to-end scenario (workers connected, N tasks
 submitted as fast as possible) twice on fresh databases: once with no
 subscriber, once with S unfiltered subscribers (every event of every task)
-reading over gRPC from this process. The subscribers parse each batch (the
-C protobuf parser) and count events, so that they keep up as a real client
-would; they share this process's core with the load generator, which the
-machine's other core runs the broker on. Reported: both rates, the cost in
-percent, and the events each subscriber received.
+reading over gRPC. The subscribers run in a process of their own (`python -m
+bench.events TARGET S`), as a dashboard or an event consumer would, not in the
+load generator's event loop: there they would slow the submitting client and
+count as the broker's loss. They parse each batch (the C protobuf parser) and
+count events, so that they keep up as a real client would; on this machine
+they still take CPU from the same two cores. Reported: both rates, the cost in
+percent, the broker's CPU per task in each case, and the events each
+subscriber received.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,12 +53,7 @@ async def e2e_rate(
     n = setup.args.tasks
     async with setup:
         await setup.start_workers()
-        counts = [0] * subscribers
-        tasks = []
-        for i in range(subscribers):
-            ready = asyncio.Event()
-            tasks.append(asyncio.create_task(_subscribe(setup.broker.target, counts, i, ready)))
-            await ready.wait()
+        watchers = await _start_watchers(setup.broker.target, subscribers)
         clients = setup.clients()
         cpu0 = _cpu_s(setup.broker.process.pid)
         t0 = time.time()
@@ -61,13 +61,60 @@ async def e2e_rate(
         _, last = await wait_done(setup.db_url, n)
         rate = n / (last / 1e6 - t0)
         cpu = _cpu_s(setup.broker.process.pid) - cpu0
+        watched_cpu = _cpu_s(watchers.pid) if watchers else 0.0  # from their start: an upper bound
         for client in clients:
             await client.close()
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await task
-    return {"rate": rate, "events": min(counts) if counts else 0.0, "cpu_us": cpu / n * 1e6}
+        received = await _stop_watchers(watchers)
+    return {
+        "rate": rate,
+        "events": received,
+        "cpu_us": cpu / n * 1e6,
+        "subscribers_cpu_us": watched_cpu / n * 1e6,
+    }
+
+
+async def _start_watchers(target: str, n: int) -> asyncio.subprocess.Process | None:
+    """A process with `n` subscribers, once all are subscribed."""
+    if not n:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.events", target, str(n), stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if line.strip() != b"subscribed":
+        raise RuntimeError(f"the subscribers did not start: {line!r}")
+    return proc
+
+
+async def _stop_watchers(proc: asyncio.subprocess.Process | None) -> int:
+    """The fewest events any subscriber received."""
+    if proc is None:
+        return 0
+    proc.send_signal(signal.SIGTERM)
+    out, _ = await proc.communicate()
+    return int(out.split()[-1])
+
+
+async def _watch(target: str, n: int) -> None:
+    counts = [0] * n
+    readies = [asyncio.Event() for _ in range(n)]
+    tasks = [asyncio.create_task(_subscribe(target, counts, i, readies[i])) for i in range(n)]
+    for ready in readies:
+        await ready.wait()
+    print("subscribed", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await task
+    print(min(counts), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(_watch(sys.argv[1], int(sys.argv[2])))
 
 
 def _cpu_s(pid: int) -> float:
@@ -89,5 +136,8 @@ async def subscriber_cost(
         # from what they cost this (client) process on a shared machine.
         "broker_cpu_us_per_task_no_subscribers": base["cpu_us"],
         f"broker_cpu_us_per_task_{subscribers}_subscribers": watched["cpu_us"],
+        # What the subscribers' own process spent per task (receiving, parsing), on the
+        # same two cores: part of the throughput cost on this machine, not the broker's.
+        "subscribers_process_cpu_us_per_task": watched["subscribers_cpu_us"],
         "events_per_subscriber": watched["events"],
     }

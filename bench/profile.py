@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.__main__ import Args, CpuMeter, Setup, _submit, _wait_done
+from bench.events import _start_watchers, _stop_watchers
 from worker_sdk import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,10 +80,10 @@ class Recorder:
         self.out = out
         self._args = [
             _py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-            "--output", str(out), "--nonblocking", "--function",
+            "--output", str(out), "--function",
         ]  # fmt: skip
-        if native:
-            self._args.append("--native")
+        # py-spy reads C frames only from a paused process: --native costs the target more.
+        self._args.append("--native" if native else "--nonblocking")
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -143,6 +144,8 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
                     await client.close()
             await setup.start_workers()
             assert setup.broker.process is not None
+            # Unfiltered, in a process of their own, as `make bench --scenario events`.
+            watchers = await _start_watchers(setup.broker.target, ns.subscribers)
             recorders = [
                 Recorder(setup.broker.process.pid, out / "broker.txt", ns.rate_hz, ns.native),
                 Recorder(setup.workers[0].process.pid, out / "worker.txt", ns.rate_hz, ns.native),
@@ -160,6 +163,9 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
                 summary = await _latency(setup, ns.tasks, ns.rate)
             for recorder in recorders:
                 await recorder.stop()
+            received = await _stop_watchers(watchers)
+    if ns.subscribers:
+        summary += f"; {ns.subscribers} subscribers, each received {received:,} events"
     print(summary)
     for recorder in recorders:
         profile = parse_collapsed(recorder.out.stem, recorder.out.read_text())
@@ -180,6 +186,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="Per worker.")
     parser.add_argument("--rate", type=float, default=100.0, help="Latency: tasks per second.")
+    parser.add_argument(
+        "--subscribers", type=int, default=0, help="Unfiltered WatchEvents subscribers (e2e)."
+    )
     parser.add_argument("--rate-hz", type=int, default=250, help="py-spy samples per second.")
     parser.add_argument("--native", action="store_true", help="Include C frames (slower).")
     parser.add_argument("--top", type=int, default=25)

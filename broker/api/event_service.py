@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
+from operator import attrgetter
 from typing import Any
 
 from broker.api import event_filter, event_wire
@@ -33,6 +34,7 @@ MAX_EVENTS = 1000
 PACE_S = 0.05
 HEARTBEAT_S = 15.0
 _TASK_KINDS = (Kind.TASK_STATE, Kind.TASK_PROGRESS)
+_WIRE = attrgetter("wire")
 
 
 class EventService(event_service_pb2_grpc.EventServiceServicer):
@@ -118,12 +120,20 @@ class Subscription:
         start, end = self.position + 1, min(j.head, self.position + MAX_EVENTS)
         events = j.read(start, end)
         self.position = end
-        if rules.needs_facts or any(ev.queue is None for ev in events):
+        if rules.needs_facts or (
+            j.last_unplaced >= start and any(ev.queue is None for ev in events)
+        ):
             await self._complete(events)
-        # The hot loop: one attribute read per event once its encoding exists.
+        # The hot loop: one attribute read per event once its encoding exists,
+        # which it does for all but the first subscriber to reach the event.
         encode = event_wire.encoded
         if rules.everything:
-            out += [ev.wire or encode(seq, ev) for seq, ev in enumerate(events, start)]
+            wires = list(map(_WIRE, events))
+            if None in wires:
+                for i, wire in enumerate(wires):
+                    if wire is None:
+                        wires[i] = encode(start + i, events[i])
+            out += wires
         else:
             matches = rules.matches
             out += [
@@ -153,4 +163,4 @@ class Subscription:
 
     def _gap(self, reason: GapReason, first: int, last: int) -> Encoded:
         seq = last or self.position
-        return Encoded(event_wire.gap(seq, self._rt.clock.now_us(), reason, first, last))
+        return event_wire.of(event_wire.gap(seq, self._rt.clock.now_us(), reason, first, last))

@@ -11,6 +11,8 @@ gRPC and the HTTP codecs ask it for `proto()` or `json()`.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from google.protobuf import json_format
 
 from broker.api import convert, schedule_convert, worker_registry
@@ -23,6 +25,7 @@ from taskyard.v1 import event_service_pb2 as pb
 _EVENTS_TAG = b"\x0a"  # WatchEventsResponse.events: field 1, length-delimited
 _STREAM_TAG = b"\x12"  # stream_id: field 2, length-delimited
 _SEQUENCE_TAG = b"\x18"  # sequence: field 3, varint
+_FRAMED = attrgetter("framed")
 
 
 _SMALL = [bytes((i,)) for i in range(128)]
@@ -31,6 +34,10 @@ _SMALL = [bytes((i,)) for i in range(128)]
 def varint(n: int) -> bytes:
     if 0 <= n < 0x80:
         return _SMALL[n]
+    if 0 < n < 0x4000:  # sequence numbers and lengths: mostly two or three bytes
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0 < n < 0x200000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
     out = bytearray()
     n &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf writes them
     while True:
@@ -83,9 +90,10 @@ class Encoded:
 
     __slots__ = ("_head", "framed", "json")
 
-    def __init__(self, event: pb.Event | bytes) -> None:
-        body = event if isinstance(event, bytes) else event.SerializeToString()
-        head = _EVENTS_TAG + varint(len(body))
+    def __init__(self, body: bytes) -> None:
+        """`body` is one serialized `Event`; `framed` adds its field tag and length."""
+        n = len(body)
+        head = _EVENTS_TAG + (_SMALL[n] if n < 0x80 else varint(n))
         self.framed = head + body
         self._head = len(head)
         self.json: str | None = None
@@ -97,32 +105,61 @@ class Encoded:
         return self.json
 
 
+def of(event: pb.Event) -> Encoded:
+    return Encoded(event.SerializeToString())
+
+
 def encoded(seq: int, ev: Event) -> Encoded:
     """The event's shared encodings, made on first use."""
     wire = ev.wire
     if wire is None:
         fast = ev.kind is Kind.TASK_STATE
-        wire = ev.wire = Encoded(task_state_bytes(seq, ev) if fast else message(seq, ev))
+        body = task_state_bytes(seq, ev) if fast else message(seq, ev).SerializeToString()
+        wire = ev.wire = Encoded(body)
     return wire  # type: ignore[no-any-return]
 
 
 # Task state changes are most of the events: written field by field, in field
 # order, which is byte for byte what SerializeToString gives for `message`
-# (tests/unit/test_journal.py checks it), at a fraction of the cost.
-_strings: dict[tuple[bytes, str], bytes] = {}
+# (tests/unit/test_journal.py checks it), at a fraction of the cost. What
+# repeats from event to event is kept as bytes: the queue and type fields
+# together, the state/previous/attempt fields together, and the last time.
+_names: dict[tuple[str | None, str | None], bytes] = {}
+_numbers: dict[tuple[int, int, int], bytes] = {}
 _time: tuple[int, bytes] = (0, b"")
+_CACHED = 10_000  # queue and type names, states and attempts: few
 
 
 def _string(tag: bytes, value: str | None) -> bytes:
     if not value:
         return b""
-    key = (tag, value)
-    cached = _strings.get(key)
+    data = value.encode()
+    return tag + varint(len(data)) + data
+
+
+def _names_field(queue: str | None, type_: str | None) -> bytes:
+    key = (queue, type_)
+    cached = _names.get(key)
     if cached is None:
-        data = value.encode()
-        cached = tag + varint(len(data)) + data
-        if len(_strings) < 10_000:  # queue and type names: few
-            _strings[key] = cached
+        cached = _string(b"\x12", queue) + _string(b"\x1a", type_)
+        if len(_names) < _CACHED:
+            _names[key] = cached
+    return cached
+
+
+def _numbers_field(state: int, previous: int, attempt: int) -> bytes:
+    key = (state, previous, attempt)
+    cached = _numbers.get(key)
+    if cached is None:
+        cached = b"".join(
+            (
+                b"\x20" + varint(state) if state else b"",
+                b"\x28" + varint(previous) if previous else b"",
+                b"\x30" + varint(attempt) if attempt else b"",
+            )
+        )
+        if len(_numbers) < _CACHED:
+            _numbers[key] = cached
     return cached
 
 
@@ -141,19 +178,27 @@ def _timestamp(at: int) -> bytes:
 
 def task_state_bytes(seq: int, ev: Event) -> bytes:
     key = ev.key.encode()
-    inner = b"".join(
-        (
-            b"\x0a" + varint(len(key)) + key,
-            _string(b"\x12", ev.queue),
-            _string(b"\x1a", ev.type),
-            b"\x20" + varint(ev.state) if ev.state else b"",
-            b"\x28" + varint(ev.previous) if ev.previous else b"",
-            b"\x30" + varint(ev.attempt) if ev.attempt else b"",
+    n = len(key)
+    inner = (
+        b"\x0a"
+        + (_SMALL[n] if n < 0x80 else varint(n))
+        + key
+        + (_names.get((ev.queue, ev.type)) or _names_field(ev.queue, ev.type))
+        + (
+            _numbers.get((ev.state, ev.previous, ev.attempt))
+            or _numbers_field(ev.state, ev.previous, ev.attempt)
         )
     )
-    head = b"\x08" + varint(seq) if seq else b""
-    time = _timestamp(ev.at) if ev.at else b""
-    return head + time + b"\x1a" + varint(len(inner)) + inner
+    n = len(inner)
+    return b"".join(
+        (
+            b"\x08" + varint(seq) if seq else b"",
+            _timestamp(ev.at) if ev.at else b"",
+            b"\x1a",
+            _SMALL[n] if n < 0x80 else varint(n),
+            inner,
+        )
+    )
 
 
 class Batch:
@@ -171,7 +216,7 @@ class Batch:
         tail = _STREAM_TAG + varint(len(stream)) + stream
         if self.sequence:
             tail += _SEQUENCE_TAG + varint(self.sequence)
-        return b"".join(e.framed for e in self.events) + tail
+        return b"".join(map(_FRAMED, self.events)) + tail
 
     def json(self) -> bytes:
         parts = [f'"streamId":"{self.stream_id}"']  # a hex replica id: nothing to escape

@@ -47,6 +47,9 @@ class Journal:
         self._clock = clock
         self.window = window
         self.head = 0  # the sequence number of the newest event; 0 before the first
+        # The newest event recorded without its queue (readers look those up): a
+        # reader whose range starts after it need not look at each event.
+        self.last_unplaced = 0
         self._ring: list[Event | None] = [None] * window
         self._pending: list[Event] = []
         self._relay = relay
@@ -131,6 +134,8 @@ class Journal:
             seq += 1
             event.at = at
             ring[seq % window] = event
+            if event.queue is None:
+                self.last_unplaced = seq
         self.head = seq
         if self._waiters:
             self._wake()

@@ -140,3 +140,36 @@ def test_task_state_events_are_written_byte_for_byte_as_protobuf_would() -> None
     ]
     for seq, event in zip((1, 0, 300, 2**40), cases, strict=True):
         assert task_state_bytes(seq, event) == message(seq, event).SerializeToString(), event.key
+
+
+def test_the_fast_encoding_holds_at_every_varint_width_and_long_names() -> None:
+    """Lengths and numbers cross the one-, two- and three-byte varint boundaries."""
+    key, long_name = "k" * 200, "q" * 130  # lengths over 127: two-byte varints
+    at = 1_796_445_250_005_032
+    for seq in (127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 2**35):
+        for event in (
+            Event(Kind.TASK_STATE, key, long_name, "t", 3, 2, 127, at=at),
+            Event(Kind.TASK_STATE, "t", "q", long_name, 1, 0, 128, at=at + seq),
+            Event(Kind.TASK_STATE, "t", "", "", 0, 0, 16_384, at=0),
+        ):
+            body = message(seq, event).SerializeToString()
+            assert task_state_bytes(seq, event) == body, (seq, event.attempt)
+            framed = encoded(seq, event).framed  # WatchEventsResponse.events: tag 1, length
+            assert pb.WatchEventsResponse.FromString(framed).events[0] == message(seq, event)
+
+
+async def test_only_events_recorded_without_their_queue_make_a_reader_look_them_up() -> None:
+    """A relayed progress report can lack its queue; the reader fills it in from the
+    database, and only a range holding such an event costs that scan."""
+    j = journal(window=100)
+    add_tasks(j, 5)
+    assert j.last_unplaced == 0
+    sub = Subscription(j, EventFilter(), _runtime())  # no database: a lookup would fail
+    sub.start(pb.WatchEventsRequest())
+    add_tasks(j, 5)
+    assert len((await sub._read()).events) == 5
+    j.progress("t0", None, None, Progress(50.0, "half", 1, 2, 0))
+    j.commit(2_000_000)
+    assert j.last_unplaced == j.head == 11
+    add_tasks(j, 3)
+    assert j.last_unplaced == 11  # later events were placed
