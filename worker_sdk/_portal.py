@@ -82,8 +82,8 @@ class Portal:
                 )
             self._loop.call_soon_threadsafe(self._start, coro, future, contextvars.copy_context())
         try:
-            future.exception()  # waits; a signal handler's exception (Ctrl-C) interrupts it
-        except BaseException:
+            _wait(future)
+        except BaseException:  # Ctrl-C (KeyboardInterrupt), or a signal handler's exception
             future.cancel()
             raise
         return future.result()
@@ -228,6 +228,31 @@ def opening(
         return __init__
 
     return decorate
+
+
+SIGNAL_SLICE_S = 0.1
+
+
+def _wait(future: concurrent.futures.Future[Any]) -> None:
+    """Until `future` is done. On the main thread, in slices, so that Ctrl-C always ends it.
+
+    A process-wide signal goes to whichever thread the kernel picks. When that is the
+    portal's thread or one of grpc's, CPython only marks the signal pending for the main
+    thread, and a main thread blocked on a lock without a timeout never runs the handler:
+    the script ignored Ctrl-C until the call ended (seen on a busy machine, where the
+    other threads are more often the ones running). Waking every `SIGNAL_SLICE_S` lets the
+    main thread run the pending handler; other threads cannot receive signals' handlers,
+    so they wait in one piece.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        future.exception()
+        return
+    while True:
+        try:
+            future.exception(timeout=SIGNAL_SLICE_S)
+            return
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 def blocking(
