@@ -155,11 +155,14 @@ class Outcome:
     reason: str
     retry_after: float | None = None
     first: bytes | None = None  # the first response message, if any
+    # The status message, for a failing assertion to show (not compared: equality of
+    # outcomes is code, reason and what was answered).
+    message: str = field(default="", compare=False)
 
 
 def outcome_of(error: grpc.aio.AioRpcError) -> Outcome:
     sdk = SdkError.from_rpc_error(error)
-    return Outcome(sdk.code, sdk.reason, sdk.retry_after)
+    return Outcome(sdk.code, sdk.reason, sdk.retry_after, message=error.details() or "")
 
 
 async def call(
