@@ -20,7 +20,7 @@ from typing import Any
 
 from broker.api import event_filter, event_wire
 from broker.api.event_filter import EventFilter
-from broker.api.event_wire import Batch, Encoded
+from broker.api.event_wire import Batch, Piece, Run
 from broker.api.runtime import Runtime
 from broker.api.status import maps_errors
 from broker.engine.event_record import Event, GapReason, Kind
@@ -37,9 +37,54 @@ _TASK_KINDS = (Kind.TASK_STATE, Kind.TASK_PROGRESS)
 _WIRE = attrgetter("wire")
 
 
+class Runs:
+    """Runs of `RUN` events, aligned on sequence numbers, shared by unfiltered subscribers.
+
+    Ten subscribers reading everything would otherwise each gather and join
+    the same thousand encodings per message. The newest `KEEP` runs are kept;
+    a subscriber far behind builds its runs again (what every reader paid before).
+    """
+
+    RUN = 64
+    KEEP = 256
+
+    def __init__(self) -> None:
+        self._runs: dict[int, Run] = {}
+
+    def pieces(self, events: list[Event], start: int) -> list[Piece]:
+        """`events` (sequence numbers from `start`) as single events and whole runs."""
+        n, size = len(events), self.RUN
+        head = min(n, -start % size)  # events before the first run boundary
+        whole = head + (n - head) // size * size
+        out = _singles(events[:head], start)
+        runs = self._runs
+        for i in range(head, whole, size):
+            number = (start + i) // size
+            run = runs.get(number)
+            if run is None:
+                run = runs[number] = Run(start + i, events[i : i + size])
+                if len(runs) > self.KEEP:
+                    del runs[next(iter(runs))]
+            out.append(run)
+        if whole < n:
+            out += _singles(events[whole:], start + whole)
+        return out
+
+
+def _singles(events: list[Event], start: int) -> list[Piece]:
+    """The events' shared encodings: one attribute read per event once they exist."""
+    wires: list[Piece] = list(map(_WIRE, events))
+    if None in wires:
+        for i, wire in enumerate(wires):
+            if wire is None:
+                wires[i] = event_wire.encoded(start + i, events[i])
+    return wires
+
+
 class EventService(event_service_pb2_grpc.EventServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._runs = Runs()
 
     @maps_errors
     async def WatchEvents(  # type: ignore[override]
@@ -51,7 +96,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         journal = self._rt.journal
         journal.subscribers += 1
         try:
-            subscription = Subscription(journal, rules, self._rt)
+            subscription = Subscription(journal, rules, self._rt, self._runs)
             yield subscription.start(request)
             async for batch in subscription.batches():
                 yield batch
@@ -60,10 +105,13 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
 
 
 class Subscription:
-    def __init__(self, journal: Journal, rules: EventFilter, rt: Runtime) -> None:
+    def __init__(
+        self, journal: Journal, rules: EventFilter, rt: Runtime, runs: Runs | None = None
+    ) -> None:
         self._journal = journal
         self._rules = rules
         self._rt = rt
+        self._runs = runs if runs is not None else Runs()
         self.position = journal.head  # every event up to here has been considered
 
     def start(self, request: event_service_pb2.WatchEventsRequest) -> Batch:
@@ -74,7 +122,7 @@ class Subscription:
             raise InvalidArgument(f"after_sequence must be >= 0, got {after}")
         if after and not stream:
             raise InvalidArgument("after_sequence needs the stream_id it belongs to")
-        first: list[Encoded] = []
+        first: list[Piece] = []
         if stream and stream != j.stream_id:
             first.append(self._gap(GapReason.UNKNOWN_STREAM, 0, 0))
         elif stream:
@@ -112,7 +160,7 @@ class Subscription:
 
     async def _read(self) -> Batch:
         j, rules = self._journal, self._rules
-        out: list[Encoded] = []
+        out: list[Piece] = []
         if self.position + 1 < j.oldest:
             # Fell out of the window: what it missed is gone.
             first, self.position = self.position + 1, j.oldest - 1
@@ -124,18 +172,10 @@ class Subscription:
             j.last_unplaced >= start and any(ev.queue is None for ev in events)
         ):
             await self._complete(events)
-        # The hot loop: one attribute read per event once its encoding exists,
-        # which it does for all but the first subscriber to reach the event.
-        encode = event_wire.encoded
         if rules.everything:
-            wires = list(map(_WIRE, events))
-            if None in wires:
-                for i, wire in enumerate(wires):
-                    if wire is None:
-                        wires[i] = encode(start + i, events[i])
-            out += wires
+            out += self._runs.pieces(events, start)
         else:
-            matches = rules.matches
+            encode, matches = event_wire.encoded, rules.matches
             out += [
                 ev.wire or encode(seq, ev) for seq, ev in enumerate(events, start) if matches(ev)
             ]
@@ -161,6 +201,6 @@ class Subscription:
                 ev.facts = (facts.owner, facts.labels)
                 ev.queue, ev.type = facts.queue, facts.type
 
-    def _gap(self, reason: GapReason, first: int, last: int) -> Encoded:
+    def _gap(self, reason: GapReason, first: int, last: int) -> Piece:
         seq = last or self.position
         return event_wire.of(event_wire.gap(seq, self._rt.clock.now_us(), reason, first, last))

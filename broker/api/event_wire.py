@@ -109,6 +109,46 @@ def of(event: pb.Event) -> Encoded:
     return Encoded(event.SerializeToString())
 
 
+def framed(seq: int, ev: Event) -> bytes:
+    """The event's framed protobuf bytes, without keeping an `Encoded` for it."""
+    wire = ev.wire
+    if wire is not None:
+        return wire.framed  # type: ignore[no-any-return]
+    if ev.kind is not Kind.TASK_STATE:
+        return encoded(seq, ev).framed
+    body = task_state_bytes(seq, ev)
+    n = len(body)
+    return _EVENTS_TAG + (_SMALL[n] if n < 0x80 else varint(n)) + body
+
+
+class Run:
+    """Consecutive journal events as one piece of a response, encoded and joined once.
+
+    Unfiltered subscribers send the same events in the same order, so a run
+    of them is shared as one bytes object (event_service.Runs) and a message
+    is the join of a few runs rather than of a thousand events. JSON is made
+    per event, on first use, as for a lone `Encoded`.
+    """
+
+    __slots__ = ("_events", "_first", "framed", "json")
+
+    def __init__(self, first: int, events: list[Event]) -> None:
+        self._first = first
+        self._events = events
+        self.framed = b"".join([framed(seq, ev) for seq, ev in enumerate(events, first)])
+        self.json: str | None = None
+
+    def json_text(self) -> str:
+        if self.json is None:
+            self.json = ",".join(
+                encoded(seq, ev).json_text() for seq, ev in enumerate(self._events, self._first)
+            )
+        return self.json
+
+
+Piece = Encoded | Run
+
+
 def encoded(seq: int, ev: Event) -> Encoded:
     """The event's shared encodings, made on first use."""
     wire = ev.wire
@@ -202,11 +242,14 @@ def task_state_bytes(seq: int, ev: Event) -> bytes:
 
 
 class Batch:
-    """One WatchEventsResponse, kept as its events' encodings until a transport asks."""
+    """One WatchEventsResponse, kept as its events' encodings until a transport asks.
+
+    `events` holds single events and runs of them (`Piece`s), in order.
+    """
 
     __slots__ = ("events", "sequence", "stream_id")
 
-    def __init__(self, stream_id: str, sequence: int, events: list[Encoded]) -> None:
+    def __init__(self, stream_id: str, sequence: int, events: list[Piece]) -> None:
         self.stream_id = stream_id
         self.sequence = sequence
         self.events = events

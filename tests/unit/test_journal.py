@@ -9,8 +9,8 @@ from typing import Any, cast
 from google.protobuf import json_format
 
 from broker.api.event_filter import EventFilter
-from broker.api.event_service import Subscription
-from broker.api.event_wire import Batch, encoded, message, task_state_bytes
+from broker.api.event_service import Runs, Subscription
+from broker.api.event_wire import Batch, Run, encoded, message, task_state_bytes
 from broker.api.runtime import Runtime
 from broker.clock import FakeClock
 from broker.core.models import Progress
@@ -173,3 +173,42 @@ async def test_only_events_recorded_without_their_queue_make_a_reader_look_them_
     assert j.last_unplaced == j.head == 11
     add_tasks(j, 3)
     assert j.last_unplaced == 11  # later events were placed
+
+
+async def test_unfiltered_subscribers_share_runs_and_send_what_single_events_would() -> None:
+    """Runs of events are joined once and shared; the messages are the same bytes and JSON
+    as when each event is its own piece, whatever the read boundaries."""
+    j = journal(window=1000)
+    for commit in range(20):  # commits of uneven sizes
+        for i in range(commit * 7 % 13 + 1):
+            j.task(f"t{commit}-{i}", "q", "echo", TaskState.RUNNING, TaskState.PENDING, 1)
+        j.commit(1_000_000 + commit)
+    j.progress("t0-0", "q", "echo", Progress(50.0, "half", 1, 2, 0))
+    j.worker(WorkerChange.CONNECTED, ROW)
+    j.commit(2_000_000)
+    runs = Runs()
+    shared = [Subscription(j, EventFilter(), _runtime(), runs) for _ in range(2)]
+    for sub in shared:
+        sub.start(pb.WatchEventsRequest())
+        sub.position = 5  # not on a run boundary
+    plain = [
+        Batch("r1", seq, [encoded(seq, e)]) for seq, e in enumerate(j.read(6, j.head), start=6)
+    ]
+    first, second = [await sub._read() for sub in shared]
+    assert any(isinstance(piece, Run) for piece in first.events)
+    assert [p for p in first.events if isinstance(p, Run)] == [
+        p for p in second.events if isinstance(p, Run)
+    ]  # the same objects: built once
+    expected = [e for batch in plain for e in batch.message().events]
+    assert list(first.message().events) == expected == list(second.message().events)
+    as_json = json.loads(first.json())["events"]
+    assert as_json == [json_format.MessageToDict(e) for e in expected]
+
+
+def test_runs_kept_are_bounded() -> None:
+    j = journal(window=100_000)
+    add_tasks(j, Runs.RUN * (Runs.KEEP + 10))
+    runs = Runs()
+    pieces = runs.pieces(j.read(1, j.head), 1)
+    assert sum(isinstance(p, Run) for p in pieces) == Runs.KEEP + 9  # 63 singles, then runs
+    assert len(runs._runs) == Runs.KEEP
