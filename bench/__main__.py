@@ -24,6 +24,9 @@ Each scenario runs several times on a fresh database and reports the median.
 * events: end-to-end throughput with no WatchEvents subscriber and with
   --subscribers (10) unfiltered ones; the difference in percent is what the
   event stream costs (bench/events.py).
+* backlog (only when asked for): the process rate of the first --tasks tasks with
+  --backlog (1M) waiting, against a queue holding only --tasks, and the broker's RSS
+  with the backlog stored (bench/backlog.py).
 * executors: 4 CPU-bound tasks (--cpu-seconds each) in a worker's process pool, then in
   its threads: first submission to last result (bench/executors.py).
 * workflow: broker CPU per node of a fan-out/fan-in of --fan nodes against per
@@ -49,6 +52,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.backlog import backlog_cost
 from bench.events import subscriber_cost
 from bench.executors import executor_spans
 from bench.schedules import schedule_lag
@@ -81,6 +85,7 @@ class Args:
     cpu_seconds: float = 1.0
     fan: int = 10_000
     chain: int = 1_000
+    backlog: int = 1_000_000
 
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
@@ -390,6 +395,17 @@ async def main(args: Args) -> dict[str, Any]:
                     args.subscribers,
                 ),
             )
+        if args.scenario == "backlog":
+            report["backlog"] = args.backlog
+            report |= await _median_of(
+                args.runs,
+                lambda i: backlog_cost(
+                    lambda k: Setup(args, workdir, 1000 + 2 * i + k),
+                    _submit,
+                    args.backlog,
+                    args.tasks,
+                ),
+            )
         if args.scenario == "executors":
             report["cpu_seconds"] = args.cpu_seconds
             report |= await _median_of(
@@ -433,6 +449,7 @@ def _parse() -> Args:
             "executors",
             "workflow",
             "soak",
+            "backlog",
         ],
         default="all",
     )
@@ -461,6 +478,9 @@ def _parse() -> Args:
     )
     parser.add_argument("--fan", type=int, default=10_000, help="Workflow: fan-out width.")
     parser.add_argument("--chain", type=int, default=1_000, help="Workflow: chain length.")
+    parser.add_argument(
+        "--backlog", type=int, default=1_000_000, help="Backlog: tasks waiting before the drain."
+    )
     ns = parser.parse_args()
     if ns.replicas > 1 and not (ns.db or "").startswith("postgres"):
         parser.error("--replicas needs --db postgresql://...; a SQLite file serves one broker")
@@ -485,6 +505,7 @@ def _parse() -> Args:
         ns.cpu_seconds,
         ns.fan,
         ns.chain,
+        ns.backlog,
     )
 
 
