@@ -90,6 +90,14 @@ class Args:
 
 async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
     """Poll until `expected` tasks succeeded; return (min started_at, max finished_at) in µs."""
+    _, first, last = await _done_at_least(db_url, expected)
+    return first, last
+
+
+async def _done_at_least(db_url: str, expected: int) -> tuple[int, int, int]:
+    """Poll until at least `expected` tasks succeeded: (how many, first start, last finish).
+
+    More may have finished by the poll when workers keep going (the backlog scenario)."""
     engine = create_async_engine(normalize_url(db_url))
     try:
         while True:
@@ -103,7 +111,7 @@ async def _wait_done(db_url: str, expected: int) -> tuple[int, int]:
                     )
                 ).one()
             if row[0] >= expected:
-                return int(row[1]), int(row[2])
+                return int(row[0]), int(row[1]), int(row[2])
             await asyncio.sleep(0.05)
     finally:
         await engine.dispose()
@@ -402,6 +410,7 @@ async def main(args: Args) -> dict[str, Any]:
                 lambda i: backlog_cost(
                     lambda k: Setup(args, workdir, 1000 + 2 * i + k),
                     _submit,
+                    _done_at_least,
                     args.backlog,
                     args.tasks,
                 ),

@@ -12,41 +12,18 @@ tasks, in the same sitting (`python -m bench --scenario backlog`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from bench.soak import rss_mb
-from broker.store.database import normalize_url
 
 Submit = Callable[[list[Any], int], Awaitable[None]]
+DoneAtLeast = Callable[[str, int], Awaitable[tuple[int, int, int]]]
 
 
-async def first_done(db_url: str, n: int) -> tuple[int, int, int]:
-    """Poll until at least n tasks succeeded: (count, first start, last finish) in µs."""
-    engine = create_async_engine(normalize_url(db_url))
-    try:
-        while True:
-            async with engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT count(*), min(started_at), max(finished_at) FROM task "
-                            "WHERE state = 5"
-                        )
-                    )
-                ).one()
-            if row[0] >= n:
-                return int(row[0]), int(row[1]), int(row[2])
-            await asyncio.sleep(0.05)
-    finally:
-        await engine.dispose()
-
-
-async def drain_rate(setup: Any, submit: Submit, waiting: int, sample: int) -> dict[str, float]:
+async def drain_rate(
+    setup: Any, submit: Submit, done_at_least: DoneAtLeast, waiting: int, sample: int
+) -> dict[str, float]:
     """Fill `waiting` tasks, then time the first `sample` of them through the workers."""
     async with setup:
         clients = setup.clients(timeout=600)
@@ -55,16 +32,20 @@ async def drain_rate(setup: Any, submit: Submit, waiting: int, sample: int) -> d
             await client.close()
         rss_before = rss_mb(setup.broker_pid)
         await setup.start_workers()
-        done, first, last = await first_done(setup.db_url, sample)
+        done, first, last = await done_at_least(setup.db_url, sample)
         rss_after = rss_mb(setup.broker_pid)
     return {"rate": done / ((last - first) / 1e6), "rss_before": rss_before, "rss_after": rss_after}
 
 
 async def backlog_cost(
-    make_setup: Callable[[int], Any], submit: Submit, backlog: int, sample: int
+    make_setup: Callable[[int], Any],
+    submit: Submit,
+    done_at_least: DoneAtLeast,
+    backlog: int,
+    sample: int,
 ) -> dict[str, float]:
-    short = await drain_rate(make_setup(0), submit, sample, sample)
-    long = await drain_rate(make_setup(1), submit, backlog, sample)
+    short = await drain_rate(make_setup(0), submit, done_at_least, sample, sample)
+    long = await drain_rate(make_setup(1), submit, done_at_least, backlog, sample)
     return {
         "process_short_queue_per_s": short["rate"],
         "process_with_backlog_per_s": long["rate"],
