@@ -114,6 +114,9 @@ import faulthandler, signal, sys
 from worker_sdk import SyncClient
 
 faulthandler.register(signal.SIGUSR1)  # the test asks for every thread's stack if it hangs
+# As in a terminal: a suite started in the background (`make test &`, nohup) passes SIGINT
+# on ignored, and a Python started so never turns Ctrl-C into KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 with SyncClient(sys.argv[1]) as client:
     task = client.submit("nobody.handles.this")

@@ -19,6 +19,8 @@ _SCRIPT = """
 import asyncio, signal, threading
 from worker_sdk._portal import Portal
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even when the
+# suite runs in the background, where SIGINT is passed on ignored
 portal = Portal("test portal")
 
 async def forever():
