@@ -239,8 +239,8 @@ def _wait(future: concurrent.futures.Future[Any]) -> None:
     A process-wide signal goes to whichever thread the kernel picks. When that is the
     portal's thread or one of grpc's, CPython only marks the signal pending for the main
     thread, and a main thread blocked on a lock without a timeout never runs the handler:
-    the script ignored Ctrl-C until the call ended (seen on a busy machine, where the
-    other threads are more often the ones running). Waking every `SIGNAL_SLICE_S` lets the
+    the script would ignore Ctrl-C until the call ended (tests/unit/test_portal_signals.py
+    makes it happen on purpose). Waking every `SIGNAL_SLICE_S` lets the
     main thread run the pending handler; other threads cannot receive signals' handlers,
     so they wait in one piece.
     """

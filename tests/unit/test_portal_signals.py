@@ -3,9 +3,8 @@
 A process-wide SIGINT goes to any thread that does not block it. When it lands on the
 portal's thread (or one of grpc's), CPython only marks it pending for the main thread; a
 main thread that waits on a lock with no timeout never runs the handler, and the script
-ignored Ctrl-C: the sync client's Ctrl-C tests failed this way under a CPU hog. Here the
-signal is aimed at the portal's thread on purpose (`pthread_kill`), so the case happens
-every time rather than on a busy machine only.
+would ignore Ctrl-C until the call ended. Here the signal is aimed at the portal's thread on
+purpose (`pthread_kill`), so the case happens every time rather than by chance.
 """
 
 from __future__ import annotations
