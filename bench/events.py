@@ -53,7 +53,7 @@ async def e2e_rate(
     n = setup.args.tasks
     async with setup:
         await setup.start_workers()
-        watchers = await _start_watchers(setup.broker.target, subscribers)
+        watchers = await start_watchers(setup.broker.target, subscribers)
         clients = setup.clients()
         cpu0 = _cpu_s(setup.broker.process.pid)
         t0 = time.time()
@@ -64,7 +64,7 @@ async def e2e_rate(
         watched_cpu = _cpu_s(watchers.pid) if watchers else 0.0  # from their start: an upper bound
         for client in clients:
             await client.close()
-        received = await _stop_watchers(watchers)
+        received = await stop_watchers(watchers)
     return {
         "rate": rate,
         "events": received,
@@ -73,7 +73,7 @@ async def e2e_rate(
     }
 
 
-async def _start_watchers(target: str, n: int) -> asyncio.subprocess.Process | None:
+async def start_watchers(target: str, n: int) -> asyncio.subprocess.Process | None:
     """A process with `n` subscribers, once all are subscribed."""
     if not n:
         return None
@@ -87,7 +87,7 @@ async def _start_watchers(target: str, n: int) -> asyncio.subprocess.Process | N
     return proc
 
 
-async def _stop_watchers(proc: asyncio.subprocess.Process | None) -> int:
+async def stop_watchers(proc: asyncio.subprocess.Process | None) -> int:
     """The fewest events any subscriber received."""
     if proc is None:
         return 0

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.__main__ import Args, CpuMeter, Setup, _submit, _wait_done
-from bench.events import _start_watchers, _stop_watchers
+from bench.events import start_watchers, stop_watchers
 from worker_sdk import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
             await setup.start_workers()
             assert setup.broker.process is not None
             # Unfiltered, in a process of their own, as `make bench --scenario events`.
-            watchers = await _start_watchers(setup.broker.target, ns.subscribers)
+            watchers = await start_watchers(setup.broker.target, ns.subscribers)
             recorders = [
                 Recorder(setup.broker.process.pid, out / "broker.txt", ns.rate_hz, ns.native),
                 Recorder(setup.workers[0].process.pid, out / "worker.txt", ns.rate_hz, ns.native),
@@ -163,7 +163,7 @@ async def run(ns: argparse.Namespace, out: Path) -> None:
                 summary = await _latency(setup, ns.tasks, ns.rate)
             for recorder in recorders:
                 await recorder.stop()
-            received = await _stop_watchers(watchers)
+            received = await stop_watchers(watchers)
     if ns.subscribers:
         summary += f"; {ns.subscribers} subscribers, each received {received:,} events"
     print(summary)

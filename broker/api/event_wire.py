@@ -92,10 +92,8 @@ class Encoded:
 
     def __init__(self, body: bytes) -> None:
         """`body` is one serialized `Event`; `framed` adds its field tag and length."""
-        n = len(body)
-        head = _EVENTS_TAG + (_SMALL[n] if n < 0x80 else varint(n))
-        self.framed = head + body
-        self._head = len(head)
+        self.framed = _frame(body)
+        self._head = len(self.framed) - len(body)
         self.json: str | None = None
 
     def json_text(self) -> str:
@@ -109,6 +107,11 @@ def of(event: pb.Event) -> Encoded:
     return Encoded(event.SerializeToString())
 
 
+def _frame(body: bytes) -> bytes:
+    """One serialized `Event` as a `WatchEventsResponse.events` entry: tag, length, body."""
+    return _EVENTS_TAG + varint(len(body)) + body
+
+
 def framed(seq: int, ev: Event) -> bytes:
     """The event's framed protobuf bytes, without keeping an `Encoded` for it."""
     wire = ev.wire
@@ -116,9 +119,7 @@ def framed(seq: int, ev: Event) -> bytes:
         return wire.framed  # type: ignore[no-any-return]
     if ev.kind is not Kind.TASK_STATE:
         return encoded(seq, ev).framed
-    body = task_state_bytes(seq, ev)
-    n = len(body)
-    return _EVENTS_TAG + (_SMALL[n] if n < 0x80 else varint(n)) + body
+    return _frame(task_state_bytes(seq, ev))
 
 
 class Run:
@@ -218,24 +219,21 @@ def _timestamp(at: int) -> bytes:
 
 def task_state_bytes(seq: int, ev: Event) -> bytes:
     key = ev.key.encode()
-    n = len(key)
-    inner = (
-        b"\x0a"
-        + (_SMALL[n] if n < 0x80 else varint(n))
-        + key
-        + (_names.get((ev.queue, ev.type)) or _names_field(ev.queue, ev.type))
-        + (
-            _numbers.get((ev.state, ev.previous, ev.attempt))
-            or _numbers_field(ev.state, ev.previous, ev.attempt)
+    inner = b"".join(
+        (
+            b"\x0a",
+            varint(len(key)),
+            key,
+            _names_field(ev.queue, ev.type),
+            _numbers_field(ev.state, ev.previous, ev.attempt),
         )
     )
-    n = len(inner)
     return b"".join(
         (
             b"\x08" + varint(seq) if seq else b"",
             _timestamp(ev.at) if ev.at else b"",
             b"\x1a",
-            _SMALL[n] if n < 0x80 else varint(n),
+            varint(len(inner)),
             inner,
         )
     )
