@@ -231,7 +231,7 @@ class TaskDefinition(Generic[P, R]):
         sync = _sync_parts(client)
         if sync is not None:
             portal, inner = sync
-            return SyncTaskHandle(portal, portal.call(_submit(inner, spec, self.returns)))
+            return SyncTaskHandle(portal, portal.call(_submit, inner, spec, self.returns))
         return _submit(client, spec, self.returns)  # type: ignore[arg-type]
 
     @overload
@@ -254,7 +254,7 @@ class TaskDefinition(Generic[P, R]):
         sync = _sync_parts(client)
         if sync is not None:
             portal, inner = sync
-            return [SyncTaskHandle(portal, h) for h in portal.call(_submit_many(inner, items))]
+            return [SyncTaskHandle(portal, h) for h in portal.call(_submit_many, inner, items)]
         return _submit_many(client, items)  # type: ignore[arg-type]
 
     @overload
@@ -387,17 +387,17 @@ class SyncTaskHandle(Generic[R]):
 
     def result(self, *, timeout: float | None = None) -> R:
         """As `TaskHandle.result`, blocking."""
-        return self._portal.call(self._async.result(timeout=timeout))
+        return self._portal.call(self._async.result, timeout=timeout)
 
     def watch(self, *, timeout: float | None = None) -> Iterator[Task]:
         """As `TaskHandle.watch`, a plain iterator."""
         return self._portal.iterate(self._async.watch(timeout=timeout))
 
     def get(self) -> Task:
-        return self._portal.call(self._async.get())
+        return self._portal.call(self._async.get)
 
     def cancel(self, reason: str = "") -> Task:
-        return self._portal.call(self._async.cancel(reason))
+        return self._portal.call(self._async.cancel, reason)
 
     def logs(self, *, follow: bool = False) -> Iterator[LogRecord]:
         return self._portal.iterate(self._async.logs(follow=follow))

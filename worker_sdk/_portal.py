@@ -65,43 +65,51 @@ class Portal:
             except Exception as error:  # handed to close()'s caller
                 self._error = error
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the loop and return its result or raise its exception here.
+    def call(self, function: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``function(*args, **kwargs)`` on the loop; return its result or raise its
+        exception here.
+
+        It takes the function rather than a coroutine so that a caller interrupted before
+        the loop starts it leaves no coroutine behind, never awaited.
 
         Raises:
-            PortalClosed: the portal is closed, or closed while `coro` ran.
+            PortalClosed: the portal is closed, or closed while the call ran.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            if self._closed or threading.current_thread() is self._thread:
-                coro.close()
-                raise PortalClosed(
-                    f"{self._name} is closed"
-                    if self._closed
-                    else f"{self._name} was called from its own thread, which would wait forever"
-                )
-            self._loop.call_soon_threadsafe(self._start, coro, future, contextvars.copy_context())
+        # Ctrl-C may strike inside call_soon_threadsafe after the loop has the callback, or
+        # as the lock is released: the `try` covers both, so an interrupted call is always
+        # cancelled, never left running with nobody waiting (tests/unit/test_portal_signals.py).
         try:
+            with self._lock:
+                if self._closed or threading.current_thread() is self._thread:
+                    raise PortalClosed(
+                        f"{self._name} is closed"
+                        if self._closed
+                        else f"{self._name} was called from its own thread, which would wait "
+                        "forever"
+                    )
+                context = contextvars.copy_context()
+                job = functools.partial(function, *args, **kwargs)
+                self._loop.call_soon_threadsafe(self._start, job, future, context)
             _wait(future)
-        except BaseException:  # Ctrl-C (KeyboardInterrupt), or a signal handler's exception
-            future.cancel()
+        except BaseException:  # Ctrl-C (KeyboardInterrupt), a signal handler's exception
+            future.cancel()  # `_start` then starts nothing, or cancels what it started
             raise
         return future.result()
 
     def make(self, factory: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``factory(*args, **kwargs)`` called on the loop, for objects bound to the loop."""
-        return self.call(_made(factory, *args, **kwargs))
+        return self.call(_made, functools.partial(factory, *args, **kwargs))
 
     def _start(
         self,
-        coro: Coroutine[Any, Any, T],
+        job: Callable[[], Awaitable[T]],
         future: concurrent.futures.Future[T],
         context: contextvars.Context,
     ) -> None:
         if future.cancelled():  # the caller was interrupted before the loop got to it
-            coro.close()
             return
-        task = self._loop.create_task(coro, context=context)
+        task = self._loop.create_task(_awaited(job), context=context)
         task.add_done_callback(functools.partial(_settle, future, self._name))
         future.add_done_callback(functools.partial(self._cancel_if_abandoned, task))
 
@@ -116,11 +124,11 @@ class Portal:
         """Iterate over `items` on the loop, one step per `next`; closing closes `items`."""
         steps = _Steps(items)
         try:
-            while (item := self.call(steps.next())) is not _End.END:
+            while (item := self.call(steps.next)) is not _End.END:
                 yield item
         finally:
             with contextlib.suppress(PortalClosed):  # closing the portal closed `items`
-                self.call(steps.close())
+                self.call(steps.close)
 
     def close(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
         """Await `last()` on the loop, stop the loop and join its thread; idempotent.
@@ -140,8 +148,12 @@ class Portal:
             raise self._error
 
 
-async def _made(factory: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    return factory(*args, **kwargs)
+async def _awaited(job: Callable[[], Awaitable[T]]) -> T:
+    return await job()  # made in the task, whose exception it is if making it fails
+
+
+async def _made(factory: Callable[[], T]) -> T:
+    return factory()
 
 
 def _settle(future: concurrent.futures.Future[T], name: str, task: asyncio.Task[T]) -> None:
@@ -261,7 +273,7 @@ def blocking(
     """A synchronous method that runs the coroutine method `method` and returns its result."""
 
     def call(self: Bridged[A], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._portal.call(method(self._async, *args, **kwargs))
+        return self._portal.call(method, self._async, *args, **kwargs)
 
     return _like(call, method)
 
