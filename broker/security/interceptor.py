@@ -27,11 +27,12 @@ interval (`refusals`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -231,7 +232,7 @@ class Guard(grpc.aio.ServerInterceptor):
         streaming = handler.unary_stream or handler.stream_stream
         if streaming is None:
             return handler
-        counted = self._counted(streaming, method)
+        counted = self._counted(streaming, method, handler.stream_stream is not None)
         make = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream is not None
@@ -243,11 +244,11 @@ class Guard(grpc.aio.ServerInterceptor):
             response_serializer=_passthrough(handler.response_serializer),
         )
 
-    def _counted(self, inner: Any, method: str) -> Any:
+    def _counted(self, inner: Any, method: str, requests_stream: bool) -> Any:
         if inspect.isasyncgenfunction(inner):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-                await self._take_open_stream(method, context)
+                await self._take_open_stream(method, context, request if requests_stream else None)
                 try:
                     async for item in inner(request, context):
                         yield item
@@ -257,7 +258,7 @@ class Guard(grpc.aio.ServerInterceptor):
             return generator
 
         async def coroutine(request: Any, context: Context) -> Any:
-            await self._take_open_stream(method, context)
+            await self._take_open_stream(method, context, request if requests_stream else None)
             try:
                 return await inner(request, context)
             finally:
@@ -265,14 +266,14 @@ class Guard(grpc.aio.ServerInterceptor):
 
         return coroutine
 
-    async def _take_open_stream(self, method: str, context: Context) -> None:
+    async def _take_open_stream(self, method: str, context: Context, requests: Any) -> None:
         if 0 < self._max_open_streams <= self._open_streams:
             error = TooManyStreams(
                 f"{self._open_streams} health and reflection streams are open, the limit "
                 "(--max-open-streams); close one first"
             )
             self._refusals.refused(method, str(context.peer()), error.reason, error.message)
-            await abort(context, error)
+            await _refuse(context, error, requests)
         self._open_streams += 1
 
     def _wrap(self, handler: Handler | None, method: str) -> Handler:
@@ -337,8 +338,8 @@ class Guard(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(inner):
 
             async def generator(requests: Any, context: Context) -> AsyncIterator[Any]:
-                grant, _ = await self._admit(method, context, None, None)
-                stream = await self._open_stream(grant, method, context)
+                grant, _ = await self._admit(method, context, None, None, requests)
+                stream = await self._open_stream(grant, method, context, requests)
                 try:
                     async for item in inner(requests, context):
                         yield item
@@ -355,7 +356,7 @@ class Guard(grpc.aio.ServerInterceptor):
         else:
 
             async def coroutine(requests: Any, context: Context) -> Any:
-                grant, _ = await self._admit(method, context, None, None)
+                grant, _ = await self._admit(method, context, None, None, requests)
                 return await self._run_stream(grant, method, context, inner, requests)
 
             behavior = coroutine
@@ -373,7 +374,7 @@ class Guard(grpc.aio.ServerInterceptor):
     async def _run_stream(
         self, grant: access.Grant, method: str, context: Context, inner: Any, request: Any
     ) -> Any:
-        stream = await self._open_stream(grant, method, context)
+        stream = await self._open_stream(grant, method, context, request)
         try:
             return await inner(request, context)
         except DecodeError as exc:
@@ -395,16 +396,19 @@ class Guard(grpc.aio.ServerInterceptor):
     # --- Checks -----------------------------------------------------------------------------
 
     async def _admit(
-        self, method: str, context: Context, raw: bytes | None, decode: Any
+        self, method: str, context: Context, raw: bytes | None, decode: Any, requests: Any = None
     ) -> tuple[access.Grant, Any]:
-        """Authenticate, decode, authorize and rate-limit one call, or abort it."""
+        """Authenticate, decode, authorize and rate-limit one call, or abort it.
+
+        `requests`: a request stream's messages, for `_refuse`.
+        """
         try:
             principal = self._authenticate(context)
             request = _decode(method, raw, decode) if raw is not None else None
             grant = await self._authorize(principal, method, request, len(raw or b""))
         except TaskyardError as error:
             self._refusals.refused(method, str(context.peer()), error.reason, error.message)
-            await abort(context, error)
+            await _refuse(context, error, requests)
         return grant, request
 
     async def _authorize(
@@ -472,7 +476,9 @@ class Guard(grpc.aio.ServerInterceptor):
             reason="TOKEN_REQUIRED",
         )
 
-    async def _open_stream(self, grant: access.Grant, method: str, context: Context) -> OpenStream:
+    async def _open_stream(
+        self, grant: access.Grant, method: str, context: Context, requests: Any = None
+    ) -> OpenStream:
         stream = self.streams.open(grant.principal)
         if stream is None:
             error = TooManyStreams(
@@ -480,10 +486,31 @@ class Guard(grpc.aio.ServerInterceptor):
                 "close one first"
             )
             self._refusals.refused(method, str(context.peer()), error.reason, error.message)
-            await abort(context, error)
+            await _refuse(context, error, requests)
         # The handler task is this call's own: the grant stays for its whole life.
         access.enter(grant)
         return stream
+
+
+REFUSAL_READ_S = 1.0
+
+
+async def _refuse(context: Context, error: TaskyardError, requests: Any) -> NoReturn:
+    """Abort the call with `error`; a request stream's once its first message is in.
+
+    A grpc.aio client whose write is still in flight when the status arrives reports
+    INTERNAL "Internal error from Core" instead of the status (grpc/grpc#36066, under
+    load about one refusal in fifty): a worker refused for its role would now and then
+    be told nothing it can act on. Its first message (a hello) follows the headers at once,
+    so waiting for it costs nothing; a caller that sends nothing is refused after
+    `REFUSAL_READ_S` all the same. Only callers whose token is valid get here: a missing or
+    invalid token is refused before anything is read (`_refuser`), which leaves that race.
+    """
+    if requests is not None:
+        with contextlib.suppress(Exception):  # ended, malformed or late: refuse regardless
+            async with asyncio.timeout(REFUSAL_READ_S):
+                await anext(aiter(requests))
+    await abort(context, error)
 
 
 def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:

@@ -9,6 +9,7 @@ decision.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import pkgutil
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 import taskyard.v1
-from taskyard.v1 import task_pb2, task_service_pb2
+from taskyard.v1 import task_pb2, task_service_pb2, worker_service_pb2
 from tests.helpers import Broker
 from tests.http_client import Http, error_reason
 from tests.security.support import TokensFile, call
@@ -237,6 +238,28 @@ async def test_role_may_call_only_its_rpcs(
             "ROLE_NOT_ALLOWED",
         ), outcome
         assert await _snapshot(channel, tokens_file) == before
+
+
+async def test_a_refused_stream_always_gets_its_reason_not_an_internal_error(
+    secured: Broker, tokens_file: TokensFile
+) -> None:
+    """A stream the broker refused before reading raced the client's first write: grpc.aio
+    clients then reported INTERNAL "Internal error from Core" instead of the refusal
+    (grpc/grpc#36066), one call in tens to hundreds. The broker refuses a stream once its
+    first message is in, so every one of these says why."""
+    hello = worker_service_pb2.LeaseRequest(hello=worker_service_pb2.Hello(worker_id="w"))
+    metadata = tokens_file.metadata(WHO[SUB])
+    async with secured.channel() as channel:
+        for _ in range(50):
+            outcomes = await asyncio.gather(
+                *(
+                    call(channel, "/taskyard.v1.WorkerService/Lease", hello, metadata=metadata,
+                         streaming="bidi")
+                    for _ in range(10)
+                )
+            )  # fmt: skip
+            wrong = [o for o in outcomes if o.reason != "ROLE_NOT_ALLOWED"]
+            assert not wrong, wrong
 
 
 async def test_a_call_without_a_token_is_unauthenticated(secured: Broker) -> None:
