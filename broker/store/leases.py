@@ -588,8 +588,9 @@ _END_NAMES = (
     "b_error_message", "b_error_details", "b_error_non_retryable", "b_error_attempt",
     "b_lapsed", "b_id", "b_lease",
 )  # fmt: skip
-_END_WRITE = BatchWrite(_END, _END_NAMES)
-_END_LAPSED_WRITE = BatchWrite(_END_LAPSED, _END_NAMES)
+# One row per task (end_leases skips a task it has seen): they may share statements.
+_END_WRITE = BatchWrite(_END, _END_NAMES, distinct_targets=True)
+_END_LAPSED_WRITE = BatchWrite(_END_LAPSED, _END_NAMES, distinct_targets=True)
 _RESULT_WRITE = BatchWrite(task_result.insert(), ("task_id", "data"))
 _ATTEMPT_WRITE = BatchWrite(
     task_attempt.insert(),

@@ -12,12 +12,29 @@ already be what sqlite3 takes (int, str, bytes, None; bool is an int).
 On PostgreSQL the same statement runs through SQLAlchemy as before (the rows
 become dicts), so asyncpg keeps its type adaptation and SQLAlchemy its
 multi-row INSERT; the fast path is where the single writer's CPU is the limit.
+
+On SQLite a batch also goes as multi-row statements, `ROWS_PER_STATEMENT` rows each (the
+rest one by one): an INSERT with that many `VALUES` groups, an UPDATE joined to them
+(`UPDATE … FROM (VALUES …)`). Python's sqlite3 lets go of the GIL around every statement
+step, once per row under `executemany`, and gets it back only when the event loop lets
+go: with the loop busy, inserting and ending tasks one row per step cost the broker's
+SQLite thread ~60 µs a row, waiting, against ~20 on a quiet thread. One step per 64 rows
+makes those hand-overs rare (`python -m bench.sqlite_gil` measures it). A failing row
+fails its statement and, as before, the whole transaction.
+
+An UPDATE joined to its rows applies only one of several rows that match the same
+target, where `executemany` applies each in turn; so an UPDATE gets the multi-row form
+only when its `BatchWrite` says `distinct_targets` — no two rows of one `run` update the
+same row (the lease ends: one per task, `store/leases.py` makes sure).
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,12 +44,63 @@ from broker.store.sqlite_driver import DEFERRED
 
 Row = tuple[Any, ...]
 
+ROWS_PER_STATEMENT = 64
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)  # UPDATE … FROM came in 3.33
+
+
+def _variable_limit() -> int:
+    """How many `?` one statement may hold in the SQLite this Python links (999 before 3.32)."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+
+
+_VARIABLE_LIMIT = _variable_limit()
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteForm:
+    """A BatchWrite as driver SQL, for each number of rows a statement carries."""
+
+    reorder: Callable[[Row], Row] | None  # from `names` to the order the SQL binds
+    sql: dict[int, str]  # rows per statement → SQL; largest first, 1 last
+
+    def batches(self, rows: Sequence[Row]) -> Iterator[tuple[str, list[Row]]]:
+        """(SQL, its executemany parameters) covering `rows` in order: big statements first."""
+        reorder, flat = self.reorder, itertools.chain.from_iterable
+        params = list(rows) if reorder is None else [reorder(r) for r in rows]
+        start, left = 0, len(params)
+        for size, sql in self.sql.items():
+            end = start + left - left % size
+            if end == start:
+                continue
+            if size == 1:
+                yield sql, params[start:end]
+            else:
+                yield sql, [tuple(flat(params[i : i + size])) for i in range(start, end, size)]
+            left -= end - start
+            start = end
+
+    def one_row(self) -> SqliteForm:
+        """The same write one row a statement (what executemany of the plain SQL does)."""
+        return SqliteForm(self.reorder, {1: self.sql[1]})
+
 
 class BatchWrite:
-    def __init__(self, statement: sa.Insert | sa.Update, names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        statement: sa.Insert | sa.Update,
+        names: Sequence[str],
+        *,
+        distinct_targets: bool = False,
+    ) -> None:
+        """`distinct_targets`: an UPDATE whose rows never share a target (module docstring)."""
         self.statement = statement
         self.names = tuple(names)
-        self._sqlite: tuple[str, Callable[[Row], Row] | None] | None = None
+        self.distinct_targets = distinct_targets
+        self._sqlite: SqliteForm | None = None
 
     async def run(self, conn: AsyncConnection, rows: Sequence[Row], *, defer: bool = True) -> None:
         """Execute once per row; `defer` as in sqlite_driver (a write nobody reads)."""
@@ -47,12 +115,15 @@ class BatchWrite:
                 execution_options=options,
             )
             return
-        sql, reorder = self._sqlite or self._compile(conn)
-        params = list(rows) if reorder is None else [reorder(r) for r in rows]
-        await conn.exec_driver_sql(sql, params, execution_options=options)
+        for sql, batch in self.sqlite_form(conn.dialect).batches(rows):
+            await conn.exec_driver_sql(sql, batch, execution_options=options)
 
-    def _compile(self, conn: AsyncConnection) -> tuple[str, Callable[[Row], Row] | None]:
-        compiled = self.statement.compile(dialect=conn.dialect, column_keys=list(self.names))
+    def sqlite_form(self, dialect: sa.Dialect) -> SqliteForm:
+        """The driver SQL on SQLite, compiled once."""
+        return self._sqlite or self._compile(dialect)
+
+    def _compile(self, dialect: sa.Dialect) -> SqliteForm:
+        compiled = self.statement.compile(dialect=dialect, column_keys=list(self.names))
         order = compiled.positiontup or []
         missing = [name for name in order if name not in self.names]
         if missing:
@@ -64,5 +135,57 @@ class BatchWrite:
         if tuple(order) != self.names:
             getter = operator.itemgetter(*(self.names.index(name) for name in order))
             reorder = getter if len(order) > 1 else lambda row: (getter(row),)
-        self._sqlite = (str(compiled), reorder)
+        sql = str(compiled)
+        width = len(order)
+        shape: Callable[[str, int, int], str | None] | None = None
+        if isinstance(self.statement, sa.Insert):
+            shape = multi_row_insert
+        elif self.distinct_targets and _UPDATE_FROM:
+            shape = multi_row_update
+        forms: dict[int, str] = {}
+        size = min(ROWS_PER_STATEMENT, _VARIABLE_LIMIT // max(width, 1))
+        while shape is not None and size > 1:
+            multi = shape(sql, width, size)
+            if multi is None:
+                break
+            forms[size] = multi
+            size //= 4  # the rest of a batch in at most three statements of each smaller size
+        forms[1] = sql
+        self._sqlite = SqliteForm(reorder, forms)
         return self._sqlite
+
+
+def _group(width: int) -> str:
+    return "(" + ", ".join("?" * width) + ")"
+
+
+def multi_row_insert(sql: str, width: int, per: int) -> str | None:
+    """`INSERT … VALUES (?, …)` for `per` rows; None for any other shape (an upsert, say)."""
+    group = _group(width)
+    if not sql.startswith("INSERT INTO ") or not sql.endswith(" VALUES " + group):
+        return None
+    return sql + ", " + ", ".join([group] * (per - 1))
+
+
+def multi_row_update(sql: str, width: int, per: int) -> str | None:
+    """`UPDATE t SET … WHERE …` reading its `width` parameters from `per` rows of VALUES.
+
+    The n-th `?` becomes `_v.column<n>` (SQLite's names for a VALUES table's columns), so
+    the SET and WHERE expressions are the one-row statement's, row by row. None for any
+    other shape: a subquery (a second WHERE) or a `?` that might sit inside a literal.
+    """
+    literals = sql.split("'")[1::2]
+    if (
+        not sql.startswith("UPDATE ")
+        or sql.count(" SET ") != 1
+        or sql.count(" WHERE ") != 1
+        or sql.count("?") != width
+        or any("?" in literal for literal in literals)
+    ):
+        return None
+    numbers = iter(range(1, width + 1))
+    parts = sql.split("?")
+    body = parts[0] + "".join(f"_v.column{next(numbers)}{part}" for part in parts[1:])
+    head, where = body.split(" WHERE ")
+    values = ", ".join([_group(width)] * per)
+    return f"{head} FROM (VALUES {values}) AS _v WHERE {where}"

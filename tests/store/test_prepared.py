@@ -6,7 +6,12 @@ import pytest
 import sqlalchemy as sa
 
 from broker.store.database import Database
-from broker.store.prepared import BatchWrite
+from broker.store.prepared import (
+    ROWS_PER_STATEMENT,
+    BatchWrite,
+    multi_row_insert,
+    multi_row_update,
+)
 from broker.store.schema import task_attempt
 
 ATTEMPT = BatchWrite(
@@ -69,3 +74,92 @@ async def test_a_constant_bound_in_the_statement_is_refused(db: Database) -> Non
     async with db.writer.connect() as conn:
         with pytest.raises(ValueError, match="outcome"):
             await write.run(conn, [("t1", 1, 100)])
+
+
+# --- Many rows a statement (SQLite): the same rows as one row a statement --------------------
+
+_BY_KEY: tuple[sa.BindParameter[str], sa.BindParameter[int]] = (
+    sa.bindparam("b_task"),
+    sa.bindparam("b_attempt"),
+)
+ENDED = BatchWrite(
+    sa.update(task_attempt)
+    .where(task_attempt.c.task_id == _BY_KEY[0], task_attempt.c.attempt == _BY_KEY[1])
+    .where(
+        task_attempt.c.outcome == sa.literal_column("1")
+    )  # a fence: rows already past it are left alone
+    .values(
+        outcome=sa.bindparam("b_outcome"), ended_at=task_attempt.c.ended_at + sa.literal_column("1")
+    ),
+    ("b_outcome", "b_task", "b_attempt"),
+    distinct_targets=True,
+)
+BUMPED = BatchWrite(
+    sa.update(task_attempt)
+    .where(task_attempt.c.task_id == _BY_KEY[0], task_attempt.c.attempt == _BY_KEY[1])
+    .values(ended_at=task_attempt.c.ended_at + sa.bindparam("b_by")),
+    ("b_by", "b_task", "b_attempt"),
+)
+
+
+def attempt_rows(n: int) -> list[tuple[object, ...]]:
+    return [(1, f"t{i:04}", 1, i, None, None) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "n", [1, ROWS_PER_STATEMENT - 1, ROWS_PER_STATEMENT, 2 * ROWS_PER_STATEMENT + 21]
+)
+async def test_every_row_of_a_batch_lands_whatever_its_size(db: Database, n: int) -> None:
+    async with db.writer.begin() as conn:
+        await ATTEMPT.run(conn, attempt_rows(n))
+    assert await rows(db) == [(f"t{i:04}", 1, 1, i, None, None, None) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, ROWS_PER_STATEMENT, 2 * ROWS_PER_STATEMENT + 21])
+async def test_an_update_gives_each_row_its_own_values_and_keeps_its_fence(
+    db: Database, n: int
+) -> None:
+    async with db.writer.begin() as conn:
+        await ATTEMPT.run(conn, attempt_rows(n))
+    fenced = {i for i in range(n) if i % 5 == 0}
+    async with db.writer.begin() as conn:
+        await ENDED.run(conn, [(9, f"t{i:04}", 1) for i in sorted(fenced)])
+    async with db.writer.begin() as conn:
+        # Every row, each with its own outcome; the fenced ones (outcome 9 now) stay.
+        await ENDED.run(conn, [(2 + i % 3, f"t{i:04}", 1) for i in range(n)] + [(7, "gone", 1)])
+    expected = [
+        (f"t{i:04}", 1, 9 if i in fenced else 2 + i % 3, i + 1, None, None, None) for i in range(n)
+    ]
+    assert await rows(db) == expected
+
+
+async def test_an_update_whose_rows_share_a_target_applies_each_in_turn(db: Database) -> None:
+    """Without distinct_targets a batch is applied row by row, as executemany does."""
+    async with db.writer.begin() as conn:
+        await ATTEMPT.run(conn, attempt_rows(3))
+    async with db.writer.begin() as conn:
+        await BUMPED.run(conn, [(10, "t0001", 1)] * (2 * ROWS_PER_STATEMENT))
+    assert [r[3] for r in await rows(db)] == [0, 1 + 20 * ROWS_PER_STATEMENT, 2]
+
+
+async def test_a_failing_row_inside_a_many_row_statement_writes_nothing(db: Database) -> None:
+    batch = attempt_rows(ROWS_PER_STATEMENT + 5)
+    batch[10] = batch[3]  # a repeated key in the first statement's rows
+    with pytest.raises(sa.exc.IntegrityError):
+        async with db.writer.begin() as conn:
+            await ATTEMPT.run(conn, batch)
+    assert await rows(db) == []
+
+
+def test_only_statements_that_mean_the_same_with_many_rows_get_that_form() -> None:
+    assert multi_row_insert("INSERT INTO t (a, b) VALUES (?, ?)", 2, 3) == (
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?)"
+    )
+    assert multi_row_insert("INSERT INTO t (a) VALUES (?) ON CONFLICT (a) DO NOTHING", 1, 3) is None
+    assert multi_row_update("UPDATE t SET a=? WHERE t.b = ?", 2, 2) == (
+        "UPDATE t SET a=_v.column1 FROM (VALUES (?, ?), (?, ?)) AS _v WHERE t.b = _v.column2"
+    )
+    assert (
+        multi_row_update("UPDATE t SET a=? WHERE b IN (SELECT c FROM u WHERE d = ?)", 2, 2) is None
+    )
+    assert multi_row_update("UPDATE t SET a='?' WHERE b = ?", 1, 2) is None
