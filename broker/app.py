@@ -63,6 +63,7 @@ from broker.server import build_server, set_serving, watch_storage
 from broker.store import maintenance
 from broker.store.database import Database, ensure_schema, open_database
 from broker.telemetry import setup as telemetry_setup
+from worker_sdk import _collector as collector
 
 log = logging.getLogger("taskyard.broker")
 
@@ -282,6 +283,7 @@ async def serve(broker: Broker) -> None:
     if broker.http is not None:
         await broker.http.start()
         _announce_http(settings, broker.http)
+    collector.settle()  # start-up is over: what it left alive lives as long as the broker
     await set_serving(broker.health, True)
     _announce(settings, broker.port, runtime.db.backend)
     broker.guard.announce(settings.listen)

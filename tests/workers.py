@@ -8,6 +8,7 @@ processes from the outside.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from typing import Any
@@ -35,6 +36,12 @@ def _record(event: str, ctx: TaskContext, *extra: object) -> None:
 @worker.task("echo")
 async def echo(ctx: TaskContext) -> Any:
     return ctx.payload
+
+
+@worker.task("gc.pacing")
+async def gc_pacing(ctx: TaskContext) -> Any:
+    """How this worker process's garbage collector is paced (worker_sdk/_collector.py)."""
+    return {"young_threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
 
 
 @worker.task("record")

@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.message import Message
 
 from taskyard.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
+from worker_sdk import _collector
 from worker_sdk._context import TaskContext
 from worker_sdk._credentials import ChannelSecurity, aio_channel
 from worker_sdk._definition import TaskDefinition
@@ -273,7 +274,12 @@ class Worker(Registration):
     # --- Running ---------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain gracefully and return."""
+        """Run until SIGTERM or SIGINT, then drain gracefully and return.
+
+        The process is the worker's from here on: its garbage collector is paced for a
+        server (worker_sdk/_collector.py). `run` leaves an embedding application's alone.
+        """
+        _collector.settle()
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

@@ -177,11 +177,12 @@ def metrics_address(listen: str) -> tuple[str, int]:
 
 def _prometheus(listen: str, token: str | None = None) -> tuple[MetricReader, WSGIServer, int]:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, ProcessCollector
+    from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 
     host, port = metrics_address(listen)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    GCCollector(registry=registry)  # python_gc_*: how often the collector ran (memory.py)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
     try:
         http = scrape.serve(host, port, registry, token=token)
