@@ -40,8 +40,8 @@ async def echo(ctx: TaskContext) -> Any:
 
 @worker.task("gc.pacing")
 async def gc_pacing(ctx: TaskContext) -> Any:
-    """How this worker process's garbage collector is paced (worker_sdk/_collector.py)."""
-    return {"young_threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
+    """How many objects this worker process froze out of the collector's way (_collector.py)."""
+    return {"frozen": gc.get_freeze_count()}
 
 
 @worker.task("record")

@@ -276,8 +276,9 @@ class Worker(Registration):
     def run_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then drain gracefully and return.
 
-        The process is the worker's from here on: its garbage collector is paced for a
-        server (worker_sdk/_collector.py). `run` leaves an embedding application's alone.
+        The process is the worker's from here on: what start-up left alive is frozen out of
+        the garbage collector's way (worker_sdk/_collector.py). `run` leaves an embedding
+        application's collector alone.
         """
         _collector.settle()
 
