@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.backlog import backlog_cost
 from bench.events import subscriber_cost
 from bench.executors import executor_spans
+from bench.proc import cpu_seconds
 from bench.schedules import schedule_lag
 from bench.soak import soak
 from bench.workflows import chain_hops, fan_cost, plain_cost
@@ -251,13 +251,6 @@ async def _start_skew_ms(db_url: str) -> float:
     return (max(starts) - min(starts)) / 1000
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds spent by the brokers, the workers and this process between start and stop."""
 
@@ -268,8 +261,8 @@ class CpuMeter:
 
     def _read(self) -> tuple[float, float, float]:
         return (
-            sum(_cpu_s(pid) for pid in self._brokers),
-            sum(_cpu_s(pid) for pid in self._workers),
+            sum(cpu_seconds(pid) for pid in self._brokers),
+            sum(cpu_seconds(pid) for pid in self._workers),
             time.process_time(),
         )
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench.proc import cpu_seconds
 from taskyard.v1 import event_service_pb2
 
 Submit = Callable[[list[Any], int], Awaitable[None]]
@@ -55,13 +54,15 @@ async def e2e_rate(
         await setup.start_workers()
         watchers = await start_watchers(setup.broker.target, subscribers)
         clients = setup.clients()
-        cpu0 = _cpu_s(setup.broker.process.pid)
+        cpu0 = cpu_seconds(setup.broker.process.pid)
         t0 = time.time()
         await submit(clients, n)
         _, last = await wait_done(setup.db_url, n)
         rate = n / (last / 1e6 - t0)
-        cpu = _cpu_s(setup.broker.process.pid) - cpu0
-        watched_cpu = _cpu_s(watchers.pid) if watchers else 0.0  # from their start: an upper bound
+        cpu = cpu_seconds(setup.broker.process.pid) - cpu0
+        watched_cpu = (
+            cpu_seconds(watchers.pid) if watchers else 0.0
+        )  # from their start: an upper bound
         for client in clients:
             await client.close()
         received = await stop_watchers(watchers)
@@ -115,12 +116,6 @@ async def _watch(target: str, n: int) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_watch(sys.argv[1], int(sys.argv[2])))
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def subscriber_cost(
