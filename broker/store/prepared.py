@@ -14,13 +14,14 @@ become dicts), so asyncpg keeps its type adaptation and SQLAlchemy its
 multi-row INSERT; the fast path is where the single writer's CPU is the limit.
 
 On SQLite a batch also goes as multi-row statements, `ROWS_PER_STATEMENT` rows each (the
-rest in statements of a quarter and a sixteenth of that, then one by one): an INSERT with that many `VALUES` groups, an UPDATE joined to them
-(`UPDATE … FROM (VALUES …)`). Python's sqlite3 lets go of the GIL around every statement
-step, once per row under `executemany`, and gets it back only when the event loop lets
-go: with the loop busy, inserting and ending tasks one row per step cost the broker's
-SQLite thread 60–82 µs a row of wall time, against 36 µs of CPU. One step per 64 rows
-makes those hand-overs rare (`python -m bench.sqlite_gil` measures it). A failing row
-fails its statement and, as before, the whole transaction.
+rest in statements of a quarter and a sixteenth of that, then one by one): an INSERT with
+that many `VALUES` groups, an UPDATE joined to them (`UPDATE … FROM (VALUES …)`).
+Python's sqlite3 lets go of the GIL around every statement step, once per row under
+`executemany`, and gets it back only when the event loop lets go: with the loop busy,
+inserting tasks one row per step cost the broker's SQLite thread 60 to 82 µs a row of
+wall time, against 36 µs of CPU. One step per 64 rows makes those hand-overs rare
+(`python -m bench.sqlite_gil` measures it). A failing row fails its statement and, as
+before, the whole transaction.
 
 An UPDATE joined to its rows applies only one of several rows that match the same
 target, where `executemany` applies each in turn; so an UPDATE gets the multi-row form

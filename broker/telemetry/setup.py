@@ -182,7 +182,8 @@ def _prometheus(listen: str, token: str | None = None) -> tuple[MetricReader, WS
     host, port = metrics_address(listen)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    GCCollector(registry=registry)  # python_gc_*: how often the collector ran (worker_sdk/_collector.py)
+    # python_gc_*: how often the collector ran (worker_sdk/_collector.py).
+    GCCollector(registry=registry)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
     try:
         http = scrape.serve(host, port, registry, token=token)
