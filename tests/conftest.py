@@ -16,14 +16,17 @@ _postgres = PostgresDatabases()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of SQLite-only behaviour (file locks, file sizes) exist only on SQLite."""
+    """Tests of one backend's own behaviour (SQLite's file locks, PostgreSQL's statements)
+    exist only on that backend."""
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
         params = getattr(item, "callspec", None)
         backend = params.params.get("backend") if params else None
-        only = item.get_closest_marker("sqlite_only") is not None
-        (drop if only and backend == "postgresql" else keep).append(item)
+        elsewhere = (item.get_closest_marker("sqlite_only") and backend == "postgresql") or (
+            item.get_closest_marker("postgres_only") and backend == "sqlite"
+        )
+        (drop if elsewhere else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.core.leases import LEASE_LOST_ERROR, LeaseRow, Transition, decide, may_act
@@ -231,10 +232,15 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
         task.c.lapsed_lease_id,
         task.c.cancel_reason,
         task.c.execution_timeout_us,
-    ).where(task.c.id.in_(list(ids)))
+    )
     if is_pg(conn):
+        # One array parameter: an IN list would be a new statement, prepared and planned
+        # anew, for every number of ids (49 ms a commit under end-to-end load).
+        query = query.where(task.c.id == sa.any_(sa.bindparam("ids", list(ids), _IDS)))
         # In id order, so that two replicas locking overlapping rows cannot deadlock.
         query = query.order_by(task.c.id).with_for_update()
+    else:
+        query = query.where(task.c.id.in_(list(ids)))
     # Columns in LeaseRow's field order; positional, as it runs once per ended lease.
     state_of = _STATE_OF
     return {
@@ -244,6 +250,7 @@ async def lease_rows(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Lea
 
 
 _STATE_OF = {int(s): s for s in TaskState}
+_IDS = postgresql.ARRAY(sa.String)
 
 
 def holds(row: LeaseRow | None, lease_id: int, by: Holder | None = None) -> bool:

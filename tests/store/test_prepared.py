@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.store.database import Database
 from broker.store.prepared import (
@@ -11,6 +16,8 @@ from broker.store.prepared import (
     BatchWrite,
     multi_row_insert,
     multi_row_update,
+    unnest_insert,
+    unnest_update,
 )
 from broker.store.schema import task_attempt
 
@@ -163,3 +170,67 @@ def test_only_statements_that_mean_the_same_with_many_rows_get_that_form() -> No
         multi_row_update("UPDATE t SET a=? WHERE b IN (SELECT c FROM u WHERE d = ?)", 2, 2) is None
     )
     assert multi_row_update("UPDATE t SET a='?' WHERE b = ?", 1, 2) is None
+
+
+# --- One statement a batch (PostgreSQL): rows as arrays -------------------------------------
+
+
+@contextmanager
+def executions(conn: AsyncConnection) -> Iterator[list[tuple[str, bool]]]:
+    """Each statement the driver runs inside the block, and whether it ran once per row."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(*args: Any) -> None:
+        seen.append((str(args[2]).split()[0], bool(args[5])))
+
+    sa.event.listen(conn.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(conn.sync_engine, "before_cursor_execute", record)
+
+
+@pytest.mark.postgres_only
+async def test_on_postgresql_a_batch_runs_once_not_once_per_row(db: Database) -> None:
+    """executemany costs PostgreSQL an executor start a row; the arrays cost it one."""
+    n = 2 * ROWS_PER_STATEMENT + 21
+    async with db.writer.begin() as conn:
+        with executions(conn) as seen:
+            await ATTEMPT.run(conn, attempt_rows(n))
+            await ENDED.run(conn, [(2, f"t{i:04}", 1) for i in range(n)])
+            await BUMPED.run(conn, [(10, "t0001", 1)] * 2)
+    # Rows sharing a target keep executemany: each must see the one before.
+    assert seen == [("INSERT", False), ("UPDATE", False), ("UPDATE", True)]
+    assert [r[2:4] for r in await rows(db)][:3] == [(2, 1), (2, 22), (2, 3)]
+
+
+def test_only_statements_that_mean_the_same_over_arrays_get_that_form() -> None:
+    casts = ["$1::VARCHAR", "$2::INTEGER"]
+    assert unnest_insert("INSERT INTO t (a, b) VALUES ($1::VARCHAR, $2::INTEGER)", casts) == (
+        "INSERT INTO t (a, b) SELECT * FROM unnest($1::VARCHAR[], $2::INTEGER[])"
+    )
+    assert (
+        unnest_insert(
+            "INSERT INTO t (a, b) VALUES ($1::VARCHAR, $2::INTEGER) ON CONFLICT (a) DO NOTHING",
+            casts,
+        )
+        is None
+    )
+    assert unnest_update("UPDATE t SET b=(t.b + $2::INTEGER) WHERE t.a = $1::VARCHAR", casts) == (
+        "UPDATE t SET b=(t.b + _v.c2) FROM unnest($1::VARCHAR[], $2::INTEGER[]) AS _v(c1, c2) "
+        "WHERE t.a = _v.c1"
+    )
+    # A parameter the casts do not name (a constant bound in the statement), a subquery,
+    # a RETURNING clause: each keeps one execution a row.
+    assert unnest_update("UPDATE t SET b=$3 WHERE t.a = $1::VARCHAR", casts) is None
+    assert (
+        unnest_update(
+            "UPDATE t SET b=$2::INTEGER WHERE t.a IN (SELECT a FROM u WHERE c = $1::VARCHAR)",
+            casts,
+        )
+        is None
+    )
+    assert (
+        unnest_update("UPDATE t SET b=$2::INTEGER WHERE t.a = $1::VARCHAR RETURNING t.a", casts)
+        is None
+    )
