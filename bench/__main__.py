@@ -12,7 +12,11 @@ Each scenario runs several times on a fresh database and reports the median.
   CPU time each part spent over that span, per task: the broker process, the
   worker processes and this (client) process, read from /proc and
   `time.process_time()` — what a task costs, independent of how busy the
-  machine is.
+  machine is. On PostgreSQL also the database's backends (e2e_database_cpu_us).
+* round-trips (PostgreSQL, only when asked for): the process and end-to-end runs
+  again with the brokers reaching the database through a relay that counts
+  round trips and commits (bench/pg_wire.py): per 1,000 tasks and per commit,
+  and tasks per commit.
 * latency: idle workers, one CreateTask at a time at a fixed rate; the time from
   sending CreateTask to the handler starting (the handler returns time.time()).
 * schedule: a once-per-second cron at real time; fire time to task creation and
@@ -49,11 +53,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.backlog import backlog_cost
 from bench.events import subscriber_cost
 from bench.executors import executor_spans
+from bench.peers.probes import PgBackends
+from bench.pg_wire import WireCounter, through, upstream
 from bench.proc import cpu_seconds
 from bench.schedules import schedule_lag
 from bench.soak import soak
@@ -131,8 +138,14 @@ async def _submit(clients: list[Client], n: int, type_: str = "noop") -> None:
 
 class Setup:
     def __init__(
-        self, args: Args, workdir: Path, index: int, extra_args: tuple[str, ...] = ()
+        self,
+        args: Args,
+        workdir: Path,
+        index: int,
+        extra_args: tuple[str, ...] = (),
+        broker_db: str | None = None,
     ) -> None:
+        """`broker_db`: the brokers' URL when it is not the one the benchmark reads (a relay)."""
         self.args = args
         self.workdir = workdir / f"run{index}"
         self.workdir.mkdir()
@@ -144,7 +157,7 @@ class Setup:
             # cap the one load-generating client: the benchmark measures the broker.
             self.brokers.append(
                 Broker(
-                    db_url=self.db_url,
+                    db_url=broker_db or self.db_url,
                     workdir=self.workdir / f"r{r}",
                     extra_args=("--submit-rate", "0", *extra_args),
                 )
@@ -218,11 +231,12 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
         await setup.start_workers()
         clients = setup.clients()
         meter = CpuMeter(setup)
+        await meter.start()
         t0 = time.time()
         await _submit(clients, n)
         _, last = await _wait_done(setup.db_url, n)
         e2e_rate = n / (last / 1e6 - t0)
-        cpu = meter.per_task_us(n)
+        cpu = await meter.per_task_us(n)
         await _close(clients)
     return {
         "submit_per_s": submit_rate,
@@ -231,6 +245,45 @@ async def throughput(args: Args, workdir: Path, index: int) -> dict[str, float]:
         "e2e_per_s": e2e_rate,
         **cpu,
     }
+
+
+async def round_trips(args: Args, workdir: Path, index: int) -> dict[str, float]:
+    """Database round trips and commits per task, drained and end to end (PostgreSQL only).
+
+    The brokers reach the database through `bench.pg_wire`'s relay, which counts; the
+    relay's hop slows every round trip, so these runs give counts and no rates.
+    """
+    assert args.db is not None
+    n = args.tasks
+    relay = WireCounter(*upstream(normalize_url(args.db)))
+    port = await relay.start()
+    broker_db = through(normalize_url(args.db), port)
+    tally = relay.tally
+    try:
+        async with Setup(args, workdir, index + 700, broker_db=broker_db) as setup:
+            clients = setup.clients()
+            await _submit(clients, n)
+            await _close(clients)
+            before = (tally.round_trips, tally.commits)
+            await setup.start_workers()
+            await _wait_done(setup.db_url, n)
+            drained = (tally.round_trips - before[0], tally.commits - before[1])
+        async with Setup(args, workdir, index + 800, broker_db=broker_db) as setup:
+            await setup.start_workers()
+            clients = setup.clients()
+            before = (tally.round_trips, tally.commits)
+            await _submit(clients, n)
+            await _wait_done(setup.db_url, n)
+            e2e = (tally.round_trips - before[0], tally.commits - before[1])
+            await _close(clients)
+    finally:
+        await relay.close()
+    figures: dict[str, float] = {}
+    for name, (trips, commits) in (("process", drained), ("e2e", e2e)):
+        figures[f"{name}_round_trips_per_1000_tasks"] = 1000 * trips / n
+        figures[f"{name}_round_trips_per_commit"] = trips / max(commits, 1)
+        figures[f"{name}_tasks_per_commit"] = n / max(commits, 1)
+    return figures
 
 
 async def _start_skew_ms(db_url: str) -> float:
@@ -252,11 +305,27 @@ async def _start_skew_ms(db_url: str) -> float:
 
 
 class CpuMeter:
-    """CPU seconds spent by the brokers, the workers and this process between start and stop."""
+    """CPU seconds spent by the brokers, the workers and this process between start and stop.
+
+    On PostgreSQL also the database's: its backends serving the benchmark's database
+    (bench/peers/probes.py), which on SQLite is work inside the broker's process.
+    """
 
     def __init__(self, setup: Setup) -> None:
         self._brokers = [b.process.pid for b in setup.brokers if b.process is not None]
         self._workers = [w.process.pid for w in setup.workers]
+        self._database: PgBackends | None = None
+        if setup.args.db and not setup.db_url.startswith("sqlite"):
+            url = make_url(normalize_url(setup.db_url))
+            admin = url.set(drivername="postgresql", database="postgres")
+            self._database = PgBackends(
+                admin.render_as_string(hide_password=False), url.database or ""
+            )
+        self._start = self._read()
+
+    async def start(self) -> None:
+        if self._database is not None:
+            await self._database.start()
         self._start = self._read()
 
     def _read(self) -> tuple[float, float, float]:
@@ -266,14 +335,17 @@ class CpuMeter:
             time.process_time(),
         )
 
-    def per_task_us(self, n: int) -> dict[str, float]:
+    async def per_task_us(self, n: int) -> dict[str, float]:
         end = self._read()
         broker, workers, client = (1e6 * (e - s) / n for e, s in zip(end, self._start, strict=True))
-        return {
+        figures = {
             "e2e_broker_cpu_us": broker,
             "e2e_workers_cpu_us": workers,
             "e2e_client_cpu_us": client,
         }
+        if self._database is not None:
+            figures["e2e_database_cpu_us"] = 1e6 * await self._database.stop() / n
+        return figures
 
 
 async def _close(clients: list[Client]) -> None:
@@ -378,6 +450,10 @@ async def main(args: Args) -> dict[str, Any]:
         }
         if args.scenario in ("all", "throughput"):
             report |= await _median_of(args.runs, lambda i: throughput(args, workdir, i))
+        if args.scenario == "round-trips":
+            if not args.db or normalize_url(args.db).startswith("sqlite"):
+                raise SystemExit("--scenario round-trips counts PostgreSQL's: give --db")
+            report |= await _median_of(args.runs, lambda i: round_trips(args, workdir, i))
         if args.scenario == "stats":
             report["stats_tasks"] = args.stats_tasks
             report |= await _median_of(args.runs, lambda i: stats_cost(args, workdir, i))
@@ -445,6 +521,7 @@ def _parse() -> Args:
             "all",
             "throughput",
             "latency",
+            "round-trips",
             "stats",
             "schedule",
             "events",

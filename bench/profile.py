@@ -110,10 +110,11 @@ def _py_spy() -> str:
 async def _end_to_end(setup: Setup, tasks: int) -> str:
     clients = setup.clients()
     meter = CpuMeter(setup)
+    await meter.start()
     t0 = time.time()
     await _submit(clients, tasks)
     _, last = await _wait_done(setup.db_url, tasks)
-    cpu = meter.per_task_us(tasks)
+    cpu = await meter.per_task_us(tasks)
     for client in clients:
         await client.close()
     parts = ", ".join(f"{k.split('_')[1]} {v:.0f} µs" for k, v in cpu.items())

@@ -1,5 +1,5 @@
 """The measuring parts of bench/: profile parsing, percentile ranks, CPU of process trees,
-the comparison's ratios, and the handlers' completion counts."""
+the comparison's ratios, the handlers' completion counts and PostgreSQL's round trips."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bench.breakdown import percentiles
@@ -18,7 +19,9 @@ from bench.peers import handler, report
 from bench.peers.probes import own_cpu, tree_cpu
 from bench.peers.systems import Spec
 from bench.percentile import rank
+from bench.pg_wire import WireCounter, through, upstream
 from bench.profile import parse_collapsed, top_frames
+from tests.databases import ADMIN_URL
 
 COLLAPSED = """\
 main (a.py:1);loop (b.py:2);commit (c.py:3) 6
@@ -102,3 +105,25 @@ def test_completions_are_counted_per_tag_and_flushed_to_a_file(
     counts = json.loads(path.read_text())
     assert counts["drain"][0] == 3
     assert counts["drain"][1] <= counts["lat"][1] <= time.time()
+
+
+async def test_the_wire_counter_counts_the_round_trips_a_client_waits_for() -> None:
+    """Each Sync, Flush or simple Query is one wait for the server; COMMITs are counted apart."""
+    relay = WireCounter(*upstream(ADMIN_URL))
+    port = await relay.start()
+    conn = await asyncpg.connect(through(ADMIN_URL, port), timeout=5)
+    tally = relay.tally
+    try:
+        assert (tally.round_trips, tally.commits) == (0, 0)  # start-up is not counted
+        await conn.fetchval("SELECT $1::int", 1)
+        assert tally.round_trips == 2  # prepared (Flush), then run (Sync)
+        await conn.fetchval("SELECT $1::int", 2)
+        assert tally.round_trips == 3  # prepared once
+        await conn.executemany("SELECT $1::int", [(i,) for i in range(100)])
+        assert tally.round_trips == 4  # a hundred rows, pipelined: one wait
+        async with conn.transaction():
+            await conn.fetchval("SELECT $1::int", 3)
+        assert (tally.round_trips, tally.commits) == (7, 1)  # BEGIN, the SELECT, COMMIT
+    finally:
+        await conn.close()
+        await relay.close()
