@@ -321,7 +321,7 @@ class CpuMeter:
             self._database = PgBackends(
                 admin.render_as_string(hide_password=False), url.database or ""
             )
-        self._start = self._read()
+        self._start = (0.0, 0.0, 0.0)
 
     async def start(self) -> None:
         if self._database is not None:

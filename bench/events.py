@@ -60,9 +60,8 @@ async def e2e_rate(
         _, last = await wait_done(setup.db_url, n)
         rate = n / (last / 1e6 - t0)
         cpu = cpu_seconds(setup.broker.process.pid) - cpu0
-        watched_cpu = (
-            cpu_seconds(watchers.pid) if watchers else 0.0
-        )  # from their start: an upper bound
+        # The watchers' CPU from their start: an upper bound.
+        watched_cpu = cpu_seconds(watchers.pid) if watchers else 0.0
         for client in clients:
             await client.close()
         received = await stop_watchers(watchers)

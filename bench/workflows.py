@@ -16,14 +16,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any, Protocol
 
+from bench.proc import cpu_seconds
 from worker_sdk import Client, TaskSpec, Workflow, WorkflowState
 
 FAN = 10_000
@@ -40,13 +39,6 @@ class _Setup(Protocol):
 # Waits, from the database (not through the broker, whose CPU is being measured), until
 # this many tasks succeeded.
 WaitDone = Callable[[str, int], Awaitable[tuple[int, int]]]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def plain_cost(

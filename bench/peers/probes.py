@@ -1,8 +1,6 @@
-"""CPU seconds per part of a system, read from Linux's /proc.
+"""CPU seconds per part of a system, read from Linux's /proc (bench/proc.py).
 
-* A process tree (a broker, a worker and the pool children it forks): user + system time
-  of the process and of every live descendant, plus the time of children it has already
-  reaped (`cutime`/`cstime`).
+* A process tree (a broker, a worker and the pool children it forks): `tree_cpu`.
 * The Redis server: its process, found by `INFO server`'s `process_id`. Everything Redis
   does in the window counts, so it includes every system's handler stamps and, on a shared
   machine, any other client's commands in that window.
@@ -18,43 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from pathlib import Path
 
 import asyncpg
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def own_cpu(pid: int) -> float:
-    """User + system seconds of one process (0 once it is gone)."""
-    fields = _stat(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(p) for p in (task / "children").read_text().split()]
-    return kids
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process, its live descendants and the children it has reaped."""
-    fields = _stat(pid)
-    if fields is None:
-        return 0.0
-    used = sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
-    return used + sum(tree_cpu(child) for child in _children(pid))
+from bench.proc import cpu_seconds
 
 
 class PgBackends:
@@ -75,7 +40,7 @@ class PgBackends:
         )
         for row in rows:
             pid = int(row["pid"])
-            used = own_cpu(pid)
+            used = cpu_seconds(pid)
             if baseline:
                 self._base[pid] = used
             self._base.setdefault(pid, 0.0)

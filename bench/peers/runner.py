@@ -28,9 +28,10 @@ from typing import Any
 
 import redis.asyncio
 
-from bench.peers.probes import PgBackends, own_cpu, tree_cpu
+from bench.peers.probes import PgBackends
 from bench.peers.systems import Env, Session, Spec, redis_pid
 from bench.percentile import rank
+from bench.proc import cpu_seconds, tree_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,7 +213,7 @@ class Meter:
         return {
             "broker": sum(tree_cpu(p) for p in self._session.broker_pids()),
             "workers": sum(tree_cpu(p) for p in self._session.worker_pids()),
-            "redis": own_cpu(self._redis),
+            "redis": cpu_seconds(self._redis),
         }
 
     async def start(self) -> None:

@@ -16,10 +16,10 @@ import pytest
 
 from bench.breakdown import percentiles
 from bench.peers import handler, report
-from bench.peers.probes import own_cpu, tree_cpu
 from bench.peers.systems import Spec
 from bench.percentile import rank
 from bench.pg_wire import WireCounter, through, upstream
+from bench.proc import cpu_seconds, tree_cpu
 from bench.profile import parse_collapsed, top_frames
 from tests.databases import ADMIN_URL
 
@@ -63,7 +63,7 @@ def test_tree_cpu_counts_the_live_children_a_process_started() -> None:
     parent = subprocess.Popen([sys.executable, "-c", spawn], start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while tree_cpu(parent.pid) - own_cpu(parent.pid) < 0.25:
+        while tree_cpu(parent.pid) - cpu_seconds(parent.pid) < 0.25:
             assert time.monotonic() < deadline, "the child's CPU never showed"
             time.sleep(0.01)
     finally:
